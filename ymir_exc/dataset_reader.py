@@ -1,0 +1,435 @@
+"""Read the task's dataset: index files, then ark / VOC / COCO annotations as typed boxes.
+
+Upstream-compatible calls::
+
+    from ymir_exc import dataset_reader as dr, env
+    for asset_path, annotation_path in dr.item_paths(env.DatasetType.TRAINING):
+        ...                                   # annotation_path is '' for candidates
+    n = dr.items_count(env.DatasetType.CANDIDATE)
+
+Typed API for new executors::
+
+    for item in dr.read_items(env.DatasetType.VALIDATION):      # export_format from config.yaml
+        item.image_path, [(b.class_name, b.x, b.y, b.w, b.h) for b in item.boxes]
+
+Formats: CONTRACT.md section 1. Boxes are integer pixels ``x, y, w, h`` with ``(x, y)`` the top
+left corner; ark and VOC store ``xmin, ymin, xmax, ymax`` with xmax/ymax inclusive, so
+``w = xmax - xmin + 1``. Differences from upstream: a blank or one-column training line is an
+:class:`~ymir_exc.errors.IndexFileError` naming the file and line (upstream yielded empty paths),
+and a malformed annotation is an :class:`~ymir_exc.errors.AnnotationError`, never a silent drop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from ymir_exc import env
+from ymir_exc.env import DatasetType
+from ymir_exc.errors import AnnotationError, ConfigFileError, IndexFileError
+
+#: export_format values and the annotation format each one means (CONTRACT.md section 1)
+EXPORT_FORMATS = {
+    "ark:raw": "ark",
+    "det-ark:raw": "ark",
+    "voc:raw": "voc",
+    "det-voc:raw": "voc",
+    "seg-coco:raw": "coco",
+}
+DEFAULT_EXPORT_FORMAT = "det-voc:raw"
+
+
+@dataclass(frozen=True)
+class BBox:
+    """One ground-truth box, integer pixels.
+
+    Attributes:
+        class_id: 0-based index into ``class_names``.
+        class_name: ``class_names[class_id]``.
+        x, y: top-left corner (pixels, may be 0).
+        w, h: width and height (pixels, > 0).
+        quality: ark's optional 6th column (-1.0 when absent).
+        angle: ark's optional 7th column (0.0 when absent).
+    """
+
+    class_id: int
+    class_name: str
+    x: int
+    y: int
+    w: int
+    h: int
+    quality: float = -1.0
+    angle: float = 0.0
+
+    @property
+    def xyxy(self) -> Tuple[int, int, int, int]:
+        """``(xmin, ymin, xmax, ymax)`` with xmax/ymax exclusive (``x + w``)."""
+        return (self.x, self.y, self.x + self.w, self.y + self.h)
+
+
+@dataclass
+class DatasetItem:
+    """One image of an index file with its boxes (empty for candidates)."""
+
+    image_path: str
+    annotation_path: str = ""
+    boxes: List[BBox] = field(default_factory=list)
+
+
+_SPLIT_NAMES = {
+    "train": DatasetType.TRAINING, "training": DatasetType.TRAINING,
+    "val": DatasetType.VALIDATION, "validation": DatasetType.VALIDATION,
+    "test": DatasetType.CANDIDATE, "candidate": DatasetType.CANDIDATE,
+    "mining": DatasetType.CANDIDATE, "infer": DatasetType.CANDIDATE,
+}
+
+
+def _as_dataset_type(split: Union[DatasetType, str, int]) -> DatasetType:
+    if isinstance(split, str):
+        try:
+            return _SPLIT_NAMES[split.lower()]
+        except KeyError:
+            raise ValueError(f"unknown split {split!r}; one of {sorted(_SPLIT_NAMES)}") from None
+    return DatasetType(split)
+
+
+def index_file_path(dataset_type: Union[DatasetType, str], env_config: Optional[env.EnvConfig] = None) -> str:
+    """The index file env.yaml names for a dataset type.
+
+    Raises:
+        IndexFileError: env.yaml sets no index file for this dataset type.
+    """
+    env_config = env_config or env.get_current_env()
+    dataset_type = _as_dataset_type(dataset_type)
+    key = {DatasetType.TRAINING: "training_index_file", DatasetType.VALIDATION: "val_index_file",
+           DatasetType.CANDIDATE: "candidate_index_file"}.get(dataset_type)
+    path = getattr(env_config.input, key) if key else ""
+    if not path:
+        raise IndexFileError(f"env.yaml sets no index file for {dataset_type.name}",
+                             key=f"input.{key or dataset_type.name}")
+    return path
+
+
+def item_paths(dataset_type: Union[DatasetType, str], env_config: Optional[env.EnvConfig] = None) -> Iterator[Tuple[str, str]]:
+    """Yield ``(asset_path, annotation_path)`` for every line of the index file.
+
+    Training and validation lines are ``<image>\\t<annotation>``; candidate lines are ``<image>``
+    and yield ``annotation_path == ''``.
+
+    Raises:
+        IndexFileError: the index file is not set, missing or unreadable, or a line is blank or
+            (training / validation) has no annotation column; names the file and line.
+    """
+    dataset_type = _as_dataset_type(dataset_type)
+    path = index_file_path(dataset_type, env_config)
+    need_annotation = dataset_type != DatasetType.CANDIDATE
+    try:
+        f = open(path, "r", encoding="utf-8")
+    except FileNotFoundError:
+        raise IndexFileError("index file not found", path=path) from None
+    except OSError as e:
+        raise IndexFileError(f"cannot read index file: {e.strerror}", path=path) from None
+    with f:
+        try:
+            for n, line in enumerate(f, 1):
+                asset, sep, annotation = line.rstrip("\r\n").partition("\t")
+                if not asset or asset.isspace():
+                    raise IndexFileError("blank line (expected an image path)", path=path, line=n)
+                if need_annotation and not annotation:
+                    raise IndexFileError("expected '<image path>\\t<annotation path>'", path=path, line=n)
+                if "\t" in annotation:
+                    annotation = annotation.partition("\t")[0]
+                yield asset, annotation
+        except UnicodeDecodeError:
+            raise IndexFileError("index file is not UTF-8 text", path=path) from None
+
+
+def items_count(dataset_type: Union[DatasetType, str], env_config: Optional[env.EnvConfig] = None) -> int:
+    """Number of lines (items) of an index file; validates every line like :func:`item_paths`."""
+    return sum(1 for _ in item_paths(dataset_type, env_config))
+
+
+def images_count(cfg: Any = None, split: Union[DatasetType, str] = DatasetType.TRAINING) -> int:
+    """Number of images of a split (``'train'``, ``'val'``, ``'candidate'`` or a DatasetType).
+
+    ``cfg`` is the merged config (``util.get_merged_config()``) or None for the current env.
+    """
+    return items_count(split, _env_of(cfg))
+
+
+def bboxes_count(cfg: Any = None, split: Union[DatasetType, str] = DatasetType.TRAINING) -> int:
+    """Number of ground-truth boxes of a split, parsing every annotation.
+
+    Raises:
+        AnnotationError / IndexFileError: see :func:`read_items`.
+    """
+    return sum(len(item.boxes) for item in read_items(split, cfg=cfg))
+
+
+def _env_of(cfg: Any) -> Optional[env.EnvConfig]:
+    if cfg is None:
+        return None
+    ymir = cfg.get("ymir") if isinstance(cfg, dict) else getattr(cfg, "ymir", None)
+    if isinstance(ymir, env.EnvConfig):
+        return ymir
+    if isinstance(ymir, dict):
+        return env.EnvConfig.model_validate(ymir)
+    return None
+
+
+# ---------------------------------------------------------------- annotations
+
+def parse_ark_annotation(path: str, class_names: Sequence[str]) -> List[BBox]:
+    """Parse an ark txt annotation: lines ``class_idx, xmin, ymin, xmax, ymax[, quality, angle]``.
+
+    Integers in pixels, xmax/ymax inclusive; blank lines are skipped (an image with no box has an
+    empty file).
+
+    Raises:
+        AnnotationError: the file is missing, or a line has too few fields, a non-number, a class
+            index outside ``class_names``, a negative coordinate or xmax < xmin; names file and line.
+    """
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise AnnotationError("annotation file not found", path=path) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise AnnotationError(f"cannot read annotation: {e}", path=path) from None
+    boxes = []
+    names = ("class_idx", "xmin", "ymin", "xmax", "ymax", "quality", "angle")
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        fields = [p.strip() for p in line.split(",")]
+        if len(fields) < 5:
+            raise AnnotationError(f"expected 'class_idx, xmin, ymin, xmax, ymax[, quality, angle]', got {len(fields)} field(s)",
+                                  path=path, line=n)
+        if len(fields) > 7:
+            raise AnnotationError(f"too many fields ({len(fields)}, at most 7)", path=path, line=n)
+        values: List[float] = []
+        for key, text in zip(names, fields):
+            try:
+                v = float(text)
+            except ValueError:
+                raise AnnotationError(f"not a number: {text!r}", path=path, line=n, key=key) from None
+            if not math.isfinite(v):
+                raise AnnotationError(f"not a finite number: {text!r}", path=path, line=n, key=key)
+            values.append(v)
+        cid = values[0]
+        if cid != int(cid) or not 0 <= cid < len(class_names):
+            raise AnnotationError(f"class index {fields[0]} outside 0..{len(class_names) - 1} "
+                                  f"(class_names: {list(class_names)})", path=path, line=n, key="class_idx")
+        boxes.append(_box_from_corners(int(cid), class_names, values[1:5], path, n,
+                                       quality=values[5] if len(values) > 5 else -1.0,
+                                       angle=values[6] if len(values) > 6 else 0.0))
+    return boxes
+
+
+def _box_from_corners(cid: int, class_names: Sequence[str], corners: Sequence[float], path: str,
+                      line: Optional[int], quality: float = -1.0, angle: float = 0.0) -> BBox:
+    xmin, ymin, xmax, ymax = (int(round(v)) for v in corners)
+    for key, v in zip(("xmin", "ymin"), (xmin, ymin)):
+        if v < 0:
+            raise AnnotationError(f"negative coordinate {v}", path=path, line=line, key=key)
+    if xmax < xmin:
+        raise AnnotationError(f"inverted box: xmax {xmax} < xmin {xmin}", path=path, line=line, key="xmax")
+    if ymax < ymin:
+        raise AnnotationError(f"inverted box: ymax {ymax} < ymin {ymin}", path=path, line=line, key="ymax")
+    return BBox(cid, class_names[cid], xmin, ymin, xmax - xmin + 1, ymax - ymin + 1, quality, angle)
+
+
+def parse_voc_annotation(path: str, class_names: Sequence[str]) -> List[BBox]:
+    """Parse a Pascal VOC xml annotation (``<object><name>``, ``<bndbox>`` xmin..ymax inclusive).
+
+    Raises:
+        AnnotationError: missing file, invalid XML, an object without name / bndbox, a
+            coordinate that is not a number, a class not in ``class_names``, an inverted box.
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise AnnotationError("annotation file not found", path=path) from None
+    except ET.ParseError as e:
+        raise AnnotationError(f"not valid XML: {e}", path=path, line=e.position[0]) from None
+    except OSError as e:
+        raise AnnotationError(f"cannot read annotation: {e}", path=path) from None
+    index = {name: i for i, name in enumerate(class_names)}
+    boxes = []
+    for k, obj in enumerate(root.iter("object"), 1):
+        name = (obj.findtext("name") or "").strip()
+        where = f"object[{k}]"
+        if not name:
+            raise AnnotationError("object without <name>", path=path, key=where)
+        if name not in index:
+            raise AnnotationError(f"class {name!r} not in class_names {list(class_names)}", path=path,
+                                  key=f"{where}.name")
+        bnd = obj.find("bndbox")
+        if bnd is None:
+            raise AnnotationError("object without <bndbox>", path=path, key=where)
+        corners = []
+        for tag in ("xmin", "ymin", "xmax", "ymax"):
+            text = bnd.findtext(tag)
+            try:
+                v = float(text)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise AnnotationError(f"<{tag}> is not a number: {text!r}", path=path,
+                                      key=f"{where}.bndbox.{tag}") from None
+            if not math.isfinite(v):
+                raise AnnotationError(f"<{tag}> is not finite", path=path, key=f"{where}.bndbox.{tag}")
+            corners.append(v)
+        try:
+            boxes.append(_box_from_corners(index[name], class_names, corners, path, None))
+        except AnnotationError as e:
+            raise AnnotationError(e.message, path=path, key=f"{where}.bndbox.{e.key}") from None
+    return boxes
+
+
+def load_coco_annotations(path: str, class_names: Sequence[str]) -> Dict[str, List[BBox]]:
+    """Parse a COCO json (``seg-coco:raw``) into ``{image file_name basename: [BBox]}``.
+
+    Category names map to ``class_names`` by name; ``bbox`` is ``[x, y, w, h]`` in pixels.
+
+    Raises:
+        AnnotationError: missing / invalid json, a category not in class_names, a bad bbox.
+    """
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise AnnotationError("COCO annotation file not found", path=path) from None
+    except (OSError, ValueError) as e:
+        raise AnnotationError(f"not valid JSON: {e}", path=path) from None
+    index = {name: i for i, name in enumerate(class_names)}
+    try:
+        cats = {c["id"]: c["name"] for c in data.get("categories", [])}
+        images = {im["id"]: os.path.basename(im["file_name"]) for im in data.get("images", [])}
+        result: Dict[str, List[BBox]] = {name: [] for name in images.values()}
+        for k, ann in enumerate(data.get("annotations", [])):
+            key = f"annotations[{k}]"
+            name = cats.get(ann["category_id"])
+            if name not in index:
+                raise AnnotationError(f"category {name or ann['category_id']!r} not in class_names",
+                                      path=path, key=f"{key}.category_id")
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+                raise AnnotationError(f"bad bbox {ann['bbox']}", path=path, key=f"{key}.bbox")
+            box = _box_from_corners(index[name], class_names, (x, y, x + w - 1, y + h - 1), path, None)
+            result.setdefault(images[ann["image_id"]], []).append(box)
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, AnnotationError):
+            raise
+        raise AnnotationError(f"malformed COCO structure: {e!r}", path=path) from None
+    return result
+
+
+def annotation_format(export_format: Optional[str]) -> str:
+    """``'ark'``, ``'voc'`` or ``'coco'`` for an ``export_format`` value (None -> the default).
+
+    Raises:
+        ConfigFileError: an unknown value, or one without ``:raw`` (CONTRACT.md: an error, not
+            "no annotations").
+    """
+    fmt = (export_format or DEFAULT_EXPORT_FORMAT).strip()
+    try:
+        return EXPORT_FORMATS[fmt]
+    except KeyError:
+        raise ConfigFileError(f"unknown export_format {export_format!r}; one of {sorted(EXPORT_FORMATS)}",
+                              key="export_format") from None
+
+
+def read_items(dataset_type: Union[DatasetType, str], cfg: Any = None, *,
+               class_names: Optional[Sequence[str]] = None,
+               export_format: Optional[str] = None) -> Iterator[DatasetItem]:
+    """Yield typed :class:`DatasetItem` objects with parsed boxes.
+
+    Args:
+        dataset_type: TRAINING / VALIDATION (boxes parsed) or CANDIDATE (no boxes).
+        cfg: merged config (``util.get_merged_config()``); None reads env.yaml and config.yaml.
+        class_names: defaults to ``cfg.param.class_names``.
+        export_format: defaults to ``cfg.param.export_format``, else ``det-voc:raw``.
+
+    Raises:
+        IndexFileError, AnnotationError, ConfigFileError: naming the file, line and key at fault.
+    """
+    env_config = _env_of(cfg)
+    if cfg is None or class_names is None or export_format is None:
+        param = _param_of(cfg)
+        if class_names is None:
+            class_names = param.get("class_names")
+        if export_format is None:
+            export_format = param.get("export_format")
+    dataset_type = _as_dataset_type(dataset_type)
+    if dataset_type == DatasetType.CANDIDATE:
+        for asset, annotation in item_paths(dataset_type, env_config):
+            yield DatasetItem(asset, annotation)
+        return
+    if not class_names:
+        raise ConfigFileError("class_names is not set", key="class_names")
+    fmt = annotation_format(export_format)
+    coco: Optional[Dict[str, List[BBox]]] = None
+    for asset, annotation in item_paths(dataset_type, env_config):
+        if fmt == "ark":
+            boxes = parse_ark_annotation(annotation, class_names)
+        elif fmt == "voc":
+            boxes = parse_voc_annotation(annotation, class_names)
+        else:
+            if coco is None:
+                coco = load_coco_annotations(annotation, class_names)
+            boxes = coco.get(os.path.basename(asset), [])
+        yield DatasetItem(asset, annotation, boxes)
+
+
+def _param_of(cfg: Any) -> Dict[str, Any]:
+    if cfg is None:
+        return env.get_executor_config()
+    param = cfg.get("param") if isinstance(cfg, dict) else getattr(cfg, "param", None)
+    return dict(param or {})
+
+
+def filter_broken_images(files: Iterable[str]) -> List[str]:
+    """Return the files that are readable, decodable images (Pillow ``verify``), in order.
+
+    Unlike upstream, what is dropped is not silent: each dropped file is reported on stderr with
+    the reason. Use :func:`check_image` to raise instead.
+    """
+    import sys
+
+    good = []
+    for path in files:
+        try:
+            check_image(path)
+        except Exception as e:  # noqa: BLE001 - reported, by contract of this function
+            print(f"ymir_exc: dropping broken image {path}: {e}", file=sys.stderr)
+        else:
+            good.append(path)
+    return good
+
+
+def check_image(path: str) -> Tuple[int, int]:
+    """Open an image with Pillow and verify it; returns ``(width, height)`` in pixels.
+
+    Raises:
+        ImageError: missing, unreadable or not a decodable image.
+    """
+    from ymir_exc.errors import ImageError
+
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        raise ImageError("Pillow is needed to check images", path=path) from None
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            im.verify()
+        with Image.open(path) as im:
+            im.load()
+    except FileNotFoundError:
+        raise ImageError("image not found", path=path) from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for corrupt data
+        raise ImageError(f"not a readable image: {e}", path=path) from None
+    return size

@@ -1,0 +1,216 @@
+"""The container contract's input side: ``/in/env.yaml``, as one typed object.
+
+Every path an executor needs lives here, with its example value; code asks this object and never
+rebuilds a path (after AWS sagemaker-training-toolkit's ``environment.py``)::
+
+    from ymir_exc import env
+    cfg = env.get_current_env()            # reads settings.DEFAULT_ENV_FILE_PATH
+    cfg.run_training, cfg.input.training_index_file, cfg.output.monitor_file
+    # (True, '/in/train-index.tsv', '/out/monitor.txt')
+
+Format: CONTRACT.md section 1. ``protocol_version`` absent means ``0.0.1`` (legacy result
+formats). Unknown keys are kept (the platform adds some over time).
+"""
+
+from __future__ import annotations
+
+import os
+from enum import IntEnum
+from typing import Any, Dict, Optional, Tuple
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from ymir_exc import settings
+from ymir_exc.errors import ConfigFileError, EnvFileError
+
+#: Major protocol versions this SDK reads and writes.
+SUPPORTED_PROTOCOL_MAJORS = (0, 1, 2)
+
+
+class DatasetType(IntEnum):
+    """Which index file to read."""
+
+    UNKNOWN = 1
+    TRAINING = 2
+    VALIDATION = 3
+    CANDIDATE = 4
+
+
+class EnvInputConfig(BaseModel):
+    """``input:`` of env.yaml: where the read-only inputs are (all absolute paths)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    root_dir: str = "/in"
+    assets_dir: str = "/in/assets"
+    annotations_dir: str = "/in/annotations"
+    models_dir: str = "/in/models"
+    config_file: str = "/in/config.yaml"
+    #: lines ``<abs image>\\t<abs annotation>``; '' when the task has no training set
+    training_index_file: str = ""
+    val_index_file: str = ""
+    #: lines ``<abs image>``; '' for training
+    candidate_index_file: str = ""
+
+
+class EnvOutputConfig(BaseModel):
+    """``output:`` of env.yaml: where the executor writes (all absolute paths)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    root_dir: str = "/out"
+    models_dir: str = "/out/models"
+    tensorboard_dir: str = "/out/tensorboard"
+    training_result_file: str = "/out/models/result.yaml"
+    mining_result_file: str = "/out/result.tsv"
+    infer_result_file: str = "/out/infer-result.json"
+    monitor_file: str = "/out/monitor.txt"
+    executor_log_file: str = "/out/ymir-executor-out.log"
+
+
+class EnvConfig(BaseModel):
+    """The whole of env.yaml."""
+
+    model_config = ConfigDict(extra="allow")
+
+    protocol_version: str = "0.0.1"
+    task_id: str = "default-task"
+    run_training: bool = False
+    run_mining: bool = False
+    run_infer: bool = False
+    manifest_file: str = "/img-man/manifest.yaml"
+    input: EnvInputConfig = EnvInputConfig()
+    output: EnvOutputConfig = EnvOutputConfig()
+
+    @field_validator("protocol_version", mode="before")
+    @classmethod
+    def _check_protocol_version(cls, v: Any) -> str:
+        if v is None:
+            return "0.0.1"
+        v = str(v)
+        parse_protocol_version(v)
+        return v
+
+    @property
+    def protocol_tuple(self) -> Tuple[int, ...]:
+        """``protocol_version`` as a tuple of ints, e.g. ``(1, 1, 0)``."""
+        return parse_protocol_version(self.protocol_version)
+
+
+def parse_protocol_version(version: str) -> Tuple[int, ...]:
+    """``"1.1.0"`` -> ``(1, 1, 0)``.
+
+    Raises:
+        ValueError: not dotted integers, or a major version outside SUPPORTED_PROTOCOL_MAJORS.
+    """
+    try:
+        parts = tuple(int(p) for p in str(version).strip().split("."))
+    except ValueError:
+        raise ValueError(f"protocol_version {version!r} is not of the form MAJOR.MINOR.PATCH") from None
+    if not parts or parts[0] not in SUPPORTED_PROTOCOL_MAJORS:
+        raise ValueError(f"unknown protocol_version {version!r}; supported majors: "
+                         f"{', '.join(map(str, SUPPORTED_PROTOCOL_MAJORS))}")
+    return parts
+
+
+def load_yaml_file(path: str, error_cls: type = ConfigFileError, *, what: str = "file") -> Any:
+    """Read a YAML file, turning every failure into ``error_cls`` naming the file (and line).
+
+    Raises:
+        error_cls: the file is missing, unreadable or not valid YAML.
+    """
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise error_cls(f"{what} not found", path=path) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error_cls(f"cannot read {what}: {e}", path=path) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(e, "problem", None) or str(e)
+        raise error_cls(f"not valid YAML: {problem}", path=path, line=line) from None
+
+
+def _pydantic_key(err: ValidationError) -> Tuple[str, str]:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first.get("loc", ()))
+    return key, first.get("msg", str(err))
+
+
+def _line_of_key(path: str, key: str) -> Optional[int]:
+    """Best effort: the 1-based line where the last part of a dotted key appears in the file."""
+    leaf = key.split(".")[-1]
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            for n, text in enumerate(f, 1):
+                if text.lstrip().startswith(f"{leaf}:"):
+                    return n
+    except OSError:
+        pass
+    return None
+
+
+_env_cache: Dict[str, Tuple[Tuple[int, int], EnvConfig]] = {}
+
+
+def parse_env_file(path: str) -> EnvConfig:
+    """Read and validate an env.yaml.
+
+    Raises:
+        EnvFileError: missing, not YAML, not a mapping, a key of the wrong type, or an unknown
+            protocol_version; the message names the file, line and key.
+    """
+    data = load_yaml_file(path, EnvFileError, what="env.yaml")
+    if data is None:
+        raise EnvFileError("env.yaml is empty", path=path)
+    if not isinstance(data, dict):
+        raise EnvFileError(f"env.yaml must be a mapping, got {type(data).__name__}", path=path)
+    try:
+        return EnvConfig.model_validate(data)
+    except ValidationError as e:
+        key, msg = _pydantic_key(e)
+        raise EnvFileError(msg, path=path, line=_line_of_key(path, key), key=key) from None
+
+
+def get_current_env() -> EnvConfig:
+    """The current task's env.yaml (``settings.DEFAULT_ENV_FILE_PATH``), parsed.
+
+    The parsed object is cached while the file's mtime and size stay the same, so calling this
+    in a hot loop (as ``monitor`` does) costs one ``stat``.
+
+    Raises:
+        EnvFileError: see :func:`parse_env_file`.
+    """
+    path = settings.DEFAULT_ENV_FILE_PATH
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise EnvFileError("env.yaml not found (set DEFAULT_ENV_FILE_PATH to its location)",
+                           path=path) from None
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _env_cache.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    cfg = parse_env_file(path)
+    _env_cache[path] = (stamp, cfg)
+    return cfg
+
+
+def get_executor_config() -> Dict[str, Any]:
+    """config.yaml (``settings.DEFAULT_CONFIG_FILE_PATH``) as a dict; an empty file gives ``{}``.
+
+    Raises:
+        ConfigFileError: missing, not YAML, or not a mapping.
+    """
+    path = settings.DEFAULT_CONFIG_FILE_PATH
+    data = load_yaml_file(path, ConfigFileError, what="config.yaml")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"config.yaml must be a mapping, got {type(data).__name__}", path=path)
+    return data
