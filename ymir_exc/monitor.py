@@ -1,0 +1,225 @@
+"""Report progress to the platform through ``/out/monitor.txt``.
+
+Upstream-compatible calls::
+
+    from ymir_exc import monitor
+    monitor.write_monitor_logger(percent=0.3)                       # running, 30 %
+    monitor.write_monitor_logger(percent=1.0)                       # done
+    monitor.write_monitor_logger(percent=0.3, state=ExecutorState.ES_ERROR,
+                                 return_code=ExecutorReturnCode.RC_EXEC_OOM)
+
+The file holds one line, rewritten atomically on every call (CONTRACT.md section 2)::
+
+    <task_id>\\t<unix time, seconds>\\t<percent %.2f in [0, 1]>\\t<state>\\t<return code>
+
+followed, for an error, by optional lines with the message / traceback.
+
+Differences from upstream: env.yaml is parsed once and cached (upstream re-read it on every
+call); the write is atomic; ``percent`` must be a number in [0, 1] (MonitorError otherwise);
+progress never goes backwards within a process (a lower value is raised to the last one);
+``1.00`` is only printed when the task is done: ``percent=1.0`` with the default running state
+means done (state 3), and a running percent that would round to 1.00 is printed as 0.99.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import time
+from enum import IntEnum
+from typing import Any, Dict, Optional, Sequence, Union
+
+from ymir_exc import env
+from ymir_exc._io import atomic_write
+from ymir_exc.code import ExecutorReturnCode, ExecutorState
+from ymir_exc.errors import MonitorError
+
+
+class YmirTask(IntEnum):
+    """The three tasks an executor can run."""
+
+    TRAINING = 1
+    MINING = 2
+    INFER = 3
+
+
+_TASK_LETTER = {YmirTask.TRAINING: "t", YmirTask.MINING: "m", YmirTask.INFER: "i"}
+_last_percent: Dict[str, float] = {}
+
+
+def _check_percent(percent: Any) -> float:
+    if isinstance(percent, bool) or not isinstance(percent, numbers.Real):
+        raise MonitorError(f"percent must be a number in [0, 1], got {percent!r}", key="percent")
+    p = float(percent)
+    if not math.isfinite(p) or not 0.0 <= p <= 1.0:
+        raise MonitorError(f"percent must be a fraction in [0, 1], got {percent!r}", key="percent")
+    return p
+
+
+def format_monitor_line(task_id: str, timestamp: float, percent: float, state: int, return_code: int) -> str:
+    """One monitor.txt line (no newline). Never prints 1.00 unless ``state`` is done."""
+    if state != ExecutorState.ES_DONE and percent >= 0.995:
+        percent = 0.99
+    return f"{task_id}\t{timestamp:.6f}\t{percent:.2f}\t{int(state)}\t{int(return_code)}"
+
+
+def write_monitor_logger(percent: float, state: ExecutorState = ExecutorState.ES_RUNNING,
+                         return_code: ExecutorReturnCode = ExecutorReturnCode.RC_EXEC_NO_ERROR,
+                         msg: Optional[str] = None) -> None:
+    """Rewrite monitor.txt with the task's progress.
+
+    Args:
+        percent: fraction 0-1 of the whole task. ``1.0`` with the running state means done.
+        state: ExecutorState (2 running, 3 done, 4 error).
+        return_code: ExecutorReturnCode; 0 unless the state is error.
+        msg: optional text (error message, traceback) written after the first line.
+
+    Raises:
+        MonitorError: percent is not a number in [0, 1].
+        EnvFileError: env.yaml cannot be read.
+    """
+    p = _check_percent(percent)
+    state = ExecutorState(int(state))
+    if p == 1.0 and state == ExecutorState.ES_RUNNING:
+        state = ExecutorState.ES_DONE
+    cfg = env.get_current_env()
+    path = cfg.output.monitor_file
+    if state != ExecutorState.ES_ERROR:
+        p = max(p, _last_percent.get(path, 0.0))
+    _last_percent[path] = p
+    text = format_monitor_line(cfg.task_id, time.time(), p, state, return_code) + "\n"
+    if msg:
+        text += msg.rstrip("\n") + "\n"
+    atomic_write(path, text, fsync=False)
+
+
+def write_monitor_logger_for_multiple_tasks(cfg: Any, task: Union[YmirTask, str, int], percent: float,
+                                            state: ExecutorState = ExecutorState.ES_RUNNING,
+                                            return_code: ExecutorReturnCode = ExecutorReturnCode.RC_EXEC_NO_ERROR,
+                                            order: str = "tmi") -> None:
+    """Report the progress of one task of a run that does several (mining + infer in one run).
+
+    The tasks enabled in env.yaml, taken in ``order`` (``t`` training, ``m`` mining, ``i``
+    infer), share [0, 1] equally: with mining and infer, mining maps to [0, 0.5] and infer to
+    [0.5, 1] (CONTRACT.md section 2).
+
+    Args:
+        cfg: the merged config (``util.get_merged_config()``), or None to read env.yaml.
+        task: YmirTask, or ``'training'`` / ``'mining'`` / ``'infer'``.
+        percent: fraction 0-1 of this task.
+
+    Raises:
+        MonitorError: a bad percent, or a task that env.yaml does not enable.
+    """
+    p = _check_percent(percent)
+    letter = _task_letter(task)
+    ymir = getattr(cfg, "ymir", None) if cfg is not None else None
+    ymir = ymir if isinstance(ymir, env.EnvConfig) else env.get_current_env()
+    enabled = [c for c in order if {"t": ymir.run_training, "m": ymir.run_mining, "i": ymir.run_infer}.get(c)]
+    if letter not in enabled:
+        raise MonitorError(f"task {task!r} is not enabled in env.yaml (enabled: {enabled})", key="task")
+    i = enabled.index(letter)
+    total = (i + p) / len(enabled)
+    if state == ExecutorState.ES_RUNNING and p == 1.0 and i < len(enabled) - 1:
+        total = min(total, 0.99)
+    write_monitor_logger(total, state, return_code)
+
+
+def _task_letter(task: Union[YmirTask, str, int]) -> str:
+    if isinstance(task, str):
+        t = task.lower()
+        for name, letter in (("train", "t"), ("min", "m"), ("infer", "i")):
+            if t.startswith(name):
+                return letter
+        raise MonitorError(f"unknown task {task!r}", key="task")
+    return _TASK_LETTER[YmirTask(int(task))]
+
+
+def write_tensorboard_text(text: str, tag: Optional[str] = None) -> None:
+    """Add a text entry to the task's tensorboard log (``output.tensorboard_dir``).
+
+    Uses tensorboardX (a dependency of this package), imported on first use.
+    """
+    from tensorboardX import SummaryWriter
+
+    cfg = env.get_current_env()
+    os.makedirs(cfg.output.tensorboard_dir, exist_ok=True)
+    with SummaryWriter(log_dir=cfg.output.tensorboard_dir) as writer:
+        writer.add_text(tag=tag or "ymir", text_string=text)
+
+
+def write_tensorboard_scalars(scalars: Dict[str, float], step: int) -> None:
+    """Add scalars (e.g. ``{"train/loss": 0.3, "val/mAP50": 0.5}``) at ``step`` to the
+    tensorboard log."""
+    from tensorboardX import SummaryWriter
+
+    cfg = env.get_current_env()
+    os.makedirs(cfg.output.tensorboard_dir, exist_ok=True)
+    with SummaryWriter(log_dir=cfg.output.tensorboard_dir) as writer:
+        for k, v in scalars.items():
+            writer.add_scalar(k, float(v), step)
+
+
+def write_final_executor_log(tag: Optional[str] = None) -> None:
+    """Append the executor's log file (``output.executor_log_file``) to the tensorboard log as
+    text, so that the platform's TensorBoard shows it. Does nothing if there is no log file."""
+    cfg = env.get_current_env()
+    path = cfg.output.executor_log_file
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return
+    write_tensorboard_text("```\n" + text[-60000:] + "\n```", tag=tag or "executor_log")
+
+
+def write_error(exc: BaseException, return_code: Optional[int] = None, percent: Optional[float] = None,
+                traceback_lines: Optional[Sequence[str]] = None) -> None:
+    """Write state 4 with a return code and the error message (plus traceback lines).
+
+    ``return_code`` defaults to ``exc.return_code`` for :mod:`ymir_exc.errors` classes, else
+    the generic container error 160004; ``percent`` defaults to the last reported progress.
+    """
+    if return_code is None:
+        return_code = getattr(exc, "return_code", ExecutorReturnCode.RC_CMD_CONTAINER_ERROR)
+    try:
+        cfg = env.get_current_env()
+        last = _last_percent.get(cfg.output.monitor_file, 0.0)
+    except Exception:  # noqa: BLE001 - env.yaml itself may be what failed
+        cfg, last = None, 0.0
+    msg = f"{type(exc).__name__}: {exc}"
+    if traceback_lines:
+        msg += "\n" + "".join(traceback_lines).rstrip("\n")
+    p = last if percent is None else percent
+    if cfg is None:
+        # env.yaml is unreadable: fall back to the contract's default location
+        path, task_id = _fallback_monitor_target()
+        atomic_write(path, format_monitor_line(task_id, time.time(), p, ExecutorState.ES_ERROR, return_code)
+                     + "\n" + msg + "\n", fsync=False)
+        return
+    write_monitor_logger(p, ExecutorState.ES_ERROR, return_code, msg=msg)
+
+
+def _fallback_monitor_target() -> "tuple[str, str]":
+    """Where to report when env.yaml does not validate: its ``output.monitor_file`` if the YAML
+    at least parses, else ``/out/monitor.txt`` when /out exists, else ``./monitor.txt``."""
+    from ymir_exc import settings
+
+    task_id = "default-task"
+    try:
+        import yaml
+
+        with open(settings.DEFAULT_ENV_FILE_PATH, "r", encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+        if isinstance(raw, dict):
+            task_id = str(raw.get("task_id") or task_id)
+            path = (raw.get("output") or {}).get("monitor_file")
+            if isinstance(path, str) and path and os.path.isdir(os.path.dirname(path) or "."):
+                return path, task_id
+    except Exception:  # noqa: BLE001 - best effort by design
+        pass
+    default = env.EnvOutputConfig().monitor_file
+    if os.path.isdir(os.path.dirname(default)) and os.access(os.path.dirname(default), os.W_OK):
+        return default, task_id
+    return "monitor.txt", task_id
