@@ -1,0 +1,281 @@
+"""``ymir-exc``: the platform's side of an executor, local.
+
+Examples::
+
+    ymir-exc sample trees --out ./trees                       # the bundled sample as in/ + out/
+    ymir-exc run det-demo-tmi --task training                 # train on the sample, store a model
+    ymir-exc run det-demo-tmi --task mining --task infer --model latest
+    ymir-exc models list
+
+Exit status: 0 success; 1 the executor failed; 2 bad arguments or input; 3 the executor's
+outputs break the contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from ymir_exc import __version__
+from ymir_exc.errors import YmirExcError
+
+EXIT_EXECUTOR_FAILED = 1
+EXIT_USAGE = 2
+EXIT_BAD_OUTPUT = 3
+
+
+def _out(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ sample
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from ymir_exc.harness.datasets import load_sample, write_sample
+
+    root = write_sample(args.name, args.out)
+    _out(f"wrote sample {args.name!r} to {root}: {load_sample(args.name).summary()}")
+    _out(f"  in/: assets, annotations (det-voc:raw), train/val/candidate-index.tsv, env.yaml, config.yaml; out/: empty")
+    return 0
+
+
+# ------------------------------------------------------------------ run
+
+def _parse_model_ref(ref: Optional[str]):
+    if not ref:
+        return None, None
+    h, _, stage = ref.partition("@")
+    return h, (stage or None)
+
+
+def _load_user_config(path: Optional[str]) -> Dict[str, Any]:
+    if not path:
+        return {}
+    from ymir_exc.env import load_yaml_file
+    from ymir_exc.errors import ConfigFileError
+
+    data = load_yaml_file(path, ConfigFileError, what="--config file")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError("--config file must be a YAML mapping", path=path)
+    return data
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ymir_exc.harness import collect
+    from ymir_exc.harness.datasets import load_dataset
+    from ymir_exc.harness.executors import LocalExecutor
+    from ymir_exc.harness.models import ModelStore
+    from ymir_exc.harness.runtime import find_entry_point, run_local
+    from ymir_exc.harness.workspace import make_task_id, prepare
+
+    tasks = [t for t in ("training", "mining", "infer") if t in (args.task or ["training"])]
+    executor = LocalExecutor(args.executor)
+    argv = find_entry_point(executor.folder)
+    templates = executor.templates()
+    for t in tasks:
+        if t not in templates:
+            _err(f"warning: {executor.name} has no img-man/{t}-template.yaml")
+    class_names = [c.strip() for c in args.class_names.split(",")] if args.class_names else None
+    ds = load_dataset(args.dataset, class_names)
+    store = ModelStore(args.model_location)
+    task_id = make_task_id(tasks)
+    work = Path(args.work_dir or Path("ymir-work") / task_id).resolve()
+    if args.dry_run:
+        work = Path(tempfile.mkdtemp(prefix="ymir-exc-dry-run-")) / task_id
+
+    model = None
+    ref, stage = _parse_model_ref(args.model)
+    if ref:
+        out_dir = work / "out"
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise FileExistsError(f"{out_dir} is not empty: choose a new --work-dir")
+        model = store.unpack(ref, work / "in" / "models", stage)
+        _out(f"model {model['hash'][:12]} stage {model['stage_name']}: classes {model['class_names']}")
+    prepared = prepare(work, ds, tasks, templates, user_config=_load_user_config(args.config),
+                       protocol_version=args.protocol_version, container=False, gpu_id=args.gpu_id or "",
+                       model=model, manifest_file=str(executor.manifest_path), task_id=task_id)
+    for w in prepared.warnings:
+        _err(f"warning: {w}")
+    _out(f"task {task_id} ({' + '.join(tasks)}) of {executor.name} on {ds.summary()}")
+    _out(f"work dir: {work}")
+    if args.dry_run:
+        _out("dry run: would run\n  " + " ".join(argv))
+        _out(f"  with DEFAULT_ENV_FILE_PATH={prepared.env_file} DEFAULT_CONFIG_FILE_PATH={prepared.config_file}")
+        _out("config.yaml:\n" + yaml.safe_dump(prepared.config, sort_keys=False))
+        shutil.rmtree(work.parent, ignore_errors=True)
+        return 0
+
+    result = run_local(executor.folder, prepared.env_file, prepared.config_file, prepared.out_dir,
+                       label=" + ".join(tasks), timeout=args.timeout, show=not args.quiet,
+                       gpu_ids=args.gpu_id or "", task_id=task_id)
+    summary: Dict[str, Any] = {"task_id": task_id, "tasks": tasks, "executor": str(executor.folder),
+                               "work_dir": str(work), "exit_code": result.exit_code,
+                               "seconds": round(result.seconds, 3)}
+    mon = result.monitor
+    if not result.ok:
+        why = "timed out" if result.timed_out else "was interrupted" if result.interrupted else \
+            f"failed with exit code {result.exit_code}"
+        _err(f"executor {why} after {result.seconds:.1f} s; monitor: "
+             + (f"state {mon.state}, return code {mon.return_code}" if mon else "no monitor.txt"))
+        if mon and mon.message:
+            _err("  " + mon.message.splitlines()[0])
+        _err(f"last lines of {result.log_path}:")
+        _err(result.log_tail(20))
+        summary["monitor"] = mon.raw if mon else None
+        (work / "ymir-exc-run.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        return EXIT_EXECUTOR_FAILED
+    _out(f"executor finished in {result.seconds:.1f} s")
+
+    env = collect.load_env(prepared.in_dir)
+    status = 0
+    if "training" in tasks:
+        rep = collect.collect_training(env, prepared.config, executor.name, store)
+        if rep.problems:
+            _report_problems("training result", rep.problems)
+            status = EXIT_BAD_OUTPUT
+        else:
+            _out(f"pack success, model hash: {rep.model_hash}, best_stage_name: {rep.best_stage_name}, mAP: {rep.mAP}")
+            _out(f"  stored in {store.location}; stages: " + ", ".join(
+                f"{n} ({s.evaluation_result().get('mAP', 0):.4f})" for n, s in rep.stages.items()))
+            summary.update(model_hash=rep.model_hash, best_stage_name=rep.best_stage_name, mAP=rep.mAP)
+    if "mining" in tasks:
+        mrep = collect.check_mining(env)
+        if mrep.problems:
+            _report_problems("mining result", mrep.problems)
+            status = EXIT_BAD_OUTPUT
+        k = args.topk or len(mrep.ranked)
+        _out(f"mining: {len(mrep.ranked)} candidates scored; top {min(k, len(mrep.ranked))}:")
+        for i, (p, s) in enumerate(mrep.ranked[:k], 1):
+            _out(f"  {i:3d}  {s:.6f}  {p}")
+        summary["topk"] = [{"path": p, "score": s} for p, s in mrep.ranked[:k]]
+    if "infer" in tasks:
+        irep = collect.check_infer(env, list(prepared.config["class_names"]))
+        if irep.problems:
+            _report_problems("infer result", irep.problems)
+            status = EXIT_BAD_OUTPUT
+        with_boxes = sum(1 for v in irep.results.values() if v)
+        _out(f"infer: {len(irep.results)} images, {irep.boxes} boxes ({with_boxes} images with boxes); per class: "
+             + (", ".join(f"{c} {n}" for c, n in sorted(irep.per_class.items())) or "none"))
+        if irep.dropped:
+            _out("  dropped: " + ", ".join(f"{why} {n}" for why, n in sorted(irep.dropped.items())))
+        _out(f"  results: {env.output.infer_result_file}")
+        summary.update(infer_boxes=irep.boxes, infer_images=len(irep.results))
+    summary["status"] = status
+    (work / "ymir-exc-run.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return status
+
+
+def _report_problems(what: str, problems: List[str]) -> None:
+    _err(f"{what} breaks the contract ({len(problems)} problem(s)):")
+    for p in problems:
+        _err(f"  - {p}")
+
+
+# ------------------------------------------------------------------ models
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ymir_exc.harness.models import ModelStore
+
+    store = ModelStore(args.model_location)
+    if args.models_cmd == "import":
+        m = store.import_package(args.package_path)
+        _out(f"pack success, model hash: {m.hash}, best_stage_name: {m.info.best_stage_name}, mAP: {m.mAP()}")
+        return 0
+    if args.models_cmd == "list":
+        models = store.list()
+        if not models:
+            _out(f"no model stored in {store.location}")
+        for m in models:
+            _out(f"{m.hash}  best {m.info.best_stage_name} mAP {m.mAP():.4f}  classes {m.class_names}  "
+                 f"executor {m.info.task_context.get('executor', '?')}  stages {len(m.info.stages)}")
+        return 0
+    m = store.get(args.hash)
+    _out(f"model {m.hash}  ({m.path})")
+    _out(f"  executor: {m.info.task_context.get('executor', '?')}  producer: {m.info.task_context.get('producer', '?')}")
+    _out(f"  classes: {m.class_names}")
+    _out(f"  best stage: {m.info.best_stage_name}  mAP: {m.mAP()}")
+    for name, st in m.info.stages.items():
+        metrics = ", ".join(f"{k} {v}" for k, v in st.evaluation_result().items())
+        _out(f"  stage {name}: files {st.files}; {metrics}; timestamp {st.timestamp}")
+    return 0
+
+
+# ------------------------------------------------------------------ schema
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from ymir_exc import env, formats
+
+    models = {"env.yaml": env.EnvConfig, "result.yaml": formats.TrainingResult,
+              "result.yaml (legacy, protocol < 1.0.0)": formats.LegacyTrainingResult,
+              "infer-result.json box": formats.InferAnnotation, "ymir-info.yaml": formats.ModelPackageInfo}
+    _out(json.dumps({k: m.model_json_schema() for k, m in models.items()}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ymir-exc", description="Run and check YMIR executors locally.")
+    p.add_argument("--version", action="version", version=f"ymir-exc {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("sample", help="write a bundled sample dataset as in/ + out/ (voc_dog layout)")
+    s.add_argument("name", choices=["trees"])
+    s.add_argument("--out", required=True, help="folder to write (DIR/in, DIR/out)")
+    s.set_defaults(func=cmd_sample)
+
+    r = sub.add_parser("run", help="prepare in/, run an executor, check and collect its outputs")
+    r.add_argument("executor", help="executor folder (img-man/ + app/start.py)")
+    r.add_argument("--task", action="append", choices=["training", "mining", "infer"],
+                   help="training (default), mining, infer; give --task mining --task infer for both")
+    r.add_argument("--dataset", help="bundled sample name (default trees) or a YMIR in/ folder")
+    r.add_argument("--class-names", help="comma-separated class names (default: from the data)")
+    r.add_argument("--config", help="YAML of hyper-parameters overriding the image's template")
+    r.add_argument("--model", help="model package: HASH[@STAGE], a unique prefix, or 'latest' (default stage: best)")
+    r.add_argument("--work-dir", help="work dir W (default ./ymir-work/<task id>)")
+    r.add_argument("--model-location", help="model store (default $YMIR_EXC_MODEL_LOCATION or ~/.ymir-exc/models)")
+    r.add_argument("--protocol-version", default="1.1.0", help="env.yaml protocol_version (0.x legacy, 1.x, 2.x)")
+    r.add_argument("--gpu-id", default="", help="host GPU ids, e.g. '0,1' (default: CPU)")
+    r.add_argument("--timeout", type=float, help="stop the executor after this many seconds")
+    r.add_argument("--topk", type=int, default=10, help="mining: how many top candidates to print (default 10)")
+    r.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run)
+
+    m = sub.add_parser("models", help="list, show and import model packages")
+    m.add_argument("--model-location", help="model store (default $YMIR_EXC_MODEL_LOCATION or ~/.ymir-exc/models)")
+    msub = m.add_subparsers(dest="models_cmd", required=True)
+    msub.add_parser("list", help="stored packages, newest first")
+    sh = msub.add_parser("show", help="one package's stages, metrics and classes")
+    sh.add_argument("hash", help="sha1, unique prefix or 'latest'")
+    im = msub.add_parser("import", help="import a model package (tar.gz with ymir-info.yaml)")
+    im.add_argument("--package-path", required=True)
+    m.set_defaults(func=cmd_models)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of every file format")
+    sc.set_defaults(func=cmd_schema)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (YmirExcError, FileNotFoundError, FileExistsError, ValueError) as e:
+        _err(f"ymir-exc: error: {e}")
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

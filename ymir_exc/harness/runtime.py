@@ -1,0 +1,236 @@
+"""Run an executor for a prepared work dir and follow its progress.
+
+Runtime ``local``: an executor folder (``img-man/`` + ``app/start.py``, or ``start.py``, or
+``start.sh``) run as a child process of this Python, with ``DEFAULT_ENV_FILE_PATH`` /
+``DEFAULT_CONFIG_FILE_PATH`` pointing at ``W/in``. stdout and stderr are appended to
+``W/out/ymir-executor-out.log`` as the platform does; a progress bar follows
+``W/out/monitor.txt``. ``--timeout`` and Ctrl-C stop the child (SIGTERM, then SIGKILL after 10 s)
+and write state 4 to monitor.txt if the executor did not.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from ymir_exc.code import ExecutorReturnCode, ExecutorState
+from ymir_exc.monitor import format_monitor_line
+
+POLL_SECONDS = 0.2
+KILL_GRACE_SECONDS = 10.0
+
+
+@dataclass
+class MonitorState:
+    """One reading of monitor.txt."""
+
+    task_id: str
+    timestamp: float
+    percent: float
+    state: int
+    return_code: int
+    message: str = ""
+    raw: str = ""
+
+
+def parse_monitor(text: str) -> MonitorState:
+    """Parse monitor.txt content.
+
+    Raises:
+        ValueError: the first line is not ``task_id\\ttime\\tpercent\\tstate\\treturn_code``.
+    """
+    lines = text.splitlines()
+    if not lines:
+        raise ValueError("monitor.txt is empty")
+    parts = lines[0].split("\t")
+    if len(parts) != 5:
+        raise ValueError(f"first line has {len(parts)} tab-separated fields, expected 5: {lines[0]!r}")
+    tid, ts, pct, state, rc = parts
+    return MonitorState(tid, float(ts), float(pct), int(state), int(rc), "\n".join(lines[1:]), text)
+
+
+def read_monitor(path: Path) -> Optional[MonitorState]:
+    """monitor.txt parsed, or None when it is missing or unparsable (see :func:`parse_monitor`)."""
+    try:
+        return parse_monitor(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+@dataclass
+class RunResult:
+    """How a run ended."""
+
+    exit_code: int
+    seconds: float
+    monitor: Optional[MonitorState]
+    log_path: Path
+    timed_out: bool = False
+    interrupted: bool = False
+    percents: List[float] = field(default_factory=list)
+    monitor_errors: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and not self.interrupted
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+
+def find_entry_point(executor_dir: Path) -> List[str]:
+    """The command that starts an executor folder: ``app/start.py``, ``start.py`` or ``start.sh``.
+
+    Raises:
+        FileNotFoundError: none of them exists.
+    """
+    d = Path(executor_dir)
+    for rel, argv in (("app/start.py", [sys.executable]), ("start.py", [sys.executable]),
+                      ("start.sh", ["bash"])):
+        if (d / rel).is_file():
+            return argv + [str((d / rel).resolve())]
+    raise FileNotFoundError(f"{d}: no app/start.py, start.py or start.sh to run")
+
+
+class _Display:
+    """A rich progress bar on a terminal; a line per 10 % step otherwise."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.enabled = enabled
+        self.label = label
+        self.last_step = -1
+        self.progress = None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                     transient=False)
+            self.progress.start()
+            self.task = self.progress.add_task(label, total=1.0)
+        self.t0 = time.monotonic()
+
+    def update(self, percent: float) -> None:
+        if not self.enabled:
+            return
+        if self.progress is not None:
+            self.progress.update(self.task, completed=percent)
+            return
+        step = int(percent * 10 + 1e-9)
+        if step > self.last_step:
+            self.last_step = step
+            el = time.monotonic() - self.t0
+            eta = f", eta {el / percent - el:.0f}s" if 0 < percent < 1 else ""
+            print(f"{self.label}: {percent * 100:5.1f}% ({el:.1f}s{eta})", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _stop(proc: subprocess.Popen, kill_group: bool = True) -> None:
+    def send(sig: int) -> None:
+        try:
+            if kill_group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    send(signal.SIGTERM)
+    try:
+        proc.wait(KILL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        proc.wait()
+
+
+def follow(proc: subprocess.Popen, monitor_path: Path, log_path: Path, *, label: str, timeout: Optional[float],
+           show: bool = True, stop: Optional[Callable[[], None]] = None, task_id: str = "") -> RunResult:
+    """Poll monitor.txt while ``proc`` runs; enforce ``timeout`` (seconds); handle Ctrl-C.
+
+    Returns:
+        RunResult with every distinct percent seen (for monotonicity checks).
+    """
+    display = _Display(label, show)
+    t0 = time.monotonic()
+    percents: List[float] = []
+    errors: List[str] = []
+    last_raw = None
+    timed_out = interrupted = False
+
+    def poll() -> None:
+        nonlocal last_raw
+        try:
+            text = monitor_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return
+        if text == last_raw:
+            return
+        last_raw = text
+        try:
+            st = parse_monitor(text)
+        except ValueError as e:
+            errors.append(str(e))
+            return
+        if not percents or st.percent != percents[-1]:
+            percents.append(st.percent)
+        display.update(st.percent)
+
+    try:
+        while proc.poll() is None:
+            poll()
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                timed_out = True
+                (stop or (lambda: _stop(proc)))()
+                break
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: stopping the executor ...", file=sys.stderr, flush=True)
+        (stop or (lambda: _stop(proc)))()
+    finally:
+        poll()
+        display.close()
+    code = proc.wait()
+    seconds = time.monotonic() - t0
+    mon = read_monitor(monitor_path)
+    if (timed_out or interrupted) and (mon is None or mon.state != ExecutorState.ES_ERROR):
+        why = f"timed out after {timeout:.0f} s" if timed_out else "interrupted by the user (Ctrl-C)"
+        line = format_monitor_line(mon.task_id if mon else task_id, time.time(), mon.percent if mon else 0.0,
+                                   ExecutorState.ES_ERROR, ExecutorReturnCode.RC_CMD_CONTAINER_ERROR)
+        try:
+            monitor_path.write_text(f"{line}\nymir-exc: {why}\n", encoding="utf-8")
+        except OSError:
+            pass
+        mon = read_monitor(monitor_path)
+    return RunResult(code if not (timed_out or interrupted) else (code or 1), seconds, mon, log_path,
+                     timed_out, interrupted, percents, errors)
+
+
+def run_local(executor_dir: Path, env_file: Path, config_file: Path, out_dir: Path, *, label: str,
+              timeout: Optional[float] = None, show: bool = True, gpu_ids: str = "",
+              task_id: str = "") -> RunResult:
+    """Run an executor folder as a child process (see the module docstring)."""
+    argv = find_entry_point(executor_dir)
+    env = dict(os.environ)
+    env.update({"DEFAULT_ENV_FILE_PATH": str(env_file), "DEFAULT_CONFIG_FILE_PATH": str(config_file),
+                "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": gpu_ids})
+    log_path = out_dir / "ymir-executor-out.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, cwd=str(Path(executor_dir).resolve()), env=env, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return follow(proc, out_dir / "monitor.txt", log_path, label=label, timeout=timeout, show=show,
+                      task_id=task_id)

@@ -1,0 +1,328 @@
+"""Prepare a task's work dir ``W``: ``W/in`` (assets, annotations, index files, env.yaml,
+config.yaml, models) and an empty ``W/out``, as the platform does (CONTRACT.md section 1).
+
+Differences from the platform, on purpose: assets are hard-linked (copied across file systems)
+instead of copied; annotations of the same image bytes are written once; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from ymir_exc.dataset_reader import BBox, annotation_format
+from ymir_exc.harness.datasets import Dataset, Item
+
+#: keys the platform sets in config.yaml; they beat the template (CONTRACT.md section 1)
+RESERVED_KEYS = ("class_names", "gpu_id", "gpu_count", "task_id", "pretrained_model_params", "model_params_path")
+TASKS = ("training", "mining", "infer")
+
+
+def sha1_file(path: str, bufsize: int = 1 << 20) -> str:
+    """Hex sha1 of a file's bytes."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(bufsize)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def place_file(src: str, dst: str, mode: str = "link") -> str:
+    """Put ``src`` at ``dst``: ``link`` = hard link, falling back to a copy (another file system,
+    no permission); ``symlink``; ``copy``. Returns the method used."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    if os.path.lexists(dst):
+        return "exists"
+    if mode == "link":
+        try:
+            os.link(src, dst)
+            return "link"
+        except OSError:
+            pass
+    elif mode == "symlink":
+        os.symlink(os.path.abspath(src), dst)
+        return "symlink"
+    shutil.copyfile(src, dst)
+    return "copy"
+
+
+def image_size(path: str) -> Tuple[int, int]:
+    """``(width, height)`` in pixels, read from the image header (Pillow)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def voc_xml(filename: str, size: Tuple[int, int], boxes: Sequence[BBox]) -> str:
+    """A Pascal VOC annotation; ``bndbox`` is inclusive (xmax = x + w - 1), as YMIR writes it."""
+    root = ET.Element("annotation")
+    ET.SubElement(root, "filename").text = filename
+    s = ET.SubElement(root, "size")
+    ET.SubElement(s, "width").text = str(size[0])
+    ET.SubElement(s, "height").text = str(size[1])
+    ET.SubElement(s, "depth").text = "3"
+    for b in boxes:
+        o = ET.SubElement(root, "object")
+        ET.SubElement(o, "name").text = b.class_name
+        ET.SubElement(o, "difficult").text = "0"
+        bb = ET.SubElement(o, "bndbox")
+        for tag, v in (("xmin", b.x), ("ymin", b.y), ("xmax", b.x + b.w - 1), ("ymax", b.y + b.h - 1)):
+            ET.SubElement(bb, tag).text = str(v)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def ark_text(boxes: Sequence[BBox]) -> str:
+    """ark lines ``class_idx, xmin, ymin, xmax, ymax`` (inclusive corners)."""
+    return "".join(f"{b.class_id}, {b.x}, {b.y}, {b.x + b.w - 1}, {b.y + b.h - 1}\n" for b in boxes)
+
+
+@dataclass
+class InDirStats:
+    """What :func:`write_in_dir` did."""
+
+    assets: int = 0
+    duplicates: int = 0
+    methods: Dict[str, int] = field(default_factory=dict)
+    index_files: Dict[str, str] = field(default_factory=dict)
+
+
+def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw",
+                 path_prefix: Optional[str] = None, mode: str = "link",
+                 splits: Sequence[str] = ("train", "val", "candidate")) -> InDirStats:
+    """Write assets, annotations and index files of ``ds`` under ``in_dir``.
+
+    Args:
+        export_format: ``det-ark:raw`` / ``ark:raw``, ``det-voc:raw`` / ``voc:raw`` or ``seg-coco:raw``.
+        path_prefix: what index lines start with instead of ``in_dir`` (``/in`` for a container).
+        mode: how assets get there: ``link`` (hard link, else copy), ``symlink`` or ``copy``.
+        splits: which index files to write (``train`` and ``val`` with annotations).
+
+    Raises:
+        ConfigFileError: an unknown export_format.
+    """
+    fmt = annotation_format(export_format)
+    in_dir = Path(in_dir)
+    prefix = (path_prefix or str(in_dir)).rstrip("/")
+    stats = InDirStats()
+    sha_cache: Dict[str, str] = {}
+    coco: Dict[str, Any] = {"images": [], "annotations": [], "categories": [
+        {"id": i + 1, "name": n} for i, n in enumerate(ds.class_names)]}
+    coco_ids: Dict[str, int] = {}
+    coco_rel = "annotations/coco-annotations.json"
+
+    def asset_of(item: Item) -> Tuple[str, str]:
+        src = item.image_path
+        h = sha_cache.get(src) or sha1_file(src)
+        sha_cache[src] = h
+        ext = os.path.splitext(src)[1].lower() or ".jpg"
+        rel = f"assets/{h[-2:]}/{h}{ext}"
+        dst = in_dir / rel
+        if not os.path.lexists(dst):
+            m = place_file(src, str(dst), mode)
+            stats.methods[m] = stats.methods.get(m, 0) + 1
+            stats.assets += 1
+        return h, rel
+
+    for split in splits:
+        lines: List[str] = []
+        seen = set()
+        for item in ds.split(split):
+            h, rel = asset_of(item)
+            if h in seen:
+                stats.duplicates += 1
+                continue
+            seen.add(h)
+            if split == "candidate":
+                lines.append(f"{prefix}/{rel}\n")
+                continue
+            if fmt == "coco":
+                if h not in coco_ids:
+                    w, hh = image_size(item.image_path)
+                    coco_ids[h] = len(coco_ids) + 1
+                    coco["images"].append({"id": coco_ids[h], "file_name": os.path.basename(rel), "width": w, "height": hh})
+                    for b in item.boxes:
+                        coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": coco_ids[h],
+                                                    "category_id": b.class_id + 1, "bbox": [b.x, b.y, b.w, b.h],
+                                                    "area": b.w * b.h, "iscrowd": 0})
+                anno_rel = coco_rel
+            else:
+                anno_rel = f"annotations/{h[-2:]}/{h}.{'xml' if fmt == 'voc' else 'txt'}"
+                anno = in_dir / anno_rel
+                if not anno.exists():
+                    anno.parent.mkdir(parents=True, exist_ok=True)
+                    text = voc_xml(os.path.basename(rel), image_size(item.image_path), item.boxes) if fmt == "voc" \
+                        else ark_text(item.boxes)
+                    anno.write_text(text, encoding="utf-8")
+            lines.append(f"{prefix}/{rel}\t{prefix}/{anno_rel}\n")
+        index = in_dir / f"{split}-index.tsv"
+        index.parent.mkdir(parents=True, exist_ok=True)
+        index.write_text("".join(lines), encoding="utf-8")
+        stats.index_files[split] = str(index)
+    if fmt == "coco" and coco_ids:
+        import json
+
+        (in_dir / coco_rel).parent.mkdir(parents=True, exist_ok=True)
+        (in_dir / coco_rel).write_text(json.dumps(coco), encoding="utf-8")
+    return stats
+
+
+def make_task_id(tasks: Sequence[str]) -> str:
+    """A task id like the platform's: ``t`` + time + the tasks' initials."""
+    return "t" + time.strftime("%Y%m%d%H%M%S") + f"{int(time.time() * 1000) % 1000:03d}" + "".join(t[0] for t in tasks)
+
+
+def env_yaml(tasks: Sequence[str], task_id: str, protocol_version: str, in_root: str, out_root: str,
+             manifest_file: str = "/img-man/manifest.yaml") -> Dict[str, Any]:
+    """env.yaml content for ``tasks`` with paths under ``in_root`` / ``out_root`` (CONTRACT.md 1).
+
+    Below protocol 1.0.0 the ``protocol_version`` key is left out, as old platforms did.
+    """
+    training = "training" in tasks
+    env: Dict[str, Any] = {}
+    if not protocol_version.startswith("0."):
+        env["protocol_version"] = protocol_version
+    env.update({
+        "task_id": task_id,
+        "run_training": training, "run_mining": "mining" in tasks, "run_infer": "infer" in tasks,
+        "manifest_file": manifest_file,
+        "input": {"root_dir": in_root, "assets_dir": f"{in_root}/assets", "annotations_dir": f"{in_root}/annotations",
+                  "models_dir": f"{in_root}/models", "config_file": f"{in_root}/config.yaml",
+                  "training_index_file": f"{in_root}/train-index.tsv" if training else "",
+                  "val_index_file": f"{in_root}/val-index.tsv" if training else "",
+                  "candidate_index_file": "" if training else f"{in_root}/candidate-index.tsv"},
+        "output": {"root_dir": out_root, "models_dir": f"{out_root}/models", "tensorboard_dir": f"{out_root}/tensorboard",
+                   "training_result_file": f"{out_root}/models/result.yaml", "mining_result_file": f"{out_root}/result.tsv",
+                   "infer_result_file": f"{out_root}/infer-result.json", "monitor_file": f"{out_root}/monitor.txt",
+                   "executor_log_file": f"{out_root}/ymir-executor-out.log"},
+    })
+    return env
+
+
+def renumber_gpu_ids(gpu_id: str) -> Tuple[str, int]:
+    """``"3,5"`` -> ``("0,1", 2)``: inside the container the GPUs given are numbered 0..n-1."""
+    ids = [g.strip() for g in str(gpu_id or "").split(",") if g.strip()]
+    return ",".join(str(i) for i in range(len(ids))), len(ids)
+
+
+@dataclass
+class PreparedTask:
+    """What :func:`prepare` produced."""
+
+    work_dir: Path
+    in_dir: Path
+    out_dir: Path
+    tasks: List[str]
+    task_id: str
+    config: Dict[str, Any]
+    env: Dict[str, Any]
+    warnings: List[str] = field(default_factory=list)
+    stats: Optional[InDirStats] = None
+
+    @property
+    def env_file(self) -> Path:
+        return self.in_dir / "env.yaml"
+
+    @property
+    def config_file(self) -> Path:
+        return self.in_dir / "config.yaml"
+
+
+def merged_template(templates: Dict[str, Dict[str, Any]], tasks: Sequence[str]) -> Dict[str, Any]:
+    """The hyper-parameters for ``tasks``: the training template; for mining + infer, the mining
+    template with the infer template's extra keys (mining wins on a shared key)."""
+    ordered = [t for t in TASKS if t in tasks]
+    out: Dict[str, Any] = dict(templates.get(ordered[0]) or {}) if ordered else {}
+    for t in ordered[1:]:
+        for k, v in (templates.get(t) or {}).items():
+            out.setdefault(k, v)
+    return out
+
+
+def prepare(work_dir: Path, ds: Dataset, tasks: Sequence[str], templates: Dict[str, Dict[str, Any]], *,
+            user_config: Optional[Dict[str, Any]] = None, protocol_version: str = "1.1.0",
+            container: bool = False, gpu_id: str = "", model: Optional[Dict[str, Any]] = None,
+            manifest_file: str = "/img-man/manifest.yaml", task_id: Optional[str] = None) -> PreparedTask:
+    """Build ``work_dir/in`` and ``work_dir/out`` for ``tasks``.
+
+    Args:
+        ds: the dataset.
+        tasks: ``["training"]``, ``["mining"]``, ``["infer"]`` or ``["mining", "infer"]``.
+        templates: the image's ``{task: template dict}``.
+        user_config: keys the user changed (``--config``); reserved keys in it are ignored with a warning.
+        container: paths in env.yaml / index files / config are ``/in``, ``/out`` (else absolute W paths).
+        gpu_id: host GPU ids, e.g. ``"3,5"`` (renumbered to ``"0,1"`` in config.yaml).
+        model: from :meth:`ModelStore.unpack`: ``{"class_names", "stage_name", "files"}`` (files relative
+            to ``models/``), for ``pretrained_model_params`` / ``model_params_path``.
+
+    Raises:
+        FileExistsError: ``work_dir/out`` exists and is not empty (results would mix).
+        ConfigFileError: an unknown export_format.
+        ValueError: tasks not one of the accepted combinations, or mining / infer without a model.
+    """
+    tasks = [t for t in TASKS if t in tasks]
+    if tasks not in (["training"], ["mining"], ["infer"], ["mining", "infer"]):
+        raise ValueError(f"tasks must be training, mining, infer or mining + infer; got {tasks}")
+    if tasks != ["training"] and model is None:
+        raise ValueError("mining and inference need a model: pass --model HASH[@STAGE] (or 'latest')")
+    work_dir = Path(work_dir).resolve()
+    in_dir, out_dir = work_dir / "in", work_dir / "out"
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty: choose a new --work-dir")
+    in_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(out_dir, 0o777)  # a container may run as another --user
+    task_id = task_id or make_task_id(tasks)
+    warnings: List[str] = []
+
+    config = merged_template(templates, tasks)
+    for k in RESERVED_KEYS:
+        if k in config:
+            warnings.append(f"the image's template sets the reserved key {k!r}; the platform's value wins")
+            config.pop(k)
+    for k, v in (user_config or {}).items():
+        if k in RESERVED_KEYS:
+            warnings.append(f"--config sets the reserved key {k!r}; ignored (the platform sets it)")
+            continue
+        config[k] = v
+    class_names = list(model["class_names"]) if (model and tasks != ["training"]) else list(ds.class_names)
+    renum, count = renumber_gpu_ids(gpu_id)
+    config.update({"class_names": class_names, "gpu_id": renum, "gpu_count": count, "task_id": task_id})
+    in_root = "/in" if container else str(in_dir)
+    out_root = "/out" if container else str(out_dir)
+    if model is not None:
+        key = "pretrained_model_params" if tasks == ["training"] else "model_params_path"
+        config[key] = [f"{in_root}/models/{f}" for f in model["files"]]
+
+    if tasks == ["training"]:
+        splits = ("train", "val")
+        if not ds.train:
+            raise ValueError(f"dataset {ds.name} has no training images")
+    else:
+        splits = ("candidate",)
+        if not ds.candidate:
+            raise ValueError(f"dataset {ds.name} has no candidate images")
+    if tasks != ["training"] and ds.class_names and model is not None:
+        unknown = [n for n in ds.class_names if n not in class_names]
+        if unknown:
+            warnings.append(f"the dataset's classes {unknown} are not in the model's class_names {class_names}")
+    stats = write_in_dir(ds, in_dir, export_format=str(config.get("export_format") or "det-voc:raw"),
+                         path_prefix=in_root, mode="link", splits=splits)
+    for split in ("train", "val", "candidate"):
+        (in_dir / f"{split}-index.tsv").touch()
+    env = env_yaml(tasks, task_id, protocol_version, in_root, out_root, manifest_file)
+    (in_dir / "env.yaml").write_text(yaml.safe_dump(env, sort_keys=False), encoding="utf-8")
+    (in_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return PreparedTask(work_dir, in_dir, out_dir, tasks, task_id, config, env, warnings, stats)
