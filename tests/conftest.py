@@ -1,0 +1,70 @@
+"""Shared fixtures: a task workspace in tmp_path with env.yaml / config.yaml wired into settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pytest
+import yaml
+
+from ymir_exc import monitor, settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Workspace:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.in_dir = root / "in"
+        self.out_dir = root / "out"
+        self.in_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "models").mkdir(parents=True, exist_ok=True)
+        self.env_file = self.in_dir / "env.yaml"
+        self.config_file = self.in_dir / "config.yaml"
+
+    def write_env(self, protocol_version: Optional[str] = "1.1.0", **overrides: Any) -> Dict[str, Any]:
+        i, o = str(self.in_dir), str(self.out_dir)
+        env: Dict[str, Any] = {
+            "task_id": "t-test", "run_training": True, "run_mining": False, "run_infer": False,
+            "input": {"root_dir": i, "assets_dir": f"{i}/assets", "annotations_dir": f"{i}/annotations",
+                      "models_dir": f"{i}/models", "config_file": str(self.config_file),
+                      "training_index_file": f"{i}/train-index.tsv", "val_index_file": f"{i}/val-index.tsv",
+                      "candidate_index_file": f"{i}/candidate-index.tsv"},
+            "output": {"root_dir": o, "models_dir": f"{o}/models", "tensorboard_dir": f"{o}/tensorboard",
+                       "training_result_file": f"{o}/models/result.yaml", "mining_result_file": f"{o}/result.tsv",
+                       "infer_result_file": f"{o}/infer-result.json", "monitor_file": f"{o}/monitor.txt",
+                       "executor_log_file": f"{o}/ymir-executor-out.log"},
+        }
+        if protocol_version is not None:
+            env["protocol_version"] = protocol_version
+        env.update(overrides)
+        self.env_file.write_text(yaml.safe_dump(env), encoding="utf-8")
+        return env
+
+    def write_config(self, **cfg: Any) -> None:
+        cfg.setdefault("class_names", ["cat", "dog"])
+        self.config_file.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+
+    def model_file(self, name: str, stage: Optional[str] = None, content: bytes = b"weights") -> Path:
+        p = self.out_dir / "models" / (stage or "") / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content)
+        return p
+
+    def result(self) -> Dict[str, Any]:
+        return yaml.safe_load((self.out_dir / "models" / "result.yaml").read_text())
+
+    def monitor_text(self) -> str:
+        return (self.out_dir / "monitor.txt").read_text()
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch) -> Workspace:
+    w = Workspace(tmp_path / "task")
+    w.write_env()
+    w.write_config()
+    monkeypatch.setattr(settings, "DEFAULT_ENV_FILE_PATH", str(w.env_file))
+    monkeypatch.setattr(settings, "DEFAULT_CONFIG_FILE_PATH", str(w.config_file))
+    monitor._last_percent.clear()
+    return w
