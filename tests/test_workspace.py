@@ -1,0 +1,101 @@
+import json
+import os
+
+import pytest
+import yaml
+
+from ymir_exc.dataset_reader import parse_ark_annotation, parse_voc_annotation
+from ymir_exc.harness.datasets import load_dataset, load_sample, write_sample
+from ymir_exc.harness.workspace import prepare, renumber_gpu_ids
+
+TEMPLATES = {"training": {"epochs": 2, "export_format": "det-ark:raw", "class_names": ["bad"]},
+             "mining": {"conf": 0.1, "batch": 4}, "infer": {"conf": 0.3, "iou": 0.5}}
+
+
+def _index_lines(path):
+    return [l.split("\t") for l in path.read_text().splitlines()]
+
+
+def test_prepare_training_writes_assets_by_sha1_annotations_and_reserved_keys(tmp_path):
+    ds = load_sample("trees")
+    p = prepare(tmp_path / "w", ds, ["training"], TEMPLATES, user_config={"epochs": 5, "gpu_count": 9},
+                gpu_id="3,5", task_id="t1")
+    cfg = yaml.safe_load(p.config_file.read_text())
+    assert cfg["epochs"] == 5 and cfg["class_names"] == ["tree"] and cfg["gpu_id"] == "0,1" and cfg["gpu_count"] == 2
+    assert cfg["task_id"] == "t1" and "pretrained_model_params" not in cfg
+    assert any("class_names" in w for w in p.warnings) and any("gpu_count" in w for w in p.warnings)
+    env = yaml.safe_load(p.env_file.read_text())
+    assert env["run_training"] and env["input"]["candidate_index_file"] == ""
+    lines = _index_lines(p.in_dir / "train-index.tsv")
+    assert len(lines) == len(ds.train)
+    import hashlib
+
+    for image, anno in lines:
+        h = os.path.splitext(os.path.basename(image))[0]
+        assert image == f"{p.in_dir}/assets/{h[-2:]}/{h}.jpg"
+        assert hashlib.sha1(open(image, "rb").read()).hexdigest() == h
+        parse_ark_annotation(anno, ["tree"])
+    assert p.stats.methods.get("link", 0) + p.stats.methods.get("copy", 0) == p.stats.assets
+    boxes = sum(len(parse_ark_annotation(a, ["tree"])) for _, a in lines)
+    assert boxes == sum(len(i.boxes) for i in ds.train)
+
+
+def test_prepare_voc_and_coco_export_formats(tmp_path):
+    ds = load_sample("trees")
+    p = prepare(tmp_path / "v", ds, ["training"], {"training": {"export_format": "voc:raw"}}, task_id="t")
+    image, anno = _index_lines(p.in_dir / "val-index.tsv")[0]
+    assert anno.endswith(".xml") and parse_voc_annotation(anno, ["tree"])
+    p = prepare(tmp_path / "c", ds, ["training"], {"training": {"export_format": "seg-coco:raw"}}, task_id="t")
+    lines = _index_lines(p.in_dir / "train-index.tsv")
+    assert {a for _, a in lines} == {f"{p.in_dir}/annotations/coco-annotations.json"}
+    coco = json.loads(open(lines[0][1]).read())
+    assert len(coco["annotations"]) == sum(len(i.boxes) for i in ds.train) + sum(len(i.boxes) for i in ds.val)
+
+
+def test_unknown_export_format_is_refused(tmp_path):
+    from ymir_exc.errors import ConfigFileError
+
+    with pytest.raises(ConfigFileError, match="export_format"):
+        prepare(tmp_path / "w", load_sample("trees"), ["training"], {"training": {"export_format": "yolo"}})
+
+
+def test_prepare_mining_and_infer_with_a_model_in_container_paths(tmp_path):
+    model = {"class_names": ["tree", "bush"], "stage_name": "s1", "files": ["s1/w.pt"]}
+    p = prepare(tmp_path / "w", load_sample("trees"), ["infer", "mining"], TEMPLATES, model=model, container=True)
+    cfg = yaml.safe_load(p.config_file.read_text())
+    assert cfg["class_names"] == ["tree", "bush"] and cfg["model_params_path"] == ["/in/models/s1/w.pt"]
+    assert cfg["conf"] == 0.1 and cfg["batch"] == 4 and cfg["iou"] == 0.5  # mining wins, infer adds
+    env = yaml.safe_load(p.env_file.read_text())
+    assert env["run_mining"] and env["run_infer"] and env["input"]["candidate_index_file"] == "/in/candidate-index.tsv"
+    assert all(l[0].startswith("/in/assets/") for l in _index_lines(p.in_dir / "candidate-index.tsv"))
+
+
+def test_mining_without_model_and_non_empty_out_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="need a model"):
+        prepare(tmp_path / "w", load_sample("trees"), ["mining"], TEMPLATES)
+    (tmp_path / "x" / "out").mkdir(parents=True)
+    (tmp_path / "x" / "out" / "old.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        prepare(tmp_path / "x", load_sample("trees"), ["training"], TEMPLATES)
+
+
+def test_legacy_protocol_env_has_no_protocol_version(tmp_path):
+    p = prepare(tmp_path / "w", load_sample("trees"), ["training"], TEMPLATES, protocol_version="0.0.1")
+    assert "protocol_version" not in yaml.safe_load(p.env_file.read_text())
+
+
+def test_gpu_renumbering():
+    assert renumber_gpu_ids("") == ("", 0)
+    assert renumber_gpu_ids("3, 5,7") == ("0,1,2", 3)
+
+
+def test_sample_written_in_voc_dog_layout_reads_back_identically(tmp_path):
+    root = write_sample("trees", tmp_path / "s")
+    for f in ("train-index.tsv", "val-index.tsv", "candidate-index.tsv", "env.yaml", "config.yaml"):
+        assert (root / "in" / f).is_file()
+    assert (root / "out").is_dir()
+    assert all(l[0].startswith("/in/assets/") for l in _index_lines(root / "in" / "train-index.tsv"))
+    a, b = load_sample("trees"), load_dataset(str(root))
+    for split in ("train", "val"):
+        assert sorted(tuple(bb.xyxy for bb in x.boxes) for x in a.split(split)) == sorted(tuple(bb.xyxy for bb in x.boxes) for x in b.split(split))
+    assert len(b.candidate) == len(a.candidate)
