@@ -52,13 +52,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ run
 
-def _parse_model_ref(ref: Optional[str]):
-    if not ref:
-        return None, None
-    h, _, stage = ref.partition("@")
-    return h, (stage or None)
-
-
 def _load_user_config(path: Optional[str]) -> Dict[str, Any]:
     if not path:
         return {}
@@ -73,109 +66,117 @@ def _load_user_config(path: Optional[str]) -> Dict[str, Any]:
     return data
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from ymir_exc.harness import collect
+def _dataset_from_args(args: argparse.Namespace):
     from ymir_exc.harness.datasets import load_dataset
-    from ymir_exc.harness.executors import LocalExecutor
-    from ymir_exc.harness.models import ModelStore
-    from ymir_exc.harness.runtime import find_entry_point, run_local
-    from ymir_exc.harness.workspace import make_task_id, prepare
 
-    tasks = [t for t in ("training", "mining", "infer") if t in (args.task or ["training"])]
-    executor = LocalExecutor(args.executor)
-    argv = find_entry_point(executor.folder)
-    templates = executor.templates()
-    for t in tasks:
-        if t not in templates:
-            _err(f"warning: {executor.name} has no img-man/{t}-template.yaml")
-    class_names = [c.strip() for c in args.class_names.split(",")] if args.class_names else None
-    ds = load_dataset(args.dataset, class_names)
-    store = ModelStore(args.model_location)
-    task_id = make_task_id(tasks)
-    work = Path(args.work_dir or Path("ymir-work") / task_id).resolve()
-    if args.dry_run:
-        work = Path(tempfile.mkdtemp(prefix="ymir-exc-dry-run-")) / task_id
+    class_names = [c.strip() for c in args.class_names.split(",") if c.strip()] if args.class_names else None
+    aliases = {}
+    for a in args.class_alias or []:
+        src, sep, dst = a.partition("=")
+        if not sep or not src or not dst:
+            raise ValueError(f"--class-alias {a!r}: expected NAME=CLASS")
+        aliases[src.strip()] = dst.strip()
+    return load_dataset(args.dataset, class_names, aliases, args.unknown_classes)
 
-    model = None
-    ref, stage = _parse_model_ref(args.model)
-    if ref:
-        out_dir = work / "out"
-        if out_dir.exists() and any(out_dir.iterdir()):
-            raise FileExistsError(f"{out_dir} is not empty: choose a new --work-dir")
-        model = store.unpack(ref, work / "in" / "models", stage)
-        _out(f"model {model['hash'][:12]} stage {model['stage_name']}: classes {model['class_names']}")
-    prepared = prepare(work, ds, tasks, templates, user_config=_load_user_config(args.config),
-                       protocol_version=args.protocol_version, container=False, gpu_id=args.gpu_id or "",
-                       model=model, manifest_file=str(executor.manifest_path), task_id=task_id)
-    for w in prepared.warnings:
-        _err(f"warning: {w}")
-    _out(f"task {task_id} ({' + '.join(tasks)}) of {executor.name} on {ds.summary()}")
-    _out(f"work dir: {work}")
-    if args.dry_run:
-        _out("dry run: would run\n  " + " ".join(argv))
-        _out(f"  with DEFAULT_ENV_FILE_PATH={prepared.env_file} DEFAULT_CONFIG_FILE_PATH={prepared.config_file}")
-        _out("config.yaml:\n" + yaml.safe_dump(prepared.config, sort_keys=False))
-        shutil.rmtree(work.parent, ignore_errors=True)
-        return 0
 
-    result = run_local(executor.folder, prepared.env_file, prepared.config_file, prepared.out_dir,
-                       label=" + ".join(tasks), timeout=args.timeout, show=not args.quiet,
-                       gpu_ids=args.gpu_id or "", task_id=task_id)
-    summary: Dict[str, Any] = {"task_id": task_id, "tasks": tasks, "executor": str(executor.folder),
-                               "work_dir": str(work), "exit_code": result.exit_code,
-                               "seconds": round(result.seconds, 3)}
+def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
+    """Print what a task produced (the lines a user and scripts look for); returns a summary."""
+    prepared, result = outcome.prepared, outcome.run
+    summary: Dict[str, Any] = {"task_id": prepared.task_id, "tasks": prepared.tasks, "work_dir": str(prepared.work_dir),
+                               "runtime": outcome.runtime}
+    if result is None:
+        return summary
+    summary.update(exit_code=result.exit_code, seconds=round(result.seconds, 3))
     mon = result.monitor
     if not result.ok:
         why = "timed out" if result.timed_out else "was interrupted" if result.interrupted else \
             f"failed with exit code {result.exit_code}"
-        _err(f"executor {why} after {result.seconds:.1f} s; monitor: "
-             + (f"state {mon.state}, return code {mon.return_code}" if mon else "no monitor.txt"))
+        _err(f"executor {why} after {result.seconds:.1f} s; monitor.txt: "
+             + (f"state {mon.state}, return code {mon.return_code}" if mon else "missing"))
         if mon and mon.message:
             _err("  " + mon.message.splitlines()[0])
         _err(f"last lines of {result.log_path}:")
         _err(result.log_tail(20))
         summary["monitor"] = mon.raw if mon else None
-        (work / "ymir-exc-run.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        return EXIT_EXECUTOR_FAILED
+        return summary
     _out(f"executor finished in {result.seconds:.1f} s")
-
-    env = collect.load_env(prepared.in_dir)
-    status = 0
-    if "training" in tasks:
-        rep = collect.collect_training(env, prepared.config, executor.name, store)
+    if outcome.training is not None:
+        rep = outcome.training
         if rep.problems:
             _report_problems("training result", rep.problems)
-            status = EXIT_BAD_OUTPUT
         else:
             _out(f"pack success, model hash: {rep.model_hash}, best_stage_name: {rep.best_stage_name}, mAP: {rep.mAP}")
             _out(f"  stored in {store.location}; stages: " + ", ".join(
                 f"{n} ({s.evaluation_result().get('mAP', 0):.4f})" for n, s in rep.stages.items()))
             summary.update(model_hash=rep.model_hash, best_stage_name=rep.best_stage_name, mAP=rep.mAP)
-    if "mining" in tasks:
-        mrep = collect.check_mining(env)
+    if outcome.mining is not None:
+        mrep = outcome.mining
         if mrep.problems:
             _report_problems("mining result", mrep.problems)
-            status = EXIT_BAD_OUTPUT
-        k = args.topk or len(mrep.ranked)
+        k = topk or len(mrep.ranked)
         _out(f"mining: {len(mrep.ranked)} candidates scored; top {min(k, len(mrep.ranked))}:")
-        for i, (p, s) in enumerate(mrep.ranked[:k], 1):
-            _out(f"  {i:3d}  {s:.6f}  {p}")
-        summary["topk"] = [{"path": p, "score": s} for p, s in mrep.ranked[:k]]
-    if "infer" in tasks:
-        irep = collect.check_infer(env, list(prepared.config["class_names"]))
+        for i, (p, sc) in enumerate(mrep.ranked[:k], 1):
+            _out(f"  {i:3d}  {sc:.6f}  {p}")
+        summary["topk"] = [{"path": p, "score": sc} for p, sc in mrep.ranked[:k]]
+    if outcome.infer is not None:
+        irep = outcome.infer
         if irep.problems:
             _report_problems("infer result", irep.problems)
-            status = EXIT_BAD_OUTPUT
         with_boxes = sum(1 for v in irep.results.values() if v)
         _out(f"infer: {len(irep.results)} images, {irep.boxes} boxes ({with_boxes} images with boxes); per class: "
              + (", ".join(f"{c} {n}" for c, n in sorted(irep.per_class.items())) or "none"))
         if irep.dropped:
             _out("  dropped: " + ", ".join(f"{why} {n}" for why, n in sorted(irep.dropped.items())))
-        _out(f"  results: {env.output.infer_result_file}")
+        _out(f"  results: {prepared.out_dir / 'infer-result.json'}")
         summary.update(infer_boxes=irep.boxes, infer_images=len(irep.results))
-    summary["status"] = status
-    (work / "ymir-exc-run.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return status
+    summary["problems"] = outcome.problems
+    return summary
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import shlex
+
+    from ymir_exc.harness.executors import resolve_executor
+    from ymir_exc.harness.models import ModelStore
+    from ymir_exc.harness.pipeline import run_task
+
+    tasks = [t for t in ("training", "mining", "infer") if t in (args.task or ["training"])]
+    executor, runtime = resolve_executor(args.executor, args.runtime)
+    templates = executor.templates()
+    for t in tasks:
+        if t not in templates:
+            _err(f"warning: {executor.name} has no img-man/{t}-template.yaml")
+    ds = _dataset_from_args(args)
+    store = ModelStore(args.model_location)
+    dry = args.dry_run or args.print_argv
+    work = Path(tempfile.mkdtemp(prefix="ymir-exc-dry-run-")) if dry else (Path(args.work_dir) if args.work_dir else None)
+    outcome = run_task(executor, runtime, tasks, ds, work_dir=work, store=store, model_ref=args.model,
+                       user_config=_load_user_config(args.config), protocol_version=args.protocol_version,
+                       gpu_id=args.gpu_id or "", timeout=args.timeout, show=not args.quiet,
+                       network_none=args.network_none, user=args.user, dry_run=dry)
+    prepared = outcome.prepared
+    for w in prepared.warnings:
+        _err(f"warning: {w}")
+    if outcome.model:
+        _out(f"model {outcome.model['hash'][:12]} stage {outcome.model['stage_name']}: classes {outcome.model['class_names']}")
+    if args.print_argv:
+        _out(shlex.join(outcome.argv))
+        shutil.rmtree(prepared.work_dir, ignore_errors=True)
+        return 0
+    _out(f"task {prepared.task_id} ({' + '.join(prepared.tasks)}) of {executor.name} [{runtime}] on {ds.summary()}")
+    _out(f"work dir: {prepared.work_dir}")
+    if args.dry_run:
+        _out("dry run: would run\n  " + shlex.join(outcome.argv))
+        if runtime == "local":
+            _out(f"  with DEFAULT_ENV_FILE_PATH={prepared.env_file} DEFAULT_CONFIG_FILE_PATH={prepared.config_file}")
+        _out("config.yaml:\n" + yaml.safe_dump(prepared.config, sort_keys=False))
+        shutil.rmtree(prepared.work_dir, ignore_errors=True)
+        return 0
+    summary = print_outcome(outcome, store, args.topk)
+    (prepared.work_dir / "ymir-exc-run.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if outcome.run is None or not outcome.run.ok:
+        return EXIT_EXECUTOR_FAILED
+    return EXIT_BAD_OUTPUT if outcome.problems else 0
 
 
 def _report_problems(what: str, problems: List[str]) -> None:
@@ -236,11 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     r = sub.add_parser("run", help="prepare in/, run an executor, check and collect its outputs")
-    r.add_argument("executor", help="executor folder (img-man/ + app/start.py)")
+    r.add_argument("executor", help="executor folder (img-man/ + app/start.py) or image tag")
+    r.add_argument("--runtime", default="auto", choices=["auto", "local", "docker", "podman"],
+                   help="auto: a folder runs locally, an image with docker (if its daemon answers) else podman")
     r.add_argument("--task", action="append", choices=["training", "mining", "infer"],
                    help="training (default), mining, infer; give --task mining --task infer for both")
     r.add_argument("--dataset", help="bundled sample name (default trees) or a YMIR in/ folder")
     r.add_argument("--class-names", help="comma-separated class names (default: from the data)")
+    r.add_argument("--class-alias", action="append", metavar="NAME=CLASS", help="map a class of the data onto a class")
+    r.add_argument("--unknown-classes", choices=["stop", "ignore"], default="stop",
+                   help="a box of a class not in --class-names: stop with the list (default) or drop it")
     r.add_argument("--config", help="YAML of hyper-parameters overriding the image's template")
     r.add_argument("--model", help="model package: HASH[@STAGE], a unique prefix, or 'latest' (default stage: best)")
     r.add_argument("--work-dir", help="work dir W (default ./ymir-work/<task id>)")
@@ -249,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gpu-id", default="", help="host GPU ids, e.g. '0,1' (default: CPU)")
     r.add_argument("--timeout", type=float, help="stop the executor after this many seconds")
     r.add_argument("--topk", type=int, default=10, help="mining: how many top candidates to print (default 10)")
+    r.add_argument("--network-none", action="store_true", help="containers: run with --network none")
+    r.add_argument("--user", help="containers: --user UID:GID (default: yours)")
     r.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+    r.add_argument("--print-argv", action="store_true", help="print the executor's command line only")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
 
@@ -272,7 +281,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (YmirExcError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (YmirExcError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         _err(f"ymir-exc: error: {e}")
         return EXIT_USAGE
 

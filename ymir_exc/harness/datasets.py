@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -145,12 +145,12 @@ def load_in_dir(path: str, class_names: Optional[Sequence[str]] = None) -> Datas
             cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
             class_names = cfg.get("class_names") if isinstance(cfg, dict) else None
     names: List[str] = list(class_names or [])
-    discovered = not names
 
     def boxes_of(annotation: str, image: str, src: Path, n: int) -> List[BBox]:
         if annotation.endswith(".xml"):
-            if discovered:
-                _discover_voc_names(annotation, names)
+            # names found in the xml are appended, so an unknown class is reported (or dropped)
+            # by remap_classes with the whole list instead of failing on the first file
+            _discover_voc_names(annotation, names)
             return parse_voc_annotation(annotation, names)
         if annotation.endswith(".json"):
             return load_coco_annotations(annotation, names).get(os.path.basename(image), [])
@@ -194,14 +194,229 @@ def _discover_voc_names(path: str, names: List[str]) -> None:
         pass  # parse_voc_annotation reports it with the file and line
 
 
-def load_dataset(spec: Optional[str], class_names: Optional[Sequence[str]] = None) -> Dataset:
-    """``None`` or a bundled sample name -> that sample; a folder -> :func:`load_in_dir`.
+def _split_val(items: List[Item], every: int = 5) -> Tuple[List[Item], List[Item]]:
+    """Deterministic split: every ``every``-th item (in sorted order) goes to val (20 %)."""
+    items = sorted(items, key=lambda i: i.image_path)
+    val = items[every - 1::every]
+    val_set = {id(i) for i in val}
+    return [i for i in items if id(i) not in val_set], val
+
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def load_voc(path: str) -> Dataset:
+    """A Pascal VOC folder: ``JPEGImages/`` + ``Annotations/*.xml`` (+ ``ImageSets/Main/*.txt``).
+
+    Splits: ``ImageSets/Main/{train,val}.txt`` when present, else every 5th annotated image to
+    val. Candidates: ``ImageSets/Main/test.txt`` when present, else the images without an xml,
+    else the val images. Class names: every ``<name>`` found, sorted.
 
     Raises:
-        FileNotFoundError: the path does not exist.
+        AnnotationError: an xml that does not parse (file named).
+    """
+    root = Path(path).resolve()
+    images = {p.stem: p for p in sorted((root / "JPEGImages").iterdir()) if p.suffix.lower() in IMAGE_EXTS}
+    xmls = {p.stem: p for p in sorted((root / "Annotations").glob("*.xml"))}
+    found: List[str] = []
+    for x in xmls.values():
+        _discover_voc_names(str(x), found)
+    names = sorted(found)
+    labeled = {stem: Item(str(images[stem]), parse_voc_annotation(str(x), names))
+               for stem, x in xmls.items() if stem in images}
+    sets = root / "ImageSets" / "Main"
+    if (sets / "train.txt").is_file() and (sets / "val.txt").is_file():
+        train = [labeled[s] for s in _read_lines(sets / "train.txt") if s in labeled]
+        val = [labeled[s] for s in _read_lines(sets / "val.txt") if s in labeled]
+    else:
+        train, val = _split_val(list(labeled.values()))
+    if (sets / "test.txt").is_file():
+        candidate = [Item(str(images[s])) for s in _read_lines(sets / "test.txt") if s in images]
+    else:
+        candidate = [Item(str(p)) for stem, p in images.items() if stem not in xmls] or [Item(i.image_path) for i in val]
+    return Dataset(root.name, names, train, val, candidate)
+
+
+def _find_image(root: Path, file_name: str) -> Optional[Path]:
+    for base in (root, root / "images", root.parent / "images", root.parent):
+        for cand in (base / file_name, base / os.path.basename(file_name)):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def load_coco(path: str) -> Dataset:
+    """A COCO detection json; images are looked up beside it, in ``images/`` or ``../images/``.
+
+    Split: every 5th image (by file name) to val; candidates = the val images. Class names:
+    the categories in id order.
+
+    Raises:
+        AnnotationError: bad json / bbox (file and key named); an image that cannot be found.
+    """
+    import json
+
+    p = Path(path).resolve()
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise AnnotationError(f"not valid JSON: {e}", path=str(p)) from None
+    cats = sorted(data.get("categories", []), key=lambda c: c["id"])
+    names = [c["name"] for c in cats]
+    boxes = load_coco_annotations(str(p), names)
+    items = []
+    for im in data.get("images", []):
+        img = _find_image(p.parent, im["file_name"])
+        if img is None:
+            raise AnnotationError(f"image {im['file_name']!r} not found beside the json, in images/ or ../images/",
+                                  path=str(p), key=f"images[id={im['id']}]")
+        items.append(Item(str(img), boxes.get(os.path.basename(im["file_name"]), [])))
+    train, val = _split_val(items)
+    return Dataset(p.stem, names, train, val, [Item(i.image_path) for i in val])
+
+
+def _yolo_images(base: Path, entry: Any) -> List[Path]:
+    entries = entry if isinstance(entry, list) else [entry]
+    out: List[Path] = []
+    for e in entries:
+        p = (base / str(e)).resolve()
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS)
+        elif p.is_file() and p.suffix == ".txt":
+            out += [(p.parent / line).resolve() if not os.path.isabs(line) else Path(line)
+                    for line in _read_lines(p)]
+        else:
+            raise IndexFileError(f"YOLO split {e!r} is neither a folder of images nor a .txt list", path=str(p))
+    return out
+
+
+def _yolo_label_path(image: Path) -> Path:
+    parts = list(image.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def load_yolo(path: str) -> Dataset:
+    """An Ultralytics YOLO ``data.yaml`` (``path``, ``train``, ``val``, optional ``test``, ``names``).
+
+    Labels ``cid xc yc w h`` (normalised 0-1) are read from the ``labels/`` folder beside each
+    ``images/`` folder and converted to pixels with the image's size. Candidates: ``test`` when
+    given, else the val images.
+
+    Raises:
+        AnnotationError: a label line that does not parse or a class id outside ``names``.
+    """
+    from ymir_exc.harness.workspace import image_size
+
+    p = Path(path).resolve()
+    cfg = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    base = Path(cfg.get("path") or p.parent)
+    base = base if base.is_absolute() else (p.parent / base)
+    raw_names = cfg.get("names") or []
+    data_names = [raw_names[k] for k in sorted(raw_names)] if isinstance(raw_names, dict) else list(raw_names)
+
+    def items(entry: Any) -> List[Item]:
+        out = []
+        for img in _yolo_images(base, entry):
+            label = _yolo_label_path(img)
+            boxes: List[BBox] = []
+            if label.is_file():
+                w, h = image_size(str(img))
+                for n, line in enumerate(label.read_text(encoding="utf-8").splitlines(), 1):
+                    if not line.strip():
+                        continue
+                    f = line.split()
+                    try:
+                        cid, xc, yc, bw, bh = int(f[0]), *(float(v) for v in f[1:5])
+                    except (ValueError, IndexError):
+                        raise AnnotationError("expected 'class x_center y_center width height'", path=str(label),
+                                              line=n) from None
+                    if not 0 <= cid < len(data_names):
+                        raise AnnotationError(f"class id {cid} outside names {data_names}", path=str(label), line=n)
+                    x0 = max(0, int(round((xc - bw / 2) * w)))
+                    y0 = max(0, int(round((yc - bh / 2) * h)))
+                    x1 = min(w, int(round((xc + bw / 2) * w)))
+                    y1 = min(h, int(round((yc + bh / 2) * h)))
+                    if x1 > x0 and y1 > y0:
+                        boxes.append(BBox(cid, data_names[cid], x0, y0, x1 - x0, y1 - y0))
+            out.append(Item(str(img), boxes))
+        return out
+
+    train, val = items(cfg.get("train")), items(cfg.get("val"))
+    candidate = [Item(i.image_path) for i in (items(cfg["test"]) if cfg.get("test") else val)]
+    return Dataset(p.parent.name, data_names, train, val, candidate)
+
+
+def remap_classes(ds: Dataset, class_names: Optional[Sequence[str]] = None,
+                  aliases: Optional[Dict[str, str]] = None, unknown: str = "stop") -> Dataset:
+    """Re-index every box onto ``class_names`` after mapping ``aliases`` (data name -> name).
+
+    Args:
+        class_names: the task's classes (default: the dataset's, after aliasing, in order).
+        unknown: ``stop`` raises on a class not in class_names (listing them all); ``ignore``
+            drops those boxes.
+
+    Raises:
+        AnnotationError: unknown classes with ``unknown='stop'``.
+    """
+    aliases = dict(aliases or {})
+    if not class_names:
+        class_names = []
+        for n in ds.class_names:
+            n = aliases.get(n, n)
+            if n not in class_names:
+                class_names.append(n)
+    index = {n: i for i, n in enumerate(class_names)}
+    missing: Dict[str, int] = {}
+
+    def fix(items: List[Item]) -> List[Item]:
+        out = []
+        for it in items:
+            boxes = []
+            for b in it.boxes:
+                n = aliases.get(b.class_name, b.class_name)
+                if n not in index:
+                    missing[n] = missing.get(n, 0) + 1
+                    continue
+                boxes.append(BBox(index[n], n, b.x, b.y, b.w, b.h, b.quality, b.angle))
+            out.append(Item(it.image_path, boxes))
+        return out
+
+    new = Dataset(ds.name, list(class_names), fix(ds.train), fix(ds.val), list(ds.candidate))
+    if missing and unknown == "stop":
+        listing = ", ".join(f"{n} ({k} boxes)" for n, k in sorted(missing.items()))
+        raise AnnotationError(f"classes not in class_names {list(class_names)}: {listing}; map them with "
+                              f"--class-alias NAME=CLASS or drop them with --unknown-classes ignore",
+                              key="class_names")
+    return new
+
+
+def load_dataset(spec: Optional[str], class_names: Optional[Sequence[str]] = None,
+                 aliases: Optional[Dict[str, str]] = None, unknown: str = "stop") -> Dataset:
+    """Read ``--dataset``: a bundled sample name (default ``trees``), a YMIR ``in/`` folder, a
+    VOC folder, a COCO json or a YOLO data.yaml; then map classes (:func:`remap_classes`).
+
+    Raises:
+        FileNotFoundError: the path does not exist or is not a recognised dataset.
     """
     if spec is None or spec in SAMPLE_NAMES:
-        return load_sample(spec or "trees")
-    if not os.path.exists(spec):
-        raise FileNotFoundError(f"--dataset {spec}: no such sample or folder (bundled samples: {', '.join(SAMPLE_NAMES)})")
-    return load_in_dir(spec, class_names)
+        ds = load_sample(spec or "trees")
+    elif not os.path.exists(spec):
+        raise FileNotFoundError(f"--dataset {spec}: no such sample or path (bundled samples: {', '.join(SAMPLE_NAMES)})")
+    elif os.path.isdir(spec) and (Path(spec) / "JPEGImages").is_dir():
+        ds = load_voc(spec)
+    elif spec.endswith(".json"):
+        ds = load_coco(spec)
+    elif spec.endswith((".yaml", ".yml")):
+        ds = load_yolo(spec)
+    elif os.path.isdir(spec):
+        ds = load_in_dir(spec, class_names)
+    else:
+        raise FileNotFoundError(f"--dataset {spec}: not a sample, a YMIR in/ folder, a VOC folder (JPEGImages/), "
+                                f"a COCO .json or a YOLO data.yaml")
+    if class_names or aliases or unknown != "stop":
+        ds = remap_classes(ds, class_names, aliases, unknown)
+    return ds

@@ -234,3 +234,54 @@ def run_local(executor_dir: Path, env_file: Path, config_file: Path, out_dir: Pa
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return follow(proc, out_dir / "monitor.txt", log_path, label=label, timeout=timeout, show=show,
                       task_id=task_id)
+
+
+def shm_size_for(config_shm: Optional[str], gpu_count: int) -> str:
+    """``--shm-size``: config.yaml's ``shm_size`` if set, else 16G per GPU (16G on CPU)."""
+    if config_shm:
+        return str(config_shm)
+    return f"{16 * max(1, gpu_count)}G"
+
+
+def container_argv(engine: str, image: str, in_dir: Path, out_dir: Path, name: str, *, user: Optional[str] = None,
+                   gpu_ids: str = "", shm_size: str = "16G", network_none: bool = False) -> List[str]:
+    """The ``run`` command line the platform builds (CONTRACT.md section 1)::
+
+        ENGINE run --rm -v W/in:/in:ro -v W/out:/out --user UID:GID [--gpus '"device=3,5"']
+               --shm-size=16G --name TASK [--network none] IMAGE
+
+    ``user`` defaults to the caller's ``uid:gid``; no command follows the image (its CMD runs).
+    """
+    user = user or f"{os.getuid()}:{os.getgid()}"
+    argv = [engine, "run", "--rm", "-v", f"{Path(in_dir).resolve()}:/in:ro", "-v", f"{Path(out_dir).resolve()}:/out",
+            "--user", user]
+    if gpu_ids:
+        argv += ["--gpus", f'"device={gpu_ids}"']
+    argv += [f"--shm-size={shm_size}", "--name", name]
+    if network_none:
+        argv += ["--network", "none"]
+    argv.append(image)
+    return argv
+
+
+def run_container(argv: List[str], out_dir: Path, *, label: str, timeout: Optional[float] = None,
+                  show: bool = True, task_id: str = "") -> RunResult:
+    """Run a container built by :func:`container_argv`, appending its output to the log."""
+    engine = argv[0]
+    name = argv[argv.index("--name") + 1]
+    log_path = out_dir / "ymir-executor-out.log"
+
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+        def stop() -> None:
+            subprocess.run([engine, "stop", "-t", str(int(KILL_GRACE_SECONDS)), name], capture_output=True)
+            try:
+                proc.wait(KILL_GRACE_SECONDS + 5)
+            except subprocess.TimeoutExpired:
+                subprocess.run([engine, "kill", name], capture_output=True)
+                proc.kill()
+                proc.wait()
+
+        return follow(proc, out_dir / "monitor.txt", log_path, label=label, timeout=timeout, show=show, stop=stop,
+                      task_id=task_id)
