@@ -214,6 +214,55 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ inspect / verify
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from ymir_exc.harness.executors import TEMPLATE_FILES, resolve_executor
+
+    executor, runtime = resolve_executor(args.executor, args.runtime)
+    _out(f"# executor {executor.name} [{runtime}]")
+    status = 0
+    for name in ["manifest.yaml"] + list(TEMPLATE_FILES.values()):
+        text = executor.read_text(name)
+        _out(f"# --- /img-man/{name}")
+        if text is None:
+            _out("# (missing)")
+            continue
+        try:
+            executor.read_yaml(name)
+        except ValueError as e:
+            _err(f"not pure YAML: {e}")
+            status = EXIT_BAD_OUTPUT
+        _out(text.rstrip("\n"))
+    return status
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ymir_exc.harness.executors import resolve_executor
+    from ymir_exc.harness.models import ModelStore
+    from ymir_exc.harness.verify import verify
+
+    executor, runtime = resolve_executor(args.executor, args.runtime)
+    ds = _dataset_from_args(args)
+    store = ModelStore(args.model_location) if args.model_location else None
+    checks = verify(executor, runtime, ds, work_root=Path(args.work_dir) if args.work_dir else None, store=store,
+                    user_config=_load_user_config(args.config), protocol_version=args.protocol_version,
+                    timeout=args.timeout, show=not args.quiet, network_none=args.network_none, user=args.user,
+                    crash=not args.no_crash)
+    table = Table(title=f"ymir-exc verify {executor.name} [{runtime}]")
+    for col in ("scenario", "check", "result", "detail"):
+        table.add_column(col, overflow="fold")
+    for c in checks:
+        table.add_row(c.scenario, c.name, "[green]PASS[/green]" if c.ok else "[red]FAIL[/red]", c.detail)
+    Console(width=max(120, shutil.get_terminal_size().columns)).print(table)
+    failed = [c for c in checks if not c.ok]
+    _out(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
 # ------------------------------------------------------------------ schema
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -271,6 +320,29 @@ def build_parser() -> argparse.ArgumentParser:
     im = msub.add_parser("import", help="import a model package (tar.gz with ymir-info.yaml)")
     im.add_argument("--package-path", required=True)
     m.set_defaults(func=cmd_models)
+
+    ins = sub.add_parser("inspect", help="print an executor's manifest and templates")
+    ins.add_argument("executor", help="executor folder or image tag")
+    ins.add_argument("--runtime", default="auto", choices=["auto", "local", "docker", "podman"])
+    ins.set_defaults(func=cmd_inspect)
+
+    v = sub.add_parser("verify", help="run every task on a dataset and check the contract; table of checks")
+    v.add_argument("executor", help="executor folder or image tag")
+    v.add_argument("--runtime", default="auto", choices=["auto", "local", "docker", "podman"])
+    v.add_argument("--dataset", help="bundled sample name (default trees) or a dataset path")
+    v.add_argument("--class-names", help="comma-separated class names (default: from the data)")
+    v.add_argument("--class-alias", action="append", metavar="NAME=CLASS")
+    v.add_argument("--unknown-classes", choices=["stop", "ignore"], default="stop")
+    v.add_argument("--config", help="YAML of hyper-parameters overriding the templates (e.g. fewer epochs)")
+    v.add_argument("--work-dir", help="where the scenarios' work dirs go (default: a temp dir)")
+    v.add_argument("--model-location", help="model store (default: inside the work dir)")
+    v.add_argument("--protocol-version", default="1.1.0")
+    v.add_argument("--timeout", type=float, help="per scenario, seconds")
+    v.add_argument("--network-none", action="store_true")
+    v.add_argument("--user", help="containers: --user UID:GID")
+    v.add_argument("--no-crash", action="store_true", help="skip the crash scenario")
+    v.add_argument("--quiet", action="store_true")
+    v.set_defaults(func=cmd_verify)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of every file format")
     sc.set_defaults(func=cmd_schema)

@@ -1,0 +1,168 @@
+"""``ymir-exc verify``: run an executor through every task on a dataset and check each rule of
+the contract (CONTRACT.md sections 2 and 3). Also ``inspect``'s reading of img-man.
+
+Scenarios: training, mining, infer, mining + infer (with the model the training produced), and
+a crash case (config.yaml made unreadable on purpose) that must end in state 4 and a non-zero
+exit. Checks per scenario: exit code, monitor.txt format / monotonic progress / final state,
+and the outputs (result.yaml schema, stage files, metrics, best stage, at most 11 stages,
+tensorboard logs, reproducible model package; result.tsv one sorted line per candidate;
+infer-result.json one key per candidate with valid boxes).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ymir_exc.code import ExecutorState
+from ymir_exc.harness.collect import collect_training, load_env
+from ymir_exc.harness.datasets import Dataset
+from ymir_exc.harness.executors import TEMPLATE_FILES, LocalExecutor
+from ymir_exc.harness.models import ModelStore
+from ymir_exc.harness.pipeline import TaskOutcome, run_task
+from ymir_exc.harness.workspace import RESERVED_KEYS
+
+OBJECT_TYPES = {2: "detection", 3: "semantic segmentation", 4: "instance segmentation"}
+
+
+@dataclass
+class Check:
+    scenario: str
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+def check_img_man(executor: LocalExecutor) -> List[Check]:
+    """img-man files present, pure YAML, object_type known, templates free of reserved keys."""
+    out: List[Check] = []
+    for fname in ["manifest.yaml"] + list(TEMPLATE_FILES.values()):
+        try:
+            text = executor.read_text(fname)
+        except RuntimeError as e:
+            out.append(Check("img-man", f"{fname} readable", False, str(e)))
+            continue
+        if text is None:
+            out.append(Check("img-man", f"{fname} present", False, "missing"))
+            continue
+        try:
+            data = executor.read_yaml(fname)
+        except ValueError as e:
+            out.append(Check("img-man", f"{fname} is pure YAML", False, str(e)))
+            continue
+        out.append(Check("img-man", f"{fname} is pure YAML", True, f"{len(data)} keys"))
+        if fname == "manifest.yaml":
+            ot = data.get("object_type")
+            out.append(Check("img-man", "manifest object_type", ot in OBJECT_TYPES,
+                             f"{ot} ({OBJECT_TYPES.get(ot, 'unknown: expected 2, 3 or 4')})"))
+        else:
+            bad = [k for k in RESERVED_KEYS if k in data]
+            out.append(Check("img-man", f"{fname} sets no reserved key", not bad,
+                             f"sets {bad}" if bad else "ok"))
+    return out
+
+
+def check_run(scenario: str, outcome: TaskOutcome, expect_success: bool = True) -> List[Check]:
+    """Exit code and monitor.txt rules for one run."""
+    r = outcome.run
+    assert r is not None
+    out: List[Check] = []
+    mon = r.monitor
+    if not expect_success:
+        out.append(Check(scenario, "non-zero exit", r.exit_code != 0, f"exit code {r.exit_code}"))
+        out.append(Check(scenario, "monitor.txt ends in state 4", mon is not None and mon.state == ExecutorState.ES_ERROR,
+                         f"state {mon.state}, return code {mon.return_code}" if mon else "no parsable monitor.txt"))
+        out.append(Check(scenario, "error return code set", mon is not None and mon.return_code != 0,
+                         f"{mon.return_code}" if mon else "-"))
+        return out
+    detail = f"exit code {r.exit_code}" + (" (timed out)" if r.timed_out else "")
+    if not r.ok:
+        detail += "; " + " | ".join(r.log_tail(2).splitlines())
+    out.append(Check(scenario, "exit code 0", r.ok, detail))
+    out.append(Check(scenario, "monitor.txt format", mon is not None and not r.monitor_errors,
+                     "; ".join(r.monitor_errors[:2]) or ("ok" if mon else "missing or unparsable")))
+    if mon is not None:
+        out.append(Check(scenario, "monitor.txt final state done at 1.00",
+                         mon.state == ExecutorState.ES_DONE and mon.percent == 1.0,
+                         f"state {mon.state}, percent {mon.percent:.2f}, return code {mon.return_code}"))
+        out.append(Check(scenario, "monitor.txt task_id", mon.task_id == outcome.prepared.task_id,
+                         f"{mon.task_id!r} vs {outcome.prepared.task_id!r}"))
+    seq = r.percents
+    backwards = [(a, b) for a, b in zip(seq, seq[1:]) if b < a]
+    out.append(Check(scenario, "progress never goes backwards", not backwards,
+                     f"{len(seq)} readings" + (f"; {backwards[0][0]:.2f} -> {backwards[0][1]:.2f}" if backwards else "")))
+    return out
+
+
+def check_outputs(scenario: str, outcome: TaskOutcome) -> List[Check]:
+    out: List[Check] = []
+    if outcome.training is not None:
+        rep = outcome.training
+        out.append(Check(scenario, "result.yaml follows the contract", not rep.problems,
+                         "; ".join(rep.problems[:3]) or f"{len(rep.stages)} stage(s), best {rep.best_stage_name} "
+                                                         f"mAP {rep.mAP:.4f}"))
+        tb = outcome.prepared.out_dir / "tensorboard"
+        files = [p for p in tb.rglob("*") if p.is_file()] if tb.is_dir() else []
+        out.append(Check(scenario, "tensorboard logs present", bool(files), f"{len(files)} file(s) in {tb}"))
+        if not rep.problems:
+            env = load_env(outcome.prepared.in_dir)
+            # pack the same outputs twice into two stores: the hashes must agree
+            with tempfile.TemporaryDirectory() as t1, tempfile.TemporaryDirectory() as t2:
+                h1 = collect_training(env, outcome.prepared.config, "verify", ModelStore(t1)).model_hash
+                h2 = collect_training(env, outcome.prepared.config, "verify", ModelStore(t2)).model_hash
+            out.append(Check(scenario, "model package is reproducible", h1 is not None and h1 == h2,
+                             f"{h1[:12] if h1 else '-'} twice"))
+    if outcome.mining is not None:
+        m = outcome.mining
+        out.append(Check(scenario, "result.tsv: one sorted line per candidate", not m.problems,
+                         "; ".join(m.problems[:3]) or f"{len(m.ranked)} lines"))
+    if outcome.infer is not None:
+        i = outcome.infer
+        out.append(Check(scenario, "infer-result.json: one key per candidate, valid boxes", not i.problems,
+                         "; ".join(i.problems[:3]) or f"{len(i.results)} images, {i.boxes} boxes"))
+    return out
+
+
+def verify(executor: LocalExecutor, runtime: str, ds: Dataset, *, work_root: Optional[Path] = None,
+           store: Optional[ModelStore] = None, user_config: Optional[Dict[str, Any]] = None,
+           protocol_version: str = "1.1.0", timeout: Optional[float] = None, show: bool = True,
+           network_none: bool = False, user: Optional[str] = None, crash: bool = True) -> List[Check]:
+    """Run every scenario and return the list of checks (see the module docstring)."""
+    root = Path(work_root or tempfile.mkdtemp(prefix="ymir-exc-verify-")).resolve()
+    store = store or ModelStore(root / "models")
+    checks = check_img_man(executor)
+    common = dict(store=store, user_config=user_config, protocol_version=protocol_version, timeout=timeout,
+                  show=show, network_none=network_none, user=user)
+
+    def scenario(name: str, tasks: List[str], model: Optional[str] = None) -> Optional[TaskOutcome]:
+        try:
+            outcome = run_task(executor, runtime, tasks, ds, work_dir=root / name.replace(" ", ""), model_ref=model,
+                               **common)  # type: ignore[arg-type]
+        except Exception as e:  # noqa: BLE001 - a scenario that cannot start is a failed check
+            checks.append(Check(name, "task prepared", False, f"{type(e).__name__}: {e}"))
+            return None
+        checks.extend(check_run(name, outcome))
+        checks.extend(check_outputs(name, outcome))
+        return outcome
+
+    trained = scenario("training", ["training"])
+    model = trained.training.model_hash if trained and trained.training else None
+    if model is None:
+        checks.append(Check("mining/infer", "a model to mine and infer with", False, "training produced no package"))
+    else:
+        scenario("mining", ["mining"], model)
+        scenario("infer", ["infer"], model)
+        scenario("mining + infer", ["mining", "infer"], model)
+    if crash:
+        def break_config(prepared: Any) -> None:
+            prepared.config_file.write_text("class_names: [unclosed\n", encoding="utf-8")
+
+        try:
+            outcome = run_task(executor, runtime, ["training"], ds, work_dir=root / "crash", before_run=break_config,
+                               collect_outputs=False, **common)  # type: ignore[arg-type]
+            checks.extend(check_run("crash (bad config.yaml)", outcome, expect_success=False))
+        except Exception as e:  # noqa: BLE001
+            checks.append(Check("crash (bad config.yaml)", "task prepared", False, f"{type(e).__name__}: {e}"))
+    return checks
