@@ -1,0 +1,131 @@
+"""Our typed entry for new executors: one object with the task's paths, config and writers.
+
+Example (a whole executor)::
+
+    from ymir_exc.task import Task, Detection
+    from ymir_exc.executor import Executor
+
+    def train(cfg):
+        task = Task.current()
+        for item in task.items("train"):              # DatasetItem: image_path, boxes (BBox, pixels)
+            ...
+        task.progress(0.5)
+        task.save_stage("epoch_10", ["best.pt"], mAP=0.61, mAR=0.7)
+
+    def infer(cfg):
+        task = Task.current()
+        task.save_infer({item.image_path: [Detection("tree", 0.9, x=10, y=20, w=30, h=40)]
+                         for item in task.items("candidate")})
+
+    Executor(training=train, infer=infer).main()
+
+Everything here calls the upstream-compatible functions (``dataset_reader``, ``result_writer``,
+``monitor``, ``util``), so both APIs write the same files with the same validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ymir_exc import dataset_reader, env, monitor, result_writer, util
+from ymir_exc.dataset_reader import DatasetItem
+from ymir_exc.env import DatasetType
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One predicted box: class name (one of class_names), score in [0, 1], integer pixels."""
+
+    class_name: str
+    score: float
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def to_annotation(self) -> result_writer.Annotation:
+        return result_writer.Annotation(class_name=self.class_name, score=self.score,
+                                        box=result_writer.Box(x=self.x, y=self.y, w=self.w, h=self.h))
+
+
+@dataclass
+class Task:
+    """The current task: env.yaml (``env``) and the merged config (``param``).
+
+    Attributes:
+        env: the parsed env.yaml (paths under ``env.input`` / ``env.output``).
+        param: config.yaml as a dict (template values + reserved keys).
+    """
+
+    env: env.EnvConfig
+    param: Dict[str, Any]
+
+    @classmethod
+    def current(cls) -> "Task":
+        """Read env.yaml and config.yaml (see :mod:`ymir_exc.settings`).
+
+        Raises:
+            EnvFileError, ConfigFileError: naming the file, line and key.
+        """
+        cfg = util.get_merged_config()
+        return cls(cfg.ymir, dict(cfg.param))
+
+    @property
+    def merged_config(self) -> Any:
+        """The upstream-style EasyDict (``.param``, ``.ymir``)."""
+        from easydict import EasyDict
+
+        m = EasyDict()
+        m.param = self.param
+        m.ymir = self.env
+        return m
+
+    @property
+    def class_names(self) -> List[str]:
+        return list(self.param.get("class_names") or [])
+
+    @property
+    def tasks(self) -> List[str]:
+        """The tasks env.yaml enables, in the platform's order."""
+        return [t for t, on in (("training", self.env.run_training), ("mining", self.env.run_mining),
+                                ("infer", self.env.run_infer)) if on]
+
+    @property
+    def gpu_ids(self) -> List[int]:
+        """GPU ids inside the container (``gpu_id`` renumbered 0..n-1); empty for CPU."""
+        return [int(g) for g in str(self.param.get("gpu_id") or "").split(",") if g.strip()]
+
+    def items(self, split: Union[str, DatasetType]) -> Iterator[DatasetItem]:
+        """Typed items of ``train``, ``val`` or ``candidate`` (boxes parsed for train / val)."""
+        return dataset_reader.read_items(split, self.merged_config)
+
+    def count(self, split: Union[str, DatasetType]) -> int:
+        """Number of images of a split."""
+        return dataset_reader.items_count(split, self.env)
+
+    def weights(self, suffix: Union[str, Tuple[str, ...]] = (".pt", ".pth")) -> List[str]:
+        """Weight files handed in (``pretrained_model_params`` / ``model_params_path``)."""
+        return util.get_weight_files(self.merged_config, suffix)
+
+    def progress(self, percent: float, task: Optional[str] = None) -> None:
+        """Report ``percent`` (0-1) of ``task`` (default: the only / first enabled task); with
+        several tasks in one run each gets its share of [0, 1]."""
+        task = task or self.tasks[0]
+        monitor.write_monitor_logger_for_multiple_tasks(self.merged_config, task, percent)
+
+    def save_stage(self, stage_name: str, files: Sequence[str], mAP: Optional[float] = None,
+                   timestamp: Optional[int] = None, attachments: Optional[Dict[str, List[str]]] = None,
+                   evaluate_config: Optional[Dict[str, Any]] = None, **metrics: Any) -> None:
+        """:func:`ymir_exc.result_writer.write_model_stage` with metrics as keyword arguments."""
+        result_writer.write_model_stage(stage_name, list(files), evaluation_result=metrics, mAP=mAP,
+                                        timestamp=timestamp, attachments=attachments, evaluate_config=evaluate_config)
+
+    def save_mining(self, scores: Union[Mapping[str, float], Iterable[Tuple[str, float]]]) -> None:
+        """result.tsv from ``{path: score}`` or ``(path, score)`` pairs (sorted for you)."""
+        pairs = scores.items() if isinstance(scores, Mapping) else scores
+        result_writer.write_mining_result(list(pairs))
+
+    def save_infer(self, results: Mapping[str, Sequence[Detection]]) -> None:
+        """infer-result.json from ``{image path: [Detection, ...]}`` (one key per candidate)."""
+        result_writer.write_infer_result({p: [d.to_annotation() for d in dets] for p, dets in results.items()})
