@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -115,8 +116,10 @@ def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
             _report_problems("mining result", mrep.problems)
         k = topk or len(mrep.ranked)
         _out(f"mining: {len(mrep.ranked)} candidates scored; top {min(k, len(mrep.ranked))}:")
+        sources = prepared.stats.sources if prepared.stats else {}
         for i, (p, sc) in enumerate(mrep.ranked[:k], 1):
-            _out(f"  {i:3d}  {sc:.6f}  {p}")
+            src = sources.get(os.path.basename(p))
+            _out(f"  {i:3d}  {sc:.6f}  {p}" + (f"  ({os.path.basename(src)})" if src else ""))
         summary["topk"] = [{"path": p, "score": sc} for p, sc in mrep.ranked[:k]]
     if outcome.infer is not None:
         irep = outcome.infer
@@ -150,22 +153,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = ModelStore(args.model_location)
     dry = args.dry_run or args.print_argv
     work = Path(tempfile.mkdtemp(prefix="ymir-exc-dry-run-")) if dry else (Path(args.work_dir) if args.work_dir else None)
+    def announce(prepared: Any) -> None:
+        for w in prepared.warnings:
+            _err(f"warning: {w}")
+        _out(f"task {prepared.task_id} ({' + '.join(prepared.tasks)}) of {executor.name} [{runtime}] on {ds.summary()}")
+        _out(f"work dir: {prepared.work_dir}")
+        for key in ("pretrained_model_params", "model_params_path"):
+            if prepared.config.get(key):
+                _out(f"model: {key} = {prepared.config[key]}; classes {prepared.config['class_names']}")
+
     outcome = run_task(executor, runtime, tasks, ds, work_dir=work, store=store, model_ref=args.model,
                        user_config=_load_user_config(args.config), protocol_version=args.protocol_version,
                        gpu_id=args.gpu_id or "", timeout=args.timeout, show=not args.quiet,
-                       network_none=args.network_none, user=args.user, dry_run=dry)
+                       network_none=args.network_none, user=args.user, dry_run=dry, before_run=announce)
     prepared = outcome.prepared
-    for w in prepared.warnings:
-        _err(f"warning: {w}")
-    if outcome.model:
-        _out(f"model {outcome.model['hash'][:12]} stage {outcome.model['stage_name']}: classes {outcome.model['class_names']}")
     if args.print_argv:
         _out(shlex.join(outcome.argv))
         shutil.rmtree(prepared.work_dir, ignore_errors=True)
         return 0
-    _out(f"task {prepared.task_id} ({' + '.join(prepared.tasks)}) of {executor.name} [{runtime}] on {ds.summary()}")
-    _out(f"work dir: {prepared.work_dir}")
     if args.dry_run:
+        announce(prepared)
         _out("dry run: would run\n  " + shlex.join(outcome.argv))
         if runtime == "local":
             _out(f"  with DEFAULT_ENV_FILE_PATH={prepared.env_file} DEFAULT_CONFIG_FILE_PATH={prepared.config_file}")

@@ -97,6 +97,8 @@ class InDirStats:
     duplicates: int = 0
     methods: Dict[str, int] = field(default_factory=dict)
     index_files: Dict[str, str] = field(default_factory=dict)
+    #: asset file name (``<sha1>.<ext>``) -> the source image it came from
+    sources: Dict[str, str] = field(default_factory=dict)
 
 
 def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw",
@@ -129,6 +131,7 @@ def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw
         sha_cache[src] = h
         ext = os.path.splitext(src)[1].lower() or ".jpg"
         rel = f"assets/{h[-2:]}/{h}{ext}"
+        stats.sources.setdefault(f"{h}{ext}", src)
         dst = in_dir / rel
         if not os.path.lexists(dst):
             m = place_file(src, str(dst), mode)
