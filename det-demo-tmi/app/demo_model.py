@@ -21,7 +21,9 @@ Pipeline (``C`` classes, ``K`` box shapes, ``d`` = ``downscale``)::
         f1 = mean LLR_c inside the window
         f2 = mean LLR_c in the ring around it (window grown by 50 %, minus the window)
         f3 = mean LLR_c in the centre half of the window
-        f4 = standard deviation of the brightness (R+G+B)/765 inside the window
+        f4 = standard deviation of the brightness v = (R+G+B)/765 inside the window (texture)
+        f5 = mean brightness inside,  f6 = mean brightness in the ring (crowns vs their shadows)
+        f7 = log(window area): a per-shape prior
     standardised with the training windows' mean / std: z = (f - mean) / std
 
     score: p_c(window) = sigmoid(w_c . z + b_c)                 (one-vs-rest, one model per class)
@@ -30,7 +32,10 @@ Training (per class): window label y = 1 when IoU(window, a box of class c) >= 0
 negatives kept deterministically (every n-th, at most ``max_negatives``); class-balanced weights
 a_i = 1 / (2 N_pos) for positives, 1 / (2 N_neg) for negatives; minimise
 ``L = sum_i a_i * logloss(y_i, p_i) + l2 / 2 * |w|^2`` by full-batch gradient descent from w = 0
-(``epochs`` x ``iters_per_epoch`` steps of ``learning_rate``).
+(``epochs`` x ``iters_per_epoch`` steps of ``learning_rate``). The balanced weights make the fit
+act as if positives and negatives were equally frequent; the saved model's bias gets
+``+ ln(N_pos / N_neg)`` (N_neg = all negative windows, before subsampling; the prior correction of
+King & Zeng 2001), so that p estimates the probability that a window is a positive.
 
 Detection: score every window, keep p >= ``conf_threshold``, greedy NMS per class (IoU >
 ``nms_iou`` suppresses), keep the ``max_det`` best; boxes are mapped back to original integer
@@ -66,7 +71,8 @@ RING_GROW = 0.5
 KMEANS_ITERS = 20
 #: a window is a positive training example when its IoU with a ground-truth box is >= this
 POSITIVE_IOU = 0.5
-FEATURE_NAMES = ("llr_inside", "llr_ring", "llr_centre", "brightness_std")
+FEATURE_NAMES = ("llr_inside", "llr_ring", "llr_centre", "brightness_std", "brightness_inside",
+                 "brightness_ring", "log_area")
 MODEL_FORMAT = "ymir-det-demo-tmi/colour-window"
 MODEL_VERSION = 1
 
@@ -88,13 +94,13 @@ class HyperParams:
     num_anchors: int = 3         #: number of box shapes (k of the k-means)
     stride: int = 2              #: window grid step, in downscaled pixels
     epochs: int = 10             #: evaluations / saved stages
-    iters_per_epoch: int = 20    #: gradient-descent steps per epoch
+    iters_per_epoch: int = 10    #: gradient-descent steps per epoch
     learning_rate: float = 0.5   #: gradient-descent step size
     l2: float = 1e-3             #: L2 penalty on the weights (not the bias)
     max_negatives: int = 50000   #: negatives kept per class (every n-th window)
     nms_iou: float = 0.3         #: NMS: a box overlapping a better one by more than this is dropped
     max_det: int = 100           #: detections kept per image
-    conf_threshold: float = 0.3  #: detections need p >= this
+    conf_threshold: float = 0.1  #: detections need p >= this
     mining_algorithm: str = "entropy"  #: 'entropy' or 'random'
     random_seed: int = 0         #: seed of the 'random' mining score
 
@@ -258,16 +264,22 @@ def kmeans_anchors(wh: np.ndarray, k: int, iters: int = KMEANS_ITERS) -> np.ndar
             if members.shape[0]:
                 centres[j] = members.mean(axis=0)
     centres = centres[np.argsort(centres[:, 0] * centres[:, 1], kind="stable")]
-    return np.unique(centres, axis=0) if k > 1 else centres
+    keep = [i for i in range(k) if not any(np.array_equal(centres[i], centres[j]) for j in range(i))]
+    return centres[keep]
 
 
 def window_grid(width: int, height: int, anchors: np.ndarray, stride: int) -> np.ndarray:
     """All windows ``(x, y, w, h)`` (int, downscaled pixels) of every anchor on the stride grid,
-    inside a ``width`` x ``height`` image. An anchor larger than the image is shrunk to it."""
+    inside a ``width`` x ``height`` image. Anchor sizes are rounded to whole pixels (at least 1,
+    at most the image); a size met twice is used once."""
     out = []
+    seen = set()
     for aw, ah in np.asarray(anchors).reshape(-1, 2):
         w = int(min(max(1, round(float(aw))), width))
         h = int(min(max(1, round(float(ah))), height))
+        if (w, h) in seen:
+            continue
+        seen.add((w, h))
         xs = np.arange(0, width - w + 1, stride, dtype=np.int64)
         ys = np.arange(0, height - h + 1, stride, dtype=np.int64)
         gy, gx = np.meshgrid(ys, xs, indexing="ij")
@@ -277,32 +289,36 @@ def window_grid(width: int, height: int, anchors: np.ndarray, stride: int) -> np
 
 
 def window_features(llr_map: np.ndarray, brightness: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    """Raw features (n, 4) of windows (n, 4 ints): see FEATURE_NAMES and the module docstring."""
+    """Raw features (n, 7) of windows (n, 4 ints, downscaled pixels), in FEATURE_NAMES order:
+    mean LLR inside / in the ring / in the centre half, brightness std / mean inside / mean in
+    the ring, log of the window area. The ring is the window grown by RING_GROW / 2 of its size
+    on each side (at least 1 px), clipped to the image, minus the window; an empty ring (window
+    = whole image) takes the inside value."""
     h, w = llr_map.shape
-    ii = integral(llr_map)
     x0, y0, ww, hh = (windows[:, i] for i in range(4))
     x1, y1 = x0 + ww, y0 + hh
     area = (ww * hh).astype(np.float64)
-    inside = rect_sums(ii, x0, y0, x1, y1)
-    # ring: grow by RING_GROW / 2 of the size on each side (>= 1 px), clipped to the image
     gx = np.maximum(1, np.round(ww * RING_GROW / 2)).astype(np.int64)
     gy = np.maximum(1, np.round(hh * RING_GROW / 2)).astype(np.int64)
     ox0, oy0 = np.maximum(0, x0 - gx), np.maximum(0, y0 - gy)
     ox1, oy1 = np.minimum(w, x1 + gx), np.minimum(h, y1 + gy)
     ring_area = (ox1 - ox0) * (oy1 - oy0) - area
-    ring_sum = rect_sums(ii, ox0, oy0, ox1, oy1) - inside
-    mean_in = inside / area
-    ring = np.where(ring_area > 0, ring_sum / np.where(ring_area > 0, ring_area, 1), mean_in)
-    # centre half
     cw, ch = np.maximum(1, ww // 2), np.maximum(1, hh // 2)
     cx0, cy0 = x0 + (ww - cw) // 2, y0 + (hh - ch) // 2
-    centre = rect_sums(ii, cx0, cy0, cx0 + cw, cy0 + ch) / (cw * ch)
-    # brightness standard deviation
-    bi, bi2 = integral(brightness), integral(brightness * brightness)
-    m = rect_sums(bi, x0, y0, x1, y1) / area
-    var = rect_sums(bi2, x0, y0, x1, y1) / area - m * m
-    std = np.sqrt(np.clip(var, 0.0, None))
-    return np.stack([mean_in, ring, centre, std], axis=1)
+
+    def inside_and_ring(ii: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        s_in = rect_sums(ii, x0, y0, x1, y1)
+        s_ring = rect_sums(ii, ox0, oy0, ox1, oy1) - s_in
+        m_in = s_in / area
+        return m_in, np.where(ring_area > 0, s_ring / np.where(ring_area > 0, ring_area, 1), m_in)
+
+    li = integral(llr_map)
+    llr_in, llr_ring = inside_and_ring(li)
+    llr_centre = rect_sums(li, cx0, cy0, cx0 + cw, cy0 + ch) / (cw * ch)
+    b_in, b_ring = inside_and_ring(integral(brightness))
+    var = rect_sums(integral(brightness * brightness), x0, y0, x1, y1) / area - b_in * b_in
+    b_std = np.sqrt(np.clip(var, 0.0, None))
+    return np.stack([llr_in, llr_ring, llr_centre, b_std, b_in, b_ring, np.log(area)], axis=1)
 
 
 def to_pixels(windows: np.ndarray, img: ImageData) -> np.ndarray:
@@ -578,7 +594,8 @@ class _ClassData:
     y: np.ndarray
     a: np.ndarray
     n_pos: int
-    n_neg: int
+    n_neg: int          # negatives kept (after subsampling)
+    prior_logit: float  # ln(positives / all negatives): added to the bias of the saved model
 
 
 class Trainer:
@@ -656,6 +673,7 @@ class Trainer:
             y = np.concatenate(labels) if labels else np.zeros(0, bool)
             pos_idx = np.nonzero(y)[0]
             neg_idx = np.nonzero(~y)[0]
+            n_neg_all = neg_idx.size
             step = max(1, math.ceil(neg_idx.size / p.max_negatives))
             neg_idx = neg_idx[::step]
             idx = np.sort(np.concatenate([pos_idx, neg_idx]))
@@ -669,7 +687,8 @@ class Trainer:
             if trained:
                 a = np.where(y > 0, 0.5 / pos_idx.size, 0.5 / neg_idx.size)
                 x = np.concatenate([(f - mean) / std, np.ones((f.shape[0], 1))], axis=1)
-                self.class_data.append(_ClassData(x, y, a, int(pos_idx.size), int(neg_idx.size)))
+                self.class_data.append(_ClassData(x, y, a, int(pos_idx.size), int(neg_idx.size),
+                                                  math.log(pos_idx.size / n_neg_all)))
             else:
                 self.class_data.append(None)
         # validation windows and their standardised features, computed once
@@ -710,15 +729,25 @@ class Trainer:
         self.losses.append(loss)
         return loss
 
+    def scoring_weights(self, c: int) -> np.ndarray:
+        """Weights of class ``c`` for scoring: the trained ones with the prior correction
+        ``ln(N_pos / N_neg)`` (all negatives, before subsampling) added to the bias."""
+        w = self.class_models[c].weights.copy()
+        d = self.class_data[c]
+        if d is not None:
+            w[-1] += d.prior_logit
+        return w
+
     def val_detections(self, conf_threshold: float) -> List[List[Detection]]:
         """Detections of the current model on every validation image."""
         p = self.params
         out = []
         for img, win, zs in zip(self.val_imgs, self.val_windows, self.val_z):
             probs = np.zeros((len(self.class_models), win.shape[0]))
-            for c, (cm, z) in enumerate(zip(self.class_models, zs)):
+            for c, z in enumerate(zs):
                 if z is not None:
-                    probs[c] = sigmoid(z @ cm.weights[:-1] + cm.weights[-1])
+                    w = self.scoring_weights(c)
+                    probs[c] = sigmoid(z @ w[:-1] + w[-1])
             out.append(postprocess(win, probs, img, conf_threshold, p.nms_iou, p.max_det,
                                    [cm.trained for cm in self.class_models]))
         return out
@@ -734,8 +763,8 @@ class Trainer:
                 "train_images": len(self.train_imgs),
                 "positives": [d.n_pos if d else 0 for d in self.class_data],
                 "negatives": [d.n_neg if d else 0 for d in self.class_data]}
-        classes = [ClassModel(cm.llr.copy(), cm.mean.copy(), cm.std.copy(), cm.weights.copy(), cm.trained)
-                   for cm in self.class_models]
+        classes = [ClassModel(cm.llr.copy(), cm.mean.copy(), cm.std.copy(), self.scoring_weights(c), cm.trained)
+                   for c, cm in enumerate(self.class_models)]
         return DemoModel(self.class_names, self.params.downscale, self.params.stride, self.anchors, classes, info)
 
 
