@@ -17,3 +17,8 @@ Host side: the ``ymir-exc`` command (``ymir_exc.cli``).
 __version__ = "2.1.0"
 
 __all__ = ["__version__"]
+
+# an uncaught exception in an executor process ends in state 4 (see ymir_exc._crash)
+from ymir_exc import _crash as _crash  # noqa: E402
+
+_crash.install()
