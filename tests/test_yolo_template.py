@@ -1,0 +1,250 @@
+"""templates/det-yolo-tmi end to end through the harness CLI (local runtime), on the trees sample.
+
+Needs torch + ultralytics (``bash .ci/yolo-setup.sh``); skipped without them. The executor runs
+as a child process with ``tests/yolo_env`` on PYTHONPATH (a CPU torchvision NMS for machines
+whose torchvision is a CUDA build, see tests/yolo_env/README.md). A tiny run: 2 epochs at
+96 px, which checks the whole path, not the accuracy (README: the accuracy run).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+# Ultralytics writes a settings file where YOLO_CONFIG_DIR points, at import: keep it out of HOME
+os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ymir-exc-test-yolo-"))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+pytest.importorskip("torch", reason="torch is not installed (bash .ci/yolo-setup.sh)")
+pytest.importorskip("ultralytics", reason="ultralytics is not installed (bash .ci/yolo-setup.sh)")
+
+from ymir_exc.cli import main  # noqa: E402
+from ymir_exc.harness.datasets import load_sample  # noqa: E402
+from ymir_exc.harness.runtime import parse_monitor  # noqa: E402
+
+YOLO = REPO / "templates" / "det-yolo-tmi"
+YOLO_ENV = REPO / "tests" / "yolo_env"
+TINY = {"epochs": 2, "img_size": 96, "batch_size": 8, "save_period": 1, "workers": 0}
+PACK = re.compile(r"^pack success, model hash: ([0-9a-f]{40}), best_stage_name: (\w+), mAP: ([0-9.e-]+)$", re.M)
+PERCENT = re.compile(r"^[^:\n]+: +([0-9.]+)% \(", re.M)
+
+
+@pytest.fixture(scope="module")
+def yolo_env():
+    """PYTHONPATH (and a private Ultralytics config dir) for the executor's child processes."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PYTHONPATH", os.pathsep.join([str(YOLO_ENV)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    yield
+    mp.undo()
+
+
+def _config(path: Path, **cfg) -> str:
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, yolo_env):
+    root = tmp_path_factory.mktemp("yolo")
+    store = root / "models"
+    rc = main(["run", str(YOLO), "--task", "training", "--config", _config(root / "tiny.yaml", **TINY),
+               "--work-dir", str(root / "train"), "--model-location", str(store)])
+    summary = json.loads((root / "train" / "ymir-exc-run.json").read_text())
+    assert rc == 0, (root / "train" / "out" / "ymir-executor-out.log").read_text()[-3000:]
+    return {"root": root, "store": store, "summary": summary, "out": root / "train" / "out"}
+
+
+def test_training_writes_stages_with_map50_and_the_extra_metrics(trained):
+    result = yaml.safe_load((trained["out"] / "models" / "result.yaml").read_text())
+    stages = result["model_stages"]
+    assert set(stages) == {"best", "epoch_1", "epoch_2"}
+    assert result["best_stage_name"] in stages
+    assert result["mAP"] == stages[result["best_stage_name"]]["mAP"]
+    for name, st in stages.items():
+        assert st["files"] == ["model.pt"]
+        assert (trained["out"] / "models" / name / "model.pt").is_file()
+        for key in ("mAP", "mAP50_95", "precision", "recall"):
+            assert isinstance(st[key], float) and 0.0 <= st[key] <= 1.0
+    assert trained["summary"]["best_stage_name"] == result["best_stage_name"]
+    mon = parse_monitor((trained["out"] / "monitor.txt").read_text())
+    assert (mon.state, mon.percent, mon.return_code) == (3, 1.0, 0)
+
+
+def test_training_never_writes_under_in_and_links_the_images(trained):
+    data = yaml.safe_load((trained["out"] / "yolo_dataset" / "data.yaml").read_text())
+    first = Path(data["train"]).read_text().splitlines()[0]
+    assert os.path.islink(first) and os.path.realpath(first).startswith(str(trained["root"] / "train" / "in"))
+    assert not list((trained["root"] / "train" / "in").rglob("*.cache"))
+
+
+def test_training_logs_tensorboard_scalars(trained):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = event_accumulator.EventAccumulator(str(trained["out"] / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/box_loss", "train/cls_loss", "val/mAP50", "val/mAP50_95", "val/precision", "val/recall",
+            "lr/pg0"} <= tags
+    assert [e.step for e in acc.Scalars("val/mAP50")] == [1, 2]
+
+
+def test_mining_and_infer_share_one_run_with_sorted_scores_and_integer_boxes(trained, tmp_path, capsys):
+    work = tmp_path / "mi"
+    cfg = _config(tmp_path / "mi.yaml", img_size=96, conf_threshold=0.001, max_det=20, mining_algorithm="aldd")
+    rc = main(["run", str(YOLO), "--task", "mining", "--task", "infer", "--model", "latest", "--config", cfg,
+               "--work-dir", str(work), "--model-location", str(trained["store"]), "--topk", "3"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.out + captured.err
+    candidates = load_sample().candidate
+    lines = (work / "out" / "result.tsv").read_text().splitlines()
+    assert len(lines) == len(candidates)
+    scores = [float(line.split("\t")[1]) for line in lines]
+    assert scores == sorted(scores, reverse=True) and all(math.isfinite(s) and s >= 0 for s in scores)
+    assert len({line.split("\t")[0] for line in lines}) == len(candidates)
+    det = json.loads((work / "out" / "infer-result.json").read_text())["detection"]
+    assert sorted(det) == sorted(os.path.basename(line.split("\t")[0]) for line in lines)
+    n_boxes = 0
+    for entry in det.values():
+        for b in entry["boxes"]:
+            box = b["box"]
+            assert all(type(box[k]) is int for k in "xywh"), box
+            assert box["w"] >= 1 and box["h"] >= 1 and box["x"] >= 0 and box["y"] >= 0
+            assert box["x"] + box["w"] <= 320 and box["y"] + box["h"] <= 320  # the tiles are 320 x 320
+            assert b["class_name"] == "tree" and 0.0 <= b["score"] <= 1.0
+            n_boxes += 1
+    assert n_boxes > 0  # conf_threshold 0.001: even a 2-epoch model finds something
+    log = (work / "out" / "ymir-executor-out.log").read_text()
+    assert log.count("loaded on cpu") == 1  # one model load for both tasks
+    assert "inference results computed in the mining pass" in log
+    percents = [float(p) for p in PERCENT.findall(captured.err)]
+    assert percents and percents == sorted(percents)
+    mon = parse_monitor((work / "out" / "monitor.txt").read_text())
+    assert (mon.state, mon.percent) == (3, 1.0)
+
+
+@pytest.mark.parametrize("algorithm", ["entropy", "random"])
+def test_mining_algorithms_score_every_candidate(trained, tmp_path, algorithm):
+    work = tmp_path / algorithm
+    cfg = _config(tmp_path / "m.yaml", img_size=96, mining_algorithm=algorithm)
+    rc = main(["run", str(YOLO), "--task", "mining", "--model", "latest", "--config", cfg, "--work-dir", str(work),
+               "--model-location", str(trained["store"]), "--quiet"])
+    assert rc == 0, (work / "out" / "ymir-executor-out.log").read_text()[-3000:]
+    lines = (work / "out" / "result.tsv").read_text().splitlines()
+    scores = [float(line.split("\t")[1]) for line in lines]
+    assert len(lines) == len(load_sample().candidate) and scores == sorted(scores, reverse=True)
+    if algorithm == "random":
+        assert len(set(scores)) == len(scores) and all(0.0 <= s < 1.0 for s in scores)
+
+
+def test_missing_weights_fail_with_the_model_return_code(tmp_path, yolo_env):
+    work = tmp_path / "w"
+    cfg = _config(tmp_path / "c.yaml", **dict(TINY, model="no-such-weights.pt"))
+    rc = main(["run", str(YOLO), "--task", "training", "--config", cfg, "--work-dir", str(work),
+               "--model-location", str(tmp_path / "m"), "--quiet"])
+    assert rc == 1
+    mon = parse_monitor((work / "out" / "monitor.txt").read_text())
+    assert (mon.state, mon.return_code) == (4, 300004)
+    assert "no-such-weights.pt" in mon.message
+
+
+def test_bad_hyper_parameter_fails_with_the_config_return_code(tmp_path, yolo_env):
+    work = tmp_path / "w"
+    cfg = _config(tmp_path / "c.yaml", **dict(TINY, epochs="many"))
+    rc = main(["run", str(YOLO), "--task", "training", "--config", cfg, "--work-dir", str(work),
+               "--model-location", str(tmp_path / "m"), "--quiet"])
+    assert rc == 1
+    mon = parse_monitor((work / "out" / "monitor.txt").read_text())
+    assert (mon.state, mon.return_code) == (4, 300001)
+    assert "epochs" in mon.message
+
+
+def test_verify_passes_every_check(tmp_path, yolo_env, capsys):
+    rc = main(["verify", str(YOLO), "--runtime", "local", "--work-dir", str(tmp_path),
+               "--config", _config(tmp_path / "tiny.yaml", **TINY), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert re.search(r"^\d+ passed, 0 failed$", out, re.M), out
+
+
+# ------------------------------------------------------------------ in-process: scoring and the pass
+
+@pytest.fixture(scope="module")
+def app(yolo_env):
+    """The executor's package imported here, with the test environment's torchvision shim."""
+    spec = importlib.util.spec_from_file_location("_yolo_env_sitecustomize", YOLO_ENV / "sitecustomize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.path.insert(0, str(YOLO / "app"))
+    from ymir_yolo import offline
+
+    offline.prepare_environment()
+    import ymir_yolo.predict as predict
+    import ymir_yolo.scoring as scoring
+
+    yield predict, scoring
+    sys.path.remove(str(YOLO / "app"))
+
+
+def test_binary_entropy_and_entropy_scores(app):
+    import torch
+
+    _, scoring = app
+    h = scoring.binary_entropy(torch.tensor([0.0, 0.5, 1.0]))
+    assert h.tolist() == pytest.approx([0.0, math.log(2), 0.0], abs=1e-5)
+    s = scoring.entropy_scores([torch.tensor([[0.5], [0.5]]), torch.zeros((0, 1)), torch.tensor([[0.99]])])
+    assert s[0] == pytest.approx(2 * math.log(2), abs=1e-5) and s[1] == 0.0 and 0 < s[2] < s[0]
+
+
+def test_aldd_is_zero_on_uniform_maps_and_grows_with_disagreement(app):
+    import torch
+
+    _, scoring = app
+    hw = (64, 64)
+    A = sum(h * w for h, w in scoring.level_shapes(hw, (8, 16, 32)))
+    flat = torch.full((1, 1, A), 0.3)
+    assert scoring.aldd_scores(flat, hw).item() == pytest.approx(0.0, abs=1e-6)
+    noisy = flat.clone()
+    noisy[0, 0, :64] = torch.tensor([0.0, 1.0] * 32)  # a checkerboard-ish stride-8 grid: neighbours disagree
+    assert scoring.aldd_scores(noisy, hw).item() > 0.1
+    with pytest.raises(ValueError, match="anchors"):
+        scoring.aldd_scores(torch.zeros(1, 1, A + 1), hw)
+
+
+def test_random_scores_do_not_depend_on_candidate_order(app):
+    _, scoring = app
+    a = scoring.random_scores(["x.jpg", "y.jpg", "z.jpg"], seed=3)
+    b = scoring.random_scores(["z.jpg", "x.jpg"], seed=3)
+    assert a[2] == b[0] and a[0] == b[1] and scoring.random_scores(["x.jpg"], seed=4)[0] != a[0]
+
+
+def test_unreadable_image_is_an_error_or_ranked_last_by_policy(app, trained, tmp_path):
+    from ymir_exc.errors import ImageError
+
+    predict, _ = app
+    from ymir_yolo.params import PredictParams
+
+    weights = trained["out"] / "models" / "best" / "model.pt"
+    detector = predict.Detector(str(weights), "cpu", False, ["tree"])
+    good = [item.image_path for item in load_sample().candidate[:3]]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    paths = good[:2] + [str(bad)] + good[2:]
+    params = PredictParams(img_size=96, batch_size=2, conf_threshold=0.001, max_det=5)
+    with pytest.raises(ImageError) as e:
+        predict.run_pass(paths, detector, params, mining="entropy", infer=True, progress=lambda p: None)
+    assert e.value.path == str(bad) and e.value.return_code == 300003
+    params.bad_image_policy = "lowest"
+    seen = []
+    res = predict.run_pass(paths, detector, params, mining="aldd", infer=True, progress=seen.append)
+    assert res.bad_images == [str(bad)] and res.scores[str(bad)] == -1.0 and res.boxes[str(bad)] == []
+    assert all(res.scores[p] >= 0 for p in good) and set(res.boxes) == set(paths)
+    assert seen == sorted(seen) and seen[-1] == 1.0
