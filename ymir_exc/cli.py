@@ -270,6 +270,39 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# ------------------------------------------------------------------ loop
+
+def cmd_loop(args: argparse.Namespace) -> int:
+    import time
+
+    from ymir_exc.harness.executors import resolve_executor
+    from ymir_exc.harness.loop import run_loop, table, write_outputs
+    from ymir_exc.harness.models import ModelStore
+
+    executor, runtime = resolve_executor(args.executor, args.runtime)
+    ds = _dataset_from_args(args)
+    out = Path(args.out or Path("ymir-work") / f"loop-{time.strftime('%Y%m%d%H%M%S')}").resolve()
+    store = ModelStore(args.model_location or out / "models")
+    strategies = [args.mining_algorithm] + ([args.baseline] if args.baseline else [])
+    _out(f"loop: {executor.name} [{runtime}] on {ds.summary()}")
+    _out(f"  initial {args.initial}, rounds {args.rounds}, top-{args.topk}, strategies {strategies}, seed {args.seed}; "
+         f"out {out}")
+    t0 = time.monotonic()
+    results = run_loop(executor, runtime, ds, initial=args.initial, rounds=args.rounds, topk=args.topk,
+                       strategies=strategies, seed=args.seed, out_dir=out, store=store,
+                       user_config=_load_user_config(args.config), continue_training=args.continue_training,
+                       show=not args.quiet, log=_out)
+    meta = {"executor": executor.name, "dataset": ds.name, "initial": args.initial, "rounds": args.rounds,
+            "topk": args.topk, "strategies": strategies, "seed": args.seed, "val_images": len(ds.val),
+            "continue_training": args.continue_training, "seconds": round(time.monotonic() - t0, 1)}
+    paths = write_outputs(results, out, meta)
+    _out("")
+    _out(table(results))
+    _out(f"figures: {paths['json']}" + (f"; plot: {paths['png']}" if "png" in paths else
+                                          " (no plot: pip install matplotlib)"))
+    return 0
+
+
 # ------------------------------------------------------------------ schema
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -350,6 +383,26 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-crash", action="store_true", help="skip the crash scenario")
     v.add_argument("--quiet", action="store_true")
     v.set_defaults(func=cmd_verify)
+
+    lp = sub.add_parser("loop", help="train / mine / label / retrain rounds; mining vs a random baseline")
+    lp.add_argument("executor", help="executor folder or image tag")
+    lp.add_argument("--runtime", default="auto", choices=["auto", "local", "docker", "podman"])
+    lp.add_argument("--dataset", help="bundled sample name (default trees) or a dataset path")
+    lp.add_argument("--class-names")
+    lp.add_argument("--class-alias", action="append", metavar="NAME=CLASS")
+    lp.add_argument("--unknown-classes", choices=["stop", "ignore"], default="stop")
+    lp.add_argument("--initial", type=int, required=True, help="labeled training images to start with")
+    lp.add_argument("--rounds", type=int, required=True, help="mining rounds (trainings = rounds + 1)")
+    lp.add_argument("--topk", type=int, required=True, help="images mined and labeled per round")
+    lp.add_argument("--mining-algorithm", required=True, help="the executor's mining_algorithm, e.g. entropy")
+    lp.add_argument("--baseline", choices=["random"], help="also run the same rounds selecting at random")
+    lp.add_argument("--seed", type=int, default=0)
+    lp.add_argument("--continue-training", action="store_true", help="train from the previous round's model")
+    lp.add_argument("--config", help="YAML overriding the templates (e.g. epochs)")
+    lp.add_argument("--out", help="output folder (default ./ymir-work/loop-<time>)")
+    lp.add_argument("--model-location", help="model store (default OUT/models)")
+    lp.add_argument("--quiet", action="store_true")
+    lp.set_defaults(func=cmd_loop)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of every file format")
     sc.set_defaults(func=cmd_schema)
