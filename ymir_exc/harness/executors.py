@@ -102,7 +102,10 @@ class ImageExecutor(LocalExecutor):
                                        f"/img-man/{name}"], capture_output=True, text=True, timeout=300)
             except FileNotFoundError:
                 raise RuntimeError(f"{self.engine} is not installed: it is needed to run the image {self.image}") from None
-            if proc.returncode != 0 and ("No such file" in proc.stderr or "No such file" in proc.stdout):
+            no_such_file = "No such file" in proc.stderr or "No such file" in proc.stdout
+            # podman's Docker-compatible API answers `docker run --rm` with exit status 0 even when
+            # cat failed: "No such file" on stderr with nothing on stdout is a missing file too.
+            if no_such_file and (proc.returncode != 0 or not proc.stdout.strip()):
                 self._cache[name] = None
             elif proc.returncode != 0:
                 raise RuntimeError(f"{self.engine} could not read /img-man/{name} from {self.image}: "

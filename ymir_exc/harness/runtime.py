@@ -10,6 +10,7 @@ and write state 4 to monitor.txt if the executor did not.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -264,24 +265,52 @@ def container_argv(engine: str, image: str, in_dir: Path, out_dir: Path, name: s
     return argv
 
 
+@functools.lru_cache(maxsize=None)
+def _docker_api_is_podman(engine: str, docker_host: str) -> bool:
+    """True when ``engine`` is a docker CLI talking to podman's Docker-compatible API
+    (``podman system service``). ``docker_host`` ($DOCKER_HOST) is only part of the cache key."""
+    if Path(engine).name != "docker":
+        return False
+    try:
+        proc = subprocess.run([engine, "version", "--format", "{{range .Server.Components}}{{.Name}};{{end}}"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "podman" in proc.stdout.lower()
+
+
 def run_container(argv: List[str], out_dir: Path, *, label: str, timeout: Optional[float] = None,
                   show: bool = True, task_id: str = "") -> RunResult:
-    """Run a container built by :func:`container_argv`, appending its output to the log."""
+    """Run a container built by :func:`container_argv`, appending its output to the log.
+
+    On timeout or Ctrl-C the container is stopped by name (``ENGINE stop -t 10``, then
+    ``ENGINE kill``). One deviation from ``argv``: podman's Docker-compatible API (4.x) answers
+    ``docker run --rm`` with exit status 0 whatever the container returned, so against it the
+    container runs without ``--rm``; its exit status is then the real one, and the harness removes
+    the container itself afterwards (``docker rm -f NAME``), also after a timeout or Ctrl-C.
+    """
     engine = argv[0]
     name = argv[argv.index("--name") + 1]
     log_path = out_dir / "ymir-executor-out.log"
+    run_argv = list(argv)
+    remove_after = "--rm" in run_argv and _docker_api_is_podman(engine, os.environ.get("DOCKER_HOST", ""))
+    if remove_after:
+        run_argv.remove("--rm")
 
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    def stop() -> None:
+        subprocess.run([engine, "stop", "-t", str(int(KILL_GRACE_SECONDS)), name], capture_output=True)
+        try:
+            proc.wait(KILL_GRACE_SECONDS + 5)
+        except subprocess.TimeoutExpired:
+            subprocess.run([engine, "kill", name], capture_output=True)
+            proc.kill()
+            proc.wait()
 
-        def stop() -> None:
-            subprocess.run([engine, "stop", "-t", str(int(KILL_GRACE_SECONDS)), name], capture_output=True)
-            try:
-                proc.wait(KILL_GRACE_SECONDS + 5)
-            except subprocess.TimeoutExpired:
-                subprocess.run([engine, "kill", name], capture_output=True)
-                proc.kill()
-                proc.wait()
-
-        return follow(proc, out_dir / "monitor.txt", log_path, label=label, timeout=timeout, show=show, stop=stop,
-                      task_id=task_id)
+    try:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(run_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            return follow(proc, out_dir / "monitor.txt", log_path, label=label, timeout=timeout, show=show,
+                          stop=stop, task_id=task_id)
+    finally:
+        if remove_after:
+            subprocess.run([engine, "rm", "-f", name], capture_output=True)
