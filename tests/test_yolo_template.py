@@ -114,6 +114,30 @@ def test_executor_code_holds_no_torchvision_workaround():
             assert needle not in text, f"{path}: {needle}"
 
 
+def test_stage_files_of_evicted_stages_are_deleted(ws):
+    """13 stages written: the SDK keeps 11 (the best never evicted) and the reporter deletes the
+    files of the two it evicted."""
+    sys.path.insert(0, str(YOLO / "app"))
+    try:
+        from ymir_exc.util import get_merged_config
+        from ymir_yolo.params import TrainParams
+        from ymir_yolo.train import TrainingReporter
+
+        rep = TrainingReporter(get_merged_config(), TrainParams())
+        models = ws.out_dir / "models"
+        for i in range(1, 14):
+            name = "best" if i == 1 else f"epoch_{i}"
+            f = models / f"{name}.pt"
+            f.write_bytes(b"w")
+            rep._write_stage(name, [str(f)], {"mAP": 0.9 if i == 1 else 0.1}, timestamp=1000 + i)
+        stages = ws.result()["model_stages"]
+        assert len(stages) == 11 and "best" in stages and ws.result()["best_stage_name"] == "best"
+        assert sorted(p.name for p in models.glob("*.pt")) == sorted(f"{n}.pt" for n in stages)
+        assert not (models / "epoch_2.pt").exists() and not (models / "epoch_3.pt").exists()
+    finally:
+        sys.path.remove(str(YOLO / "app"))
+
+
 # ------------------------------------------------------------------ through the harness CLI
 
 def _config(path: Path, **cfg) -> str:
@@ -139,8 +163,8 @@ def test_training_writes_stages_with_map50_and_the_extra_metrics(trained):
     assert result["best_stage_name"] in stages
     assert result["mAP"] == stages[result["best_stage_name"]]["mAP"]
     for name, st in stages.items():
-        assert st["files"] == ["model.pt"]
-        assert (trained["out"] / "models" / name / "model.pt").is_file()
+        assert st["files"] == [f"{name}.pt"]
+        assert (trained["out"] / "models" / f"{name}.pt").is_file()
         for key in ("mAP", "mAP50_95", "precision", "recall"):
             assert isinstance(st[key], float) and 0.0 <= st[key] <= 1.0
     assert trained["summary"]["best_stage_name"] == result["best_stage_name"]
@@ -300,7 +324,7 @@ def test_unreadable_image_is_an_error_or_ranked_last_by_policy(app, trained, tmp
     predict, _ = app
     from ymir_yolo.params import PredictParams
 
-    weights = trained["out"] / "models" / "best" / "model.pt"
+    weights = trained["out"] / "models" / "best.pt"
     detector = predict.Detector(str(weights), "cpu", False, ["tree"])
     good = [item.image_path for item in load_sample().candidate[:3]]
     bad = tmp_path / "broken.jpg"

@@ -13,20 +13,19 @@
      metrics (precision, recall, mAP50, mAP50_95), ``lr/pg*``, one point per epoch;
    - model stages: ``epoch_<n>`` every ``save_period`` epochs and at the last epoch (early stop
      included), and ``best``, rewritten whenever the validation mAP50 improves; each holds
-     ``model.pt`` (Ultralytics checkpoint without optimizer, EMA weights in fp16) under
-     ``/out/models/<stage>/``, with ``mAP`` (= mAP50 on val, the platform's metric),
-     ``mAP50_95``, ``precision`` and ``recall``. result.yaml's ``best_stage_name`` is the stage
-     with the highest mAP. At most 11 stages are kept (the SDK evicts the oldest non-best one;
-     its folder is deleted here).
+     ``/out/models/<stage>.pt`` (an Ultralytics checkpoint without optimizer, EMA weights in
+     fp16; flat, so that the legacy result.yaml of protocol < 1.0.0 finds it too), with ``mAP``
+     (= mAP50 on val, the platform's metric), ``mAP50_95``, ``precision`` and ``recall``.
+     result.yaml's ``best_stage_name`` is the stage with the highest mAP. At most 11 stages are
+     kept (the SDK evicts the oldest non-best one; its file is deleted here).
 
-4. Optionally (``export_onnx: true``) the best stage gets a ``model.onnx`` too.
+4. Optionally (``export_onnx: true``) the best stage gets ``<stage>.onnx`` too.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from typing import Any, Dict, List, Optional
 
@@ -40,7 +39,7 @@ from ymir_exc.util import get_weight_files
 
 from ymir_yolo.params import TrainParams, class_names_of
 
-STAGE_FILE = "model.pt"
+STAGE_SUFFIX = ".pt"
 BEST_STAGE = "best"
 PREPARE_END, TRAIN_END = 0.02, 0.97
 METRIC_KEYS = {"mAP": "metrics/mAP50(B)", "mAP50_95": "metrics/mAP50-95(B)",
@@ -144,19 +143,22 @@ class TrainingReporter:
         """Delete the folders of stages the SDK evicted from result.yaml (at most 11 are kept)."""
         try:
             with open(self.result_file, "r", encoding="utf-8") as f:
-                kept = set((yaml.safe_load(f) or {}).get("model_stages") or {})
+                result = yaml.safe_load(f) or {}
         except OSError:
             return
+        if "model_stages" not in result:  # legacy result (protocol < 1.0.0): one model, nothing evicted
+            return
+        kept = set(result["model_stages"] or {})
         for name in [n for n in self.stages if n not in kept]:
-            shutil.rmtree(os.path.join(self.models_dir, name), ignore_errors=True)
-            del self.stages[name]
+            for f in self.stages.pop(name)["files"]:
+                if os.path.isfile(f):
+                    os.remove(f)
 
     def _save_weights(self, trainer: Any, stage: str) -> str:
         from ultralytics.utils.torch_utils import strip_optimizer
 
-        stage_dir = os.path.join(self.models_dir, stage)
-        os.makedirs(stage_dir, exist_ok=True)
-        dst = os.path.join(stage_dir, STAGE_FILE)
+        os.makedirs(self.models_dir, exist_ok=True)
+        dst = os.path.join(self.models_dir, stage + STAGE_SUFFIX)
         if not strip_optimizer(str(trainer.last), s=dst):
             raise ModelError("Ultralytics wrote no usable checkpoint for this epoch", path=str(trainer.last))
         return dst
@@ -281,7 +283,7 @@ def _export_onnx(reporter: TrainingReporter, params: TrainParams) -> None:
     rec = reporter.stages.get(best)
     if rec is None:
         return
-    pt = os.path.join(reporter.models_dir, best, STAGE_FILE)
+    pt = os.path.join(reporter.models_dir, best + STAGE_SUFFIX)
     t0 = time.time()
     try:
         onnx_path = YOLO(pt, task="detect").export(format="onnx", imgsz=params.img_size, device="cpu")
