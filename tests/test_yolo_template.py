@@ -160,7 +160,8 @@ def test_training_writes_stages_with_map50_and_the_extra_metrics(trained):
     result = yaml.safe_load((trained["out"] / "models" / "result.yaml").read_text())
     stages = result["model_stages"]
     assert set(stages) == {"best", "epoch_1", "epoch_2"}
-    assert result["best_stage_name"] in stages
+    assert result["best_stage_name"] == "best"
+    assert stages["best"]["mAP"] == max(st["mAP"] for st in stages.values())
     assert result["mAP"] == stages[result["best_stage_name"]]["mAP"]
     for name, st in stages.items():
         assert st["files"] == [f"{name}.pt"]
@@ -257,6 +258,18 @@ def test_bad_hyper_parameter_fails_with_the_config_return_code(tmp_path, yolo_en
     mon = parse_monitor((work / "out" / "monitor.txt").read_text())
     assert (mon.state, mon.return_code) == (4, 300001)
     assert "epochs" in mon.message
+
+
+def test_export_onnx_adds_an_onnx_file_to_the_best_stage(tmp_path, yolo_env):
+    pytest.importorskip("onnx", reason="export_onnx needs the onnx package")
+    work = tmp_path / "w"
+    cfg = _config(tmp_path / "c.yaml", **dict(TINY, epochs=1, export_onnx=True))
+    rc = main(["run", str(YOLO), "--task", "training", "--config", cfg, "--work-dir", str(work),
+               "--model-location", str(tmp_path / "m"), "--quiet"])
+    assert rc == 0, (work / "out" / "ymir-executor-out.log").read_text()[-3000:]
+    result = yaml.safe_load((work / "out" / "models" / "result.yaml").read_text())
+    assert result["best_stage_name"] == "best"
+    assert result["model_stages"]["best"]["files"] == ["best.pt", "best.onnx"]
 
 
 def test_verify_passes_every_check(tmp_path, yolo_env, capsys):

@@ -12,7 +12,8 @@
    - tensorboard scalars in ``/out/tensorboard``: ``train/*`` losses, ``val/*`` losses and
      metrics (precision, recall, mAP50, mAP50_95), ``lr/pg*``, one point per epoch;
    - model stages: ``epoch_<n>`` every ``save_period`` epochs and at the last epoch (early stop
-     included), and ``best``, rewritten whenever the validation mAP50 improves; each holds
+     included), and ``best``, rewritten whenever the validation mAP50 reaches its best so far
+     (result.yaml's ``best_stage_name``, see :meth:`TrainingReporter.on_model_save`); each holds
      ``/out/models/<stage>.pt`` (an Ultralytics checkpoint without optimizer, EMA weights in
      fp16; flat, so that the legacy result.yaml of protocol < 1.0.0 finds it too), with ``mAP``
      (= mAP50 on val, the platform's metric), ``mAP50_95``, ``precision`` and ``recall``.
@@ -164,19 +165,26 @@ class TrainingReporter:
         return dst
 
     def on_model_save(self, trainer: Any) -> None:
+        """After Ultralytics saved last.pt: the epoch stage (every ``save_period`` epochs and at
+        the end), then ``best`` when mAP50 is at least the best so far. ``best`` gets a timestamp
+        one second after every other stage's, so that it also wins ties (the best stage is the
+        max of (mAP, timestamp)): result.yaml's best_stage_name is always ``best``."""
         epoch = int(trainer.epoch) + 1
         metrics = self._metrics(trainer)
         final = bool(trainer.stop) or epoch >= int(trainer.epochs)
         periodic = self.save_period > 0 and epoch % self.save_period == 0
         now = int(time.time())
-        if metrics["mAP"] > self.best_map:
-            self.best_map = metrics["mAP"]
-            self._write_stage(BEST_STAGE, [self._save_weights(trainer, BEST_STAGE)], metrics, now)
-            log(f"epoch {epoch}: new best mAP50 {metrics['mAP']:.4f} -> stage {BEST_STAGE}")
         if periodic or final:
             name = f"epoch_{epoch}"
             self._write_stage(name, [self._save_weights(trainer, name)], metrics, now)
             log(f"epoch {epoch}: stage {name} (mAP50 {metrics['mAP']:.4f}, mAP50-95 {metrics['mAP50_95']:.4f})")
+        if metrics["mAP"] >= self.best_map:
+            improved = metrics["mAP"] > self.best_map
+            self.best_map = metrics["mAP"]
+            latest = max([now] + [r["timestamp"] for n, r in self.stages.items() if n != BEST_STAGE])
+            self._write_stage(BEST_STAGE, [self._save_weights(trainer, BEST_STAGE)], metrics, latest + 1)
+            if improved:
+                log(f"epoch {epoch}: new best mAP50 {metrics['mAP']:.4f} -> stage {BEST_STAGE}")
 
     # -------------------------------------------------------------- tensorboard
     def _tb(self):
@@ -279,7 +287,7 @@ def _attachments(save_dir: str) -> Optional[Dict[str, List[str]]]:
 def _export_onnx(reporter: TrainingReporter, params: TrainParams) -> None:
     from ultralytics import YOLO
 
-    best = _best_stage_name(reporter.result_file)
+    best = BEST_STAGE
     rec = reporter.stages.get(best)
     if rec is None:
         return
