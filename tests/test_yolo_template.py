@@ -249,6 +249,19 @@ def test_missing_weights_fail_with_the_model_return_code(tmp_path, yolo_env):
     assert "no-such-weights.pt" in mon.message
 
 
+def test_gpu_asked_for_but_absent_fails_with_the_no_gpu_return_code(tmp_path, yolo_env):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    work = tmp_path / "w"
+    rc = main(["run", str(YOLO), "--task", "training", "--config", _config(tmp_path / "c.yaml", **TINY),
+               "--gpu-id", "0", "--work-dir", str(work), "--model-location", str(tmp_path / "m"), "--quiet"])
+    assert rc == 1
+    mon = parse_monitor((work / "out" / "monitor.txt").read_text())
+    assert (mon.state, mon.return_code) == (4, 300102)
+
+
 def test_bad_hyper_parameter_fails_with_the_config_return_code(tmp_path, yolo_env):
     work = tmp_path / "w"
     cfg = _config(tmp_path / "c.yaml", **dict(TINY, epochs="many"))

@@ -247,6 +247,23 @@ def resolve_model(cfg: Any, params: TrainParams) -> str:
     return params.model
 
 
+def check_gpus(device: str) -> None:
+    """Fail early, with the platform's "no GPU" code, when gpu_id names GPUs torch cannot see.
+
+    Raises:
+        RuntimeError: reads "No CUDA GPUs are available", which ymir_exc.executor maps to 300102.
+    """
+    if device == "cpu":
+        return
+    import torch
+
+    wanted = [int(g) for g in device.split(",")]
+    seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if seen == 0 or max(wanted) >= seen:
+        raise RuntimeError(f"No CUDA GPUs are available for gpu_id {device!r}: torch {torch.__version__} "
+                           f"sees {seen} GPU(s)")
+
+
 def skip_online_amp_check() -> bool:
     """On a GPU, Ultralytics checks AMP by running ``yolo26n.pt``, which it downloads first: offline,
     that is a network attempt (and a failure) per run. When that file is not already in the
@@ -324,6 +341,7 @@ def training(cfg: Any) -> None:
     log(f"dataset ready in {time.time() - t0:.2f} s: {data_yaml}; classes {class_names}")
     monitor.write_monitor_logger_for_multiple_tasks(cfg, "training", PREPARE_END)
 
+    check_gpus(params.device)
     source = resolve_model(cfg, params)
     model = _build_model(source)
     if params.device != "cpu" and skip_online_amp_check():
