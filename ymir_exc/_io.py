@@ -6,9 +6,10 @@ the previous version intact. Internal module.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from typing import Union
+from typing import Callable, Iterator, Union
 
 
 def atomic_write(path: Union[str, os.PathLike], data: Union[str, bytes], *, fsync: bool = True) -> None:
@@ -22,19 +23,34 @@ def atomic_write(path: Union[str, os.PathLike], data: Union[str, bytes], *, fsyn
     Raises:
         OSError: the folder cannot be created or written; the target is left as it was.
     """
+    with atomic_file(path, fsync=fsync) as write:
+        write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Union[str, os.PathLike], *, fsync: bool = True) -> Iterator[Callable[[Union[str, bytes]], None]]:
+    """Like :func:`atomic_write`, for data produced in pieces: yields ``write(str | bytes)``;
+    the file replaces ``path`` when the block ends without an exception (else it is removed).
+
+    Raises:
+        OSError: the folder cannot be created or written; the target is left as it was.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
     # one temp name per process and thread: concurrent writers never share a temp file
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            def write(data: Union[str, bytes]) -> None:
+                if isinstance(data, str):
+                    data = data.encode("utf-8")
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+
+            yield write
             if fsync:
                 os.fsync(fd)
         finally:

@@ -37,10 +37,14 @@ class DatasetType(IntEnum):
     CANDIDATE = 4
 
 
+# defer_build: the validators are built on first use, not at import (keeps `import ymir_exc.*`
+# fast; behaviour is the same)
+
+
 class EnvInputConfig(BaseModel):
     """``input:`` of env.yaml: where the read-only inputs are (all absolute paths)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     root_dir: str = "/in"
     assets_dir: str = "/in/assets"
@@ -57,7 +61,7 @@ class EnvInputConfig(BaseModel):
 class EnvOutputConfig(BaseModel):
     """``output:`` of env.yaml: where the executor writes (all absolute paths)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     root_dir: str = "/out"
     models_dir: str = "/out/models"
@@ -72,7 +76,7 @@ class EnvOutputConfig(BaseModel):
 class EnvConfig(BaseModel):
     """The whole of env.yaml."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     protocol_version: str = "0.0.1"
     task_id: str = "default-task"
@@ -80,8 +84,9 @@ class EnvConfig(BaseModel):
     run_mining: bool = False
     run_infer: bool = False
     manifest_file: str = "/img-man/manifest.yaml"
-    input: EnvInputConfig = EnvInputConfig()
-    output: EnvOutputConfig = EnvOutputConfig()
+    # model_construct(): the all-defaults instance, without building the validator at import
+    input: EnvInputConfig = EnvInputConfig.model_construct()
+    output: EnvOutputConfig = EnvOutputConfig.model_construct()
 
     @field_validator("protocol_version", mode="before")
     @classmethod
@@ -91,6 +96,14 @@ class EnvConfig(BaseModel):
         v = str(v)
         parse_protocol_version(v)
         return v
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        # the schema shows the default input / output instances, which needs their (deferred)
+        # serializers built first
+        EnvInputConfig.model_rebuild()
+        EnvOutputConfig.model_rebuild()
+        return super().model_json_schema(*args, **kwargs)
 
     @property
     def protocol_tuple(self) -> Tuple[int, ...]:

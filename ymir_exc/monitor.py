@@ -8,14 +8,19 @@ Upstream-compatible calls::
     monitor.write_monitor_logger(percent=0.3, state=ExecutorState.ES_ERROR,
                                  return_code=ExecutorReturnCode.RC_EXEC_OOM)
 
-The file holds one line, rewritten atomically on every call (CONTRACT.md section 2)::
+The file holds one line, rewritten atomically by every call that changes it (CONTRACT.md
+section 2)::
 
     <task_id>\\t<unix time, seconds>\\t<percent %.2f in [0, 1]>\\t<state>\\t<return code>
 
 followed, for an error, by optional lines with the message / traceback.
 
 Differences from upstream: env.yaml is parsed once and cached (upstream re-read it on every
-call); the write is atomic; ``percent`` must be a number in [0, 1] (MonitorError otherwise);
+call); the write is atomic; a call that would only refresh the timestamp (same task, percent as
+printed, state, code and message as the line this process last wrote, which is still there) is
+written at most once per :data:`MIN_REFRESH_SECONDS`, so a per-iteration call in a training
+loop costs microseconds, not a file rewrite; ``percent`` must be a number in [0, 1]
+(MonitorError otherwise);
 progress never goes backwards within a process (a lower value is raised to the last one);
 ``1.00`` is only printed when the task is done: ``percent=1.0`` with the default running state
 means done (state 3), and a running percent that would round to 1.00 is printed as 0.99.
@@ -28,7 +33,7 @@ import numbers
 import os
 import time
 from enum import IntEnum
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from ymir_exc import env
 from ymir_exc._io import atomic_write
@@ -46,6 +51,10 @@ class YmirTask(IntEnum):
 
 _TASK_LETTER = {YmirTask.TRAINING: "t", YmirTask.MINING: "m", YmirTask.INFER: "i"}
 _last_percent: Dict[str, float] = {}
+#: a call that changes nothing but the timestamp rewrites monitor.txt at most this often
+MIN_REFRESH_SECONDS = 1.0
+#: monitor file -> (line without its timestamp, time.monotonic() of the write, file identity after it)
+_last_write: Dict[str, Tuple[Tuple[str, str], float, Tuple[int, int, int, int]]] = {}
 
 
 def _check_percent(percent: Any) -> float:
@@ -91,7 +100,23 @@ def write_monitor_logger(percent: float, state: ExecutorState = ExecutorState.ES
     text = format_monitor_line(cfg.task_id, time.time(), p, state, return_code) + "\n"
     if msg:
         text += msg.rstrip("\n") + "\n"
+    task_id, _, rest = text.partition("\t")
+    content = (task_id, rest.partition("\t")[2])  # the line less its timestamp
+    now = time.monotonic()
+    last = _last_write.get(path)
+    if last is not None and last[0] == content and now - last[1] < MIN_REFRESH_SECONDS:
+        try:
+            st = os.stat(path)
+            if (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) == last[2]:
+                return  # the file already says this, written moments ago by this process
+        except OSError:
+            pass
     atomic_write(path, text, fsync=False)
+    try:
+        st = os.stat(path)
+        _last_write[path] = (content, now, (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns))
+    except OSError:
+        _last_write.pop(path, None)
 
 
 def write_monitor_logger_for_multiple_tasks(cfg: Any, task: Union[YmirTask, str, int], percent: float,

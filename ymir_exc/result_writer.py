@@ -32,19 +32,25 @@ import json
 import math
 import numbers
 import os
+import re
 import shutil
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from operator import attrgetter, itemgetter
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
-from pydantic import BaseModel, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ymir_exc import env
-from ymir_exc._io import atomic_write
+from ymir_exc._io import atomic_file, atomic_write
 from ymir_exc.errors import ResultError
-from ymir_exc.formats import (MAX_MODEL_STAGES, PRIMARY_METRIC_KEYS, STAGE_RESERVED_KEYS, LegacyTrainingResult,
-                              ModelStage, TrainingResult, best_stage, check_evaluation_value, primary_metric_key,
-                              to_builtin)
+
+if TYPE_CHECKING:
+    from ymir_exc.formats import ModelStage
+
+# ymir_exc.formats (the result.yaml models) is imported by the functions that need it, and Box /
+# Annotation build their validators on first use (defer_build): importing this module builds no
+# pydantic schema, which keeps `import ymir_exc.result_writer` fast.
 
 
 class Box(BaseModel):
@@ -52,6 +58,8 @@ class Box(BaseModel):
 
     Floats are rounded to the nearest integer; NaN / infinity raise.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     x: int
     y: int
@@ -80,6 +88,8 @@ class Box(BaseModel):
 
 class Annotation(BaseModel):
     """One detected object: class name (one of class_names), score in [0, 1], box."""
+
+    model_config = ConfigDict(defer_build=True)
 
     class_name: str
     score: float
@@ -225,6 +235,9 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
             primary metric, a metric outside [0, 1], a corrupt existing result.yaml. Nothing is
             written then.
     """
+    from ymir_exc.formats import (MAX_MODEL_STAGES, PRIMARY_METRIC_KEYS, STAGE_RESERVED_KEYS, ModelStage,
+                                  TrainingResult, best_stage, check_evaluation_value, primary_metric_key, to_builtin)
+
     env_config = env.get_current_env()
     out = env_config.output
     name = _normalise_stage_name(stage_name)
@@ -259,17 +272,24 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
         _write_legacy(path, entry)
         return
 
-    result = _load_result_yaml(path)
-    raw_stages = result.get("model_stages") or {}
-    if not isinstance(raw_stages, dict):
-        raise ResultError("existing model_stages is not a mapping; not overwriting it", path=path, key="model_stages")
-    stages: Dict[str, ModelStage] = {}
-    for k, v in raw_stages.items():
-        try:
-            stages[k] = ModelStage.model_validate(v)
-        except ValidationError as e:
-            raise ResultError(f"existing stage is invalid: {e.errors()[0]['msg']}", path=path,
-                              key=f"model_stages.{k}") from None
+    cached = _result_cache.get(path)
+    stamp = _file_stamp(path) if cached is not None else None
+    if cached is not None and stamp == cached[0]:
+        # result.yaml is what this process wrote last: skip parsing and re-validating it
+        result, stages = dict(cached[1]), dict(cached[2])
+    else:
+        result = _load_result_yaml(path)
+        raw_stages = result.get("model_stages") or {}
+        if not isinstance(raw_stages, dict):
+            raise ResultError("existing model_stages is not a mapping; not overwriting it", path=path,
+                              key="model_stages")
+        stages = {}
+        for k, v in raw_stages.items():
+            try:
+                stages[k] = ModelStage.model_validate(v)
+            except ValidationError as e:
+                raise ResultError(f"existing stage is invalid: {e.errors()[0]['msg']}", path=path,
+                                  key=f"model_stages.{k}") from None
     stages.pop(name, None)
     stages[name] = ModelStage.model_validate(entry)
     best = best_stage(stages)
@@ -290,11 +310,114 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
         TrainingResult.model_validate(result)
     except ValidationError as e:
         raise ResultError(f"result would break the contract: {e.errors()[0]['msg']}", path=path) from None
-    atomic_write(path, yaml.safe_dump(to_builtin(result), sort_keys=False, allow_unicode=True))
+    # model_dump gives plain Python already; convert the other top-level values
+    data = {k: (v if k == "model_stages" else to_builtin(v)) for k, v in result.items()}
+    text = _yaml_dump(data)
+    _result_cache.pop(path, None)
+    # result.yaml is rewritten at every stage: atomic (a reader never sees half a file), not fsynced
+    atomic_write(path, text, fsync=False)
+    stamp = _file_stamp(path)
+    if stamp is not None:
+        _result_cache[path] = (stamp, result, stages)
+
+
+#: result.yaml path -> (file identity right after this process wrote it, the result dict written,
+#: its validated stages); lets the next write_model_stage skip re-reading its own file
+_result_cache: Dict[str, Tuple[Tuple[int, int, int, int], Dict[str, Any], Dict[str, ModelStage]]] = {}
+
+
+def _file_stamp(path: str) -> Optional[Tuple[int, int, int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", None) or yaml.SafeDumper
+
+
+def _yaml_dump(data: Any) -> str:
+    """``yaml.safe_dump(data, sort_keys=False, allow_unicode=True)``: the same text.
+
+    result.yaml (nested mappings of plain names, numbers and lists of file names) is written by
+    :func:`_plain_yaml_mapping` directly; anything else goes through PyYAML (libyaml's emitter when
+    available)."""
+    lines: List[str] = []
+    if isinstance(data, dict) and data and _plain_yaml_mapping(data, "", lines):
+        return "".join(lines)
+    return yaml.dump(data, Dumper=_YAML_DUMPER, sort_keys=False, allow_unicode=True)
+
+
+#: strings PyYAML writes unquoted and reads back as strings: a letter or '_', then letters,
+#: digits, '_', '.', '/', '-'; minus the words its resolver reads as booleans or null
+_PLAIN_STR = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*").fullmatch
+_RESERVED_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null", "y", "n", "nan", "inf"})
+
+
+def _plain_scalar(v: Any) -> Optional[str]:
+    """How SafeDumper writes ``v`` as a plain scalar, or None when this fast path does not know."""
+    t = type(v)
+    if t is str:
+        if _PLAIN_STR(v) and v.lower() not in _RESERVED_WORDS:
+            return v
+        return None
+    if t is float:
+        if v != v:
+            return ".nan"
+        if v in (math.inf, -math.inf):
+            return ".inf" if v > 0 else "-.inf"
+        r = repr(v).lower()
+        if "." not in r and "e" in r:
+            r = r.replace("e", ".0e", 1)
+        return r
+    if t is int:
+        return str(v)
+    if t is bool:
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    return None
+
+
+def _plain_yaml_mapping(data: Dict[Any, Any], indent: str, out: List[str]) -> bool:
+    """Append the block-style lines of a mapping; False if something needs the real dumper."""
+    for k, v in data.items():
+        if type(k) is not str or len(k) >= 128:
+            return False
+        key = _plain_scalar(k)
+        if key is None:
+            return False
+        t = type(v)
+        if t is dict:
+            if not v:
+                out.append(f"{indent}{key}: {{}}\n")
+            else:
+                out.append(f"{indent}{key}:\n")
+                if not _plain_yaml_mapping(v, indent + "  ", out):
+                    return False
+        elif t is list:
+            if not v:
+                out.append(f"{indent}{key}: []\n")
+                continue
+            out.append(f"{indent}{key}:\n")
+            for item in v:
+                text = _plain_scalar(item)
+                if text is None:
+                    return False
+                out.append(f"{indent}- {text}\n")
+        else:
+            text = _plain_scalar(v)
+            if text is None:
+                return False
+            out.append(f"{indent}{key}: {text}\n")
+    return True
 
 
 def _write_legacy(path: str, entry: Dict[str, Any]) -> None:
     """Legacy result (protocol < 1.0.0): keep the best of (map, timestamp) seen so far."""
+    from ymir_exc.formats import LegacyTrainingResult, primary_metric_key
+
     key = primary_metric_key(entry)
     new = {"model": entry["files"], "map": float(entry[key]), "timestamp": entry["timestamp"]}
     old = _load_result_yaml(path)
@@ -328,12 +451,8 @@ def write_mining_result(mining_result: Iterable[Tuple[str, float]]) -> None:
     """
     import numpy as np
 
-    paths: List[str] = []
-    raw_scores: List[Any] = []
-    for path, score in mining_result:
-        paths.append(path)
-        raw_scores.append(score)
-    if not all(map(_is_number, raw_scores)):
+    paths, raw_scores = _split_pairs(mining_result)
+    if not _all_numbers(raw_scores):
         bad = next(i for i, s in enumerate(raw_scores) if not _is_number(s))
         raise ResultError(f"score of {paths[bad]!r} is not a number: {raw_scores[bad]!r}",
                           key=f"mining_result[{bad}]")
@@ -346,14 +465,76 @@ def write_mining_result(mining_result: Iterable[Tuple[str, float]]) -> None:
     if "\t" in text or "\n" in text or "\r" in text or not all(paths):
         bad = next(i for i, p in enumerate(paths) if not p or any(c in p for c in "\t\r\n"))
         raise ResultError(f"asset path {paths[bad]!r} is empty or holds a tab / newline", key=f"mining_result[{bad}]")
-    if len(set(paths)) != len(paths):
+    del text
+    if _may_repeat(np, paths) and len(set(paths)) != len(paths):
         seen = set()
         dup = next(p for p in paths if p in seen or seen.add(p))  # type: ignore[func-returns-value]
         raise ResultError(f"asset path {dup!r} appears more than once", key="mining_result")
-    order = np.argsort(-scores, kind="stable")
+    order = _stable_descending_order(np, scores)
     sorted_scores = scores[order].tolist()
-    lines = [f"{paths[i]}\t{s!r}\n" for i, s in zip(order.tolist(), sorted_scores)]
-    atomic_write(env.get_current_env().output.mining_result_file, "".join(lines))
+    path = env.get_current_env().output.mining_result_file
+    if not set(map(type, paths)) <= {str}:
+        atomic_write(path, "".join([f"{paths[i]}\t{s!r}\n" for i, s in zip(order.tolist(), sorted_scores)]))
+        return
+    # the lines are assembled a chunk at a time by str.join (path, tab, repr(score), newline:
+    # what f"{path}\t{score!r}\n" gives for a str path and a float score) and streamed out
+    take = order.tolist()
+    del raw_scores, scores, finite, order
+    tabs, newlines = ["\t"] * _MINING_CHUNK, ["\n"] * _MINING_CHUNK
+    with atomic_file(path) as write:
+        for start in range(0, len(take), _MINING_CHUNK):
+            idx = take[start:start + _MINING_CHUNK]
+            k = len(idx)
+            cells: List[Any] = [None] * (4 * k)
+            cells[0::4] = [paths[idx[0]]] if k == 1 else itemgetter(*idx)(paths)
+            cells[1::4] = tabs[:k]
+            cells[2::4] = map(repr, sorted_scores[start:start + _MINING_CHUNK])
+            cells[3::4] = newlines[:k]
+            write("".join(cells))
+
+
+#: lines per formatted chunk (small enough to stay in the CPU cache)
+_MINING_CHUNK = 4096
+
+
+def _stable_descending_order(np: Any, scores: Any) -> Any:
+    """``np.argsort(-scores, kind="stable")``: a plain (faster) argsort when no two scores tie,
+    since the order is then the same."""
+    neg = -scores
+    order = np.argsort(neg)
+    ranked = neg[order]
+    if len(ranked) > 1 and (ranked[1:] == ranked[:-1]).any():
+        order = np.argsort(neg, kind="stable")
+    return order
+
+
+def _may_repeat(np: Any, paths: List[str]) -> bool:
+    """False when no two paths can be equal: their hashes all differ (sorting int64 hashes is
+    cheaper than a million-entry set; equal hashes fall back to the set)."""
+    if len(paths) < 2:
+        return False
+    h = np.fromiter(map(hash, paths), dtype=np.int64, count=len(paths))
+    h.sort()
+    return bool((h[1:] == h[:-1]).any())
+
+
+def _split_pairs(pairs: Iterable[Tuple[str, float]]) -> Tuple[List[Any], List[Any]]:
+    """``([path, ...], [score, ...])`` from ``(path, score)`` pairs, exactly as
+    ``for path, score in pairs`` unpacks them (errors included)."""
+    if type(pairs) in (list, tuple) and set(map(type, pairs)) <= {tuple, list} and set(map(len, pairs)) <= {2}:
+        return list(map(itemgetter(0), pairs)), list(map(itemgetter(1), pairs))
+    paths: List[Any] = []
+    scores: List[Any] = []
+    for path, score in pairs:
+        paths.append(path)
+        scores.append(score)
+    return paths, scores
+
+
+def _all_numbers(values: List[Any]) -> bool:
+    """``all(map(_is_number, values))``, deciding once per distinct type."""
+    return all(issubclass(t, numbers.Real) and not issubclass(t, bool) for t in set(map(type, values))) \
+        or all(map(_is_number, values))
 
 
 def _is_number(v: Any) -> bool:
@@ -362,15 +543,24 @@ def _is_number(v: Any) -> bool:
 
 # ------------------------------------------------------------------ inference
 
+def _validated_annotation(a: Any, where: str) -> Annotation:
+    if isinstance(a, Annotation):
+        return a
+    try:
+        return Annotation.model_validate(a)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ResultError(err["msg"], key=f"{where}." + ".".join(map(str, err["loc"]))) from None
+
+
 def _annotation_dict(a: Any, where: str) -> Dict[str, Any]:
-    if not isinstance(a, Annotation):
-        try:
-            a = Annotation.model_validate(a)
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise ResultError(err["msg"], key=f"{where}." + ".".join(map(str, err["loc"]))) from None
+    a = _validated_annotation(a, where)
     b = a.box
     return {"class_name": a.class_name, "score": a.score, "box": {"x": b.x, "y": b.y, "w": b.w, "h": b.h}}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def write_infer_result(infer_result: Mapping[str, Sequence[Union[Annotation, Dict[str, Any]]]],
@@ -392,8 +582,25 @@ def write_infer_result(infer_result: Mapping[str, Sequence[Union[Annotation, Dic
     box_key = "boxes" if env_config.protocol_tuple >= (1, 0, 0) else "annotations"
     class_names = _class_names_or_none()
     known = set(class_names) if class_names else None
-    result: Dict[str, Any] = {}
+    # the JSON text is built here, one string per box (same bytes as json.dumps of the nested
+    # dicts with separators (",", ":")): a million boxes would otherwise be three million dicts
+    encode_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
+    names_json: Dict[str, str] = {}
+
+    def box_json(a: Annotation) -> str:
+        b = a.box
+        name, score, x, y, w, h = a.class_name, a.score, b.x, b.y, b.w, b.h
+        if type(score) is float and -math.inf < score < math.inf and type(x) is int and type(y) is int \
+                and type(w) is int and type(h) is int and type(name) is str:
+            n = names_json.get(name)
+            if n is None:
+                n = names_json[name] = encode_str(name)
+            return f'{{"class_name":{n},"score":{score!r},"box":{{"x":{x},"y":{y},"w":{w},"h":{h}}}}}'
+        return _json({"class_name": name, "score": score, "box": {"x": x, "y": y, "w": w, "h": h}})
+
+    parts: List[str] = []
     origin: Dict[str, str] = {}
+    entry_head = "{" + encode_str(box_key) + ":["
     for asset_path, annotations in infer_result.items():
         key = os.path.basename(str(asset_path))
         if not key:
@@ -402,15 +609,26 @@ def write_infer_result(infer_result: Mapping[str, Sequence[Union[Annotation, Dic
             raise ResultError(f"two results share the basename {key!r}: {origin[key]!r} and {asset_path!r}",
                               key="infer_result")
         origin[key] = str(asset_path)
-        boxes = [_annotation_dict(a, f"{key}[{i}]") for i, a in enumerate(annotations)]
+        if type(annotations) in (list, tuple) and set(map(type, annotations)) <= {Annotation}:
+            anns = annotations
+        else:
+            anns = [_validated_annotation(a, f"{key}[{i}]") for i, a in enumerate(annotations)]
+        boxes = ",".join(map(box_json, anns))
         if known is not None:
-            for i, b in enumerate(boxes):
-                if b["class_name"] not in known:
-                    raise ResultError(f"class_name {b['class_name']!r} not in class_names {class_names}",
-                                      key=f"{key}[{i}].class_name")
-        result[key] = {box_key: boxes}
-    atomic_write(env_config.output.infer_result_file,
-                 json.dumps({algorithm: result}, ensure_ascii=False, separators=(",", ":")))
+            names = list(map(_CLASS_NAME, anns))
+            if not known.issuperset(names):
+                i = next(i for i, n in enumerate(names) if n not in known)
+                raise ResultError(f"class_name {names[i]!r} not in class_names {class_names}",
+                                  key=f"{key}[{i}].class_name")
+        parts.append(f"{encode_str(key)}:{entry_head}{boxes}]}}")
+    if type(algorithm) is str:
+        text = "{" + encode_str(algorithm) + ":{" + ",".join(parts) + "}}"
+    else:  # json.dumps turns a non-str key into a string its own way
+        text = _json({algorithm: {}})[:-3] + "{" + ",".join(parts) + "}}"
+    atomic_write(env_config.output.infer_result_file, text)
+
+
+_CLASS_NAME = attrgetter("class_name")
 
 
 def _class_names_or_none() -> Optional[List[str]]:

@@ -1,0 +1,608 @@
+"""Side-by-side benchmarks: our ``ymir_exc`` vs upstream ``ymir-exc==1.1.0.523`` vs plain Python.
+
+Run it through ``bench/run`` (see bench/README.md). Every measurement is a fresh subprocess
+(``bench/worker.py``) with its own temporary env.yaml / config.yaml; the sides alternate within
+each repeat and the table shows medians. Exit status: 0 all targets met (or ``--smoke``),
+1 a target missed, 2 a measurement failed.
+
+Rows come from a registry (``GROUPS``): a group measures once and yields one or more rows, or
+yields rows marked skipped with the reason (the Ultralytics rows until their template exists).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+WORKER = BENCH / "worker.py"
+UPSTREAM_REQ = "ymir-exc==1.1.0.523"
+CLASS_NAMES = ["person", "cat", "dog", "tree", "car"]
+
+FULL_SIZES = {"monitor": 10_000, "monitor_lines": 100, "mining": 1_000_000, "infer": 100_000, "item_paths": 1_000_000,
+              "model_stage": 100, "prepare": 10_000, "import_runs": 15}
+SMOKE_SIZES = {"monitor": 200, "monitor_lines": 20, "mining": 2_000, "infer": 200, "item_paths": 2_000,
+               "model_stage": 15, "prepare": 60, "import_runs": 1}
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be taken (a worker failed)."""
+
+
+# ------------------------------------------------------------------ processes
+
+def spawn(argv: Sequence[str], *, env: Dict[str, str], cwd: str, log: str) -> Tuple[float, int]:
+    """Run ``argv`` to completion; returns (wall seconds, exit status).
+
+    Peak memory is not taken from here: a posix_spawn'ed (vfork) child's ru_maxrss includes the
+    parent's peak. Workers report their own VmHWM; other commands go through ``peak_rss``."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2),
+                   (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+        exe = shutil.which(argv[0]) if os.sep not in argv[0] else argv[0]
+        if exe is None:
+            raise BenchError(f"{argv[0]} not found")
+        old = os.getcwd()
+        os.chdir(cwd)  # posix_spawn has no cwd argument
+        try:
+            t0 = time.perf_counter()
+            pid = os.posix_spawn(exe, list(argv), env, file_actions=actions)
+        finally:
+            os.chdir(old)
+        _, status = os.waitpid(pid, 0)
+        wall = time.perf_counter() - t0
+    finally:
+        os.close(fd)
+    return wall, os.waitstatus_to_exitcode(status)
+
+
+def peak_rss(argv: Sequence[str], *, env: Dict[str, str], cwd: str) -> Optional[int]:
+    """Peak RSS (KiB) of one untimed run of ``argv``, through ``/usr/bin/time -f %M``; None
+    without it."""
+    if not os.access("/usr/bin/time", os.X_OK):
+        return None
+    out = os.path.join(cwd, ".peak-rss")
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out, *argv], env=env, cwd=cwd,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with open(out, "r", encoding="ascii") as f:
+            return int(f.read().split()[-1]) if r.returncode == 0 else None
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        if os.path.exists(out):
+            os.unlink(out)
+
+
+def _base_env() -> Dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+
+
+# ------------------------------------------------------------------ context
+
+@dataclass
+class Context:
+    smoke: bool
+    repeat: int
+    sizes: Dict[str, int]
+    cache: Path
+    tmp_root: str
+    ours_python: str
+    upstream_python: Optional[str]
+    upstream_note: str
+    only: Optional[List[str]] = None
+    verbose: bool = False
+    cleanup: List[str] = field(default_factory=list)
+
+    def side_python(self, side: str) -> str:
+        if side == "upstream":
+            assert self.upstream_python
+            return self.upstream_python
+        return self.ours_python
+
+    def side_env(self, side: str) -> Dict[str, str]:
+        env = _base_env()
+        if side != "upstream":
+            env["PYTHONPATH"] = str(REPO)  # measure this checkout, whatever is installed
+        return env
+
+    def log(self, msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def ensure_upstream(cache: Path, offline_ok: bool) -> Tuple[Optional[str], str]:
+    """A venv holding upstream ymir-exc at ``cache/venv-upstream``; (python, note)."""
+    venv = cache / "venv-upstream"
+    py = venv / "bin" / "python"
+    probe = [str(py), "-c", "import importlib.metadata as m, ymir_exc.result_writer; print(m.version('ymir-exc'))"]
+    if py.exists():
+        r = subprocess.run(probe, capture_output=True, text=True, env=_base_env(), cwd=str(cache))
+        if r.returncode == 0 and r.stdout.strip() == UPSTREAM_REQ.split("==")[1]:
+            return str(py), f"upstream {UPSTREAM_REQ} from {venv}"
+        shutil.rmtree(venv, ignore_errors=True)
+    print(f"bench: creating {venv} with {UPSTREAM_REQ} ...", file=sys.stderr, flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True)
+        r = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                            "--timeout", "15", "--retries", "1", UPSTREAM_REQ],
+                           capture_output=True, text=True, env=_base_env(), timeout=300)
+        if r.returncode != 0:
+            raise RuntimeError((r.stderr or r.stdout).strip().splitlines()[-1:] or ["pip failed"])
+        r = subprocess.run(probe, capture_output=True, text=True, env=_base_env(), cwd=str(cache))
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr.strip().splitlines()[-1:])
+    except (subprocess.SubprocessError, RuntimeError, OSError) as e:
+        shutil.rmtree(venv, ignore_errors=True)
+        note = f"upstream side SKIPPED: could not install {UPSTREAM_REQ} into {venv} ({e})"
+        if not offline_ok:
+            raise BenchError(note) from None
+        return None, note
+    return str(py), f"upstream {UPSTREAM_REQ} installed into {venv}"
+
+
+# ------------------------------------------------------------------ inputs (cached)
+
+def _asset_path(i: int) -> str:
+    import hashlib
+
+    h = hashlib.sha1(i.to_bytes(8, "little")).hexdigest()
+    return f"/in/assets/{h[-2:]}/{h}.jpg"
+
+
+def index_file(ctx: Context, n: int) -> str:
+    """A training index of ``n`` lines ``<image>\\t<annotation>`` (paths need not exist)."""
+    path = ctx.cache / "data" / f"train-index-{n}.tsv"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for i in range(n):
+            a = _asset_path(i)
+            lines.append(f"{a}\t{a.replace('/assets/', '/annotations/')[:-4]}.txt\n")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(lines), encoding="utf-8")
+        tmp.replace(path)
+    return str(path)
+
+
+def image_tree(ctx: Context, n: int) -> Tuple[str, str]:
+    """``n`` small distinct JPEGs under ``cache/data/images-n/images`` plus a listing (boxes)."""
+    import random
+
+    root = ctx.cache / "data" / f"images-{n}"
+    listing = root / "listing.json"
+    if not listing.exists():
+        from PIL import Image
+
+        ctx.log(f"bench: generating {n} JPEGs under {root} (once) ...")
+        shutil.rmtree(root, ignore_errors=True)
+        img_dir = root / "images"
+        img_dir.mkdir(parents=True)
+        rnd = random.Random(7)
+        items = []
+        for i in range(n):
+            im = Image.new("RGB", (64, 48), (rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)))
+            im.putpixel((i % 64, (i // 64) % 48), (i % 256, (i // 256) % 256, 255))  # distinct bytes
+            p = img_dir / f"img_{i:06d}.jpg"
+            im.save(p, quality=80)
+            boxes = []
+            for _ in range(rnd.randrange(0, 4)):
+                x, y = rnd.randrange(0, 40), rnd.randrange(0, 30)
+                boxes.append([rnd.randrange(len(CLASS_NAMES)), x, y, rnd.randrange(1, 64 - x), rnd.randrange(1, 48 - y)])
+            items.append([str(p), boxes])
+        listing.write_text(json.dumps({"class_names": CLASS_NAMES, "items": items}), encoding="utf-8")
+    return str(root / "images"), str(listing)
+
+
+# ------------------------------------------------------------------ one run
+
+def run_worker(ctx: Context, side: str, workload: str, n: int, root: Optional[str] = None, **extra) -> dict:
+    # work dirs are deleted at the end of the whole run, not between runs: deleting files costs
+    # the file system work later (on a disk mounted with discard, a lot), which would land in
+    # the next measurement
+    d = tempfile.mkdtemp(prefix=f"{workload}-{side}-", dir=root or ctx.tmp_root)
+    if True:
+        in_dir, out_dir = f"{d}/in", f"{d}/out"
+        os.makedirs(in_dir)
+        os.makedirs(out_dir)
+        index = extra.pop("index", "")
+        env_yaml = (
+            "protocol_version: 1.1.0\ntask_id: t-bench\nrun_training: true\nrun_mining: false\nrun_infer: false\n"
+            "manifest_file: /img-man/manifest.yaml\n"
+            f"input:\n  root_dir: {in_dir}\n  assets_dir: {in_dir}/assets\n  annotations_dir: {in_dir}/annotations\n"
+            f"  models_dir: {in_dir}/models\n  config_file: {in_dir}/config.yaml\n"
+            f"  training_index_file: '{index}'\n  val_index_file: '{index}'\n  candidate_index_file: ''\n"
+            f"output:\n  root_dir: {out_dir}\n  models_dir: {out_dir}/models\n  tensorboard_dir: {out_dir}/tensorboard\n"
+            f"  training_result_file: {out_dir}/models/result.yaml\n  mining_result_file: {out_dir}/result.tsv\n"
+            f"  infer_result_file: {out_dir}/infer-result.json\n  monitor_file: {out_dir}/monitor.txt\n"
+            f"  executor_log_file: {out_dir}/ymir-executor-out.log\n")
+        with open(f"{in_dir}/env.yaml", "w", encoding="utf-8") as f:
+            f.write(env_yaml)
+        with open(f"{in_dir}/config.yaml", "w", encoding="utf-8") as f:
+            f.write("class_names: [" + ", ".join(CLASS_NAMES) + "]\ngpu_id: ''\ngpu_count: 0\ntask_id: t-bench\n")
+        spec = {"side": side, "workload": workload, "n": n, "env_file": f"{in_dir}/env.yaml",
+                "config_file": f"{in_dir}/config.yaml", "out_dir": out_dir, "task_id": "t-bench",
+                "result": f"{d}/result.json", "work_dir": f"{d}/work", **extra}
+        with open(f"{d}/spec.json", "w", encoding="utf-8") as f:
+            json.dump(spec, f)
+        env = ctx.side_env(side)
+        env["DEFAULT_ENV_FILE_PATH"] = spec["env_file"]
+        env["DEFAULT_CONFIG_FILE_PATH"] = spec["config_file"]
+        wall, code = spawn([ctx.side_python(side), str(WORKER), f"{d}/spec.json"], env=env, cwd=d,
+                           log=f"{d}/log.txt")
+        if code != 0:
+            with open(f"{d}/log.txt", "r", encoding="utf-8", errors="replace") as f:
+                tail = f.read()[-3000:]
+            raise BenchError(f"{workload} / {side} failed (exit {code}):\n{tail}")
+        with open(spec["result"], "r", encoding="utf-8") as f:
+            res = json.load(f)
+        res["wall"] = wall
+        if ctx.verbose:
+            ctx.log(f"  {workload:12s} {side:9s} {res['seconds']:.4f} s  peak {res['rss_peak_kib'] / 1024:.0f} MiB"
+                    f" (inputs {res['rss_inputs_kib'] / 1024:.0f} MiB)")
+        return res
+
+
+def alternate(ctx: Context, sides: Sequence[str], once: Callable[[str], dict]) -> Dict[str, List[dict]]:
+    """``ctx.repeat`` rounds; each round runs every side once, the order rotating per round."""
+    runs: Dict[str, List[dict]] = {s: [] for s in sides}
+    for r in range(ctx.repeat):
+        k = r % len(sides)
+        for side in list(sides[k:]) + list(sides[:k]):
+            runs[side].append(once(side))
+    return runs
+
+
+# ------------------------------------------------------------------ rows
+
+@dataclass
+class Row:
+    name: str
+    ours: Optional[float] = None          # seconds (median)
+    theirs: Optional[float] = None
+    theirs_label: str = "upstream"
+    target: Optional[float] = None        # ratio ours / theirs must be <= target
+    target_text: str = ""
+    ok: Optional[bool] = None             # None: not judged (skipped)
+    rss_ours: Optional[int] = None        # KiB
+    rss_theirs: Optional[int] = None
+    note: str = ""
+    skipped: Optional[str] = None
+
+    @property
+    def ratio(self) -> Optional[float]:
+        if self.ours is None or not self.theirs:
+            return None
+        return self.ours / self.theirs
+
+
+def _median(runs: List[dict], key: str = "seconds") -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _peak(runs: List[dict]) -> Optional[int]:
+    vals = [r["rss_peak_kib"] for r in runs if r.get("rss_peak_kib")]
+    return max(vals) if vals else None
+
+
+def _ratio_row(name: str, runs: Dict[str, List[dict]], theirs: str, target: Optional[float], note: str = "",
+               label: Optional[str] = None) -> Row:
+    row = Row(name, target=target, target_text="(info)" if target is None else f"<= {target:g}",
+              theirs_label=label or theirs, note=note)
+    row.ours, row.rss_ours = _median(runs["ours"]), _peak(runs["ours"])
+    if runs.get(theirs):
+        row.theirs, row.rss_theirs = _median(runs[theirs]), _peak(runs[theirs])
+        row.ok = None if target is None else row.ratio <= target
+    else:
+        row.skipped = "no upstream venv"
+    return row
+
+
+def _same_output(runs: Dict[str, List[dict]], a: str, b: str) -> Optional[bool]:
+    oa = [r.get("output", {}).get("sha1") for r in runs.get(a, [])]
+    ob = [r.get("output", {}).get("sha1") for r in runs.get(b, [])]
+    if not oa or not ob or None in oa or None in ob:
+        return None
+    return set(oa) == set(ob) and len(set(oa)) == 1
+
+
+# each group: (key, callable(ctx) -> rows)
+SDK_WORKLOADS = [
+    # key, row title, target vs upstream, floor vs plain (None: no floor row)
+    ("monitor", "monitor.write_monitor_logger x {n:,}", 0.05, 1.5),
+    ("monitor_lines", "  monitor x {n}, every call a new line", None, None),
+    ("mining", "write_mining_result, {n:,} pairs", 0.5, 1.5),
+    ("infer", "write_infer_result, {n:,} images x 10 boxes", 0.3, 1.5),
+    ("item_paths", "dataset_reader.item_paths, {n:,} lines", 0.7, None),
+    ("model_stage", "write_model_stage x {n} (eviction)", 0.5, 1.5),
+]
+
+
+def sdk_group(key: str, title: str, target: Optional[float], floor: Optional[float]) -> Callable[[Context], List[Row]]:
+    def measure(ctx: Context) -> List[Row]:
+        n = ctx.sizes[key]
+        extra = {}
+        if key == "item_paths":
+            extra["index"] = index_file(ctx, n)
+        sides = ["ours"] + (["upstream"] if ctx.upstream_python else []) + (["plain"] if floor else [])
+        runs = alternate(ctx, sides, lambda side: run_worker(ctx, side, key, n, **dict(extra)))
+        name = title.format(n=n)
+        same_up = _same_output(runs, "ours", "upstream")
+        note = ""
+        if same_up is not None:
+            note = "same bytes as upstream" if same_up else "output differs from upstream (see README)"
+        rows = [_ratio_row(name, runs, "upstream", target, note=note)]
+        if floor:
+            same = _same_output(runs, "ours", "plain")
+            fnote = {True: "identical bytes", False: "BYTES DIFFER from ours", None: ""}[same]
+            if key == "monitor":
+                fnote = "same line format (timestamps differ)"
+            rows.append(_ratio_row(f"  floor: {key} vs plain open/write", runs, "plain", floor, note=fnote,
+                                   label="plain"))
+            if same is False and key != "monitor":
+                rows[-1].ok = False
+        return rows
+
+    measure.__name__ = key
+    return measure
+
+
+IMPORT_STMT = "import ymir_exc, ymir_exc.result_writer, ymir_exc.monitor"
+HEAVY = ("torch", "torchvision", "ultralytics", "tensorboardX", "PIL", "cv2", "numpy")
+
+
+def import_group(ctx: Context) -> List[Row]:
+    sides = ["ours"] + (["upstream"] if ctx.upstream_python else [])
+    d = tempfile.mkdtemp(prefix="import-", dir=ctx.tmp_root)  # cwd: no repo on sys.path
+    if True:
+        def once(side: str) -> dict:
+            wall, code = spawn([ctx.side_python(side), "-c", IMPORT_STMT], env=ctx.side_env(side), cwd=d,
+                               log=f"{d}/log.txt")
+            if code != 0:
+                raise BenchError(f"import / {side} failed: {Path(d, 'log.txt').read_text()[-2000:]}")
+            return {"seconds": wall}
+
+        for side in sides:  # warm the page cache / pyc once per side, untimed
+            once(side)
+        reps = max(ctx.sizes["import_runs"], ctx.repeat if not ctx.smoke else 1)
+        saved, ctx.repeat = ctx.repeat, reps
+        try:
+            runs = alternate(ctx, sides, once)
+        finally:
+            ctx.repeat = saved
+        # untimed probe per side: which heavy modules got imported, and the peak RSS
+        probe = (f"{IMPORT_STMT}; import sys, re; print('modules=' + ','.join(m for m in {HEAVY!r} if m in sys.modules)); "
+                 "print('rss=' + re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))")
+        probes = {}
+        for side in sides:
+            r = subprocess.run([ctx.side_python(side), "-c", probe], capture_output=True, text=True,
+                               env=ctx.side_env(side), cwd=d)
+            if r.returncode != 0:
+                raise BenchError(f"import probe ({side}) failed: {r.stderr[-2000:]}")
+            got = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+            probes[side] = ([m for m in got["modules"].split(",") if m], int(got["rss"]))
+    heavy = probes["ours"][0]
+    row = Row(f"python -c \"{IMPORT_STMT}\"", target=None, target_text="< 150 ms, no torch")
+    row.ours, row.rss_ours = _median(runs["ours"]), probes["ours"][1]
+    if runs.get("upstream"):
+        row.theirs, row.rss_theirs = _median(runs["upstream"]), probes["upstream"][1]
+    row.ok = row.ours < 0.150 and "torch" not in heavy
+    row.note = f"median of {reps}; heavy modules loaded: {', '.join(heavy) or 'none'}"
+    return [row]
+
+
+def prepare_group(ctx: Context) -> List[Row]:
+    n = ctx.sizes["prepare"]
+    src, listing = image_tree(ctx, n)
+
+    # hard links need the work dirs on the file system of the image tree
+    root = tempfile.mkdtemp(prefix="work-", dir=str(ctx.cache))
+    ctx.cleanup.append(root)
+
+    def once(side: str) -> dict:
+        if side == "ours":
+            return run_worker(ctx, "ours", "prepare", n, root=root, listing=listing)
+        d = tempfile.mkdtemp(prefix="cp-", dir=root)
+        wall, code = spawn(["cp", "-al", src, f"{d}/images"], env=_base_env(), cwd=d, log=f"{d}/log.txt")
+        if code != 0:
+            raise BenchError(f"cp -al failed: {Path(d, 'log.txt').read_text()[-2000:]}")
+        return {"seconds": wall}
+
+    runs = alternate(ctx, ["ours", "cp"], once)
+    d = tempfile.mkdtemp(prefix="cp-rss-", dir=root)
+    runs["cp"][0]["rss_peak_kib"] = peak_rss(["cp", "-al", src, f"{d}/images"], env=_base_env(), cwd=d)
+    row = _ratio_row(f"prepare, {n:,} images (ark, hard links)", runs, "cp", 3.0, label="cp -al")
+    row.note = f"{n / row.ours:,.0f} images/s (ours), {n / row.theirs:,.0f} files/s (cp -al)"
+    return [row]
+
+
+def yolo_group(ctx: Context) -> List[Row]:
+    """YOLO training / mining / inference vs plain Ultralytics: not measured yet.
+
+    To add them: give each a worker workload and return measured Rows here (targets 1.10 / 1.25
+    / 1.15); until then the rows say why they are skipped."""
+    import importlib.util
+
+    names = [("YOLO training vs YOLO(...).train", 1.10), ("YOLO mining (entropy) vs predict", 1.25),
+             ("YOLO inference vs predict", 1.15)]
+    template = REPO / "templates" / "det-yolo-tmi"
+    if not template.is_dir():
+        reason = "templates/det-yolo-tmi not ready"
+    elif importlib.util.find_spec("ultralytics") is None:
+        reason = "ultralytics not installed (templates/det-yolo-tmi not ready)"
+    else:
+        reason = "templates/det-yolo-tmi not ready (its bench rows are not written yet)"
+    return [Row(name, target=t, target_text=f"<= {t:g}", skipped=reason) for name, t in names]
+
+
+GROUPS: List[Tuple[str, Callable[[Context], List[Row]]]] = [
+    *[(k, sdk_group(k, title, t, f)) for k, title, t, f in SDK_WORKLOADS],
+    ("import", import_group),
+    ("prepare", prepare_group),
+    ("yolo", yolo_group),
+]
+
+
+# ------------------------------------------------------------------ output
+
+def _fmt_s(s: Optional[float]) -> str:
+    if s is None:
+        return "-"
+    if s < 1:
+        return f"{s * 1000:.1f} ms"
+    return f"{s:.2f} s"
+
+
+def _fmt_mib(k: Optional[int]) -> str:
+    return "-" if k is None else f"{k / 1024:.0f} MiB"
+
+
+def table(rows: List[Row], smoke: bool, markdown: bool) -> str:
+    head = ["workload", "ours", "theirs", "ratio", "target", "result", "peak RSS ours", "peak RSS theirs", "note"]
+    body = []
+    for r in rows:
+        if r.skipped and r.ours is None:
+            body.append([r.name, "-", "-", "-", r.target_text, "SKIP", "-", "-", f"skipped: {r.skipped}"])
+            continue
+        theirs = "-" if r.theirs is None else f"{_fmt_s(r.theirs)} ({r.theirs_label})"
+        if r.ok is None:
+            verdict = "info" if r.target is None and not r.skipped else "SKIP"
+        else:
+            verdict = ("pass" if r.ok else "fail") + " (smoke)" if smoke else ("PASS" if r.ok else "FAIL")
+        note = r.note + (f"; skipped: {r.skipped}" if r.skipped else "")
+        body.append([r.name, _fmt_s(r.ours), theirs, "-" if r.ratio is None else f"{r.ratio:.3f}",
+                     r.target_text, verdict, _fmt_mib(r.rss_ours), _fmt_mib(r.rss_theirs), note])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in b) + " |" for b in body]
+        return "\n".join(lines)
+    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body])
+
+
+def fs_type(path: str) -> str:
+    """File system type of ``path`` (from /proc/mounts), e.g. ``ext4`` or ``tmpfs``."""
+    best, kind = "", "?"
+    try:
+        with open("/proc/mounts", "r", encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and os.path.realpath(path).startswith(parts[1].rstrip("/") + "/") \
+                        and len(parts[1]) > len(best):
+                    best, kind = parts[1], parts[2]
+    except OSError:
+        pass
+    return kind
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", "r", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo", "r", encoding="utf-8") as f:
+            mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (f"{datetime.date.today().isoformat()}, {platform.system()} {platform.release()}, nproc {os.cpu_count()}, "
+            f"{cpu}, {mem} RAM, Python {platform.python_version()}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repeat, targets not enforced (CI)")
+    ap.add_argument("--repeat", type=int, default=None, help="runs per side (default 5; smoke 1)")
+    ap.add_argument("--only", action="append", default=None,
+                    help=f"run only these groups ({', '.join(k for k, _ in GROUPS)}); repeatable")
+    ap.add_argument("--cache", default=str(BENCH / ".cache"), help="upstream venv + generated inputs")
+    ap.add_argument("--tmp", default=None, help="where each run's work dir goes (default: the system tmp)")
+    ap.add_argument("--markdown", action="store_true", help="print the table as markdown (for the README)")
+    ap.add_argument("--json", default=None, help="also write the rows as JSON to this file")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every run")
+    args = ap.parse_args(argv)
+
+    repeat = args.repeat or (1 if args.smoke else 5)
+    if not args.smoke and repeat < 5:
+        print(f"bench: note: --repeat {repeat} < 5; the targets call for medians of at least 5", file=sys.stderr)
+    cache = Path(args.cache).resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    known = {k for k, _ in GROUPS}
+    for k in args.only or []:
+        if k not in known:
+            ap.error(f"unknown group {k!r}; one of {', '.join(sorted(known))}")
+    t0 = time.time()
+    try:
+        up_python, up_note = ensure_upstream(cache, offline_ok=args.smoke)
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+    tmp_root = tempfile.mkdtemp(prefix="ymir-bench-", dir=args.tmp)
+    ctx = Context(smoke=args.smoke, repeat=repeat, sizes=dict(SMOKE_SIZES if args.smoke else FULL_SIZES),
+                  cache=cache, tmp_root=tmp_root, ours_python=sys.executable,
+                  upstream_python=up_python, upstream_note=up_note, only=args.only, verbose=args.verbose,
+                  cleanup=[tmp_root])
+    try:
+        return _run(ctx, args, up_note, repeat, t0)
+    finally:
+        for d in ctx.cleanup:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _run(ctx: Context, args: argparse.Namespace, up_note: str, repeat: int, t0: float) -> int:
+    print(f"bench: {machine()}", file=sys.stderr)
+    print(f"bench: {up_note}; {repeat} run(s) per side, alternating, medians", file=sys.stderr, flush=True)
+    rows: List[Row] = []
+    failed = []
+    for key, group in GROUPS:
+        if args.only and key not in args.only:
+            continue
+        ctx.log(f"bench: {key} ...")
+        try:
+            rows.extend(group(ctx))
+        except BenchError as e:
+            failed.append(key)
+            print(f"bench: {key}: {e}", file=sys.stderr)
+    print(f"\n{'SMOKE (tiny sizes, 1 run, targets not enforced)' if args.smoke else 'ymir_exc benchmarks'}: "
+          f"{machine()}")
+    print(f"{up_note}; {repeat} run(s) per side, alternating; times are medians; theirs = upstream unless named")
+    print(f"work dirs: {os.path.dirname(ctx.tmp_root)} ({fs_type(ctx.tmp_root)}); prepare: under {ctx.cache} "
+          f"({fs_type(str(ctx.cache))})\n")
+    print(table(rows, args.smoke, args.markdown))
+    print(f"\n({time.time() - t0:.0f} s)")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"machine": machine(), "smoke": args.smoke, "repeat": repeat, "upstream": up_note,
+                       "rows": [{**r.__dict__, "ratio": r.ratio} for r in rows]}, f, indent=1)
+    if failed:
+        print(f"bench: FAILED to measure: {', '.join(failed)}", file=sys.stderr)
+        return 2
+    missed = [r.name.strip() for r in rows if r.ok is False]
+    if missed and not args.smoke:
+        print(f"bench: target missed: {'; '.join(missed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
