@@ -69,5 +69,35 @@ def test_write_error_uses_the_errors_return_code(ws):
 def test_tensorboard_text_and_scalars_are_written(ws):
     monitor.write_tensorboard_text("hello", tag="note")
     monitor.write_tensorboard_scalars({"train/loss": 0.5}, step=1)
+    monitor.close_tensorboard_writers()
     files = list((ws.out_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert files and all(f.stat().st_size > 0 for f in files)
+
+
+def test_tensorboard_keeps_every_step_written_within_one_second(ws):
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    for step in range(5):
+        monitor.write_tensorboard_scalars({"train/loss": 1.0 / (step + 1)}, step=step)
+    monitor.close_tensorboard_writers()
+    steps = []
+    for f in (ws.out_dir / "tensorboard").glob("events.out.tfevents.*"):
+        data = f.read_bytes()
+        pos = 0
+        while pos < len(data):  # TFRecord: u64 length, u32 crc, payload, u32 crc
+            (n,) = struct.unpack("<Q", data[pos:pos + 8])
+            ev = Event.FromString(data[pos + 12:pos + 12 + n])
+            pos += 12 + n + 4
+            if ev.summary.value:
+                steps.append(ev.step)
+    assert sorted(steps) == [0, 1, 2, 3, 4]
+
+
+def test_unparsable_env_yaml_reports_to_the_harness_monitor_file(ws, monkeypatch):
+    ws.env_file.write_text("task_id: [broken\n")
+    hint = ws.out_dir / "monitor.txt"
+    monkeypatch.setenv("YMIR_EXC_MONITOR_FILE", str(hint))
+    monitor.write_error(RuntimeError("boom"))
+    assert hint.read_text().splitlines()[0].split("\t")[3] == "4"

@@ -195,3 +195,10 @@ def test_float_boxes_are_rounded_and_degenerate_boxes_refused():
 def test_infer_class_not_in_class_names(ws):
     with pytest.raises(ResultError, match="not in class_names"):
         rw.write_infer_result({"/in/x.jpg": [_ann(name="horse")]})
+
+
+def test_legacy_result_names_stage_folder_files_relative_to_the_models_dir(ws):
+    ws.write_env(protocol_version=None)
+    ws.model_file("model.pt", "best")
+    rw.write_model_stage("best", ["model.pt"], mAP=0.5)
+    assert ws.result()["model"] == ["best/model.pt"]

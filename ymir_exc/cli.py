@@ -283,7 +283,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
     ds = _dataset_from_args(args)
     out = Path(args.out or Path("ymir-work") / f"loop-{time.strftime('%Y%m%d%H%M%S')}").resolve()
     store = ModelStore(args.model_location or out / "models")
-    strategies = [args.mining_algorithm] + ([args.baseline] if args.baseline else [])
+    strategies = list(dict.fromkeys(args.mining_algorithm + ([args.baseline] if args.baseline else [])))
     _out(f"loop: {executor.name} [{runtime}] on {ds.summary()}")
     _out(f"  initial {args.initial}, rounds {args.rounds}, top-{args.topk}, strategies {strategies}, seed {args.seed}; "
          f"out {out}")
@@ -394,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--initial", type=int, required=True, help="labeled training images to start with")
     lp.add_argument("--rounds", type=int, required=True, help="mining rounds (trainings = rounds + 1)")
     lp.add_argument("--topk", type=int, required=True, help="images mined and labeled per round")
-    lp.add_argument("--mining-algorithm", required=True, help="the executor's mining_algorithm, e.g. entropy")
+    lp.add_argument("--mining-algorithm", required=True, action="append",
+                    help="the executor's mining_algorithm, e.g. entropy; repeat to compare several")
     lp.add_argument("--baseline", choices=["random"], help="also run the same rounds selecting at random")
     lp.add_argument("--seed", type=int, default=0)
     lp.add_argument("--continue-training", action="store_true", help="train from the previous round's model")

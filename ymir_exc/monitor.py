@@ -161,29 +161,51 @@ def _task_letter(task: Union[YmirTask, str, int]) -> str:
     return _TASK_LETTER[YmirTask(int(task))]
 
 
+_tb_writers: Dict[str, Any] = {}
+
+
+def _tensorboard_writer() -> Any:
+    """One tensorboardX SummaryWriter per log dir for the whole process, flushed after each call
+    and closed at exit. (A writer per call loses entries: tensorboardX names event files by the
+    second and host, so two writers opened within one second overwrite each other.)"""
+    import atexit
+
+    from tensorboardX import SummaryWriter
+
+    log_dir = env.get_current_env().output.tensorboard_dir
+    writer = _tb_writers.get(log_dir)
+    if writer is None:
+        os.makedirs(log_dir, exist_ok=True)
+        writer = SummaryWriter(log_dir=log_dir)
+        if not _tb_writers:
+            atexit.register(close_tensorboard_writers)
+        _tb_writers[log_dir] = writer
+    return writer
+
+
+def close_tensorboard_writers() -> None:
+    """Write out and close the tensorboard writers this process opened (also done at exit)."""
+    while _tb_writers:
+        _tb_writers.popitem()[1].close()
+
+
 def write_tensorboard_text(text: str, tag: Optional[str] = None) -> None:
     """Add a text entry to the task's tensorboard log (``output.tensorboard_dir``).
 
     Uses tensorboardX (a dependency of this package), imported on first use.
     """
-    from tensorboardX import SummaryWriter
-
-    cfg = env.get_current_env()
-    os.makedirs(cfg.output.tensorboard_dir, exist_ok=True)
-    with SummaryWriter(log_dir=cfg.output.tensorboard_dir) as writer:
-        writer.add_text(tag=tag or "ymir", text_string=text)
+    writer = _tensorboard_writer()
+    writer.add_text(tag=tag or "ymir", text_string=text)
+    writer.flush()
 
 
 def write_tensorboard_scalars(scalars: Dict[str, float], step: int) -> None:
     """Add scalars (e.g. ``{"train/loss": 0.3, "val/mAP50": 0.5}``) at ``step`` to the
     tensorboard log."""
-    from tensorboardX import SummaryWriter
-
-    cfg = env.get_current_env()
-    os.makedirs(cfg.output.tensorboard_dir, exist_ok=True)
-    with SummaryWriter(log_dir=cfg.output.tensorboard_dir) as writer:
-        for k, v in scalars.items():
-            writer.add_scalar(k, float(v), step)
+    writer = _tensorboard_writer()
+    for k, v in scalars.items():
+        writer.add_scalar(k, float(v), step)
+    writer.flush()
 
 
 def write_final_executor_log(tag: Optional[str] = None) -> None:
@@ -228,7 +250,8 @@ def write_error(exc: BaseException, return_code: Optional[int] = None, percent: 
 
 def _fallback_monitor_target() -> "tuple[str, str]":
     """Where to report when env.yaml does not validate: its ``output.monitor_file`` if the YAML
-    at least parses, else ``/out/monitor.txt`` when /out exists, else ``./monitor.txt``."""
+    at least parses, else ``$YMIR_EXC_MONITOR_FILE`` (set by the harness's local runtime), else
+    ``/out/monitor.txt`` when /out exists, else ``./monitor.txt``."""
     from ymir_exc import settings
 
     task_id = "default-task"
@@ -244,6 +267,10 @@ def _fallback_monitor_target() -> "tuple[str, str]":
                 return path, task_id
     except Exception:  # noqa: BLE001 - best effort by design
         pass
+    # the harness's local runtime names the work dir's monitor.txt (there is no /out)
+    hinted = os.environ.get("YMIR_EXC_MONITOR_FILE")
+    if hinted and os.path.isdir(os.path.dirname(hinted) or "."):
+        return hinted, task_id
     default = env.EnvOutputConfig().monitor_file
     if os.path.isdir(os.path.dirname(default)) and os.access(os.path.dirname(default), os.W_OK):
         return default, task_id

@@ -269,6 +269,8 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
     path = out.training_result_file
 
     if env_config.protocol_tuple < (1, 0, 0):
+        # legacy results have no stage folders: name files relative to the models dir
+        entry["files"] = [f if os.path.isfile(os.path.join(out.models_dir, f)) else f"{name}/{f}" for f in stored]
         _write_legacy(path, entry)
         return
 

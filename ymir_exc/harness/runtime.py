@@ -228,7 +228,8 @@ def run_local(executor_dir: Path, env_file: Path, config_file: Path, out_dir: Pa
     argv = find_entry_point(executor_dir)
     env = dict(os.environ)
     env.update({"DEFAULT_ENV_FILE_PATH": str(env_file), "DEFAULT_CONFIG_FILE_PATH": str(config_file),
-                "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": gpu_ids})
+                "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": gpu_ids,
+                "YMIR_EXC_MONITOR_FILE": str(out_dir / "monitor.txt")})
     log_path = out_dir / "ymir-executor-out.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, cwd=str(Path(executor_dir).resolve()), env=env, stdin=subprocess.DEVNULL,
