@@ -30,6 +30,9 @@ def sha1_file(path: str, bufsize: int = 1 << 20) -> str:
     """Hex sha1 of a file's bytes."""
     h = hashlib.sha1()
     with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size <= bufsize:  # most images: one read
+            h.update(f.read())
+            return h.hexdigest()
         while True:
             b = f.read(bufsize)
             if not b:
@@ -38,23 +41,30 @@ def sha1_file(path: str, bufsize: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def place_file(src: str, dst: str, mode: str = "link") -> str:
+def place_file(src: str, dst: str, mode: str = "link", make_parent: bool = True) -> str:
     """Put ``src`` at ``dst``: ``link`` = hard link, falling back to a copy (another file system,
-    no permission); ``symlink``; ``copy``. Returns the method used."""
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    if os.path.lexists(dst):
+    no permission); ``symlink``; ``copy``. Returns the method used, or ``exists`` when ``dst``
+    is already there (assets are named by their sha1: same name, same bytes)."""
+    if make_parent:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+    try:
+        if mode == "link":
+            try:
+                os.link(src, dst)
+                return "link"
+            except FileExistsError:
+                raise
+            except OSError:
+                pass
+        elif mode == "symlink":
+            os.symlink(os.path.abspath(src), dst)
+            return "symlink"
+        if os.path.lexists(dst):
+            return "exists"
+        shutil.copyfile(src, dst)
+        return "copy"
+    except FileExistsError:
         return "exists"
-    if mode == "link":
-        try:
-            os.link(src, dst)
-            return "link"
-        except OSError:
-            pass
-    elif mode == "symlink":
-        os.symlink(os.path.abspath(src), dst)
-        return "symlink"
-    shutil.copyfile(src, dst)
-    return "copy"
 
 
 def image_size(path: str) -> Tuple[int, int]:
@@ -125,19 +135,38 @@ def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw
     coco_ids: Dict[str, int] = {}
     coco_rel = "annotations/coco-annotations.json"
 
+    in_str = str(in_dir)
+    made: set = set()
+
+    def ensure_dir(d: str) -> None:
+        if d not in made:
+            os.makedirs(d, exist_ok=True)
+            made.add(d)
+
     def asset_of(item: Item) -> Tuple[str, str]:
         src = item.image_path
         h = sha_cache.get(src) or sha1_file(src)
         sha_cache[src] = h
         ext = os.path.splitext(src)[1].lower() or ".jpg"
         rel = f"assets/{h[-2:]}/{h}{ext}"
-        stats.sources.setdefault(f"{h}{ext}", src)
-        dst = in_dir / rel
-        if not os.path.lexists(dst):
-            m = place_file(src, str(dst), mode)
+        if f"{h}{ext}" in stats.sources:
+            return h, rel
+        stats.sources[f"{h}{ext}"] = src
+        ensure_dir(f"{in_str}/assets/{h[-2:]}")
+        m = place_file(src, f"{in_str}/{rel}", mode, make_parent=False)
+        if m != "exists":
             stats.methods[m] = stats.methods.get(m, 0) + 1
             stats.assets += 1
         return h, rel
+
+    def write_new(path: str, text: str) -> None:
+        """Create ``path`` with ``text``; an existing file (same image bytes) is kept."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
 
     for split in splits:
         lines: List[str] = []
@@ -163,12 +192,10 @@ def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw
                 anno_rel = coco_rel
             else:
                 anno_rel = f"annotations/{h[-2:]}/{h}.{'xml' if fmt == 'voc' else 'txt'}"
-                anno = in_dir / anno_rel
-                if not anno.exists():
-                    anno.parent.mkdir(parents=True, exist_ok=True)
-                    text = voc_xml(os.path.basename(rel), image_size(item.image_path), item.boxes) if fmt == "voc" \
-                        else ark_text(item.boxes)
-                    anno.write_text(text, encoding="utf-8")
+                ensure_dir(f"{in_str}/annotations/{h[-2:]}")
+                text = voc_xml(os.path.basename(rel), image_size(item.image_path), item.boxes) if fmt == "voc" \
+                    else ark_text(item.boxes)
+                write_new(f"{in_str}/{anno_rel}", text)
             lines.append(f"{prefix}/{rel}\t{prefix}/{anno_rel}\n")
         index = in_dir / f"{split}-index.tsv"
         index.parent.mkdir(parents=True, exist_ok=True)
