@@ -414,6 +414,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # e.g. `ymir-exc inspect X | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (YmirExcError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         _err(f"ymir-exc: error: {e}")
         return EXIT_USAGE
