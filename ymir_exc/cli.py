@@ -315,6 +315,18 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    """--runtime, --dataset and the class options, shared by run, verify and loop."""
+    p.add_argument("--runtime", default="auto", choices=["auto", "local", "docker", "podman"],
+                   help="auto: a folder runs locally, an image with docker (if its daemon answers) else podman")
+    p.add_argument("--dataset", help="bundled sample name (default trees), a YMIR in/ folder, a VOC folder, "
+                                     "a COCO .json or a YOLO data.yaml")
+    p.add_argument("--class-names", help="comma-separated class names (default: from the data)")
+    p.add_argument("--class-alias", action="append", metavar="NAME=CLASS", help="map a class of the data onto a class")
+    p.add_argument("--unknown-classes", choices=["stop", "ignore"], default="stop",
+                   help="a box of a class not in --class-names: stop with the list (default) or drop it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ymir-exc", description="Run and check YMIR executors locally.")
     p.add_argument("--version", action="version", version=f"ymir-exc {__version__}")
@@ -327,15 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="prepare in/, run an executor, check and collect its outputs")
     r.add_argument("executor", help="executor folder (img-man/ + app/start.py) or image tag")
-    r.add_argument("--runtime", default="auto", choices=["auto", "local", "docker", "podman"],
-                   help="auto: a folder runs locally, an image with docker (if its daemon answers) else podman")
+    _add_dataset_args(r)
     r.add_argument("--task", action="append", choices=["training", "mining", "infer"],
                    help="training (default), mining, infer; give --task mining --task infer for both")
-    r.add_argument("--dataset", help="bundled sample name (default trees) or a YMIR in/ folder")
-    r.add_argument("--class-names", help="comma-separated class names (default: from the data)")
-    r.add_argument("--class-alias", action="append", metavar="NAME=CLASS", help="map a class of the data onto a class")
-    r.add_argument("--unknown-classes", choices=["stop", "ignore"], default="stop",
-                   help="a box of a class not in --class-names: stop with the list (default) or drop it")
     r.add_argument("--config", help="YAML of hyper-parameters overriding the image's template")
     r.add_argument("--model", help="model package: HASH[@STAGE], a unique prefix, or 'latest' (default stage: best)")
     r.add_argument("--work-dir", help="work dir W (default ./ymir-work/<task id>)")
@@ -368,11 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="run every task on a dataset and check the contract; table of checks")
     v.add_argument("executor", help="executor folder or image tag")
-    v.add_argument("--runtime", default="auto", choices=["auto", "local", "docker", "podman"])
-    v.add_argument("--dataset", help="bundled sample name (default trees) or a dataset path")
-    v.add_argument("--class-names", help="comma-separated class names (default: from the data)")
-    v.add_argument("--class-alias", action="append", metavar="NAME=CLASS")
-    v.add_argument("--unknown-classes", choices=["stop", "ignore"], default="stop")
+    _add_dataset_args(v)
     v.add_argument("--config", help="YAML of hyper-parameters overriding the templates (e.g. fewer epochs)")
     v.add_argument("--work-dir", help="where the scenarios' work dirs go (default: a temp dir)")
     v.add_argument("--model-location", help="model store (default: inside the work dir)")
@@ -386,11 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lp = sub.add_parser("loop", help="train / mine / label / retrain rounds; mining vs a random baseline")
     lp.add_argument("executor", help="executor folder or image tag")
-    lp.add_argument("--runtime", default="auto", choices=["auto", "local", "docker", "podman"])
-    lp.add_argument("--dataset", help="bundled sample name (default trees) or a dataset path")
-    lp.add_argument("--class-names")
-    lp.add_argument("--class-alias", action="append", metavar="NAME=CLASS")
-    lp.add_argument("--unknown-classes", choices=["stop", "ignore"], default="stop")
+    _add_dataset_args(lp)
     lp.add_argument("--initial", type=int, required=True, help="labeled training images to start with")
     lp.add_argument("--rounds", type=int, required=True, help="mining rounds (trainings = rounds + 1)")
     lp.add_argument("--topk", type=int, required=True, help="images mined and labeled per round")
