@@ -155,3 +155,12 @@ def test_filter_broken_images_reports_and_drops(tmp_path, capsys):
     assert "bad.jpg" in capsys.readouterr().err
     with pytest.raises(ImageError):
         dr.check_image(str(bad))
+
+
+@pytest.mark.parametrize("names", ["tree", [1, 2], ["a", ""]])
+def test_class_names_of_the_wrong_type_are_a_config_error(ws, names):
+    (ws.in_dir / "train-index.tsv").write_text("/a.jpg\t/a.txt\n")
+    ws.write_config(class_names=names)
+    with pytest.raises(ConfigFileError) as e:
+        list(dr.read_items("train"))
+    assert e.value.key == "class_names"

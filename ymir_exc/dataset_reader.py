@@ -495,6 +495,8 @@ def read_items(dataset_type: Union[DatasetType, str], cfg: Any = None, *,
         return
     if not class_names:
         raise ConfigFileError("class_names is not set", key="class_names")
+    if isinstance(class_names, str) or not all(isinstance(n, str) and n for n in class_names):
+        raise ConfigFileError(f"class_names must be a list of names, got {class_names!r}", key="class_names")
     fmt = annotation_format(export_format)
     coco: Optional[Dict[str, List[BBox]]] = None
     for asset, annotation in item_paths(dataset_type, env_config):
