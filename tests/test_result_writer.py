@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from ymir_exc import result_writer as rw
 from ymir_exc.errors import ResultError

@@ -47,7 +47,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     root = write_sample(args.name, args.out)
     _out(f"wrote sample {args.name!r} to {root}: {load_sample(args.name).summary()}")
-    _out(f"  in/: assets, annotations (det-voc:raw), train/val/candidate-index.tsv, env.yaml, config.yaml; out/: empty")
+    _out("  in/: assets, annotations (det-voc:raw), train/val/candidate-index.tsv, env.yaml, config.yaml; out/: empty")
     return 0
 
 

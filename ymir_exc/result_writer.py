@@ -603,7 +603,7 @@ def write_infer_result(infer_result: Mapping[str, Sequence[Union[Annotation, Dic
     parts: List[str] = []
     origin: Dict[str, str] = {}
     entry_head = "{" + encode_str(box_key) + ":["
-    for asset_path, annotations in infer_result.items():
+    for asset_path, given in infer_result.items():
         key = os.path.basename(str(asset_path))
         if not key:
             raise ResultError(f"asset path {asset_path!r} has no basename", key="infer_result")
@@ -611,10 +611,10 @@ def write_infer_result(infer_result: Mapping[str, Sequence[Union[Annotation, Dic
             raise ResultError(f"two results share the basename {key!r}: {origin[key]!r} and {asset_path!r}",
                               key="infer_result")
         origin[key] = str(asset_path)
-        if type(annotations) in (list, tuple) and set(map(type, annotations)) <= {Annotation}:
-            anns = annotations
+        if type(given) in (list, tuple) and set(map(type, given)) <= {Annotation}:
+            anns = given
         else:
-            anns = [_validated_annotation(a, f"{key}[{i}]") for i, a in enumerate(annotations)]
+            anns = [_validated_annotation(a, f"{key}[{i}]") for i, a in enumerate(given)]
         boxes = ",".join(map(box_json, anns))
         if known is not None:
             names = list(map(_CLASS_NAME, anns))
