@@ -56,15 +56,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _load_user_config(path: Optional[str]) -> Dict[str, Any]:
     if not path:
         return {}
-    from ymir_exc.env import load_yaml_file
-    from ymir_exc.errors import ConfigFileError
+    from ymir_exc.env import load_yaml_mapping
 
-    data = load_yaml_file(path, ConfigFileError, what="--config file")
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigFileError("--config file must be a YAML mapping", path=path)
-    return data
+    return load_yaml_mapping(path, what="--config file")
 
 
 def _dataset_from_args(args: argparse.Namespace):

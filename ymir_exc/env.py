@@ -127,6 +127,22 @@ def parse_protocol_version(version: str) -> Tuple[int, ...]:
     return parts
 
 
+def parse_yaml_text(text: str, error_cls: type, path: str, *, problem: str = "not valid YAML",
+                    suffix: str = "") -> Any:
+    """``yaml.safe_load(text)``; a syntax error becomes ``error_cls`` naming ``path`` and the line.
+
+    Raises:
+        error_cls: ``"<problem>: <what PyYAML says><suffix>"`` with the 1-based line when known.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        what = getattr(e, "problem", None) or str(e)
+        raise error_cls(f"{problem}: {what}{suffix}", path=path, line=line) from None
+
+
 def load_yaml_file(path: str, error_cls: type = ConfigFileError, *, what: str = "file") -> Any:
     """Read a YAML file, turning every failure into ``error_cls`` naming the file (and line).
 
@@ -140,13 +156,25 @@ def load_yaml_file(path: str, error_cls: type = ConfigFileError, *, what: str = 
         raise error_cls(f"{what} not found", path=path) from None
     except (OSError, UnicodeDecodeError) as e:
         raise error_cls(f"cannot read {what}: {e}", path=path) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(e, "problem", None) or str(e)
-        raise error_cls(f"not valid YAML: {problem}", path=path, line=line) from None
+    return parse_yaml_text(text, error_cls, path)
+
+
+def yaml_mapping(data: Any, error_cls: type, path: str, what: str) -> Dict[str, Any]:
+    """``data`` from a YAML file that must be a mapping: None (an empty file) gives ``{}``.
+
+    Raises:
+        error_cls: a list, a scalar, ... naming ``path``.
+    """
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise error_cls(f"{what} must be a YAML mapping, got {type(data).__name__}: {str(data)[:80]!r}", path=path)
+    return data
+
+
+def load_yaml_mapping(path: str, error_cls: type = ConfigFileError, *, what: str = "file") -> Dict[str, Any]:
+    """:func:`load_yaml_file` that must give a mapping (an empty file gives ``{}``)."""
+    return yaml_mapping(load_yaml_file(path, error_cls, what=what), error_cls, path, what)
 
 
 def _pydantic_key(err: ValidationError) -> Tuple[str, str]:
@@ -220,10 +248,4 @@ def get_executor_config() -> Dict[str, Any]:
     Raises:
         ConfigFileError: missing, not YAML, or not a mapping.
     """
-    path = settings.DEFAULT_CONFIG_FILE_PATH
-    data = load_yaml_file(path, ConfigFileError, what="config.yaml")
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigFileError(f"config.yaml must be a mapping, got {type(data).__name__}", path=path)
-    return data
+    return load_yaml_mapping(settings.DEFAULT_CONFIG_FILE_PATH, ConfigFileError, what="config.yaml")

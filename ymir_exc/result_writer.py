@@ -159,12 +159,8 @@ def _load_result_yaml(path: str) -> Dict[str, Any]:
             text = f.read()
     except FileNotFoundError:
         return {}
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ResultError(f"existing result file is not valid YAML ({e}); not overwriting it", path=path,
-                          line=mark.line + 1 if mark else None) from None
+    data = env.parse_yaml_text(text, ResultError, path, problem="existing result file is not valid YAML",
+                               suffix="; not overwriting it")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -39,10 +39,7 @@ def get_merged_config() -> edict:
     param: Dict[str, Any] = {}
     code_config = exe_cfg.get("code_config")
     if exe_cfg.get("git_url") and code_config:
-        data = env.load_yaml_file(str(code_config), ConfigFileError, what="code_config file")
-        if data is not None and not isinstance(data, dict):
-            raise ConfigFileError("code_config file must be a mapping", path=str(code_config))
-        param.update(data or {})
+        param.update(env.load_yaml_mapping(str(code_config), ConfigFileError, what="code_config file"))
     param.update(exe_cfg)
     merged = edict()
     merged.param = param

@@ -24,19 +24,10 @@ def parse_img_man_yaml(text: str, where: str) -> Dict[str, Any]:
     Raises:
         ConfigFileError: not pure YAML (e.g. a banner printed before it) or not a mapping.
     """
-    import yaml
+    from ymir_exc.env import parse_yaml_text, yaml_mapping
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigFileError(f"not pure YAML: {getattr(e, 'problem', None) or e}", path=where,
-                              line=mark.line + 1 if mark else None) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigFileError(f"must be a YAML mapping, got {type(data).__name__}: {str(data)[:80]!r}", path=where)
-    return data
+    return yaml_mapping(parse_yaml_text(text, ConfigFileError, where, problem="not pure YAML"), ConfigFileError,
+                        where, "an img-man file")
 
 
 class LocalExecutor:

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -294,11 +295,7 @@ class ModelStore:
                 f = tar.extractfile(m)
                 assert f is not None
                 with open(target, "wb") as out:
-                    while True:
-                        chunk = f.read(1 << 20)
-                        if not chunk:
-                            break
-                        out.write(chunk)
+                    shutil.copyfileobj(f, out, 1 << 20)
         files = [f"{stage}/{f}" for f in model.info.stages[stage].files]
         return {"hash": model.hash, "class_names": model.class_names, "stage_name": stage, "files": files,
                 "info": model.info}
@@ -327,11 +324,7 @@ class ModelStore:
                 assert f is not None
                 local = Path(tmp) / f"m{len(out)}"
                 with open(local, "wb") as o:
-                    while True:
-                        chunk = f.read(1 << 20)
-                        if not chunk:
-                            break
-                        o.write(chunk)
+                    shutil.copyfileobj(f, o, 1 << 20)
                 out.append((new, str(local)))
             digest = self.pack(out, to_builtin(info.model_dump(exclude_none=True)))
         return self.get(digest)
