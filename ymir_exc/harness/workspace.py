@@ -49,22 +49,21 @@ def place_file(src: str, dst: str, mode: str = "link", make_parent: bool = True)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
     try:
         if mode == "link":
-            try:
-                os.link(src, dst)
-                return "link"
-            except FileExistsError:
-                raise
-            except OSError:
-                pass
-        elif mode == "symlink":
+            os.link(src, dst)
+            return "link"
+        if mode == "symlink":
             os.symlink(os.path.abspath(src), dst)
             return "symlink"
-        if os.path.lexists(dst):
-            return "exists"
-        shutil.copyfile(src, dst)
-        return "copy"
     except FileExistsError:
         return "exists"
+    except OSError:
+        if mode != "link":
+            raise
+        # a hard link across file systems or without permission: copy below
+    if os.path.lexists(dst):
+        return "exists"
+    shutil.copyfile(src, dst)
+    return "copy"
 
 
 def image_size(path: str) -> Tuple[int, int]:
