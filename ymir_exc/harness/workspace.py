@@ -12,9 +12,10 @@ import os
 import shutil
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -126,76 +127,84 @@ def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw
     """
     fmt = annotation_format(export_format)
     in_dir = Path(in_dir)
-    prefix = (path_prefix or str(in_dir)).rstrip("/")
+    in_str = str(in_dir)
+    prefix = (path_prefix or in_str).rstrip("/")
     stats = InDirStats()
-    sha_cache: Dict[str, str] = {}
     coco: Dict[str, Any] = {"images": [], "annotations": [], "categories": [
         {"id": i + 1, "name": n} for i, n in enumerate(ds.class_names)]}
     coco_ids: Dict[str, int] = {}
     coco_rel = "annotations/coco-annotations.json"
+    by_split = {split: list(ds.split(split)) for split in splits}
+    sources = list(dict.fromkeys(item.image_path for items in by_split.values() for item in items))
 
-    in_str = str(in_dir)
-    made: set = set()
+    with ThreadPoolExecutor(max_workers=_io_workers(len(sources))) as pool:
+        # 1. every image's sha1 (the asset name), in parallel: reads and hashing release the GIL
+        sha = dict(zip(sources, _in_chunks(pool, sha1_file, sources)))
 
-    def ensure_dir(d: str) -> None:
-        if d not in made:
+        # 2. the plan, in dataset order: which files to link and which annotations to write
+        links: List[Tuple[str, str]] = []       # (source image, asset path)
+        notes: Dict[str, Tuple[str, Item]] = {}  # annotation path -> (asset name, first item with those bytes)
+        folders: Dict[str, None] = {}
+        index_lines: Dict[str, List[str]] = {}
+        for split, items in by_split.items():
+            lines: List[str] = []
+            seen = set()
+            for item in items:
+                src = item.image_path
+                h = sha[src]
+                name = h + (os.path.splitext(src)[1].lower() or ".jpg")
+                rel = f"assets/{h[-2:]}/{name}"
+                if name not in stats.sources:
+                    stats.sources[name] = src
+                    folders[f"{in_str}/assets/{h[-2:]}"] = None
+                    links.append((src, f"{in_str}/{rel}"))
+                if h in seen:
+                    stats.duplicates += 1
+                    continue
+                seen.add(h)
+                if split == "candidate":
+                    lines.append(f"{prefix}/{rel}\n")
+                    continue
+                if fmt == "coco":
+                    if h not in coco_ids:
+                        w, hh = image_size(src)
+                        coco_ids[h] = len(coco_ids) + 1
+                        coco["images"].append({"id": coco_ids[h], "file_name": name, "width": w, "height": hh})
+                        for b in item.boxes:
+                            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": coco_ids[h],
+                                                        "category_id": b.class_id + 1, "bbox": [b.x, b.y, b.w, b.h],
+                                                        "area": b.w * b.h, "iscrowd": 0})
+                    anno_rel = coco_rel
+                else:
+                    anno_rel = f"annotations/{h[-2:]}/{h}.{'xml' if fmt == 'voc' else 'txt'}"
+                    folders[f"{in_str}/annotations/{h[-2:]}"] = None
+                    notes.setdefault(f"{in_str}/{anno_rel}", (name, item))
+                lines.append(f"{prefix}/{rel}\t{prefix}/{anno_rel}\n")
+            index_lines[split] = lines
+
+        # 3. the files, in parallel (each folder made once, before)
+        for d in folders:
             os.makedirs(d, exist_ok=True)
-            made.add(d)
 
-    def asset_of(item: Item) -> Tuple[str, str]:
-        src = item.image_path
-        h = sha_cache.get(src) or sha1_file(src)
-        sha_cache[src] = h
-        ext = os.path.splitext(src)[1].lower() or ".jpg"
-        rel = f"assets/{h[-2:]}/{h}{ext}"
-        if f"{h}{ext}" in stats.sources:
-            return h, rel
-        stats.sources[f"{h}{ext}"] = src
-        ensure_dir(f"{in_str}/assets/{h[-2:]}")
-        m = place_file(src, f"{in_str}/{rel}", mode, make_parent=False)
-        if m != "exists":
-            stats.methods[m] = stats.methods.get(m, 0) + 1
-            stats.assets += 1
-        return h, rel
+        def place(job: Tuple[str, str]) -> str:
+            return place_file(job[0], job[1], mode, make_parent=False)
 
-    def write_new(path: str, text: str) -> None:
-        """Create ``path`` with ``text``; an existing file (same image bytes) is kept."""
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        def annotate(job: Tuple[str, Tuple[str, Item]]) -> None:
+            path, (name, item) = job
+            text = voc_xml(name, image_size(item.image_path), item.boxes) \
+                if fmt == "voc" else ark_text(item.boxes)
+            _write_new(path, text)
 
-    for split in splits:
-        lines: List[str] = []
-        seen = set()
-        for item in ds.split(split):
-            h, rel = asset_of(item)
-            if h in seen:
-                stats.duplicates += 1
-                continue
-            seen.add(h)
-            if split == "candidate":
-                lines.append(f"{prefix}/{rel}\n")
-                continue
-            if fmt == "coco":
-                if h not in coco_ids:
-                    w, hh = image_size(item.image_path)
-                    coco_ids[h] = len(coco_ids) + 1
-                    coco["images"].append({"id": coco_ids[h], "file_name": os.path.basename(rel), "width": w, "height": hh})
-                    for b in item.boxes:
-                        coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": coco_ids[h],
-                                                    "category_id": b.class_id + 1, "bbox": [b.x, b.y, b.w, b.h],
-                                                    "area": b.w * b.h, "iscrowd": 0})
-                anno_rel = coco_rel
-            else:
-                anno_rel = f"annotations/{h[-2:]}/{h}.{'xml' if fmt == 'voc' else 'txt'}"
-                ensure_dir(f"{in_str}/annotations/{h[-2:]}")
-                text = voc_xml(os.path.basename(rel), image_size(item.image_path), item.boxes) if fmt == "voc" \
-                    else ark_text(item.boxes)
-                write_new(f"{in_str}/{anno_rel}", text)
-            lines.append(f"{prefix}/{rel}\t{prefix}/{anno_rel}\n")
+        # links and annotation files go together: both are mostly inode work in the kernel
+        placed = _in_chunks(pool, place, links, wait=False)
+        annotated = _in_chunks(pool, annotate, list(notes.items()), wait=False)
+        for m in placed():
+            if m != "exists":
+                stats.methods[m] = stats.methods.get(m, 0) + 1
+                stats.assets += 1
+        annotated()
+
+    for split, lines in index_lines.items():
         index = in_dir / f"{split}-index.tsv"
         index.parent.mkdir(parents=True, exist_ok=True)
         index.write_text("".join(lines), encoding="utf-8")
@@ -206,6 +215,43 @@ def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw
         (in_dir / coco_rel).parent.mkdir(parents=True, exist_ok=True)
         (in_dir / coco_rel).write_text(json.dumps(coco), encoding="utf-8")
     return stats
+
+
+def _io_workers(n: int) -> int:
+    """Threads for ``n`` file jobs: one for a handful; else up to 4 (at most one per core). File
+    system calls and sha1 over more than 2 KiB release the GIL, so threads overlap them; beyond a
+    few, the kernel's own locks (one journal, one folder) serialise them anyway (measured: 10,000
+    ark annotation files + links, 0.42 s with 1 thread, 0.32 s with 2, 0.34 s with 4, 2 cores)."""
+    return 1 if n < 64 else max(1, min(4, os.cpu_count() or 1))
+
+
+def _in_chunks(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], jobs: List[Any], workers: int = 0,
+               wait: bool = True) -> Any:
+    """``[fn(j) for j in jobs]``, run on ``pool`` as a few contiguous chunks (a future per file
+    would cost more than the file). With ``wait=False``, returns a function that waits and gives
+    that list. Either raises the first failure, in job order."""
+    workers = workers or _io_workers(len(jobs))
+    size = max(-(-len(jobs) // (4 * workers)), 1)
+    futures = [pool.submit(lambda part: [fn(j) for j in part], jobs[i:i + size]) for i in range(0, len(jobs), size)]
+
+    def results() -> List[Any]:
+        return [r for f in futures for r in f.result()]
+
+    return results() if wait else results
+
+
+def _write_new(path: str, text: str) -> None:
+    """Create ``path`` holding ``text`` (UTF-8); an existing file (same image bytes) is kept."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return
+    try:
+        data = memoryview(text.encode("utf-8"))
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def make_task_id(tasks: Sequence[str]) -> str:
