@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -33,9 +33,9 @@ UPSTREAM_REQ = "ymir-exc==1.1.0.523"
 CLASS_NAMES = ["person", "cat", "dog", "tree", "car"]
 
 FULL_SIZES = {"monitor": 10_000, "monitor_lines": 100, "mining": 1_000_000, "infer": 100_000, "item_paths": 1_000_000,
-              "model_stage": 100, "prepare": 10_000, "import_runs": 15}
+              "model_stage": 100, "prepare": 10_000, "import_runs": 15, "yolo_candidates": 472}
 SMOKE_SIZES = {"monitor": 200, "monitor_lines": 20, "mining": 2_000, "infer": 200, "item_paths": 2_000,
-               "model_stage": 15, "prepare": 60, "import_runs": 1}
+               "model_stage": 15, "prepare": 60, "import_runs": 1, "yolo_candidates": 24}
 
 
 class BenchError(RuntimeError):
@@ -447,23 +447,236 @@ def prepare_group(ctx: Context) -> List[Row]:
     return [row]
 
 
+YOLO_TEMPLATE = REPO / "templates" / "det-yolo-tmi"
+#: a CPU torchvision NMS for machines whose torchvision build does not match torch (see
+#: tests/yolo_env/README.md); on PYTHONPATH for both sides, a no-op where torchvision loads
+YOLO_ENV = REPO / "tests" / "yolo_env"
+YOLO_PLAIN = BENCH / "yolo_plain.py"
+#: what both sides train with (the det-yolo-tmi template's defaults but for epochs / size);
+#: ``theirs`` gets the same values under Ultralytics' names
+YOLO_TRAIN = {"full": {"epochs": 10, "img_size": 320}, "smoke": {"epochs": 1, "img_size": 96}}
+YOLO_TRAIN_COMMON = {"model": "yolov8n.yaml", "batch_size": 8, "learning_rate": 0.002, "optimizer": "AdamW",
+                     "patience": 100, "workers": 2, "close_mosaic": 10, "cache": False, "plots": False, "seed": 0}
+YOLO_PREDICT = {"batch_size": 16, "mining_conf_threshold": 0.05, "mining_nms_iou": 0.7, "mining_max_det": 300,
+                "conf_threshold": 0.25, "nms_iou": 0.7, "max_det": 300}
+
+
+def yolo_candidates(ctx: Context, n: int) -> Tuple[str, str]:
+    """``n`` distinct candidate images: the trees sample's 59 tiles (320 x 320) in their 8
+    flips / rotations, re-encoded (JPEG q90), under ``cache/data/yolo-candidates-n``. Returns
+    (an Ultralytics data.yaml whose ``test`` split is the candidates, a list file of the paths)."""
+    root = ctx.cache / "data" / f"yolo-candidates-{n}"
+    data_yaml, listing = root / "data.yaml", root / "candidates.txt"
+    if not listing.exists():
+        from PIL import Image
+
+        ctx.log(f"bench: writing {n} candidate images under {root} (once) ...")
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "images").mkdir(parents=True)
+        tiles = sorted((REPO / "ymir_exc" / "samples" / "trees" / "images").glob("*.jpg"))
+        ops = [None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_90,
+               Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270, Image.Transpose.TRANSPOSE,
+               Image.Transpose.TRANSVERSE]
+        paths = []
+        for i in range(n):
+            tile, op = tiles[i % len(tiles)], ops[(i // len(tiles)) % len(ops)]
+            with Image.open(tile) as im:
+                im = im.convert("RGB") if op is None else im.convert("RGB").transpose(op)
+                p = root / "images" / f"{tile.stem}_t{(i // len(tiles))}.jpg"
+                im.save(p, quality=90)
+            paths.append(str(p))
+        data_yaml.write_text(f"path: {root}\ntrain: images\nval: images\ntest: images\nnames: {{0: tree}}\n",
+                             encoding="utf-8")
+        listing.write_text("".join(f"{p}\n" for p in sorted(paths)), encoding="utf-8")
+    return str(data_yaml), str(listing)
+
+
+def _timed(ctx: Context, argv: List[str], env: Dict[str, str], d: str, what: str) -> dict:
+    """Run ``argv`` in ``d`` (output to d/log.txt): wall seconds and peak RSS (KiB) of its largest
+    process (``/usr/bin/time -f %M`` when present: the executor's RSS for ours, not the harness's)."""
+    rss_file = os.path.join(d, ".peak-rss")
+    wrapped = (["/usr/bin/time", "-f", "%M", "-o", rss_file] if os.access("/usr/bin/time", os.X_OK) else []) + argv
+    wall, code = spawn(wrapped, env=env, cwd=d, log=f"{d}/log.txt")
+    if code != 0:
+        raise BenchError(f"{what} failed (exit {code}); see {d}/log.txt:\n"
+                         f"{Path(d, 'log.txt').read_text(encoding='utf-8', errors='replace')[-3000:]}")
+    res: dict = {"seconds": wall, "dir": d}
+    try:
+        res["rss_peak_kib"] = int(Path(rss_file).read_text(encoding="ascii").split()[-1])
+    except (OSError, ValueError, IndexError):
+        pass
+    if ctx.verbose:
+        ctx.log(f"  {what:28s} {wall:7.2f} s  peak {res.get('rss_peak_kib', 0) / 1024:.0f} MiB")
+    return res
+
+
 def yolo_group(ctx: Context) -> List[Row]:
-    """YOLO training / mining / inference vs plain Ultralytics: not measured yet.
-
-    To add them: give each a worker workload and return measured Rows here (targets 1.10 / 1.25
-    / 1.15); until then the rows say why they are skipped."""
-    import importlib.util
-
+    """det-yolo-tmi through ``ymir-exc run`` (local runtime: harness prepare + executor process +
+    collect, the whole command timed) vs the same Ultralytics work written directly
+    (``bench/yolo_plain.py``: ``YOLO(...).train`` / ``.predict``), same data and arguments, fresh
+    processes, alternating. Training on the bundled trees sample; mining (entropy) and inference
+    with the weights of the first training, over ``yolo_candidates`` images."""
     names = [("YOLO training vs YOLO(...).train", 1.10), ("YOLO mining (entropy) vs predict", 1.25),
              ("YOLO inference vs predict", 1.15)]
-    template = REPO / "templates" / "det-yolo-tmi"
-    if not template.is_dir():
-        reason = "templates/det-yolo-tmi not ready"
-    elif importlib.util.find_spec("ultralytics") is None:
-        reason = "ultralytics not installed (templates/det-yolo-tmi not ready)"
-    else:
-        reason = "templates/det-yolo-tmi not ready (its bench rows are not written yet)"
-    return [Row(name, target=t, target_text=f"<= {t:g}", skipped=reason) for name, t in names]
+    probe = subprocess.run([ctx.ours_python, "-c", "import ultralytics, torch"], capture_output=True, text=True,
+                           env=dict(_base_env(), PYTHONPATH=str(YOLO_ENV)))
+    if probe.returncode != 0:
+        reason = "ultralytics / torch not importable by this python (bash .ci/yolo-setup.sh installs them)"
+        return [Row(name, target=t, target_text=f"<= {t:g}", skipped=reason) for name, t in names]
+
+    size = "smoke" if ctx.smoke else "full"
+    train_cfg = dict(YOLO_TRAIN_COMMON, **YOLO_TRAIN[size])
+    img = train_cfg["img_size"]
+    n_cand = ctx.sizes["yolo_candidates"]
+    repeat = min(ctx.repeat, 3)
+    root = tempfile.mkdtemp(prefix="yolo-", dir=ctx.tmp_root)
+    store = os.path.join(root, "models")
+    env_ours = dict(_base_env(), PYTHONPATH=f"{REPO}{os.pathsep}{YOLO_ENV}")
+    env_plain = dict(_base_env(), PYTHONPATH=str(YOLO_ENV))
+    first: Dict[str, str] = {}
+
+    def ours(task: List[str], config: Dict[str, Any], extra: List[str], what: str, models: str = store) -> dict:
+        d = tempfile.mkdtemp(prefix="ours-", dir=root)
+        cfg = os.path.join(d, "config.yaml")
+        Path(cfg).write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
+        argv = [ctx.ours_python, "-m", "ymir_exc.cli", "run", str(YOLO_TEMPLATE), "--runtime", "local",
+                *sum((["--task", t] for t in task), []), "--config", cfg, "--work-dir", f"{d}/w",
+                "--model-location", models, "--quiet", *extra]
+        return _timed(ctx, argv, env_ours, d, what)
+
+    def plain(spec: Dict[str, Any], what: str) -> dict:
+        d = tempfile.mkdtemp(prefix="plain-", dir=root)
+        spec = dict(spec, config_dir=os.path.join(d, "config"))
+        if spec["mode"] == "train":
+            spec["args"] = dict(spec["args"], data=_copy_yolo_dataset(first["dataset"], os.path.join(d, "dataset")),
+                                project=os.path.join(d, "runs"))
+        Path(d, "spec.json").write_text(json.dumps(spec), encoding="utf-8")
+        return _timed(ctx, [ctx.ours_python, str(YOLO_PLAIN), os.path.join(d, "spec.json")], env_plain, d, what)
+
+    # ---- training: the first run is ours (its YOLO dataset and weights serve the later runs)
+    train_args = {"epochs": train_cfg["epochs"], "batch": train_cfg["batch_size"], "imgsz": img,
+                  "lr0": train_cfg["learning_rate"], "optimizer": train_cfg["optimizer"],
+                  "patience": train_cfg["patience"], "workers": train_cfg["workers"],
+                  "close_mosaic": train_cfg["close_mosaic"], "device": "cpu", "cache": False, "plots": False,
+                  "seed": train_cfg["seed"], "verbose": True, "exist_ok": True, "val": True, "name": "train"}
+
+    def train_once(side: str) -> dict:
+        if side == "ours":
+            r = ours(["training"], train_cfg, [], "training / ours")
+            if not first:
+                out = os.path.join(r["dir"], "w", "out")
+                first["dataset"] = os.path.join(out, "yolo_dataset")
+                first["weights"] = os.path.join(out, "models", "best.pt")
+                first["model"] = _model_hash(Path(r["dir"], "log.txt").read_text(encoding="utf-8"))
+            return r
+        return plain({"mode": "train", "model": train_cfg["model"], "args": train_args}, "training / ultralytics")
+
+    train_runs = alternate_n(ctx, ["ours", "ultralytics"], train_once, repeat)
+    rows = [_ratio_row(names[0][0], train_runs, "ultralytics", names[0][1], label="YOLO().train")]
+    rows[0].note = (f"trees sample (43 train / 11 val), yolov8n from scratch, {train_cfg['epochs']} epoch(s) at "
+                    f"{img} px, batch {train_cfg['batch_size']}; {repeat} runs per side")
+
+    # ---- mining (entropy) and inference over the candidates: a model trained long enough to find
+    # trees (full: trained once, kept in the cache; smoke: the first training's weights)
+    if not ctx.smoke:
+        first.update(yolo_model(ctx, YOLO_MODEL_EPOCHS, dict(train_cfg, epochs=YOLO_MODEL_EPOCHS), env_ours))
+    data_yaml, listing = yolo_candidates(ctx, n_cand)
+    common = {"img_size": img, "batch_size": YOLO_PREDICT["batch_size"], "workers": 2}
+    for (name, target), task in zip(names[1:], ("mining", "infer")):
+        if task == "mining":
+            cfg = dict(common, mining_algorithm="entropy", mining_conf_threshold=YOLO_PREDICT["mining_conf_threshold"],
+                       mining_nms_iou=YOLO_PREDICT["mining_nms_iou"], mining_max_det=YOLO_PREDICT["mining_max_det"])
+            pargs = {"conf": cfg["mining_conf_threshold"], "iou": cfg["mining_nms_iou"], "max_det": cfg["mining_max_det"]}
+        else:
+            cfg = dict(common, conf_threshold=YOLO_PREDICT["conf_threshold"], nms_iou=YOLO_PREDICT["nms_iou"],
+                       max_det=YOLO_PREDICT["max_det"])
+            pargs = {"conf": cfg["conf_threshold"], "iou": cfg["nms_iou"], "max_det": cfg["max_det"]}
+        pargs.update(imgsz=img, batch=common["batch_size"], device="cpu")
+
+        def once(side: str, task=task, cfg=cfg, pargs=pargs) -> dict:
+            if side == "ours":
+                return ours([task], cfg, ["--dataset", data_yaml, "--model", first["model"]], f"{task} / ours",
+                            models=first.get("store", store))
+            return plain({"mode": "predict", "model": first["weights"], "source": listing, "args": pargs},
+                         f"{task} / ultralytics")
+
+        runs = alternate_n(ctx, ["ours", "ultralytics"], once, repeat)
+        row = _ratio_row(name, runs, "ultralytics", target, label="predict")
+        boxes = _plain_boxes(runs["ultralytics"][-1]["dir"])
+        row.note = (f"{n_cand} candidates, {img} px, batch {common['batch_size']}, conf {pargs['conf']}; "
+                    f"{boxes} boxes (plain); model: {first.get('about', 'the first training')}"
+                    + ("; ours adds entropy scores, result.tsv" if task == "mining" else "; ours adds infer-result.json"))
+        rows.append(row)
+    return rows
+
+
+#: epochs of the model the full run's mining / inference rows use (trained once, then cached):
+#: enough for boxes at the templates' thresholds (a 10-epoch model finds nothing above 0.01)
+YOLO_MODEL_EPOCHS = 60
+
+
+def yolo_model(ctx: Context, epochs: int, train_cfg: Dict[str, Any], env: Dict[str, str]) -> Dict[str, str]:
+    """A det-yolo-tmi model trained ``epochs`` epochs on the trees sample through ``ymir-exc run``,
+    once, under ``cache/data/yolo-model-<epochs>`` (about 4 minutes here); later runs reuse it.
+    Returns {"model": package hash, "store": its model store, "weights": the best stage's .pt,
+    "about": a short description}."""
+    root = ctx.cache / "data" / f"yolo-model-{epochs}"
+    done = root / "model.json"
+    if not done.exists():
+        ctx.log(f"bench: training the mining / inference model once ({epochs} epochs, a few minutes) ...")
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        Path(root, "config.yaml").write_text(json.dumps(train_cfg), encoding="utf-8")
+        argv = [ctx.ours_python, "-m", "ymir_exc.cli", "run", str(YOLO_TEMPLATE), "--runtime", "local",
+                "--task", "training", "--config", str(root / "config.yaml"), "--work-dir", str(root / "w"),
+                "--model-location", str(root / "models"), "--quiet"]
+        _timed(ctx, argv, env, str(root), f"model ({epochs} epochs)")
+        log = Path(root, "log.txt").read_text(encoding="utf-8")
+        import re
+
+        m = re.search(r"mAP: ([0-9.]+)", log)
+        info = {"model": _model_hash(log), "store": str(root / "models"),
+                "weights": str(root / "w" / "out" / "models" / "best.pt"),
+                "about": f"yolov8n, {epochs} epochs on trees, mAP50 {float(m.group(1)):.3f}" if m else f"{epochs} epochs"}
+        done.write_text(json.dumps(info), encoding="utf-8")
+    return json.loads(done.read_text(encoding="utf-8"))
+
+
+def alternate_n(ctx: Context, sides: Sequence[str], once: Callable[[str], dict], repeat: int) -> Dict[str, List[dict]]:
+    """:func:`alternate` with its own number of rounds."""
+    saved, ctx.repeat = ctx.repeat, repeat
+    try:
+        return alternate(ctx, sides, once)
+    finally:
+        ctx.repeat = saved
+
+
+def _copy_yolo_dataset(src: str, dst: str) -> str:
+    """A copy of an Ultralytics dataset folder (image links kept as links, Ultralytics' label
+    ``.cache`` files left out so that each run scans its labels), paths rewritten; its data.yaml."""
+    shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("*.cache"))
+    for name in ("data.yaml", "train.txt", "val.txt"):
+        p = Path(dst, name)
+        if p.exists():
+            p.write_text(p.read_text(encoding="utf-8").replace(src, dst), encoding="utf-8")
+    return str(Path(dst, "data.yaml"))
+
+
+def _model_hash(log: str) -> str:
+    import re
+
+    m = re.search(r"model hash: ([0-9a-f]{40})", log)
+    if not m:
+        raise BenchError(f"no 'model hash' in the training output:\n{log[-2000:]}")
+    return m.group(1)
+
+
+def _plain_boxes(d: str) -> str:
+    try:
+        last = Path(d, "log.txt").read_text(encoding="utf-8").strip().splitlines()[-1]
+        return f"{json.loads(last)['boxes']:,}"
+    except (OSError, ValueError, KeyError, IndexError):
+        return "?"
 
 
 GROUPS: List[Tuple[str, Callable[[Context], List[Row]]]] = [

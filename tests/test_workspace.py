@@ -99,3 +99,38 @@ def test_sample_written_in_voc_dog_layout_reads_back_identically(tmp_path):
     for split in ("train", "val"):
         assert sorted(tuple(bb.xyxy for bb in x.boxes) for x in a.split(split)) == sorted(tuple(bb.xyxy for bb in x.boxes) for x in b.split(split))
     assert len(b.candidate) == len(a.candidate)
+
+
+def test_many_images_same_result_on_the_threaded_path(tmp_path):
+    """Enough images for write_in_dir's thread pool: every image linked once, index lines in
+    dataset order, and of two items with the same image bytes the first one's annotation wins
+    (the plan is made in order; only the file writes run in parallel)."""
+    from PIL import Image
+
+    from ymir_exc.dataset_reader import BBox
+    from ymir_exc.harness.datasets import Dataset, Item
+    from ymir_exc.harness.workspace import write_in_dir
+
+    src = tmp_path / "src"
+    src.mkdir()
+    items = []
+    for i in range(150):
+        p = src / f"im{i:03d}.png"
+        Image.new("RGB", (20, 10), (i, 255 - i, 7)).save(p)
+        items.append(Item(str(p), [BBox(0, "tree", i % 10, 1, 3, 4)]))
+    copy = src / "copy-of-im005.png"
+    copy.write_bytes((src / "im005.png").read_bytes())
+    items.append(Item(str(copy), [BBox(0, "tree", 9, 2, 5, 5)]))  # same bytes, other box: ignored
+    ds = Dataset("many", ["tree"], items[:120] + [items[-1]], items[120:150], [])
+    stats = write_in_dir(ds, tmp_path / "in", export_format="det-ark:raw", splits=("train", "val"))
+
+    train = _index_lines(tmp_path / "in" / "train-index.tsv")
+    val = _index_lines(tmp_path / "in" / "val-index.tsv")
+    assert len(train) == 120 and len(val) == 30 and stats.duplicates == 1 and stats.assets == 150
+    import hashlib
+
+    for (image, anno), item in zip(train + val, items[:150]):
+        assert os.path.basename(image).split(".")[0] == hashlib.sha1(open(item.image_path, "rb").read()).hexdigest()
+        assert os.path.samefile(image, item.image_path)
+        (b,) = parse_ark_annotation(anno.strip(), ["tree"])
+        assert (b.x, b.y, b.w, b.h) == (item.boxes[0].x, 1, 3, 4)

@@ -197,7 +197,10 @@ def follow(proc: subprocess.Popen, monitor_path: Path, log_path: Path, *, label:
                 timed_out = True
                 (stop or (lambda: _stop(proc)))()
                 break
-            time.sleep(POLL_SECONDS)
+            try:
+                proc.wait(POLL_SECONDS)  # returns as soon as the executor ends
+            except subprocess.TimeoutExpired:
+                pass
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: stopping the executor ...", file=sys.stderr, flush=True)
