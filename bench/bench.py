@@ -809,6 +809,7 @@ def _run(ctx: Context, args: argparse.Namespace, up_note: str, repeat: int, t0: 
         if args.only and key not in args.only:
             continue
         ctx.log(f"bench: {key} ...")
+        os.sync()  # the previous group's writes go to disk now, not during this group's timings
         try:
             rows.extend(group(ctx))
         except BenchError as e:
