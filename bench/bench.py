@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -256,10 +257,12 @@ def run_worker(ctx: Context, side: str, workload: str, n: int, root: Optional[st
         return res
 
 
-def alternate(ctx: Context, sides: Sequence[str], once: Callable[[str], dict]) -> Dict[str, List[dict]]:
-    """``ctx.repeat`` rounds; each round runs every side once, the order rotating per round."""
+def alternate(ctx: Context, sides: Sequence[str], once: Callable[[str], dict],
+              repeat: Optional[int] = None) -> Dict[str, List[dict]]:
+    """``repeat`` (default ``ctx.repeat``) rounds; each round runs every side once, the order
+    rotating per round."""
     runs: Dict[str, List[dict]] = {s: [] for s in sides}
-    for r in range(ctx.repeat):
+    for r in range(ctx.repeat if repeat is None else repeat):
         k = r % len(sides)
         for side in list(sides[k:]) + list(sides[:k]):
             runs[side].append(once(side))
@@ -459,6 +462,9 @@ YOLO_TRAIN_COMMON = {"model": "yolov8n.yaml", "batch_size": 8, "learning_rate": 
                      "patience": 100, "workers": 2, "close_mosaic": 10, "cache": False, "plots": False, "seed": 0}
 YOLO_PREDICT = {"batch_size": 16, "mining_conf_threshold": 0.05, "mining_nms_iou": 0.7, "mining_max_det": 300,
                 "conf_threshold": 0.25, "nms_iou": 0.7, "max_det": 300}
+#: per task: the template keys of its thresholds, in the order of Ultralytics' conf, iou, max_det
+YOLO_THRESHOLD_KEYS = {"mining": ("mining_conf_threshold", "mining_nms_iou", "mining_max_det"),
+                       "infer": ("conf_threshold", "nms_iou", "max_det")}
 
 
 def yolo_candidates(ctx: Context, n: int) -> Tuple[str, str]:
@@ -518,16 +524,14 @@ def yolo_group(ctx: Context) -> List[Row]:
     with the weights of the first training, over ``yolo_candidates`` images."""
     names = [("YOLO training vs YOLO(...).train", 1.10), ("YOLO mining (entropy) vs predict", 1.25),
              ("YOLO inference vs predict", 1.15)]
-    probe = subprocess.run([ctx.ours_python, "-c", "import ultralytics, torch"], capture_output=True, text=True,
-                           env=dict(_base_env(), PYTHONPATH=str(YOLO_ENV)))
+    # one untimed import: tells whether the rows can run, and puts torch's and Ultralytics' files
+    # in the page cache for both sides (else the first timed run, always ours, pays for the disk)
+    probe = subprocess.run([ctx.ours_python, "-c", "import ultralytics, ultralytics.engine.trainer, torch"],
+                           capture_output=True, env=dict(_base_env(), PYTHONPATH=str(YOLO_ENV)))
     if probe.returncode != 0:
         reason = "ultralytics / torch not importable by this python (bash .ci/yolo-setup.sh installs them)"
         return [Row(name, target=t, target_text=f"<= {t:g}", skipped=reason) for name, t in names]
 
-    # one untimed import first: torch's and Ultralytics' files are then in the page cache for
-    # both sides (else the first timed run, always ours, pays for reading them from disk)
-    subprocess.run([ctx.ours_python, "-c", "import ultralytics, ultralytics.engine.trainer, torch, tensorboardX"],
-                   capture_output=True, env=dict(_base_env(), PYTHONPATH=str(YOLO_ENV)))
     size = "smoke" if ctx.smoke else "full"
     train_cfg = dict(YOLO_TRAIN_COMMON, **YOLO_TRAIN[size])
     img = train_cfg["img_size"]
@@ -541,12 +545,7 @@ def yolo_group(ctx: Context) -> List[Row]:
 
     def ours(task: List[str], config: Dict[str, Any], extra: List[str], what: str, models: str = store) -> dict:
         d = tempfile.mkdtemp(prefix="ours-", dir=root)
-        cfg = os.path.join(d, "config.yaml")
-        Path(cfg).write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
-        argv = [ctx.ours_python, "-m", "ymir_exc.cli", "run", str(YOLO_TEMPLATE), "--runtime", "local",
-                *sum((["--task", t] for t in task), []), "--config", cfg, "--work-dir", f"{d}/w",
-                "--model-location", models, "--quiet", *extra]
-        return _timed(ctx, argv, env_ours, d, what)
+        return _timed(ctx, _ours_argv(ctx, d, task, config, models, extra), env_ours, d, what)
 
     def plain(spec: Dict[str, Any], what: str) -> dict:
         d = tempfile.mkdtemp(prefix="plain-", dir=root)
@@ -575,7 +574,7 @@ def yolo_group(ctx: Context) -> List[Row]:
             return r
         return plain({"mode": "train", "model": train_cfg["model"], "args": train_args}, "training / ultralytics")
 
-    train_runs = alternate_n(ctx, ["ours", "ultralytics"], train_once, repeat)
+    train_runs = alternate(ctx, ["ours", "ultralytics"], train_once, repeat)
     rows = [_ratio_row(names[0][0], train_runs, "ultralytics", names[0][1], label="YOLO().train")]
     rows[0].note = (f"trees sample (43 train / 11 val), yolov8n from scratch, {train_cfg['epochs']} epoch(s) at "
                     f"{img} px, batch {train_cfg['batch_size']}; {repeat} runs per side")
@@ -587,15 +586,12 @@ def yolo_group(ctx: Context) -> List[Row]:
     data_yaml, listing = yolo_candidates(ctx, n_cand)
     common = {"img_size": img, "batch_size": YOLO_PREDICT["batch_size"], "workers": 2}
     for (name, target), task in zip(names[1:], ("mining", "infer")):
+        keys = YOLO_THRESHOLD_KEYS[task]
+        cfg = dict(common, **{k: YOLO_PREDICT[k] for k in keys})
         if task == "mining":
-            cfg = dict(common, mining_algorithm="entropy", mining_conf_threshold=YOLO_PREDICT["mining_conf_threshold"],
-                       mining_nms_iou=YOLO_PREDICT["mining_nms_iou"], mining_max_det=YOLO_PREDICT["mining_max_det"])
-            pargs = {"conf": cfg["mining_conf_threshold"], "iou": cfg["mining_nms_iou"], "max_det": cfg["mining_max_det"]}
-        else:
-            cfg = dict(common, conf_threshold=YOLO_PREDICT["conf_threshold"], nms_iou=YOLO_PREDICT["nms_iou"],
-                       max_det=YOLO_PREDICT["max_det"])
-            pargs = {"conf": cfg["conf_threshold"], "iou": cfg["nms_iou"], "max_det": cfg["max_det"]}
-        pargs.update(imgsz=img, batch=common["batch_size"], device="cpu")
+            cfg["mining_algorithm"] = "entropy"
+        pargs = dict(zip(("conf", "iou", "max_det"), (cfg[k] for k in keys)),
+                     imgsz=img, batch=common["batch_size"], device="cpu")
 
         def once(side: str, task=task, cfg=cfg, pargs=pargs) -> dict:
             if side == "ours":
@@ -604,7 +600,7 @@ def yolo_group(ctx: Context) -> List[Row]:
             return plain({"mode": "predict", "model": first["weights"], "source": listing, "args": pargs},
                          f"{task} / ultralytics")
 
-        runs = alternate_n(ctx, ["ours", "ultralytics"], once, repeat)
+        runs = alternate(ctx, ["ours", "ultralytics"], once, repeat)
         row = _ratio_row(name, runs, "ultralytics", target, label="predict")
         boxes = _plain_boxes(runs["ultralytics"][-1]["dir"])
         row.note = (f"{n_cand} candidates, {img} px, batch {common['batch_size']}, conf {pargs['conf']}; "
@@ -630,14 +626,9 @@ def yolo_model(ctx: Context, epochs: int, train_cfg: Dict[str, Any], env: Dict[s
         ctx.log(f"bench: training the mining / inference model once ({epochs} epochs, a few minutes) ...")
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
-        Path(root, "config.yaml").write_text(json.dumps(train_cfg), encoding="utf-8")
-        argv = [ctx.ours_python, "-m", "ymir_exc.cli", "run", str(YOLO_TEMPLATE), "--runtime", "local",
-                "--task", "training", "--config", str(root / "config.yaml"), "--work-dir", str(root / "w"),
-                "--model-location", str(root / "models"), "--quiet"]
+        argv = _ours_argv(ctx, str(root), ["training"], train_cfg, str(root / "models"), [])
         _timed(ctx, argv, env, str(root), f"model ({epochs} epochs)")
         log = Path(root, "log.txt").read_text(encoding="utf-8")
-        import re
-
         m = re.search(r"mAP: ([0-9.]+)", log)
         info = {"model": _model_hash(log), "store": str(root / "models"),
                 "weights": str(root / "w" / "out" / "models" / "best.pt"),
@@ -646,13 +637,15 @@ def yolo_model(ctx: Context, epochs: int, train_cfg: Dict[str, Any], env: Dict[s
     return json.loads(done.read_text(encoding="utf-8"))
 
 
-def alternate_n(ctx: Context, sides: Sequence[str], once: Callable[[str], dict], repeat: int) -> Dict[str, List[dict]]:
-    """:func:`alternate` with its own number of rounds."""
-    saved, ctx.repeat = ctx.repeat, repeat
-    try:
-        return alternate(ctx, sides, once)
-    finally:
-        ctx.repeat = saved
+def _ours_argv(ctx: Context, d: str, tasks: List[str], config: Dict[str, Any], models: str,
+               extra: List[str]) -> List[str]:
+    """``ymir-exc run`` of det-yolo-tmi (local runtime) with ``config`` written to ``d/config.yaml``
+    and the work dir ``d/w``."""
+    cfg = os.path.join(d, "config.yaml")
+    Path(cfg).write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
+    return [ctx.ours_python, "-m", "ymir_exc.cli", "run", str(YOLO_TEMPLATE), "--runtime", "local",
+            *[a for t in tasks for a in ("--task", t)], "--config", cfg, "--work-dir", os.path.join(d, "w"),
+            "--model-location", models, "--quiet", *extra]
 
 
 def _copy_yolo_dataset(src: str, dst: str) -> str:
@@ -667,8 +660,6 @@ def _copy_yolo_dataset(src: str, dst: str) -> str:
 
 
 def _model_hash(log: str) -> str:
-    import re
-
     m = re.search(r"model hash: ([0-9a-f]{40})", log)
     if not m:
         raise BenchError(f"no 'model hash' in the training output:\n{log[-2000:]}")

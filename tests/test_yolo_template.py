@@ -238,13 +238,17 @@ def test_mining_algorithms_score_every_candidate(trained, tmp_path, algorithm):
         assert len(set(scores)) == len(scores) and all(0.0 <= s < 1.0 for s in scores)
 
 
-def test_missing_weights_fail_with_the_model_return_code(tmp_path, yolo_env):
+def _failed_training(tmp_path, cfg: str, *extra: str):
+    """Run a training that must fail: asserts exit status 1; returns monitor.txt's state."""
     work = tmp_path / "w"
-    cfg = _config(tmp_path / "c.yaml", **dict(TINY, model="no-such-weights.pt"))
-    rc = main(["run", str(YOLO), "--task", "training", "--config", cfg, "--work-dir", str(work),
+    rc = main(["run", str(YOLO), "--task", "training", "--config", cfg, *extra, "--work-dir", str(work),
                "--model-location", str(tmp_path / "m"), "--quiet"])
     assert rc == 1
-    mon = parse_monitor((work / "out" / "monitor.txt").read_text())
+    return parse_monitor((work / "out" / "monitor.txt").read_text())
+
+
+def test_missing_weights_fail_with_the_model_return_code(tmp_path, yolo_env):
+    mon = _failed_training(tmp_path, _config(tmp_path / "c.yaml", **dict(TINY, model="no-such-weights.pt")))
     assert (mon.state, mon.return_code) == (4, 300004)
     assert "no-such-weights.pt" in mon.message
 
@@ -254,21 +258,12 @@ def test_gpu_asked_for_but_absent_fails_with_the_no_gpu_return_code(tmp_path, yo
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    work = tmp_path / "w"
-    rc = main(["run", str(YOLO), "--task", "training", "--config", _config(tmp_path / "c.yaml", **TINY),
-               "--gpu-id", "0", "--work-dir", str(work), "--model-location", str(tmp_path / "m"), "--quiet"])
-    assert rc == 1
-    mon = parse_monitor((work / "out" / "monitor.txt").read_text())
+    mon = _failed_training(tmp_path, _config(tmp_path / "c.yaml", **TINY), "--gpu-id", "0")
     assert (mon.state, mon.return_code) == (4, 300102)
 
 
 def test_bad_hyper_parameter_fails_with_the_config_return_code(tmp_path, yolo_env):
-    work = tmp_path / "w"
-    cfg = _config(tmp_path / "c.yaml", **dict(TINY, epochs="many"))
-    rc = main(["run", str(YOLO), "--task", "training", "--config", cfg, "--work-dir", str(work),
-               "--model-location", str(tmp_path / "m"), "--quiet"])
-    assert rc == 1
-    mon = parse_monitor((work / "out" / "monitor.txt").read_text())
+    mon = _failed_training(tmp_path, _config(tmp_path / "c.yaml", **dict(TINY, epochs="many")))
     assert (mon.state, mon.return_code) == (4, 300001)
     assert "epochs" in mon.message
 

@@ -225,13 +225,11 @@ def _io_workers(n: int) -> int:
     return 1 if n < 64 else max(1, min(4, os.cpu_count() or 1))
 
 
-def _in_chunks(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], jobs: List[Any], workers: int = 0,
-               wait: bool = True) -> Any:
+def _in_chunks(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], jobs: List[Any], wait: bool = True) -> Any:
     """``[fn(j) for j in jobs]``, run on ``pool`` as a few contiguous chunks (a future per file
     would cost more than the file). With ``wait=False``, returns a function that waits and gives
     that list. Either raises the first failure, in job order."""
-    workers = workers or _io_workers(len(jobs))
-    size = max(-(-len(jobs) // (4 * workers)), 1)
+    size = max(-(-len(jobs) // (4 * _io_workers(len(jobs)))), 1)
     futures = [pool.submit(lambda part: [fn(j) for j in part], jobs[i:i + size]) for i in range(0, len(jobs), size)]
 
     def results() -> List[Any]:
