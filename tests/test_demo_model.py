@@ -220,11 +220,6 @@ def test_ap_interpolation_and_duplicates():
     assert two["ap"] == [0.0, None] and two["mAP"] == 0.0 and two["fp"] == 1
 
 
-def test_voc_ap_direct():
-    assert dm.voc_ap(np.array([0.5, 1.0]), np.array([1.0, 1.0])) == 1.0
-    assert dm.voc_ap(np.array([]), np.array([])) == 0.0
-
-
 # ----------------------------------------------------------------------------- geometry
 
 def test_nms_removes_the_overlapping_lower_score_box():

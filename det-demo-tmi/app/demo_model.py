@@ -41,11 +41,11 @@ Detection: score every window, keep p >= ``conf_threshold``, greedy NMS per clas
 ``nms_iou`` suppresses), keep the ``max_det`` best; boxes are mapped back to original integer
 pixels and clipped inside the image.
 
-Evaluation (:func:`evaluate`): the PASCAL VOC 2010+ devkit's all-point interpolated AP per class
-at IoU >= 0.5, averaged over the classes that have ground truth.
+Evaluation (:func:`evaluate`, from :mod:`ymir_exc.metrics`): the PASCAL VOC 2010+ devkit's
+all-point interpolated AP per class at IoU >= 0.5, averaged over the classes that have ground truth.
 
-This module depends on numpy, Pillow and ``ymir_exc.errors`` only; the SDK calls (reading the
-dataset, writing results and progress) live in ``start.py``.
+This module depends on numpy, Pillow, ``ymir_exc.errors`` and ``ymir_exc.metrics`` only; the SDK
+calls (reading the dataset, writing results and progress) live in ``start.py``.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ import numpy as np
 from PIL import Image
 
 from ymir_exc.errors import AnnotationError, ConfigFileError, ImageError, ModelError
+from ymir_exc.metrics import evaluate_detections, iou_matrix
 
 #: colour quantisation: levels per channel, hence QUANT_LEVELS ** 3 colour bins
 QUANT_LEVELS = 8
@@ -210,18 +211,6 @@ def rect_sums(ii: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1
 
 # ---------------------------------------------------------------------------- geometry
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` (n, 4) with every box of ``b`` (m, 4); boxes are ``x, y, w, h``
-    (continuous: the box covers [x, x + w) x [y, y + h))."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ix = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    iy = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float, max_keep: Optional[int] = None) -> np.ndarray:
     """Greedy non-maximum suppression.
 
@@ -348,28 +337,10 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- evaluation
 
-def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
-    """All-point interpolated average precision (PASCAL VOC 2010+ devkit, ``VOCap.m``).
-
-    ``AP = sum_i (r_i - r_{i-1}) * max_{r' >= r_i} precision(r')`` over the recall steps, with
-    the curve extended by (0, 0) on the left and (1, 0) on the right.
-    """
-    mrec = np.concatenate([[0.0], np.asarray(recall, dtype=np.float64), [1.0]])
-    mpre = np.concatenate([[0.0], np.asarray(precision, dtype=np.float64), [0.0]])
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-    i = np.nonzero(mrec[1:] != mrec[:-1])[0]
-    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
-
-
 def evaluate(detections: Sequence[Sequence[Detection]], ground_truth: Sequence[Sequence[GTBox]],
              num_classes: int, iou_thr: float = 0.5) -> Dict[str, Any]:
-    """Detection metrics over a set of images (PASCAL VOC 2010+ devkit protocol).
-
-    Per class, detections of all images are sorted by score (descending, stable); each one is
-    compared with the ground-truth boxes of its image and class: the box of highest IoU is taken;
-    if IoU >= ``iou_thr`` and that box is not matched yet, the detection is a true positive and
-    the box becomes matched, otherwise it is a false positive. AP = :func:`voc_ap` of the
-    resulting precision / recall curve.
+    """Detection metrics over a set of images: :func:`ymir_exc.metrics.evaluate_detections`
+    (PASCAL VOC 2010+ devkit protocol) with classes as indices ``0..num_classes-1``.
 
     Args:
         detections: per image, ``(class_id, score, x, y, w, h)``.
@@ -379,45 +350,16 @@ def evaluate(detections: Sequence[Sequence[Detection]], ground_truth: Sequence[S
         ``{"mAP": mean AP over the classes with ground truth (0.0 when none has),
         "mAR": mean recall over those classes, "tp", "fp", "fn": counts over all classes,
         "ap": [AP per class, None for a class without ground truth]}``.
+
+    Raises:
+        ValueError: the two lists differ in length.
     """
     if len(detections) != len(ground_truth):
         raise ValueError(f"{len(detections)} detection lists for {len(ground_truth)} images")
-    aps: List[Optional[float]] = []
-    recalls: List[float] = []
-    tp_all = fp_all = fn_all = 0
-    for c in range(num_classes):
-        gts = [np.asarray([g[1:5] for g in img if g[0] == c], dtype=np.float64).reshape(-1, 4) for img in ground_truth]
-        n_gt = sum(g.shape[0] for g in gts)
-        dets = [(float(d[1]), i, np.asarray(d[2:6], dtype=np.float64))
-                for i, img in enumerate(detections) for d in img if d[0] == c]
-        order = sorted(range(len(dets)), key=lambda j: -dets[j][0])
-        matched = [np.zeros(g.shape[0], dtype=bool) for g in gts]
-        tp = np.zeros(len(dets))
-        for rank, j in enumerate(order):
-            _, i, box = dets[j]
-            if gts[i].shape[0] == 0:
-                continue
-            ious = iou_matrix(box, gts[i])[0]
-            best = int(np.argmax(ious))
-            if ious[best] >= iou_thr and not matched[i][best]:
-                matched[i][best] = True
-                tp[rank] = 1
-        n_tp = int(tp.sum())
-        tp_all += n_tp
-        fp_all += len(dets) - n_tp
-        fn_all += n_gt - n_tp
-        if n_gt == 0:
-            aps.append(None)
-            continue
-        ctp = np.cumsum(tp)
-        rec = ctp / n_gt
-        prec = ctp / np.arange(1, len(dets) + 1) if len(dets) else np.zeros(0)
-        aps.append(voc_ap(rec, prec))
-        recalls.append(n_tp / n_gt)
-    valid = [a for a in aps if a is not None]
-    return {"mAP": float(np.mean(valid)) if valid else 0.0,
-            "mAR": float(np.mean(recalls)) if recalls else 0.0,
-            "tp": tp_all, "fp": fp_all, "fn": fn_all, "ap": aps}
+    m = evaluate_detections(dict(enumerate(detections)), dict(enumerate(ground_truth)),
+                            classes=range(num_classes), iou_thr=iou_thr)
+    m["ap"] = [m["ap"][c] for c in range(num_classes)]
+    return m
 
 
 # ---------------------------------------------------------------------------- the model
