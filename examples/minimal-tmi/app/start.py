@@ -1,0 +1,64 @@
+"""minimal-tmi: the smallest complete YMIR executor (training, mining, inference) on ymir_exc.
+
+Model: per class, the mean box size and the mean colour inside its training boxes. Detections are
+windows of that size on a half-overlapping grid, scored 1 - (colour distance / 255).
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ymir_exc import metrics, monitor
+from ymir_exc.executor import Executor
+from ymir_exc.task import Detection, Task
+
+
+def pixels(path):
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float64)
+
+
+def detect(model, path, max_det=100):
+    img, found = pixels(path), []
+    for name, (w, h, *colour) in model.items():
+        w, h = min(max(1, round(w)), img.shape[1]), min(max(1, round(h)), img.shape[0])
+        for y in range(0, img.shape[0] - h + 1, max(1, h // 2)):
+            for x in range(0, img.shape[1] - w + 1, max(1, w // 2)):
+                distance = np.abs(img[y:y + h, x:x + w].mean(axis=(0, 1)) - colour).mean() / 255
+                found.append(Detection(name, float(1 - distance), x, y, w, h))
+    return sorted(found, key=lambda d: -d.score)[:max_det]
+
+
+def train(_cfg):
+    task, rows = Task.current(), {}
+    for item in task.items("train"):
+        img = pixels(item.image_path)
+        for b in item.boxes:
+            rows.setdefault(b.class_name, []).append([b.w, b.h, *img[b.y:b.y + b.h, b.x:b.x + b.w].mean(axis=(0, 1))])
+    model = {name: np.mean(r, axis=0).tolist() for name, r in rows.items()}
+    Path(task.env.output.models_dir).mkdir(parents=True, exist_ok=True)
+    Path(task.env.output.models_dir, "model.json").write_text(json.dumps(model))
+    task.progress(0.5)
+    val = list(task.items("val"))
+    m = metrics.evaluate_detections({i.image_path: detect(model, i.image_path) for i in val},
+                                    {i.image_path: i.boxes for i in val}, classes=task.class_names)
+    monitor.write_tensorboard_scalars({"val/mAP50": m["mAP"]}, step=1)
+    task.save_stage("last", ["model.json"], mAP=m["mAP"], mAR=m["mAR"])
+
+
+def mine(_cfg):  # least confidence: the images whose best detection is weakest come first
+    task = Task.current()
+    model = json.loads(Path(task.weights(".json")[0]).read_text())
+    task.save_mining({i.image_path: 1 - max([d.score for d in detect(model, i.image_path)], default=0.0)
+                      for i in task.items("candidate")})
+
+
+def infer(_cfg):
+    task = Task.current()
+    model = json.loads(Path(task.weights(".json")[0]).read_text())
+    task.save_infer({i.image_path: detect(model, i.image_path) for i in task.items("candidate")})
+
+
+if __name__ == "__main__":
+    Executor(training=train, mining=mine, infer=infer).main()
