@@ -57,8 +57,10 @@ class Executor:
     """Dispatches the tasks env.yaml enables to the functions given.
 
     Args:
-        training, mining, infer: functions taking the merged config (EasyDict); a task enabled
-            in env.yaml without a function is a config error (300001).
+        training: function run for training, taking the merged config (EasyDict); a task
+            enabled in env.yaml without a function is a config error (300001).
+        mining: the same, for mining.
+        infer: the same, for inference.
     """
 
     def __init__(self, training: Optional[TaskFn] = None, mining: Optional[TaskFn] = None,
