@@ -112,3 +112,10 @@ def test_importing_metrics_does_not_import_numpy():
     code = "import sys, ymir_exc.metrics; print('numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_box_or_detection_with_the_wrong_number_of_fields_is_an_error():
+    with pytest.raises(ValueError, match=r"\(class, x, y, w, h\)"):
+        metrics.evaluate_detections({}, {"a.jpg": [("tree", 0, 0, 10)]})
+    with pytest.raises(ValueError, match=r"\(class, score, x, y, w, h\)"):
+        metrics.evaluate_detections({"a.jpg": [("tree", 0, 0, 10, 10)]}, {"a.jpg": []})

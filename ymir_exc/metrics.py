@@ -34,19 +34,25 @@ numpy is imported when a function is called, not when this module is imported.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-#: a ground-truth box: ``(class, x, y, w, h)`` or an object with ``class_name, x, y, w, h``
-#: (:class:`ymir_exc.dataset_reader.BBox`)
-GroundTruth = Union[Sequence[Any], Any]
-#: a detection: ``(class, score, x, y, w, h)`` or an object with ``class_name, score, x, y, w, h``
-#: (:class:`ymir_exc.task.Detection`)
-Prediction = Union[Sequence[Any], Any]
+if TYPE_CHECKING:  # numpy is imported by the functions that need it, not with this module
+    from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["iou_matrix", "voc_ap", "evaluate_detections"]
+#: a ground-truth box: a tuple ``(class, x, y, w, h)`` or an object with attributes
+#: ``class_name, x, y, w, h`` (:class:`ymir_exc.dataset_reader.BBox`)
+GroundTruth = Any
+#: a detection: a tuple ``(class, score, x, y, w, h)`` or an object with attributes
+#: ``class_name, score, x, y, w, h`` (:class:`ymir_exc.task.Detection`)
+Prediction = Any
+#: ``(x, y, w, h)`` in pixels
+_Box = tuple[float, float, float, float]
+
+__all__ = ["evaluate_detections", "iou_matrix", "voc_ap"]
 
 
-def iou_matrix(a: Any, b: Any) -> Any:
+def iou_matrix(a: ArrayLike, b: ArrayLike) -> NDArray[Any]:
     """Intersection over union of every box of ``a`` with every box of ``b``.
 
     Args:
@@ -58,18 +64,18 @@ def iou_matrix(a: Any, b: Any) -> Any:
     """
     import numpy as np
 
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ix = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2]) - np.maximum(
-        a[:, None, 0], b[None, :, 0])
-    iy = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3]) - np.maximum(
-        a[:, None, 1], b[None, :, 1])
+    p = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    q = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    ix = np.minimum(p[:, None, 0] + p[:, None, 2], q[None, :, 0] + q[None, :, 2]) - np.maximum(
+        p[:, None, 0], q[None, :, 0])
+    iy = np.minimum(p[:, None, 1] + p[:, None, 3], q[None, :, 1] + q[None, :, 3]) - np.maximum(
+        p[:, None, 1], q[None, :, 1])
     inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
+    union = (p[:, 2] * p[:, 3])[:, None] + (q[:, 2] * q[:, 3])[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def voc_ap(recall: Sequence[float], precision: Sequence[float]) -> float:
+def voc_ap(recall: ArrayLike, precision: ArrayLike) -> float:
     """All-point interpolated average precision (PASCAL VOC devkit ``VOCap.m``, VOC2010+).
 
     ``AP = sum_i (r_i - r_{i-1}) * max_{r' >= r_i} p(r')`` over the points where recall changes,
@@ -98,24 +104,28 @@ def voc_ap(recall: Sequence[float], precision: Sequence[float]) -> float:
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-def _truth(g: GroundTruth) -> Tuple[Hashable, Tuple[float, float, float, float]]:
+def _truth(g: GroundTruth) -> tuple[Hashable, _Box]:
     if hasattr(g, "class_name"):
         return g.class_name, (g.x, g.y, g.w, g.h)
+    if len(g) != 5:
+        raise ValueError(f"a ground-truth box is (class, x, y, w, h), got {g!r}")
     c, x, y, w, h = g
     return c, (x, y, w, h)
 
 
-def _prediction(d: Prediction) -> Tuple[Hashable, float, Tuple[float, float, float, float]]:
+def _prediction(d: Prediction) -> tuple[Hashable, float, _Box]:
     if hasattr(d, "class_name"):
         return d.class_name, float(d.score), (d.x, d.y, d.w, d.h)
+    if len(d) != 6:
+        raise ValueError(f"a detection is (class, score, x, y, w, h), got {d!r}")
     c, s, x, y, w, h = d
     return c, float(s), (x, y, w, h)
 
 
 def evaluate_detections(detections: Mapping[Any, Sequence[Prediction]],
                         ground_truth: Mapping[Any, Sequence[GroundTruth]],
-                        classes: Optional[Sequence[Hashable]] = None,
-                        iou_thr: float = 0.5) -> Dict[str, Any]:
+                        classes: Sequence[Hashable] | None = None,
+                        iou_thr: float = 0.5) -> dict[str, Any]:
     """Detection metrics over a set of images, by the PASCAL VOC protocol (module docstring).
 
     Args:
@@ -146,8 +156,8 @@ def evaluate_detections(detections: Mapping[Any, Sequence[Prediction]],
     if unknown:
         raise ValueError(f"detections for {len(unknown)} image(s) without ground truth, e.g. {unknown[0]!r}")
     keys = list(ground_truth)
-    gts: Dict[Hashable, List[List[Tuple[float, ...]]]] = {}
-    dets: Dict[Hashable, List[Tuple[float, int, Tuple[float, ...]]]] = {}
+    gts: dict[Hashable, list[list[_Box]]] = {}
+    dets: dict[Hashable, list[tuple[float, int, _Box]]] = {}
     for i, k in enumerate(keys):
         for g in ground_truth[k]:
             c, box = _truth(g)
@@ -157,8 +167,8 @@ def evaluate_detections(detections: Mapping[Any, Sequence[Prediction]],
             dets.setdefault(c, []).append((s, i, box))
     if classes is None:
         classes = sorted(set(gts) | set(dets), key=str)
-    ap: Dict[Hashable, Optional[float]] = {}
-    recalls: List[float] = []
+    ap: dict[Hashable, float | None] = {}
+    recalls: list[float] = []
     tp_all = fp_all = fn_all = 0
     for c in classes:
         boxes = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in gts.get(c, [[] for _ in keys])]
