@@ -3,6 +3,7 @@
 Model: per class, the mean box size and the mean colour inside its training boxes. Detections are
 windows of that size on a half-overlapping grid, scored 1 - (colour distance / 255).
 """
+
 import json
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def detect(model, path, max_det=100):
         w, h = min(max(1, round(w)), img.shape[1]), min(max(1, round(h)), img.shape[0])
         for y in range(0, img.shape[0] - h + 1, max(1, h // 2)):
             for x in range(0, img.shape[1] - w + 1, max(1, w // 2)):
-                distance = np.abs(img[y:y + h, x:x + w].mean(axis=(0, 1)) - colour).mean() / 255
+                distance = np.abs(img[y : y + h, x : x + w].mean(axis=(0, 1)) - colour).mean() / 255
                 found.append(Detection(name, float(1 - distance), x, y, w, h))
     return sorted(found, key=lambda d: -d.score)[:max_det]
 
@@ -35,14 +36,14 @@ def train(_cfg):
     for item in task.items("train"):
         img = pixels(item.image_path)
         for b in item.boxes:
-            rows.setdefault(b.class_name, []).append([b.w, b.h, *img[b.y:b.y + b.h, b.x:b.x + b.w].mean(axis=(0, 1))])
+            crop = img[b.y : b.y + b.h, b.x : b.x + b.w]
+            rows.setdefault(b.class_name, []).append([b.w, b.h, *crop.mean(axis=(0, 1))])
     model = {name: np.mean(r, axis=0).tolist() for name, r in rows.items()}
     Path(task.env.output.models_dir).mkdir(parents=True, exist_ok=True)
     Path(task.env.output.models_dir, "model.json").write_text(json.dumps(model))
     task.progress(0.5)
-    val = list(task.items("val"))
-    m = metrics.evaluate_detections({i.image_path: detect(model, i.image_path) for i in val},
-                                    {i.image_path: i.boxes for i in val}, classes=task.class_names)
+    val = {i.image_path: i.boxes for i in task.items("val")}
+    m = metrics.evaluate_detections({p: detect(model, p) for p in val}, val, classes=task.class_names)
     monitor.write_tensorboard_scalars({"val/mAP50": m["mAP"]}, step=1)
     task.save_stage("last", ["model.json"], mAP=m["mAP"], mAR=m["mAR"])
 
@@ -50,8 +51,8 @@ def train(_cfg):
 def mine(_cfg):  # least confidence: the images whose best detection is weakest come first
     task = Task.current()
     model = json.loads(Path(task.weights(".json")[0]).read_text())
-    task.save_mining({i.image_path: 1 - max([d.score for d in detect(model, i.image_path)], default=0.0)
-                      for i in task.items("candidate")})
+    paths = [i.image_path for i in task.items("candidate")]
+    task.save_mining({p: 1 - max([d.score for d in detect(model, p)], default=0.0) for p in paths})
 
 
 def infer(_cfg):
