@@ -91,6 +91,7 @@ def run_task(executor: LocalExecutor, runtime: str, tasks: Sequence[str], ds: Da
     if not outcome.run.ok or not collect_outputs:
         return outcome
     env = collect.load_env(prepared.in_dir)
+    outcome.problems += collect.check_monitor(env, task_id)
     if "training" in order:
         outcome.training = collect.collect_training(env, prepared.config, executor.name, store)
         outcome.problems += outcome.training.problems

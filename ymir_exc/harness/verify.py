@@ -121,7 +121,7 @@ def check_outputs(scenario: str, outcome: TaskOutcome) -> List[Check]:
     if outcome.infer is not None:
         i = outcome.infer
         out.append(Check(scenario, "infer-result.json: one key per candidate, valid boxes", not i.problems,
-                         "; ".join(i.problems[:3]) or f"{len(i.results)} images, {i.boxes} boxes"))
+                         "; ".join(i.problems[:3]) or f"{i.images} images, {i.boxes} boxes"))
     return out
 
 
