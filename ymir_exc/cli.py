@@ -75,7 +75,8 @@ def _dataset_from_args(args: argparse.Namespace):
         if not sep or not src or not dst:
             raise ValueError(f"--class-alias {a!r}: expected NAME=CLASS")
         aliases[src.strip()] = dst.strip()
-    return load_dataset(args.dataset, class_names, aliases, args.unknown_classes)
+    return load_dataset(args.dataset, class_names, aliases, args.unknown_classes,
+                        image_root=getattr(args, "image_root", None), duplicates=getattr(args, "duplicates", "error"))
 
 
 def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
@@ -163,7 +164,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = run_task(executor, runtime, tasks, ds, work_dir=work, store=store, model_ref=args.model,
                        user_config=_load_user_config(args.config), protocol_version=args.protocol_version,
                        gpu_id=args.gpu_id or "", timeout=args.timeout, show=not args.quiet,
-                       network_none=args.network_none, user=args.user, dry_run=dry, before_run=announce)
+                       network_none=args.network_none, user=args.user, dry_run=dry, before_run=announce,
+                       assets=args.assets)
     prepared = outcome.prepared
     if args.print_argv:
         _out(shlex.join(outcome.argv))
@@ -344,6 +346,11 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-alias", action="append", metavar="NAME=CLASS", help="map a class of the data onto a class")
     p.add_argument("--unknown-classes", choices=["stop", "ignore"], default="stop",
                    help="a box of a class not in --class-names: stop with the list (default) or drop it")
+    p.add_argument("--image-root", help="COCO: the folder images are taken from (default: the json's folder "
+                                        "and its parent)")
+    p.add_argument("--duplicates", choices=["error", "first", "merge"], default="error",
+                   help="the same image bytes with different labels: stop listing them (default), keep the "
+                        "first copy's labels, or merge the boxes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -370,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=_seconds, help="stop the executor after this many seconds")
     r.add_argument("--topk", type=int, default=10, help="mining: how many top candidates to print (default 10)")
     r.add_argument("--network-none", action="store_true", help="containers: run with --network none")
+    r.add_argument("--assets", choices=["auto", "link", "copy", "reflink"], default="auto",
+                   help="how images get into in/assets: auto (default: a reflink where the file system can, "
+                        "else a hard link), link, copy, reflink; local runs check hard-linked images afterwards")
     r.add_argument("--user", help="containers: --user UID:GID (default: yours)")
     r.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
     r.add_argument("--print-argv", action="store_true", help="print the executor's command line only")
