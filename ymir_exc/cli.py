@@ -100,6 +100,10 @@ def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
         summary["monitor"] = mon.raw if mon else None
         return summary
     _out(f"executor finished in {result.seconds:.1f} s")
+    reported = [p for rep in (outcome.training, outcome.mining, outcome.infer) if rep is not None for p in rep.problems]
+    extra = [p for p in outcome.problems if p not in reported]  # monitor.txt, changed dataset files
+    if extra:
+        _report_problems("run", extra)
     if outcome.training is not None:
         rep = outcome.training
         if rep.problems:
