@@ -64,6 +64,11 @@ class ImportLimits:
     bomb_member_bytes: int = 64 << 20
 
 
+#: what reading a package already in the store accepts: it passed import (perhaps with limits
+#: raised by the user), so only memory stays bounded (ymir-info.yaml is read into memory)
+STORED_LIMITS = ImportLimits(max_info_bytes=64 << 20, max_members=10 ** 7, max_expansion=0)
+
+
 def default_model_location() -> Path:
     """``$YMIR_EXC_MODEL_LOCATION``, else ``~/.ymir-exc/models``."""
     env = os.environ.get("YMIR_EXC_MODEL_LOCATION")
@@ -365,7 +370,7 @@ class ModelStore:
             actual = sha1_file(str(path))
             if actual != path.name:
                 raise ModelError(f"stored package is corrupted: its sha1 is {actual}", path=str(path))
-        raw, members = read_package(path)
+        raw, members = read_package(path, STORED_LIMITS)
         info = validate_info(raw, f"{path}:{INFO_NAME}")
         _check_stage_members(info, members, str(path))
         return StoredModel(path.name, path, info)
