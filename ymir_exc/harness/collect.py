@@ -302,21 +302,29 @@ class _Candidates:
 
 class RankedLines(Sequence[Tuple[str, float]]):
     """Mining results ``(path, score)``, best first, read from result.tsv on demand: only each
-    line's offset and score are held (16 bytes a line)."""
+    line's offset and score, and the ranking, are held (24 bytes a line).
+
+    Args:
+        path: result.tsv.
+        offsets, scores: per line kept, in file order (int64 byte offsets, float64).
+        order: the ranking, as indices into ``offsets`` / ``scores`` (default: file order).
+    """
 
     def __init__(self, path: Optional[str] = None, offsets: Optional[np.ndarray] = None,
-                 scores: Optional[np.ndarray] = None) -> None:
+                 scores: Optional[np.ndarray] = None, order: Optional[np.ndarray] = None) -> None:
         self.path = path
         self.offsets = offsets if offsets is not None else np.zeros(0, dtype=np.int64)
         self.scores = scores if scores is not None else np.zeros(0, dtype=np.float64)
+        self.order = order if order is not None else np.arange(len(self.offsets))
 
     def __len__(self) -> int:
-        return len(self.offsets)
+        return len(self.order)
 
     def _read(self, f: Any, i: int) -> Tuple[str, float]:
-        f.seek(int(self.offsets[i]))
+        j = int(self.order[i])
+        f.seek(int(self.offsets[j]))
         line = f.readline(MAX_LINE_BYTES).decode("utf-8", "surrogateescape").rstrip("\r\n")
-        return line.split("\t")[0], float(self.scores[i])
+        return line.split("\t")[0], float(self.scores[j])
 
     def __getitem__(self, i: Any) -> Any:  # type: ignore[override]
         if isinstance(i, slice):
@@ -465,38 +473,44 @@ def check_mining(env: EnvConfig, candidates: Optional[List[str]] = None) -> Mini
         bad[kind].flush(rep.problems, what)
     count = len(offsets)
     known = np.concatenate(known_parts) if known_parts else np.zeros(0, dtype=bool)
-    del known_parts, chunk_paths, chunk_ids
+    del known_parts
     keep = np.ones(count, dtype=bool)
-    if count:
+    if count > 1:
         dig = np.frombuffer(digests, dtype="V16")
         order = np.argsort(dig, kind="stable")  # equal paths: first occurrence first
-        dig = dig[order]
-        del digests
-        dup = np.nonzero(dig[1:] == dig[:-1])[0] + 1
-        keep[order[dup]] = False
-        del dig, order, dup
+        step = 1 << 20
+        for i in range(0, count - 1, step):  # neighbours in sorted order, a chunk at a time (no full copy)
+            idx = order[i:i + step + 1]
+            same = dig[idx[1:]] == dig[idx[:-1]]
+            keep[idx[1:][same]] = False
+        del dig, order, idx, same
+    del digests
     off = np.frombuffer(offsets, dtype=np.int64)
     sco = np.frombuffer(scores, dtype=np.float64)
     rep.duplicates = int(count - keep.sum())
     unknown = np.nonzero(keep & ~known)[0]
     rep.unknown = int(len(unknown))
-    ranked_off, ranked_sco = off[keep], sco[keep]
+    kept = np.nonzero(keep)[0] if rep.duplicates else None
+    ranked_sco = sco[kept] if kept is not None else sco
     rising = np.nonzero(ranked_sco[1:] > ranked_sco[:-1])[0]
     if len(rising):
-        rep.problems.append(f"{path}:{_line_number(path, int(ranked_off[rising[0] + 1]))}: scores are not sorted "
-                            f"in descending order")
-    order = np.argsort(-ranked_sco, kind="stable")  # ties keep file order
-    rep.ranked = RankedLines(path, ranked_off[order], ranked_sco[order])
+        at = int(kept[rising[0] + 1]) if kept is not None else int(rising[0] + 1)
+        rep.problems.append(f"{path}:{_line_number(path, int(off[at]))}: scores are not sorted in descending order")
+    neg = np.negative(ranked_sco, out=ranked_sco if kept is not None else None)
+    order = np.argsort(neg, kind="stable")  # best first; ties keep file order
+    del neg
+    if kept is not None:
+        order = kept[order]
+    rep.ranked = RankedLines(path, off, sco, order)
     rep.missing, missing_examples = cands.unmatched()
     if rep.blank:
         rep.problems.append(f"{path}: {rep.blank} blank line(s)")
     if rep.duplicates:
-        first_dup = int(off[np.nonzero(~keep)[0][0]])
         rep.problems.append(f"{path}: {rep.duplicates} duplicate path(s), e.g. "
-                            f"{RankedLines(path, np.array([first_dup]), np.zeros(1))[0][0]}")
+                            f"{RankedLines(path, off, sco, np.nonzero(~keep)[0][:1])[0][0]}")
     if rep.unknown:
         rep.problems.append(f"{path}: {rep.unknown} path(s) not among the candidates, e.g. "
-                            f"{RankedLines(path, off[unknown[:1]], sco[unknown[:1]])[0][0]}")
+                            f"{RankedLines(path, off, sco, unknown[:1])[0][0]}")
     if rep.missing:
         rep.problems.append(f"{path}: {rep.missing} candidate(s) without a score, e.g. {missing_examples[0]}")
     return rep
