@@ -1,4 +1,4 @@
-"""collect on hostile result files: streamed, bounded memory, precise problems (case 8), and the
+"""collect on hostile result files: streamed, bounded memory, precise problems, and the
 5-million-line memory test."""
 
 import json

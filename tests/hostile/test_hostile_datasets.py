@@ -46,7 +46,7 @@ def _in_dir(tmp_path):
     return root, root / "in"
 
 
-# ---------------------------------------------------------------- case 2: only images from inside the root
+# ---------------------------------------------------------------- only images from inside the root
 
 def test_index_naming_a_host_file_is_refused_and_nothing_linked(tmp_path, capsys, host):
     root, in_dir = _in_dir(tmp_path)
@@ -115,7 +115,7 @@ def test_yolo_list_naming_images_outside_path_is_refused(tmp_path, capsys, host)
     _assert_refused(tmp_path, capsys, host, d / "data.yaml", ImageError, r"outside the dataset's folder")
 
 
-# ---------------------------------------------------------------- case 5: duplicate image bytes
+# ---------------------------------------------------------------- duplicate image bytes
 
 def _voc_with_copy(tmp_path, same_labels: bool, label_copy: bool = True):
     voc = tmp_path / "voc"
@@ -160,7 +160,7 @@ def test_duplicates_policy_first_or_merge(tmp_path, policy):
     assert len(kept) == 1 and len(kept[0].boxes) == (n0 if policy == "first" else n0 + 1)
 
 
-# ---------------------------------------------------------------- case 9: no tracebacks for bad data
+# ---------------------------------------------------------------- no tracebacks for bad data
 
 def test_corrupt_jpeg_in_voc(tmp_path, capsys, host):
     voc = tmp_path / "voc"

@@ -99,6 +99,8 @@ def run_task(executor: LocalExecutor, runtime: str, tasks: Sequence[str], ds: Da
                                     f"hard links in in/assets (use --assets copy): " + ", ".join(changed[:20])
                                     + (" ..." if len(changed) > 20 else ""))
             return outcome
+    if outcome.run.interrupted:  # Ctrl-C: the executor is stopped and state 4 written; run, verify, loop end
+        raise KeyboardInterrupt
     if not outcome.run.ok or not collect_outputs:
         return outcome
     env = collect.load_env(prepared.in_dir)
