@@ -67,6 +67,9 @@ def test_infer_is_streamed_and_checked_key_by_key(tmp_path):
     text = "\n".join(rep.problems)
     assert "detection.bb02.jpg: no 'boxes' list" in text and "1 key(s) repeated" in text
     assert "1 candidate(s) without an entry, e.g. cc03.jpg" in text
+    kept = collect.check_infer(env, ["tree"], keep_results=True).results
+    assert kept["aa01.jpg"] == [] and kept["zz.jpg"] == [] and "bb02.jpg" not in kept  # the last "aa01.jpg" wins
+    assert collect.check_infer(env, ["tree"]).results is None
 
 
 @pytest.mark.parametrize("content,problem", [("[1, 2]", "the top level is not an object"),

@@ -529,6 +529,8 @@ class InferReport:
     missing: int = 0
     unknown: int = 0
     duplicates: int = 0
+    #: ``{key: kept boxes}``, only with ``check_infer(..., keep_results=True)`` (memory grows with it)
+    results: Optional[Dict[str, List[Dict[str, Any]]]] = None
 
 
 def _box_problem(b: Any, class_names: List[str]) -> Optional[str]:
@@ -580,6 +582,7 @@ def _check_detection_entry(rep: InferReport, key: str, entry: Any, box_key: str,
         bad_entries.add(f"{path}: detection.{key[:80]}: no '{box_key}' list")
         return
     kept = 0
+    good = [] if rep.results is not None else None
     for b in boxes:
         why = _box_problem(b, class_names)
         if why:
@@ -587,21 +590,27 @@ def _check_detection_entry(rep: InferReport, key: str, entry: Any, box_key: str,
         else:
             kept += 1
             rep.per_class[b["class_name"]] += 1
+            if good is not None:
+                good.append(b)
+    if good is not None:
+        rep.results[key] = good  # type: ignore[index]
     rep.images += 1
     rep.boxes += kept
     rep.with_boxes += kept > 0
 
 
-def check_infer(env: EnvConfig, class_names: List[str], candidates: Optional[List[str]] = None) -> InferReport:
+def check_infer(env: EnvConfig, class_names: List[str], candidates: Optional[List[str]] = None,
+                keep_results: bool = False) -> InferReport:
     """Stream infer-result.json (ijson) and validate it box by box; keys must be exactly the
     candidates' basenames (each once). Memory: a 16-byte digest per image key and per candidate.
 
     Args:
         candidates: the candidate paths (default: streamed from the candidate index file).
+        keep_results: also return the kept boxes per key in ``results`` (memory grows with them).
     """
     import ijson
 
-    rep = InferReport()
+    rep = InferReport(results={} if keep_results else None)
     path = env.output.infer_result_file
     f = _open_output(env.output.root_dir, path, "infer", rep.problems)
     if f is None:

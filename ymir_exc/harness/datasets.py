@@ -634,9 +634,16 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
 
     if policy not in DUPLICATE_POLICIES:
         raise ValueError(f"duplicates policy must be one of {DUPLICATE_POLICIES}, not {policy!r}")
-    for it in ds.train + ds.val + ds.candidate:
-        if it.sha1 is None:
-            it.sha1 = sha1_file(it.image_path)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ymir_exc.harness.workspace import _in_chunks, _io_workers
+
+    todo = [it for it in ds.train + ds.val + ds.candidate if it.sha1 is None]
+    paths = list(dict.fromkeys(it.image_path for it in todo))
+    with ThreadPoolExecutor(max_workers=_io_workers(len(paths))) as pool:  # hashing releases the GIL
+        digests = dict(zip(paths, _in_chunks(pool, sha1_file, paths)))
+    for it in todo:
+        it.sha1 = digests[it.image_path]
     groups: Dict[str, List[Item]] = {}
     for it in ds.train + ds.val:
         groups.setdefault(it.sha1, []).append(it)  # type: ignore[arg-type]
