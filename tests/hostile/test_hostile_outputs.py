@@ -68,6 +68,38 @@ def test_stage_file_leaving_the_output_folder_is_refused(tmp_path, host, capsys)
     host.assert_unchanged()
 
 
+def test_env_yaml_rewritten_by_the_executor_is_not_believed(tmp_path, host, capsys):
+    evil = tmp_path / "evil"
+    rc, _ = _run(tmp_path, host, f"""
+        os.makedirs({str(evil)!r} + "/models")
+        os.symlink({str(host.secret)!r}, {str(evil)!r} + "/models/w.pt")
+        yaml.safe_dump({{"best_stage_name": "s1", "mAP": 0.5, "model_stages": {{"s1": {{
+            "stage_name": "s1", "files": ["w.pt"], "timestamp": 1, "mAP": 0.5}}}}}}, open({str(evil)!r} + "/models/result.yaml", "w"))
+        ENV["output"].update(root_dir={str(evil)!r}, models_dir={str(evil)!r} + "/models",
+                             training_result_file={str(evil)!r} + "/models/result.yaml")
+        os.unlink(os.environ["DEFAULT_ENV_FILE_PATH"])
+        yaml.safe_dump(ENV, open(os.environ["DEFAULT_ENV_FILE_PATH"], "w"))
+        monitor()
+    """)
+    err = capsys.readouterr().err
+    assert rc == 3 and "/w/out/models/result.yaml: missing" in err
+    assert _packages(host) == [host.good_hash]
+    host.assert_unchanged()
+
+
+def test_output_folder_replaced_by_a_link_is_refused(tmp_path, host, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    rc, _ = _run(tmp_path, host, f"""
+        good_training(); monitor()
+        os.rename(OUT, {str(elsewhere)!r})
+        os.symlink({str(elsewhere)!r}, OUT)
+    """)
+    err = capsys.readouterr().err
+    assert rc == 3 and "the output folder itself is a symbolic link (refused)" in err
+    assert _packages(host) == [host.good_hash]
+    host.assert_unchanged()
+
+
 def test_fifo_stage_file_is_refused(tmp_path, host, capsys):
     rc, _ = _run(tmp_path, host, """
         os.makedirs(OUT + "/models", exist_ok=True)

@@ -36,6 +36,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _gone(pid: int, seconds: float = 5) -> bool:
+    """True once ``pid`` is dead (SIGKILL is delivered asynchronously: allow it a moment)."""
+    t0 = time.monotonic()
+    while _alive(pid) and time.monotonic() - t0 < seconds:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
 def _wait_for(path: Path, seconds: float = 30) -> str:
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
@@ -79,7 +87,7 @@ def test_second_ctrl_c_kills_the_group_at_once_exit_130_state_4(tmp_path, host):
     assert "Traceback" not in err
     mon = parse_monitor((work / "out" / "monitor.txt").read_text())
     assert mon.state == 4 and "interrupted" in mon.message
-    assert not _alive(exe) and not _alive(child)
+    assert _gone(exe) and _gone(child)
     host.assert_unchanged()
 
 
@@ -97,7 +105,7 @@ def test_one_ctrl_c_stops_the_executor_and_exits_130(tmp_path, host):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "Traceback" not in err
     assert parse_monitor((work / "out" / "monitor.txt").read_text()).state == 4
-    assert not _alive(exe) and not _alive(child)
+    assert _gone(exe) and _gone(child)
     host.assert_unchanged()
 
 
@@ -126,7 +134,11 @@ def test_children_left_behind_by_a_normal_exit_are_killed(tmp_path, host, capsys
     rc = main(["run", str(ex), "--dataset", str(host.voc), "--work-dir", str(tmp_path / "w"), "--model-location",
                str(tmp_path / "store"), "--quiet"])
     assert rc == 0, capsys.readouterr()
-    assert not _alive(int(pids.read_text()))
+    child = int(pids.read_text())
+    t0 = time.monotonic()
+    while _alive(child) and time.monotonic() - t0 < 5:  # SIGKILL is delivered asynchronously
+        time.sleep(0.05)
+    assert not _alive(child)
     host.assert_unchanged()
 
 

@@ -61,6 +61,8 @@ def output_file_problem(root: Union[str, Path], path: Union[str, Path]) -> Optio
     is the harness's own ``W/out``. A message ending in ``: missing`` means nothing is there.
     """
     root = os.path.abspath(root)
+    if os.path.islink(root):
+        return f"{root}: the output folder itself is a symbolic link (refused)"
     full = os.path.abspath(path)
     rel = os.path.relpath(full, root)
     if rel in (".", "..") or rel.startswith(".." + os.sep) or os.path.isabs(rel):
@@ -698,6 +700,16 @@ def check_monitor(env: EnvConfig, task_id: Optional[str] = None) -> List[str]:
     if task_id and st.task_id != task_id:
         problems.append(f"{path}: task id {st.task_id!r}, expected {task_id!r}")
     return problems
+
+
+def task_env(env: Dict[str, Any], work_dir: Path) -> EnvConfig:
+    """The env.yaml content the harness wrote (kept in memory: the copy under ``in/`` may have
+    been changed by a local executor), with ``/in`` and ``/out`` mapped to ``work_dir``.
+
+    Raises:
+        EnvFileError: (from validation) never for content the harness produced.
+    """
+    return host_env(EnvConfig.model_validate(env), Path(work_dir))
 
 
 def load_env(in_dir: Path) -> EnvConfig:

@@ -103,7 +103,7 @@ def run_task(executor: LocalExecutor, runtime: str, tasks: Sequence[str], ds: Da
         raise KeyboardInterrupt
     if not outcome.run.ok or not collect_outputs:
         return outcome
-    env = collect.load_env(prepared.in_dir)
+    env = collect.task_env(prepared.env, prepared.work_dir)  # not in/env.yaml: a local executor may change it
     outcome.problems += collect.check_monitor(env, task_id)
     if "training" in order:
         outcome.training = collect.collect_training(env, prepared.config, executor.name, store)
