@@ -118,6 +118,13 @@ def test_packing_never_follows_a_link(tmp_path, host):
     host.assert_unchanged()
 
 
+def test_packing_refuses_a_file_beside_a_folder_of_the_same_name(tmp_path):
+    (tmp_path / "a").write_bytes(b"a")
+    with pytest.raises(ModelError, match="under another member that is a file"):
+        write_reproducible_targz([("s1/w.pt", str(tmp_path / "a")), ("s1/w.pt/x", b"x")], tmp_path / "p.tar.gz")
+    assert not (tmp_path / "p.tar.gz").exists()
+
+
 def test_monitor_link_is_replaced_not_followed_when_the_harness_writes_state_4(tmp_path, host, capsys):
     rc, work = _run(tmp_path, host, f"""
         os.symlink({str(host.secret)!r}, OUT + "/monitor.txt")

@@ -89,6 +89,10 @@ def write_reproducible_targz(members: Sequence[Member], dest: Union[str, Path]) 
     names = [m[0] for m in members]
     if len(set(names)) != len(names):
         raise ModelError(f"duplicate package members: {sorted({n for n in names if names.count(n) > 1})}")
+    files = set(names)
+    under = sorted(n for n in names if any("/".join(n.split("/")[:i]) in files for i in range(1, n.count("/") + 1)))
+    if under:
+        raise ModelError(f"package members under another member that is a file (unpackable): {under[:5]}")
     h = hashlib.sha1()
 
     class _Hashing(io.RawIOBase):
