@@ -175,3 +175,19 @@ def test_timeout_must_be_a_positive_number(tmp_path, host, capsys, value):
         main(["run", str(tmp_path), "--timeout", value])
     assert e.value.code == 2 and "--timeout" in capsys.readouterr().err
     host.assert_unchanged()
+
+
+def test_junk_mining_and_infer_results_are_named_problems_exit_3(tmp_path, host, capsys):
+    rc, work = _run(tmp_path, host, """
+        with open(OUT + "/result.tsv", "wb") as f:
+            f.write(b"\\xff\\xfe junk\\n" * 1000 + b"x" * (200 << 10) + b"\\n" + b"a.jpg\\tinf\\n")
+        open(OUT + "/infer-result.json", "w").write('[{"detection": {}}]')
+        monitor()
+    """, "--task", "mining", "--task", "infer", "--model", host.good_hash)
+    err = capsys.readouterr().err
+    assert rc == 3 and "Traceback" not in err
+    for expected in ("result.tsv:1: not UTF-8", "... and 995 more lines not UTF-8", "result.tsv:1001: line longer than 64 KiB",
+                     "score 'inf' is not finite", "infer-result.json: the top level is not an object"):
+        assert expected in err, (expected, err)
+    assert _packages(host) == [host.good_hash]
+    host.assert_unchanged()
