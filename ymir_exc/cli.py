@@ -7,8 +7,10 @@ Examples::
     ymir-exc run det-demo-tmi --task mining --task infer --model latest
     ymir-exc models list
 
-Exit status: 0 success; 1 the executor failed; 2 bad arguments or input; 3 the executor's
-outputs break the contract.
+Exit status: 0 success; 1 the executor failed; 2 bad arguments or input (a named error, no
+traceback); 3 the executor's outputs break the contract (monitor.txt included); 70 an internal
+error of ymir-exc (one line on stderr, the traceback in a log file whose path it names); 130
+interrupted (Ctrl-C; the executor's process group is stopped and state 4 written first).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from ymir_exc.errors import YmirExcError
 EXIT_EXECUTOR_FAILED = 1
 EXIT_USAGE = 2
 EXIT_BAD_OUTPUT = 3
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
 
 
 def _out(msg: str = "") -> None:
@@ -71,7 +75,8 @@ def _dataset_from_args(args: argparse.Namespace):
         if not sep or not src or not dst:
             raise ValueError(f"--class-alias {a!r}: expected NAME=CLASS")
         aliases[src.strip()] = dst.strip()
-    return load_dataset(args.dataset, class_names, aliases, args.unknown_classes)
+    return load_dataset(args.dataset, class_names, aliases, args.unknown_classes,
+                        image_root=getattr(args, "image_root", None), duplicates=getattr(args, "duplicates", "error"))
 
 
 def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
@@ -95,6 +100,10 @@ def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
         summary["monitor"] = mon.raw if mon else None
         return summary
     _out(f"executor finished in {result.seconds:.1f} s")
+    reported = [p for rep in (outcome.training, outcome.mining, outcome.infer) if rep is not None for p in rep.problems]
+    extra = [p for p in outcome.problems if p not in reported]  # monitor.txt, changed dataset files
+    if extra:
+        _report_problems("run", extra)
     if outcome.training is not None:
         rep = outcome.training
         if rep.problems:
@@ -119,13 +128,13 @@ def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
         irep = outcome.infer
         if irep.problems:
             _report_problems("infer result", irep.problems)
-        with_boxes = sum(1 for v in irep.results.values() if v)
-        _out(f"infer: {len(irep.results)} images, {irep.boxes} boxes ({with_boxes} images with boxes); per class: "
+        with_boxes = irep.with_boxes
+        _out(f"infer: {irep.images} images, {irep.boxes} boxes ({with_boxes} images with boxes); per class: "
              + (", ".join(f"{c} {n}" for c, n in sorted(irep.per_class.items())) or "none"))
         if irep.dropped:
             _out("  dropped: " + ", ".join(f"{why} {n}" for why, n in sorted(irep.dropped.items())))
         _out(f"  results: {prepared.out_dir / 'infer-result.json'}")
-        summary.update(infer_boxes=irep.boxes, infer_images=len(irep.results))
+        summary.update(infer_boxes=irep.boxes, infer_images=irep.images)
     summary["problems"] = outcome.problems
     return summary
 
@@ -159,7 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = run_task(executor, runtime, tasks, ds, work_dir=work, store=store, model_ref=args.model,
                        user_config=_load_user_config(args.config), protocol_version=args.protocol_version,
                        gpu_id=args.gpu_id or "", timeout=args.timeout, show=not args.quiet,
-                       network_none=args.network_none, user=args.user, dry_run=dry, before_run=announce)
+                       network_none=args.network_none, user=args.user, dry_run=dry, before_run=announce,
+                       assets=args.assets)
     prepared = outcome.prepared
     if args.print_argv:
         _out(shlex.join(outcome.argv))
@@ -175,6 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     summary = print_outcome(outcome, store, args.topk)
     (prepared.work_dir / "ymir-exc-run.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if outcome.run is not None and outcome.run.interrupted:
+        return EXIT_INTERRUPTED
     if outcome.run is None or not outcome.run.ok:
         return EXIT_EXECUTOR_FAILED
     return EXIT_BAD_OUTPUT if outcome.problems else 0
@@ -193,13 +205,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     store = ModelStore(args.model_location)
     if args.models_cmd == "import":
-        m = store.import_package(args.package_path)
+        from ymir_exc.harness.models import ImportLimits
+
+        limits = ImportLimits(max_info_bytes=args.max_info_size, max_members=args.max_members,
+                              max_expansion=args.max_expansion, bomb_member_bytes=args.bomb_member_size)
+        m = store.import_package(args.package_path, limits)
         _out(f"pack success, model hash: {m.hash}, best_stage_name: {m.info.best_stage_name}, mAP: {m.mAP()}")
         return 0
     if args.models_cmd == "list":
-        models = store.list()
-        if not models:
+        models, corrupt = store.scan()
+        if not models and not corrupt:
             _out(f"no model stored in {store.location}")
+        for name, why in corrupt:
+            _out(f"{name}  CORRUPT: {why}")
         for m in models:
             _out(f"{m.hash}  best {m.info.best_stage_name} mAP {m.mAP():.4f}  classes {m.class_names}  "
                  f"executor {m.info.task_context.get('executor', '?')}  stages {len(m.info.stages)}")
@@ -309,6 +327,19 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    """argparse type of ``--timeout``: a positive, finite number of seconds."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of seconds")
+    return v
+
+
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     """--runtime, --dataset and the class options, shared by run, verify and loop."""
     p.add_argument("--runtime", default="auto", choices=["auto", "local", "docker", "podman"],
@@ -319,6 +350,11 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-alias", action="append", metavar="NAME=CLASS", help="map a class of the data onto a class")
     p.add_argument("--unknown-classes", choices=["stop", "ignore"], default="stop",
                    help="a box of a class not in --class-names: stop with the list (default) or drop it")
+    p.add_argument("--image-root", help="COCO: the folder images are taken from (default: the json's folder "
+                                        "and its parent)")
+    p.add_argument("--duplicates", choices=["error", "first", "merge"], default="error",
+                   help="the same image bytes with different labels: stop listing them (default), keep the "
+                        "first copy's labels, or merge the boxes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,9 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model-location", help="model store (default $YMIR_EXC_MODEL_LOCATION or ~/.ymir-exc/models)")
     r.add_argument("--protocol-version", default="1.1.0", help="env.yaml protocol_version (0.x legacy, 1.x, 2.x)")
     r.add_argument("--gpu-id", default="", help="host GPU ids, e.g. '0,1' (default: CPU)")
-    r.add_argument("--timeout", type=float, help="stop the executor after this many seconds")
+    r.add_argument("--timeout", type=_seconds, help="stop the executor after this many seconds")
     r.add_argument("--topk", type=int, default=10, help="mining: how many top candidates to print (default 10)")
     r.add_argument("--network-none", action="store_true", help="containers: run with --network none")
+    r.add_argument("--assets", choices=["auto", "link", "copy", "reflink"], default="auto",
+                   help="how images get into in/assets: auto (default: a reflink where the file system can, "
+                        "else a hard link), link, copy, reflink; local runs check hard-linked images afterwards")
     r.add_argument("--user", help="containers: --user UID:GID (default: yours)")
     r.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
     r.add_argument("--print-argv", action="store_true", help="print the executor's command line only")
@@ -359,6 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("hash", help="sha1, unique prefix or 'latest'")
     im = msub.add_parser("import", help="import a model package (tar.gz with ymir-info.yaml)")
     im.add_argument("--package-path", required=True)
+    im.add_argument("--max-members", type=int, default=10_000, help="refuse more members (default 10000)")
+    im.add_argument("--max-info-size", type=int, default=1 << 20, metavar="BYTES",
+                    help="refuse a larger ymir-info.yaml (default 1 MiB)")
+    im.add_argument("--max-expansion", type=float, default=100.0, metavar="RATIO",
+                    help="refuse members adding up to more than RATIO x the package's size while one is over "
+                         "--bomb-member-size (default 100; 0 disables)")
+    im.add_argument("--bomb-member-size", type=int, default=64 << 20, metavar="BYTES",
+                    help="see --max-expansion (default 64 MiB)")
     m.set_defaults(func=cmd_models)
 
     ins = sub.add_parser("inspect", help="print an executor's manifest and templates")
@@ -373,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--work-dir", help="where the scenarios' work dirs go (default: a temp dir)")
     v.add_argument("--model-location", help="model store (default: inside the work dir)")
     v.add_argument("--protocol-version", default="1.1.0")
-    v.add_argument("--timeout", type=float, help="per scenario, seconds")
+    v.add_argument("--timeout", type=_seconds, help="per scenario, seconds")
     v.add_argument("--network-none", action="store_true")
     v.add_argument("--user", help="containers: --user UID:GID")
     v.add_argument("--no-crash", action="store_true", help="skip the crash scenario")
@@ -404,14 +451,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    return guarded(args.func, args)
+
+
+#: errors of the input (files, arguments, packages), shown as one line with exit status 2
+INPUT_ERRORS = (YmirExcError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+                PermissionError, ValueError, RuntimeError)
+
+
+def guarded(func: Any, args: argparse.Namespace) -> int:
+    """Run a command with the exit-status policy of the module docstring: a named input error is
+    one line and exit 2; Ctrl-C exits 130; anything else is an internal error: one line naming a
+    log file (``$YMIR_EXC_LOG_DIR``, else the temp folder) that holds the traceback, exit 70."""
     try:
-        return args.func(args)
+        return func(args)
     except BrokenPipeError:  # e.g. `ymir-exc inspect X | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (YmirExcError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+    except KeyboardInterrupt:
+        _err("ymir-exc: interrupted")
+        return EXIT_INTERRUPTED
+    except INPUT_ERRORS as e:
         _err(f"ymir-exc: error: {e}")
         return EXIT_USAGE
+    except Exception as e:  # noqa: BLE001 - the one place that turns a bug into a log file
+        return _internal_error(e)
+
+
+def _internal_error(e: BaseException) -> int:
+    import time
+    import traceback
+
+    log_dir = os.environ.get("YMIR_EXC_LOG_DIR") or tempfile.gettempdir()
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    try:
+        os.makedirs(log_dir, exist_ok=True)
+        fd, log = tempfile.mkstemp(prefix=f"ymir-exc-crash-{time.strftime('%Y%m%d%H%M%S')}-", suffix=".log",
+                                   dir=log_dir)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"ymir-exc {__version__}; argv {sys.argv!r}\n{text}")
+        where = f"traceback in {log}"
+    except OSError as le:
+        where = f"could not write a log file ({le})"
+    _err(f"ymir-exc: internal error: {type(e).__name__}: {e}; {where}")
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

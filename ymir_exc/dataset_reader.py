@@ -445,7 +445,7 @@ def load_coco_annotations(path: str, class_names: Sequence[str]) -> Dict[str, Li
                 raise AnnotationError(f"bad bbox {ann['bbox']}", path=path, key=f"{key}.bbox")
             box = _box_from_corners(index[name], class_names, (x, y, x + w - 1, y + h - 1), path, None)
             result.setdefault(images[ann["image_id"]], []).append(box)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # AttributeError: null / a list for an object
         if isinstance(e, AnnotationError):
             raise
         raise AnnotationError(f"malformed COCO structure: {e!r}", path=path) from None

@@ -7,19 +7,33 @@
   w and h > 0); bad boxes are dropped and counted by reason instead of failing the task (the
   platform fails the whole task on one bad box).
 
+- monitor.txt, on every run: it must parse and say state 3 (done) after an exit status 0.
+
 Each check returns a report whose ``problems`` say precisely what is wrong; nothing is stored
-when a training output is invalid.
+when a training output is invalid. One function per kind of output file (``check_training``,
+``check_mining``, ``check_infer``, ``check_monitor``).
+
+Hostile outputs: nothing under ``/out`` is trusted. Only regular files inside the output tree
+are read or packed; a symbolic link anywhere on the way (the file, ``models/``, a stage
+folder), a path leaving the tree, a fifo or a device is a named problem, never followed.
+result.tsv and infer-result.json are streamed (ijson); what is kept per result line or image is
+fixed-size (a 16-byte blake2b digest of the path or key, a score, a file offset), so memory is
+bounded by about 200 MB plus 40 bytes per line or image whatever the files hold.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 import os
+import stat
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 import yaml
 from pydantic import ValidationError
@@ -27,8 +41,62 @@ from pydantic import ValidationError
 from ymir_exc import __version__
 from ymir_exc.env import EnvConfig, parse_env_file
 from ymir_exc.formats import (LegacyTrainingResult, ModelStage, TrainingResult, primary_metric_key)
-from ymir_exc.harness.models import LEGACY_STAGE_NAME, ModelStore, build_info, stage_entries
-from ymir_exc.result_writer import resolve_stage_file
+from ymir_exc.code import ExecutorState
+from ymir_exc.harness.models import LEGACY_STAGE_NAME, MAX_STAGE_NAME_BYTES, ModelStore, build_info, stage_entries
+from ymir_exc.harness.runtime import parse_monitor, read_text_nofollow
+
+#: result.yaml larger than this is a problem, not something to parse
+RESULT_YAML_MAX_BYTES = 16 << 20
+#: a result.tsv line longer than this is a problem (and is not kept)
+MAX_LINE_BYTES = 64 << 10
+#: at most this many messages per kind of problem; the rest are counted
+MAX_MESSAGES = 5
+
+
+def output_file_problem(root: Union[str, Path], path: Union[str, Path]) -> Optional[str]:
+    """Why ``path`` may not be read as an output file under ``root``, or None when it is a
+    regular file inside ``root`` reached without any symbolic link.
+
+    Every component below ``root`` is checked with ``lstat`` (never followed); ``root`` itself
+    is the harness's own ``W/out``. A message ending in ``: missing`` means nothing is there.
+    """
+    root = os.path.abspath(root)
+    if os.path.islink(root):
+        return f"{root}: the output folder itself is a symbolic link (refused)"
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full, root)
+    if rel in (".", "..") or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+        return f"{path}: outside the output folder {root} (refused)"
+    cur = root
+    parts = rel.split(os.sep)
+    for i, part in enumerate(parts):
+        cur = os.path.join(cur, part)
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            return f"{cur}: missing"
+        except OSError as e:
+            return f"{cur}: {e.strerror}"
+        if stat.S_ISLNK(st.st_mode):
+            return f"{cur}: a symbolic link (refused: the harness never follows links in outputs)"
+        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+            return f"{cur}: not a folder"
+        if i == len(parts) - 1 and not stat.S_ISREG(st.st_mode):
+            return f"{cur}: not a regular file (refused)"
+    return None
+
+
+def _locate_stage_file(root: str, models_dir: str, stage: Optional[str], name: str) -> Tuple[Optional[str], str]:
+    """(path, "") of a stage file: ``<stage>/<name>`` first, then ``<name>``, as the platform's
+    packer looks; (None, why) when the first one present is refused; (None, "") when neither is."""
+    cands = ([os.path.join(models_dir, stage, name)] if stage else []) + [os.path.join(models_dir, name)]
+    for c in cands:
+        why = output_file_problem(root, c)
+        if why is None:
+            return c, ""
+        if not why.endswith(": missing"):
+            return None, why
+    return None, ""
 
 
 @dataclass
@@ -50,15 +118,27 @@ def _first_error(e: ValidationError) -> str:
 
 
 def check_training(env: EnvConfig) -> TrainingReport:
-    """Validate ``result.yaml`` and locate every stage / attachment file."""
+    """Validate ``result.yaml`` and locate every stage / attachment file (regular files inside
+    ``out/`` only; see :func:`output_file_problem`)."""
     rep = TrainingReport()
     path = env.output.training_result_file
     models_dir = env.output.models_dir
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        rep.problems.append(f"{path}: missing (a training task must write result.yaml)")
+    root = env.output.root_dir
+    why = output_file_problem(root, path)
+    if why:
+        rep.problems.append(f"{path}: missing (a training task must write result.yaml)"
+                            if why.endswith(": missing") else why)
         return rep
+    try:
+        text = read_text_nofollow(Path(path), RESULT_YAML_MAX_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as e:
+        rep.problems.append(f"{path}: unreadable: {e}")
+        return rep
+    if len(text.encode("utf-8")) > RESULT_YAML_MAX_BYTES:
+        rep.problems.append(f"{path}: larger than {RESULT_YAML_MAX_BYTES >> 20} MiB")
+        return rep
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         rep.problems.append(f"{path}: not valid YAML: {e}")
         return rep
@@ -82,23 +162,33 @@ def check_training(env: EnvConfig) -> TrainingReport:
         rep.best_stage_name = result.best_stage_name
         rep.attachments = dict(result.attachments or {})
         rep.evaluate_config = result.evaluate_config
+    for name in rep.stages:
+        size = len(name.encode("utf-8"))
+        if size > MAX_STAGE_NAME_BYTES:
+            rep.problems.append(f"{path}: stage name {name[:40]!r}... is {size} bytes of UTF-8; "
+                                f"at most {MAX_STAGE_NAME_BYTES}")
+    if rep.problems:
+        return rep
     best = rep.stages[rep.best_stage_name].evaluation_result()
     rep.mAP = float(best.get(primary_metric_key(best) or "mAP", 0.0))
+    legacy_layout = env.protocol_tuple < (1, 0, 0)
     for name, st in rep.stages.items():
         for f in st.files:
-            src = resolve_stage_file(models_dir, name, f) if env.protocol_tuple >= (1, 0, 0) else \
-                (os.path.join(models_dir, f) if os.path.isfile(os.path.join(models_dir, f)) else None)
+            src, why = _locate_stage_file(root, models_dir, None if legacy_layout else name, f)
             if src is None:
-                rep.problems.append(f"{path}: stage {name!r} lists {f!r}, found neither in "
+                rep.problems.append(f"{path}: stage {name!r} lists {f!r}: {why}" if why else
+                                    f"{path}: stage {name!r} lists {f!r}, found neither in "
                                     f"{models_dir}/{name}/ nor in {models_dir}/")
             else:
                 rep.members.append((f"{name}/{f}", src))
     for section, files in rep.attachments.items():
         for f in files:
-            cands = [os.path.join(models_dir, "attachments", section, f), os.path.join(models_dir, f)]
-            src = next((c for c in cands if os.path.isfile(c)), None)
+            src, why = _locate_stage_file(root, os.path.join(models_dir, "attachments"), section, f)
+            if src is None and not why:
+                src, why = _locate_stage_file(root, models_dir, None, f)
             if src is None:
-                rep.problems.append(f"{path}: attachment {section}/{f} not found")
+                rep.problems.append(f"{path}: attachment {section}/{f}: {why}" if why else
+                                    f"{path}: attachment {section}/{f} not found")
             else:
                 rep.members.append((f"attachments/{section}/{os.path.basename(f)}", src))
     return rep
@@ -119,91 +209,330 @@ def collect_training(env: EnvConfig, executor_config: Dict[str, Any], executor: 
     return rep
 
 
+def _digest(text: Union[str, bytes], size: int = 16) -> bytes:
+    """A fixed-size blake2b digest of a path / key (what duplicate and membership checks keep)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text,
+                           digest_size=size).digest()
+
+
+def _asset_id(path: str) -> str:
+    """The platform's asset id of a result path: its basename without extension."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+class _Messages:
+    """Problems of one kind: the first :data:`MAX_MESSAGES` messages, and a count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: List[str] = []
+
+    def add(self, msg: str) -> None:
+        self.count += 1
+        if len(self.first) < MAX_MESSAGES:
+            self.first.append(msg)
+
+    def flush(self, into: List[str], what: str) -> None:
+        into.extend(self.first)
+        if self.count > len(self.first):
+            into.append(f"... and {self.count - len(self.first)} more {what}")
+
+
+class _Candidates:
+    """The candidate images as sorted digests: of each path (16 bytes) and of each asset id
+    (16 bytes), with a matched flag per candidate (what :func:`check_mining` marks)."""
+
+    def __init__(self, paths: Optional[Sequence[str]], index_file: Optional[str]) -> None:
+        self.index_file = index_file
+        self.paths = paths
+        path_d, id_d = bytearray(), bytearray()
+        for p in self._iter():
+            path_d += _digest(p)
+            id_d += _digest(_asset_id(p))
+        n = len(path_d) // 16
+        self.n = n
+        pd = np.frombuffer(bytes(path_d), dtype="V16") if n else np.zeros(0, dtype="V16")
+        idd = np.frombuffer(bytes(id_d), dtype="V16") if n else np.zeros(0, dtype="V16")
+        self.path_order = np.argsort(pd, kind="stable")
+        self.path_sorted = pd[self.path_order]
+        self.id_order = np.argsort(idd, kind="stable")
+        self.id_sorted = idd[self.id_order]
+        self.matched = np.zeros(n, dtype=bool)
+
+    def _iter(self) -> Iterator[str]:
+        if self.paths is not None:
+            yield from self.paths
+            return
+        if not self.index_file or not os.path.isfile(self.index_file):
+            return
+        with open(self.index_file, "r", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                if line.strip():
+                    yield line.rstrip("\n").split("\t")[0]
+
+    @staticmethod
+    def _find(sorted_d: np.ndarray, order: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Index into the candidates of each key, -1 when absent."""
+        if not len(sorted_d):
+            return np.full(len(keys), -1, dtype=np.int64)
+        pos = np.searchsorted(sorted_d, keys)
+        pos_c = np.minimum(pos, len(sorted_d) - 1)
+        hit = sorted_d[pos_c] == keys
+        return np.where(hit, order[pos_c], -1)
+
+    def match(self, path_keys: np.ndarray, id_keys: np.ndarray) -> np.ndarray:
+        """Mark the candidates named by these lines (by path, else by asset id); returns whether
+        each line names a candidate."""
+        by_path = self._find(self.path_sorted, self.path_order, path_keys)
+        by_id = self._find(self.id_sorted, self.id_order, id_keys)
+        which = np.where(by_path >= 0, by_path, by_id)
+        self.matched[which[which >= 0]] = True
+        return which >= 0
+
+    def unmatched(self, limit: int = 1) -> Tuple[int, List[str]]:
+        """(how many candidates no line named, the first ``limit`` of them)."""
+        missing = int((~self.matched).sum())
+        examples: List[str] = []
+        if missing:
+            for i, p in enumerate(self._iter()):
+                if not self.matched[i]:
+                    examples.append(p)
+                    if len(examples) >= limit:
+                        break
+        return missing, examples
+
+
+class RankedLines(Sequence[Tuple[str, float]]):
+    """Mining results ``(path, score)``, best first, read from result.tsv on demand: only each
+    line's offset and score, and the ranking, are held (24 bytes a line).
+
+    Args:
+        path: result.tsv.
+        offsets, scores: per line kept, in file order (int64 byte offsets, float64).
+        order: the ranking, as indices into ``offsets`` / ``scores`` (default: file order).
+    """
+
+    def __init__(self, path: Optional[str] = None, offsets: Optional[np.ndarray] = None,
+                 scores: Optional[np.ndarray] = None, order: Optional[np.ndarray] = None) -> None:
+        self.path = path
+        self.offsets = offsets if offsets is not None else np.zeros(0, dtype=np.int64)
+        self.scores = scores if scores is not None else np.zeros(0, dtype=np.float64)
+        self.order = order if order is not None else np.arange(len(self.offsets))
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def _read(self, f: Any, i: int) -> Tuple[str, float]:
+        j = int(self.order[i])
+        f.seek(int(self.offsets[j]))
+        line = f.readline(MAX_LINE_BYTES).decode("utf-8", "surrogateescape").rstrip("\r\n")
+        return line.split("\t")[0], float(self.scores[j])
+
+    def __getitem__(self, i: Any) -> Any:  # type: ignore[override]
+        if isinstance(i, slice):
+            idx = range(len(self))[i]
+            if not len(idx):
+                return []
+            with open(self.path, "rb") as f:  # type: ignore[arg-type]
+                return [self._read(f, j) for j in idx]
+        j = range(len(self))[i]
+        with open(self.path, "rb") as f:  # type: ignore[arg-type]
+            return self._read(f, j)
+
+    def __iter__(self) -> Iterator[Tuple[str, float]]:
+        if not len(self):
+            return
+        with open(self.path, "rb") as f:  # type: ignore[arg-type]
+            for j in range(len(self)):
+                yield self._read(f, j)
+
+
 @dataclass
 class MiningReport:
+    """What :func:`check_mining` found. ``ranked`` is a sequence of ``(path, score)``, best first."""
+
     problems: List[str] = field(default_factory=list)
-    ranked: List[Tuple[str, float]] = field(default_factory=list)
+    ranked: Sequence[Tuple[str, float]] = field(default_factory=RankedLines)
     blank: int = 0
-    unknown: List[str] = field(default_factory=list)
-    duplicates: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)
+    unknown: int = 0
+    duplicates: int = 0
+    missing: int = 0
+    lines: int = 0
 
 
 def read_candidates(env: EnvConfig) -> List[str]:
-    path = env.input.candidate_index_file
-    if not path or not os.path.isfile(path):
-        return []
-    return [line.split("\t")[0] for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The candidate index's image paths, in order (small datasets; collect streams instead)."""
+    return list(_Candidates(None, env.input.candidate_index_file)._iter())
+
+
+def _open_output(root: str, path: str, what: str, problems: List[str]) -> Optional[Any]:
+    """A binary file object for an output file, or None after adding the problem (missing, a
+    link, not a regular file)."""
+    why = output_file_problem(root, path)
+    if why is not None:
+        problems.append(f"{path}: missing (a {what} task must write {os.path.basename(path)})"
+                        if why.endswith(": missing") else why)
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        problems.append(f"{path}: {e.strerror}")
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def _line_number(path: str, offset: int) -> int:
+    """1-based number of the line starting at byte ``offset``."""
+    n = 1
+    with open(path, "rb") as f:
+        left = offset
+        while left > 0:
+            b = f.read(min(left, 1 << 20))
+            if not b:
+                break
+            n += b.count(b"\n")
+            left -= len(b)
+    return n
 
 
 def check_mining(env: EnvConfig, candidates: Optional[List[str]] = None) -> MiningReport:
-    """Parse result.tsv: one ``<path>\\t<score>`` line per candidate, finite scores, sorted
-    descending. Unknown paths, duplicates, blank lines and missing candidates are reported."""
+    """Stream result.tsv: one ``<path>\\t<score>`` line per candidate, finite scores, sorted
+    descending. Unknown paths, duplicates, blank lines and missing candidates are reported.
+
+    A line names a candidate by its path or by its asset id (basename without extension), as
+    the platform reads it. Memory: 16-byte digests, a score and an offset per line (33 bytes),
+    33 bytes per candidate, plus sort buffers at the end.
+
+    Args:
+        candidates: the candidate paths (default: streamed from the candidate index file).
+    """
     rep = MiningReport()
     path = env.output.mining_result_file
-    candidates = read_candidates(env) if candidates is None else candidates
-    known = set(candidates)
-    known_ids = {os.path.splitext(os.path.basename(c))[0] for c in candidates}
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        rep.problems.append(f"{path}: missing (a mining task must write result.tsv)")
+    f = _open_output(env.output.root_dir, path, "mining", rep.problems)
+    if f is None:
         return rep
-    seen = set()
-    prev = math.inf
-    unsorted_at = None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            rep.blank += 1
-            continue
-        parts = line.split("\t")
-        if len(parts) != 2:
-            rep.problems.append(f"{path}:{n}: expected '<path>\\t<score>', got {len(parts)} column(s)")
-            continue
-        asset, s = parts
-        try:
-            score = float(s)
-        except ValueError:
-            rep.problems.append(f"{path}:{n}: score {s!r} is not a number")
-            continue
-        if not math.isfinite(score):
-            rep.problems.append(f"{path}:{n}: score {s!r} is not finite")
-            continue
-        if asset in seen:
-            rep.duplicates.append(asset)
-            continue
-        seen.add(asset)
-        if asset not in known and os.path.splitext(os.path.basename(asset))[0] not in known_ids:
-            rep.unknown.append(asset)
-        if score > prev and unsorted_at is None:
-            unsorted_at = n
-        prev = score
-        rep.ranked.append((asset, score))
-    if unsorted_at is not None:
-        rep.problems.append(f"{path}:{unsorted_at}: scores are not sorted in descending order")
-    seen_ids = {os.path.splitext(os.path.basename(a))[0] for a, _ in rep.ranked}
-    rep.missing = [c for c in candidates if c not in seen and os.path.splitext(os.path.basename(c))[0] not in seen_ids]
+    cands = _Candidates(candidates, env.input.candidate_index_file)
+    digests, offsets, scores, known = bytearray(), array("q"), array("d"), np.zeros(0, dtype=bool)
+    known_parts: List[np.ndarray] = []
+    chunk_paths, chunk_ids = bytearray(), bytearray()
+    bad = {k: _Messages() for k in ("columns", "number", "finite", "utf8", "long")}
+
+    def flush_chunk() -> None:
+        if chunk_paths:
+            known_parts.append(cands.match(np.frombuffer(bytes(chunk_paths), dtype="V16"),
+                                           np.frombuffer(bytes(chunk_ids), dtype="V16")))
+            chunk_paths.clear()
+            chunk_ids.clear()
+
+    pos = 0
+    n = 0
+    with f:
+        while True:
+            raw = f.readline(MAX_LINE_BYTES)
+            if not raw:
+                break
+            start, pos = pos, pos + len(raw)
+            n += 1
+            if not raw.endswith(b"\n") and len(raw) >= MAX_LINE_BYTES:
+                bad["long"].add(f"{path}:{n}: line longer than {MAX_LINE_BYTES >> 10} KiB")
+                while raw and not raw.endswith(b"\n"):  # skip the rest of it
+                    raw = f.readline(MAX_LINE_BYTES)
+                    pos += len(raw)
+                continue
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                bad["utf8"].add(f"{path}:{n}: not UTF-8 ({e.reason} at byte {e.start})")
+                continue
+            if not line.strip():
+                rep.blank += 1
+                continue
+            parts = line.split("\t")
+            if len(parts) != 2:
+                bad["columns"].add(f"{path}:{n}: expected '<path>\\t<score>', got {len(parts)} column(s)")
+                continue
+            asset, sc = parts
+            try:
+                score = float(sc)
+            except ValueError:
+                bad["number"].add(f"{path}:{n}: score {sc[:40]!r} is not a number")
+                continue
+            if not math.isfinite(score):
+                bad["finite"].add(f"{path}:{n}: score {sc!r} is not finite")
+                continue
+            d = _digest(asset)
+            digests += d
+            chunk_paths += d
+            chunk_ids += _digest(_asset_id(asset))
+            offsets.append(start)
+            scores.append(score)
+            if len(chunk_paths) >= (1 << 16) * 16:
+                flush_chunk()
+    flush_chunk()
+    rep.lines = n
+    for kind, what in (("long", "long lines"), ("utf8", "lines not UTF-8"), ("columns", "malformed lines"),
+                       ("number", "scores not numbers"), ("finite", "scores not finite")):
+        bad[kind].flush(rep.problems, what)
+    count = len(offsets)
+    known = np.concatenate(known_parts) if known_parts else np.zeros(0, dtype=bool)
+    del known_parts
+    keep = np.ones(count, dtype=bool)
+    if count > 1:
+        dig = np.frombuffer(digests, dtype="V16")
+        order = np.argsort(dig, kind="stable")  # equal paths: first occurrence first
+        step = 1 << 20
+        for i in range(0, count - 1, step):  # neighbours in sorted order, a chunk at a time (no full copy)
+            idx = order[i:i + step + 1]
+            same = dig[idx[1:]] == dig[idx[:-1]]
+            keep[idx[1:][same]] = False
+        del dig, order, idx, same
+    del digests
+    off = np.frombuffer(offsets, dtype=np.int64)
+    sco = np.frombuffer(scores, dtype=np.float64)
+    rep.duplicates = int(count - keep.sum())
+    unknown = np.nonzero(keep & ~known)[0]
+    rep.unknown = int(len(unknown))
+    kept = np.nonzero(keep)[0] if rep.duplicates else None
+    ranked_sco = sco[kept] if kept is not None else sco
+    rising = np.nonzero(ranked_sco[1:] > ranked_sco[:-1])[0]
+    if len(rising):
+        at = int(kept[rising[0] + 1]) if kept is not None else int(rising[0] + 1)
+        rep.problems.append(f"{path}:{_line_number(path, int(off[at]))}: scores are not sorted in descending order")
+    neg = np.negative(ranked_sco, out=ranked_sco if kept is not None else None)
+    order = np.argsort(neg, kind="stable")  # best first; ties keep file order
+    del neg
+    if kept is not None:
+        order = kept[order]
+    rep.ranked = RankedLines(path, off, sco, order)
+    rep.missing, missing_examples = cands.unmatched()
     if rep.blank:
         rep.problems.append(f"{path}: {rep.blank} blank line(s)")
     if rep.duplicates:
-        rep.problems.append(f"{path}: {len(rep.duplicates)} duplicate path(s), e.g. {rep.duplicates[0]}")
+        rep.problems.append(f"{path}: {rep.duplicates} duplicate path(s), e.g. "
+                            f"{RankedLines(path, off, sco, np.nonzero(~keep)[0][:1])[0][0]}")
     if rep.unknown:
-        rep.problems.append(f"{path}: {len(rep.unknown)} path(s) not among the candidates, e.g. {rep.unknown[0]}")
+        rep.problems.append(f"{path}: {rep.unknown} path(s) not among the candidates, e.g. "
+                            f"{RankedLines(path, off, sco, unknown[:1])[0][0]}")
     if rep.missing:
-        rep.problems.append(f"{path}: {len(rep.missing)} candidate(s) without a score, e.g. {rep.missing[0]}")
-    rep.ranked.sort(key=lambda r: -r[1])  # stable: ties keep file order
+        rep.problems.append(f"{path}: {rep.missing} candidate(s) without a score, e.g. {missing_examples[0]}")
     return rep
 
 
 @dataclass
 class InferReport:
+    """What :func:`check_infer` found (counts only: results are not held in memory)."""
+
     problems: List[str] = field(default_factory=list)
-    results: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)
+    images: int = 0
+    with_boxes: int = 0
     boxes: int = 0
     dropped: Counter = field(default_factory=Counter)
     per_class: Counter = field(default_factory=Counter)
-    missing: List[str] = field(default_factory=list)
-    unknown: List[str] = field(default_factory=list)
+    missing: int = 0
+    unknown: int = 0
+    duplicates: int = 0
+    #: ``{key: kept boxes}``, only with ``check_infer(..., keep_results=True)`` (memory grows with it)
+    results: Optional[Dict[str, List[Dict[str, Any]]]] = None
 
 
 def _box_problem(b: Any, class_names: List[str]) -> Optional[str]:
@@ -224,54 +553,163 @@ def _box_problem(b: Any, class_names: List[str]) -> Optional[str]:
     return None
 
 
-def check_infer(env: EnvConfig, class_names: List[str], candidates: Optional[List[str]] = None) -> InferReport:
-    """Validate infer-result.json box by box; keys must be exactly the candidates' basenames."""
-    rep = InferReport()
-    path = env.output.infer_result_file
-    candidates = read_candidates(env) if candidates is None else candidates
+def _json_layout_problem(f: Any, section: str) -> Optional[str]:
+    """Stream the whole file once: None when it is valid JSON whose top level is an object with
+    an object ``section``; else what is wrong."""
+    import ijson
+
+    top = None
+    found = None
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        rep.problems.append(f"{path}: missing (an infer task must write infer-result.json)")
-        return rep
-    except ValueError as e:
-        rep.problems.append(f"{path}: not valid JSON: {e}")
+        for prefix, event, value in ijson.parse(f, use_float=True):
+            if prefix == "" and top is None:
+                top = event
+            elif prefix == section and found is None and event in ("start_map", "start_array", "string", "number",
+                                                                     "boolean", "null"):
+                found = event
+    except ijson.JSONError as e:
+        return f"not valid JSON: {e}"
+    if top != "start_map":
+        return "the top level is not an object"
+    if found != "start_map":
+        return f"no '{section}' object at the top level"
+    return None
+
+
+def _check_detection_entry(rep: InferReport, key: str, entry: Any, box_key: str, class_names: List[str],
+                           path: str, bad_entries: _Messages) -> None:
+    """One image of ``detection``: its boxes validated, counted; bad boxes dropped by reason."""
+    boxes = entry.get(box_key) if isinstance(entry, dict) else None
+    if not isinstance(boxes, list):
+        bad_entries.add(f"{path}: detection.{key[:80]}: no '{box_key}' list")
+        return
+    kept = 0
+    good = [] if rep.results is not None else None
+    for b in boxes:
+        why = _box_problem(b, class_names)
+        if why:
+            rep.dropped[why] += 1
+        else:
+            kept += 1
+            rep.per_class[b["class_name"]] += 1
+            if good is not None:
+                good.append(b)
+    if good is not None:
+        rep.results[key] = good  # type: ignore[index]
+    rep.images += 1
+    rep.boxes += kept
+    rep.with_boxes += kept > 0
+
+
+def check_infer(env: EnvConfig, class_names: List[str], candidates: Optional[List[str]] = None,
+                keep_results: bool = False) -> InferReport:
+    """Stream infer-result.json (ijson) and validate it box by box; keys must be exactly the
+    candidates' basenames (each once). Memory: a 16-byte digest per image key and per candidate.
+
+    Args:
+        candidates: the candidate paths (default: streamed from the candidate index file).
+        keep_results: also return the kept boxes per key in ``results`` (memory grows with them).
+    """
+    import ijson
+
+    rep = InferReport(results={} if keep_results else None)
+    path = env.output.infer_result_file
+    f = _open_output(env.output.root_dir, path, "infer", rep.problems)
+    if f is None:
         return rep
     box_key = "boxes" if env.protocol_tuple >= (1, 0, 0) else "annotations"
-    det = data.get("detection") if isinstance(data, dict) else None
-    if not isinstance(det, dict):
-        rep.problems.append(f"{path}: no 'detection' object at the top level")
-        return rep
-    names = Counter(os.path.basename(c) for c in candidates)
-    clashes = [n for n, k in names.items() if k > 1]
+    keys = bytearray()
+    bad_entries = _Messages()
+    with f:
+        why = _json_layout_problem(f, "detection")
+        if why:
+            rep.problems.append(f"{path}: {why}")
+            return rep
+        f.seek(0)
+        try:
+            for key, entry in ijson.kvitems(f, "detection", use_float=True):
+                keys += _digest(key)
+                _check_detection_entry(rep, key, entry, box_key, class_names, path, bad_entries)
+        except ijson.JSONError as e:  # the file changed since the first pass
+            rep.problems.append(f"{path}: not valid JSON: {e}")
+            return rep
+    cands = _Candidates(candidates, env.input.candidate_index_file)
+    names = _sorted_digests(os.path.basename(p) for p in cands._iter())
+    clashes = _digest_duplicates(names)
     if clashes:
-        rep.problems.append(f"{path}: {len(clashes)} candidate basename(s) shared by several images, e.g. {clashes[0]}: "
+        rep.problems.append(f"{path}: {clashes} candidate basename(s) shared by several images: "
                             f"their results cannot be told apart")
-    for key, entry in det.items():
-        if key not in names:
-            rep.unknown.append(key)
-        boxes = entry.get(box_key) if isinstance(entry, dict) else None
-        if not isinstance(boxes, list):
-            rep.problems.append(f"{path}: detection.{key}: no '{box_key}' list")
-            continue
-        kept = []
-        for b in boxes:
-            why = _box_problem(b, class_names)
-            if why:
-                rep.dropped[why] += 1
-            else:
-                kept.append(b)
-                rep.per_class[b["class_name"]] += 1
-        rep.results[key] = kept
-        rep.boxes += len(kept)
-    rep.missing = [n for n in names if n not in det]
+    bad_entries.flush(rep.problems, "entries without a box list")
+    ks = np.sort(np.frombuffer(bytes(keys), dtype="V16"), kind="stable") if keys else np.zeros(0, dtype="V16")
+    del keys
+    rep.duplicates = _digest_duplicates(ks)
+    if rep.duplicates:
+        rep.problems.append(f"{path}: {rep.duplicates} key(s) repeated in 'detection'")
+    rep.unknown = int((~_member(names, ks)).sum())
+    uniq = names[np.r_[True, names[1:] != names[:-1]]] if len(names) else names
+    rep.missing = int((~_member(ks, uniq)).sum())
     if rep.missing:
-        rep.problems.append(f"{path}: {len(rep.missing)} candidate(s) without an entry, e.g. {rep.missing[0]}")
+        example = next((os.path.basename(p) for p in cands._iter()
+                        if not _member(ks, np.frombuffer(_digest(os.path.basename(p)), dtype="V16"))[0]), "?")
+        rep.problems.append(f"{path}: {rep.missing} candidate(s) without an entry, e.g. {example}")
     if rep.unknown:
-        rep.problems.append(f"{path}: {len(rep.unknown)} key(s) not among the candidates, e.g. {rep.unknown[0]}")
-    for why, k in sorted(rep.dropped.items()):
-        rep.problems.append(f"{path}: {k} box(es) dropped: {why}")
+        rep.problems.append(f"{path}: {rep.unknown} key(s) not among the candidates")
+    for why, n in sorted(rep.dropped.items()):
+        rep.problems.append(f"{path}: {n} box(es) dropped: {why}")
     return rep
+
+
+def _sorted_digests(texts: Any) -> np.ndarray:
+    """The 16-byte digests of ``texts``, sorted (a ``V16`` array)."""
+    d = bytearray()
+    for t in texts:
+        d += _digest(t)
+    return np.sort(np.frombuffer(bytes(d), dtype="V16"), kind="stable") if d else np.zeros(0, dtype="V16")
+
+
+def _member(sorted_d: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Whether each key is in the sorted digest array."""
+    if not len(sorted_d):
+        return np.zeros(len(keys), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_d, keys), len(sorted_d) - 1)
+    return sorted_d[pos] == keys
+
+
+def _digest_duplicates(sorted_d: np.ndarray) -> int:
+    """How many entries of a sorted digest array repeat an earlier one."""
+    return int((sorted_d[1:] == sorted_d[:-1]).sum()) if len(sorted_d) > 1 else 0
+
+
+def check_monitor(env: EnvConfig, task_id: Optional[str] = None) -> List[str]:
+    """Problems of monitor.txt after an executor exited with status 0: it must be a regular file
+    whose first line parses (``task_id\\ttime\\tpercent\\tstate\\treturn_code``) with state 3
+    (done), a percent in [0, 1] and, when given, the task's id."""
+    path = env.output.monitor_file
+    why = output_file_problem(env.output.root_dir, path)
+    if why:
+        return [why]
+    try:
+        st = parse_monitor(read_text_nofollow(Path(path)))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return [f"{path}: not a monitor file: {e}"]
+    problems = []
+    if st.state != ExecutorState.ES_DONE:
+        problems.append(f"{path}: state {st.state} after exit status 0; expected 3 (done)")
+    if not (math.isfinite(st.percent) and 0 <= st.percent <= 1):
+        problems.append(f"{path}: percent {st.percent} not in [0, 1]")
+    if task_id and st.task_id != task_id:
+        problems.append(f"{path}: task id {st.task_id!r}, expected {task_id!r}")
+    return problems
+
+
+def task_env(env: Dict[str, Any], work_dir: Path) -> EnvConfig:
+    """The env.yaml content the harness wrote (kept in memory: the copy under ``in/`` may have
+    been changed by a local executor), with ``/in`` and ``/out`` mapped to ``work_dir``.
+
+    Raises:
+        EnvFileError: (from validation) never for content the harness produced.
+    """
+    return host_env(EnvConfig.model_validate(env), Path(work_dir))
 
 
 def load_env(in_dir: Path) -> EnvConfig:

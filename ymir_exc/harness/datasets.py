@@ -8,19 +8,30 @@ integer pixels). Sources:
   index lines may name ``/in/...`` paths: they are resolved against that folder.
 
 Boxes use the YMIR convention: ``x, y`` top-left, ``w, h`` pixels (VOC / ark xmax inclusive).
+
+Hostile or careless datasets: images are taken only from inside the dataset's root (the given
+folder for VOC and a YMIR ``in/``; the resolved ``path:`` for YOLO; the json's folder and its
+parent for COCO, or ``--image-root``), after following links, and only when Pillow recognises
+them as images. Every problem is a named error of :mod:`ymir_exc.errors` (file, line, key).
+The same image bytes under several names (:func:`resolve_duplicates`): identical label sets are
+merged; a labeled copy wins over an unlabeled one; different label sets are an error listing the
+names, unless ``duplicates="first"`` (the first copy's labels) or ``"merge"`` (the union).
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 
 import yaml
 
 from ymir_exc.dataset_reader import BBox, load_coco_annotations, parse_ark_annotation, parse_voc_annotation
-from ymir_exc.errors import AnnotationError, IndexFileError
+from ymir_exc.errors import AnnotationError, ConfigFileError, ImageError, IndexFileError, YmirExcError
+
+DUPLICATE_POLICIES = ("error", "first", "merge")
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
 SAMPLE_NAMES = ("trees",)
@@ -32,6 +43,8 @@ class Item:
 
     image_path: str
     boxes: List[BBox] = field(default_factory=list)
+    #: hex sha1 of the image bytes, once computed (:func:`resolve_duplicates`)
+    sha1: Optional[str] = None
 
 
 @dataclass
@@ -43,6 +56,8 @@ class Dataset:
     train: List[Item]
     val: List[Item]
     candidate: List[Item]
+    #: what reading it skipped, merged or assumed, in words (shown in the summary)
+    notes: List[str] = field(default_factory=list)
 
     def split(self, name: str) -> List[Item]:
         return {"train": self.train, "val": self.val, "candidate": self.candidate}[name]
@@ -50,11 +65,83 @@ class Dataset:
     def summary(self) -> str:
         nb = lambda items: sum(len(i.boxes) for i in items)  # noqa: E731
         return (f"{self.name}: classes {self.class_names}; train {len(self.train)} images / {nb(self.train)} boxes, "
-                f"val {len(self.val)} / {nb(self.val)}, candidate {len(self.candidate)} images")
+                f"val {len(self.val)} / {nb(self.val)}, candidate {len(self.candidate)} images"
+                + "".join(f"; {n}" for n in self.notes))
+
+
+def read_text_lines(path: Path, error: Type[YmirExcError] = IndexFileError) -> List[Tuple[int, str]]:
+    """``(1-based line number, line)`` of a UTF-8 text file, without line ends.
+
+    Raises:
+        ``error``: unreadable, a byte order mark, a NUL byte, or a line that is not UTF-8 (line named).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise error(f"cannot read: {e.strerror}", path=str(path)) from None
+    raw_lines = data.split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()
+    out = []
+    for n, raw in enumerate(raw_lines, 1):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if raw.startswith(codecs.BOM_UTF8) or "\ufeff".encode("utf-8") in raw:
+            raise error("byte order mark (U+FEFF) in the line: save the file as UTF-8 without BOM",
+                        path=str(path), line=n)
+        if b"\x00" in raw:
+            raise error(f"NUL byte at column {raw.index(0) + 1}", path=str(path), line=n)
+        try:
+            out.append((n, raw.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            raise error(f"not UTF-8 ({e.reason} at byte {e.start + 1} of the line)", path=str(path),
+                        line=n) from None
+    return out
 
 
 def _read_lines(path: Path) -> List[str]:
-    return [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
+    return [s.strip() for _, s in read_text_lines(path) if s.strip()]
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def check_image(path: str, roots: Sequence[Path], where: Optional[str] = None, line: Optional[int] = None
+                ) -> Tuple[int, int]:
+    """Check that ``path`` is an image inside one of ``roots`` (links followed first) and return
+    its ``(width, height)`` from the header (Pillow).
+
+    Raises:
+        ImageError: outside the roots, not a regular file, or not an image Pillow recognises
+            (``where`` / ``line``: the file and line that named it, when known).
+    """
+    from PIL import Image
+
+    real = os.path.realpath(path)
+    real_roots = [os.path.realpath(r) for r in roots]
+    if not any(_inside(real, r) for r in real_roots):
+        raise ImageError(f"image {path} lies outside the dataset's folder ({', '.join(real_roots)}): refused",
+                         path=where or path, line=line)
+    if not os.path.isfile(real):
+        raise ImageError(f"image not found: {path}", path=where or path, line=line)
+    try:
+        with Image.open(real) as im:
+            return im.size
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"image {path}: {e}", path=where or path, line=line) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"not an image Pillow can read: {path} ({type(e).__name__}: {e})", path=where or path,
+                         line=line) from None
+
+
+def _check_box_range(boxes: Sequence[BBox], size: Tuple[int, int], annotation: str) -> None:
+    """A box far outside its image (beyond twice the image's size) is a broken annotation."""
+    w, h = size
+    for k, b in enumerate(boxes):
+        if not (-w <= b.x <= 2 * w and -h <= b.y <= 2 * h and 0 < b.w <= 3 * w and 0 < b.h <= 3 * h):
+            raise AnnotationError(f"box {k + 1} ({b.class_name}: x {b.x}, y {b.y}, w {b.w}, h {b.h}) lies far "
+                                  f"outside its {w}x{h} image", path=annotation, key=f"box[{k + 1}]")
 
 
 def load_sample(name: str = "trees") -> Dataset:
@@ -136,24 +223,37 @@ def load_in_dir(path: str, class_names: Optional[Sequence[str]] = None) -> Datas
     """
     root = Path(path).resolve()
     in_dir = root / "in" if (root / "in").is_dir() else root
+    roots = [in_dir]
     index = {s: in_dir / f"{s}-index.tsv" for s in ("train", "val", "candidate")}
     if not any(p.is_file() for p in index.values()):
         raise IndexFileError("no train-index.tsv, val-index.tsv or candidate-index.tsv here", path=str(in_dir))
     if class_names is None:
         cfg_path = in_dir / "config.yaml"
         if cfg_path.is_file():
-            cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-            class_names = cfg.get("class_names") if isinstance(cfg, dict) else None
+            from ymir_exc.env import load_yaml_mapping
+
+            class_names = load_yaml_mapping(str(cfg_path), what="config.yaml").get("class_names")
+            if class_names is not None and (not isinstance(class_names, list)
+                                            or not all(isinstance(c, str) for c in class_names)):
+                raise ConfigFileError("class_names must be a list of strings", path=str(cfg_path), key="class_names")
     names: List[str] = list(class_names or [])
 
+    coco_cache: Dict[str, Dict[str, List[BBox]]] = {}
+
     def boxes_of(annotation: str, image: str, src: Path, n: int) -> List[BBox]:
+        real = os.path.realpath(annotation)
+        if not _inside(real, os.path.realpath(in_dir)):
+            raise IndexFileError(f"annotation {annotation} lies outside the dataset's folder {in_dir}: refused",
+                                 path=str(src), line=n)
         if annotation.endswith(".xml"):
             # names found in the xml are appended, so an unknown class is reported (or dropped)
             # by remap_classes with the whole list instead of failing on the first file
             _discover_voc_names(annotation, names)
             return parse_voc_annotation(annotation, names)
         if annotation.endswith(".json"):
-            return load_coco_annotations(annotation, names).get(os.path.basename(image), [])
+            if annotation not in coco_cache:
+                coco_cache[annotation] = load_coco_annotations(annotation, names)
+            return coco_cache[annotation].get(os.path.basename(image), [])
         if not names:
             raise AnnotationError("ark annotations need class names: pass --class-names or put class_names "
                                   "in in/config.yaml", path=annotation)
@@ -163,20 +263,23 @@ def load_in_dir(path: str, class_names: Optional[Sequence[str]] = None) -> Datas
     for split, idx in index.items():
         if not idx.is_file():
             continue
-        for n, line in enumerate(idx.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in read_text_lines(idx):
             if not line.strip():
                 raise IndexFileError("blank line", path=str(idx), line=n)
             parts = line.split("\t")
             image = _resolve_in_path(parts[0], in_dir)
-            if not os.path.isfile(image):
+            if not os.path.lexists(image):
                 raise IndexFileError(f"image not found: {image}", path=str(idx), line=n)
+            size = check_image(image, roots, str(idx), n)
             if split == "candidate":
                 splits[split].append(Item(image))
                 continue
             if len(parts) < 2 or not parts[1]:
                 raise IndexFileError("expected '<image>\\t<annotation>'", path=str(idx), line=n)
             annotation = _resolve_in_path(parts[1], in_dir)
-            splits[split].append(Item(image, boxes_of(annotation, image, idx, n)))
+            boxes = boxes_of(annotation, image, idx, n)
+            _check_box_range(boxes, size, annotation)
+            splits[split].append(Item(image, boxes))
     if not names:
         raise AnnotationError("no class names found: pass --class-names", path=str(in_dir))
     return Dataset(root.name, names, splits["train"], splits["val"], splits["candidate"])
@@ -217,13 +320,24 @@ def load_voc(path: str) -> Dataset:
     """
     root = Path(path).resolve()
     images = {p.stem: p for p in sorted((root / "JPEGImages").iterdir()) if p.suffix.lower() in IMAGE_EXTS}
-    xmls = {p.stem: p for p in sorted((root / "Annotations").glob("*.xml"))}
+    xmls = {p.stem: p for p in sorted((root / "Annotations").glob("*.xml"))} \
+        if (root / "Annotations").is_dir() else {}
+    for p in images.values():
+        check_image(str(p), [root])
     found: List[str] = []
-    for x in xmls.values():
-        _discover_voc_names(str(x), found)
+    for stem, x in xmls.items():
+        if stem in images:
+            _discover_voc_names(str(x), found)
     names = sorted(found)
-    labeled = {stem: Item(str(images[stem]), parse_voc_annotation(str(x), names))
-               for stem, x in xmls.items() if stem in images}
+    labeled = {}
+    for stem, x in xmls.items():
+        if stem in images:
+            if os.path.islink(x) and not _inside(os.path.realpath(x), str(root)):
+                raise AnnotationError(f"annotation lies outside the dataset's folder {root}: refused", path=str(x))
+            labeled[stem] = Item(str(images[stem]), parse_voc_annotation(str(x), names))
+    orphans = [stem for stem in xmls if stem not in images]
+    notes = [f"{len(orphans)} xml file(s) in Annotations/ without an image in JPEGImages/ skipped "
+             f"(e.g. {orphans[0]}.xml)"] if orphans else []
     sets = root / "ImageSets" / "Main"
     if (sets / "train.txt").is_file() and (sets / "val.txt").is_file():
         train = [labeled[s] for s in _read_lines(sets / "train.txt") if s in labeled]
@@ -234,43 +348,91 @@ def load_voc(path: str) -> Dataset:
         candidate = [Item(str(images[s])) for s in _read_lines(sets / "test.txt") if s in images]
     else:
         candidate = [Item(str(p)) for stem, p in images.items() if stem not in xmls] or [Item(i.image_path) for i in val]
-    return Dataset(root.name, names, train, val, candidate)
+    return Dataset(root.name, names, train, val, candidate, notes)
 
 
-def _find_image(root: Path, file_name: str) -> Optional[Path]:
-    for base in (root, root / "images", root.parent / "images", root.parent):
+def _find_image(root: Path, file_name: str, image_root: Optional[Path] = None) -> Optional[Path]:
+    bases = [image_root] if image_root else [root, root / "images", root.parent / "images", root.parent]
+    for base in bases:
         for cand in (base / file_name, base / os.path.basename(file_name)):
             if cand.is_file():
                 return cand
     return None
 
 
-def load_coco(path: str) -> Dataset:
-    """A COCO detection json; images are looked up beside it, in ``images/`` or ``../images/``.
+def _validate_coco(data: Any, where: str) -> None:
+    """The structure :func:`load_coco` relies on; names the key at fault.
+
+    Raises:
+        AnnotationError: not an object; images / annotations / categories not lists of objects;
+            a category without an integer ``id`` or a string ``name``; an image without ``id`` or
+            ``file_name``; an annotation whose ``image_id`` names no image.
+    """
+    if not isinstance(data, dict):
+        raise AnnotationError(f"the top level must be an object, not {type(data).__name__}", path=where)
+    for key in ("images", "annotations", "categories"):
+        v = data.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(e, dict) for e in v):
+            raise AnnotationError("must be a list of objects", path=where, key=key)
+    for i, c in enumerate(data.get("categories", [])):
+        if isinstance(c.get("id"), bool) or not isinstance(c.get("id"), int):
+            raise AnnotationError("category without an integer 'id'", path=where, key=f"categories[{i}].id")
+        if not isinstance(c.get("name"), str):
+            raise AnnotationError("category without a string 'name'", path=where, key=f"categories[{i}].name")
+    ids = set()
+    for i, im in enumerate(data.get("images", [])):
+        if "id" not in im or not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            raise AnnotationError("image without 'id' or 'file_name'", path=where, key=f"images[{i}]")
+        try:
+            ids.add(im["id"])
+        except TypeError:
+            raise AnnotationError("image 'id' is not a number or string", path=where, key=f"images[{i}].id") from None
+    for i, ann in enumerate(data.get("annotations", [])):
+        try:
+            known = ann.get("image_id") in ids
+        except TypeError:
+            known = False
+        if not known:
+            raise AnnotationError(f"image_id {ann.get('image_id')!r} names no image in 'images'", path=where,
+                                  key=f"annotations[{i}].image_id")
+
+
+def load_coco(path: str, image_root: Optional[str] = None) -> Dataset:
+    """A COCO detection json; images are looked up beside it, in ``images/``, ``../images/`` or
+    ``..``, or only under ``image_root`` when given; an image elsewhere is refused.
 
     Split: every 5th image (by file name) to val; candidates = the val images. Class names:
     the categories in id order.
 
     Raises:
-        AnnotationError: bad json / bbox (file and key named); an image that cannot be found.
+        AnnotationError: bad json / structure / bbox (file and key named); an image that cannot be found.
+        ImageError: an image outside the allowed folders, or not an image.
     """
     import json
 
     p = Path(path).resolve()
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"not UTF-8: {e.reason} at byte {e.start}", path=str(p)) from None
     except ValueError as e:
         raise AnnotationError(f"not valid JSON: {e}", path=str(p)) from None
+    _validate_coco(data, str(p))
+    roots = [Path(image_root).resolve()] if image_root else [p.parent, p.parent.parent]
     cats = sorted(data.get("categories", []), key=lambda c: c["id"])
     names = [c["name"] for c in cats]
     boxes = load_coco_annotations(str(p), names)
     items = []
-    for im in data.get("images", []):
-        img = _find_image(p.parent, im["file_name"])
+    for i, im in enumerate(data.get("images", [])):
+        img = _find_image(p.parent, im["file_name"], roots[0] if image_root else None)
         if img is None:
-            raise AnnotationError(f"image {im['file_name']!r} not found beside the json, in images/ or ../images/",
-                                  path=str(p), key=f"images[id={im['id']}]")
-        items.append(Item(str(img), boxes.get(os.path.basename(im["file_name"]), [])))
+            where = f"under --image-root {image_root}" if image_root else "beside the json, in images/ or ../images/"
+            raise AnnotationError(f"image {im['file_name']!r} not found {where}", path=str(p),
+                                  key=f"images[id={im['id']}]")
+        size = check_image(str(img), roots, str(p))
+        item_boxes = boxes.get(os.path.basename(im["file_name"]), [])
+        _check_box_range(item_boxes, size, str(p))
+        items.append(Item(str(img), item_boxes))
     train, val = _split_val(items)
     return Dataset(p.stem, names, train, val, [Item(i.image_path) for i in val])
 
@@ -283,8 +445,7 @@ def _yolo_images(base: Path, entry: Any) -> List[Path]:
         if p.is_dir():
             out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS)
         elif p.is_file() and p.suffix == ".txt":
-            out += [(p.parent / line).resolve() if not os.path.isabs(line) else Path(line)
-                    for line in _read_lines(p)]
+            out += [(p.parent / line).resolve() for line in _read_lines(p)]
         else:
             raise IndexFileError(f"YOLO split {e!r} is neither a folder of images nor a .txt list", path=str(p))
     return out
@@ -311,21 +472,43 @@ def load_yolo(path: str) -> Dataset:
     """
     from ymir_exc.harness.workspace import image_size
 
+    from ymir_exc.env import load_yaml_mapping
+
     p = Path(path).resolve()
-    cfg = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    cfg = load_yaml_mapping(str(p), what="YOLO data.yaml")
+    if not isinstance(cfg, dict):
+        raise ConfigFileError("must be a mapping with path, train, val and names", path=str(p))
+    if cfg.get("path") is not None and not isinstance(cfg.get("path"), str):
+        raise ConfigFileError("must be a folder path", path=str(p), key="path")
     base = Path(cfg.get("path") or p.parent)
-    base = base if base.is_absolute() else (p.parent / base)
+    base = (base if base.is_absolute() else (p.parent / base)).resolve()
     raw_names = cfg.get("names") or []
-    data_names = [raw_names[k] for k in sorted(raw_names)] if isinstance(raw_names, dict) else list(raw_names)
+    if isinstance(raw_names, dict) and all(isinstance(k, int) for k in raw_names):
+        data_names = [raw_names[k] for k in sorted(raw_names)]
+    elif isinstance(raw_names, list):
+        data_names = list(raw_names)
+    else:
+        raise ConfigFileError("must be a list of class names or a mapping {index: name}", path=str(p), key="names")
+    if not all(isinstance(n, str) for n in data_names):
+        raise ConfigFileError("class names must be strings", path=str(p), key="names")
+    for key in ("train", "val"):
+        if not isinstance(cfg.get(key), (str, list)):
+            raise ConfigFileError("must be a folder or .txt list (or a list of them)", path=str(p), key=key)
+    unlabeled = []
 
     def items(entry: Any) -> List[Item]:
         out = []
         for img in _yolo_images(base, entry):
+            w, h = check_image(str(img), [base], str(p))
             label = _yolo_label_path(img)
             boxes: List[BBox] = []
-            if label.is_file():
-                w, h = image_size(str(img))
-                for n, line in enumerate(label.read_text(encoding="utf-8").splitlines(), 1):
+            if not label.is_file():
+                unlabeled.append(img)
+            else:
+                if not _inside(os.path.realpath(label), str(base)):
+                    raise AnnotationError(f"label file lies outside the dataset's folder {base}: refused",
+                                          path=str(label))
+                for n, line in read_text_lines(label, AnnotationError):
                     if not line.strip():
                         continue
                     f = line.split()
@@ -346,8 +529,10 @@ def load_yolo(path: str) -> Dataset:
         return out
 
     train, val = items(cfg.get("train")), items(cfg.get("val"))
+    notes = [f"{len(unlabeled)} training / val image(s) without a label file, taken as background "
+             f"(e.g. {unlabeled[0]})"] if unlabeled else []
     candidate = [Item(i.image_path) for i in (items(cfg["test"]) if cfg.get("test") else val)]
-    return Dataset(p.parent.name, data_names, train, val, candidate)
+    return Dataset(p.parent.name, data_names, train, val, candidate, notes)
 
 
 def remap_classes(ds: Dataset, class_names: Optional[Sequence[str]] = None,
@@ -382,10 +567,10 @@ def remap_classes(ds: Dataset, class_names: Optional[Sequence[str]] = None,
                     missing[n] = missing.get(n, 0) + 1
                     continue
                 boxes.append(BBox(index[n], n, b.x, b.y, b.w, b.h, b.quality, b.angle))
-            out.append(Item(it.image_path, boxes))
+            out.append(Item(it.image_path, boxes, it.sha1))
         return out
 
-    new = Dataset(ds.name, list(class_names), fix(ds.train), fix(ds.val), list(ds.candidate))
+    new = Dataset(ds.name, list(class_names), fix(ds.train), fix(ds.val), list(ds.candidate), list(ds.notes))
     if missing and unknown == "stop":
         listing = ", ".join(f"{n} ({k} boxes)" for n, k in sorted(missing.items()))
         raise AnnotationError(f"classes not in class_names {list(class_names)}: {listing}; map them with "
@@ -395,12 +580,18 @@ def remap_classes(ds: Dataset, class_names: Optional[Sequence[str]] = None,
 
 
 def load_dataset(spec: Optional[str], class_names: Optional[Sequence[str]] = None,
-                 aliases: Optional[Dict[str, str]] = None, unknown: str = "stop") -> Dataset:
+                 aliases: Optional[Dict[str, str]] = None, unknown: str = "stop", *,
+                 image_root: Optional[str] = None, duplicates: str = "error") -> Dataset:
     """Read ``--dataset``: a bundled sample name (default ``trees``), a YMIR ``in/`` folder, a
-    VOC folder, a COCO json or a YOLO data.yaml; then map classes (:func:`remap_classes`).
+    VOC folder, a COCO json or a YOLO data.yaml; then map classes (:func:`remap_classes`) and
+    resolve duplicate images (:func:`resolve_duplicates` with ``duplicates``).
+
+    Args:
+        image_root: COCO only: the one folder images may come from.
 
     Raises:
         FileNotFoundError: the path does not exist or is not a recognised dataset.
+        YmirExcError: (a subclass) anything wrong in the data, named.
     """
     if spec is None or spec in SAMPLE_NAMES:
         ds = load_sample(spec or "trees")
@@ -409,7 +600,7 @@ def load_dataset(spec: Optional[str], class_names: Optional[Sequence[str]] = Non
     elif os.path.isdir(spec) and (Path(spec) / "JPEGImages").is_dir():
         ds = load_voc(spec)
     elif spec.endswith(".json"):
-        ds = load_coco(spec)
+        ds = load_coco(spec, image_root)
     elif spec.endswith((".yaml", ".yml")):
         ds = load_yolo(spec)
     elif os.path.isdir(spec):
@@ -419,4 +610,96 @@ def load_dataset(spec: Optional[str], class_names: Optional[Sequence[str]] = Non
                                 f"a COCO .json or a YOLO data.yaml")
     if class_names or aliases or unknown != "stop":
         ds = remap_classes(ds, class_names, aliases, unknown)
-    return ds
+    return resolve_duplicates(ds, duplicates)
+
+
+def _label_key(boxes: Sequence[BBox]) -> Tuple[Any, ...]:
+    return tuple(sorted((b.class_name, b.x, b.y, b.w, b.h) for b in boxes))
+
+
+def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
+    """One item per image content (sha1 of the bytes) across train and val.
+
+    Copies with the same label set are merged into one (counted in ``notes``); a copy with
+    boxes wins over copies without; copies with different label sets raise, unless ``policy``
+    is ``first`` (the first copy's labels, in train-then-val order) or ``merge`` (the union of
+    the boxes, each distinct box once). Candidates with the same bytes are kept once. The kept
+    item stays where its first copy was. Sets ``Item.sha1``.
+
+    Raises:
+        AnnotationError: different label sets under ``policy="error"``, listing the file names.
+        ValueError: an unknown policy.
+    """
+    from ymir_exc.harness.workspace import sha1_file
+
+    if policy not in DUPLICATE_POLICIES:
+        raise ValueError(f"duplicates policy must be one of {DUPLICATE_POLICIES}, not {policy!r}")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ymir_exc.harness.workspace import _in_chunks, _io_workers
+
+    todo = [it for it in ds.train + ds.val + ds.candidate if it.sha1 is None]
+    paths = list(dict.fromkeys(it.image_path for it in todo))
+    with ThreadPoolExecutor(max_workers=_io_workers(len(paths))) as pool:  # hashing releases the GIL
+        digests = dict(zip(paths, _in_chunks(pool, sha1_file, paths)))
+    for it in todo:
+        it.sha1 = digests[it.image_path]
+    groups: Dict[str, List[Item]] = {}
+    for it in ds.train + ds.val:
+        groups.setdefault(it.sha1, []).append(it)  # type: ignore[arg-type]
+    merged = conflicts = 0
+    winners: Dict[str, Item] = {}
+    clashes: List[str] = []
+    for h, items in groups.items():
+        if len(items) == 1:
+            continue
+        labeled = [i for i in items if i.boxes]
+        keys = list(dict.fromkeys(_label_key(i.boxes) for i in labeled))
+        if len(keys) > 1:
+            conflicts += 1
+            if policy == "error":
+                clashes.append(" / ".join(i.image_path for i in items))
+                continue
+            if policy == "merge":
+                seen: Dict[Tuple[Any, ...], BBox] = {}
+                for i in labeled:
+                    for b in i.boxes:
+                        seen.setdefault((b.class_name, b.x, b.y, b.w, b.h), b)
+                boxes = list(seen.values())
+            else:
+                boxes = list(labeled[0].boxes)
+        else:
+            boxes = list(labeled[0].boxes) if labeled else []
+        merged += len(items) - 1
+        winners[h] = Item(items[0].image_path, boxes, h)
+    if clashes:
+        raise AnnotationError(f"{len(clashes)} image(s) appear under several names with different labels: "
+                              + "; ".join(clashes[:10]) + (" ..." if len(clashes) > 10 else "")
+                              + " (choose with --duplicates first|merge)", key="duplicates")
+    placed: set = set()
+
+    def keep(items: List[Item]) -> List[Item]:
+        out = []
+        for it in items:
+            if it.sha1 in winners:
+                if it.sha1 in placed:
+                    continue
+                placed.add(it.sha1)
+                out.append(winners[it.sha1])  # type: ignore[index]
+            else:
+                out.append(it)
+        return out
+
+    cand_seen: set = set()
+    candidate = []
+    for it in ds.candidate:
+        if it.sha1 not in cand_seen:
+            cand_seen.add(it.sha1)
+            candidate.append(it)
+    notes = list(ds.notes)
+    if merged:
+        notes.append(f"{merged} duplicate image(s) merged" + (f" ({conflicts} with different labels, "
+                                                              f"by --duplicates {policy})" if conflicts else ""))
+    if len(candidate) < len(ds.candidate):
+        notes.append(f"{len(ds.candidate) - len(candidate)} duplicate candidate image(s) dropped")
+    return Dataset(ds.name, list(ds.class_names), keep(ds.train), keep(ds.val), candidate, notes)

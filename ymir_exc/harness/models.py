@@ -8,6 +8,14 @@ Better than the platform, on purpose: packing is reproducible (members sorted, m
 and modes fixed, gzip mtime 0, no file name in the gzip header), so the same outputs give the same
 hash; import refuses absolute, ``..``, symlink, hard-link and device members and any stage file
 named but absent; a stored package's bytes are checked against its name before use.
+
+Import reads the tar headers first, streaming (nothing is extracted until every header passed):
+besides the unsafe members above it refuses duplicate names, a file that is also a folder of
+another member (``w.pt`` beside ``w.pt/x``), a stage name longer than 100 bytes of UTF-8, more
+than 10,000 members, a ``ymir-info.yaml`` over 1 MiB, and a "bomb": members whose sizes add up to
+more than 100 times the package file's size while one of them is over 64 MiB. Each limit is an
+:class:`ImportLimits` field (``ymir-exc models import --max-members`` ...). Packing reads only
+regular files and never follows a link.
 """
 
 from __future__ import annotations
@@ -17,9 +25,11 @@ import hashlib
 import io
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -32,6 +42,31 @@ from ymir_exc.formats import ModelPackageInfo, ModelStage, best_stage, primary_m
 INFO_NAME = "ymir-info.yaml"
 PACKAGE_VERSION = "2.0.0"
 LEGACY_STAGE_NAME = "default_best_stage"
+#: longest stage name, in bytes of UTF-8 (a path component must stay well under 255 bytes)
+MAX_STAGE_NAME_BYTES = 100
+
+
+@dataclass(frozen=True)
+class ImportLimits:
+    """What :meth:`ModelStore.import_package` accepts (see the module docstring).
+
+    Attributes:
+        max_info_bytes: largest ``ymir-info.yaml``, bytes.
+        max_members: most members (files and folders).
+        max_expansion: the members' sizes may add up to this many times the package file's
+            size (0: no such rule) ...
+        bomb_member_bytes: ... unless no member is over this many bytes.
+    """
+
+    max_info_bytes: int = 1 << 20
+    max_members: int = 10_000
+    max_expansion: float = 100.0
+    bomb_member_bytes: int = 64 << 20
+
+
+#: what reading a package already in the store accepts: it passed import (perhaps with limits
+#: raised by the user), so only memory stays bounded (ymir-info.yaml is read into memory)
+STORED_LIMITS = ImportLimits(max_info_bytes=64 << 20, max_members=10 ** 7, max_expansion=0)
 
 
 def default_model_location() -> Path:
@@ -54,6 +89,10 @@ def write_reproducible_targz(members: Sequence[Member], dest: Union[str, Path]) 
     names = [m[0] for m in members]
     if len(set(names)) != len(names):
         raise ModelError(f"duplicate package members: {sorted({n for n in names if names.count(n) > 1})}")
+    files = set(names)
+    under = sorted(n for n in names if any("/".join(n.split("/")[:i]) in files for i in range(1, n.count("/") + 1)))
+    if under:
+        raise ModelError(f"package members under another member that is a file (unpackable): {under[:5]}")
     h = hashlib.sha1()
 
     class _Hashing(io.RawIOBase):
@@ -78,10 +117,28 @@ def write_reproducible_targz(members: Sequence[Member], dest: Union[str, Path]) 
                         ti.size = len(src)
                         tar.addfile(ti, io.BytesIO(src))
                     else:
-                        ti.size = os.path.getsize(src)
-                        with open(src, "rb") as f:
+                        with _open_regular(src) as f:
+                            ti.size = os.fstat(f.fileno()).st_size
                             tar.addfile(ti, f)
     return h.hexdigest()
+
+
+def _open_regular(path: str) -> io.BufferedReader:
+    """Open a regular file for reading without following a link.
+
+    Raises:
+        ModelError: a link, a fifo, a device or a folder.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise ModelError(f"cannot open a package member's source without following links: {e.strerror}",
+                         path=path) from None
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise ModelError("a package member's source is not a regular file (refused)", path=path)
+    return f
 
 
 def info_yaml(info: Dict[str, Any]) -> bytes:
@@ -149,33 +206,99 @@ def _safe_member(m: tarfile.TarInfo, where: str) -> str:
     return str(p)
 
 
-def read_package(path: Union[str, Path]) -> Tuple[Dict[str, Any], Dict[str, tarfile.TarInfo]]:
-    """Open a package, check every member, and return (raw ymir-info dict, {name: TarInfo}).
+def _check_names(m: tarfile.TarInfo, name: str, where: str) -> None:
+    """Refuse a member name that is not UTF-8, has a component over 255 bytes, or whose stage
+    (first component, for ``<stage>/<file>`` members) is over :data:`MAX_STAGE_NAME_BYTES`."""
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ModelError(f"member name is not UTF-8: {name!r}", path=where) from None
+    parts = name.split("/")
+    if any(len(p.encode("utf-8")) > 255 for p in parts):
+        raise ModelError(f"member name with a component over 255 bytes refused: {raw[:60]!r}...", path=where)
+    if parts[0] != "attachments" and len(parts) > 1 and len(parts[0].encode("utf-8")) > MAX_STAGE_NAME_BYTES:
+        raise ModelError(f"stage name {parts[0][:40]!r}... is {len(parts[0].encode('utf-8'))} bytes of UTF-8; "
+                         f"at most {MAX_STAGE_NAME_BYTES}", path=where)
+
+
+def scan_package(path: Union[str, Path], limits: ImportLimits = ImportLimits()
+                 ) -> Tuple[Any, Dict[str, tarfile.TarInfo]]:
+    """Read a package's headers in one streaming pass, refusing it at the first header that
+    breaks a rule (see the module docstring), and read ``ymir-info.yaml`` on the way.
+
+    Memory: the headers (at most ``limits.max_members``) and ymir-info.yaml (at most
+    ``limits.max_info_bytes``); member data is decompressed and skipped, never stored.
+
+    Returns:
+        (raw ymir-info content, {member name: TarInfo} of the regular files).
 
     Raises:
-        ModelError: not a tar.gz, an unsafe member, no or invalid ymir-info.yaml.
+        ModelError: not a tar.gz, an unsafe or conflicting member, a limit exceeded, no or
+            invalid ymir-info.yaml (file named).
     """
     where = str(path)
     try:
-        with tarfile.open(path, mode="r:gz") as tar:
-            members = {}
-            for m in tar.getmembers():
+        package_size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise ModelError("package not found", path=where) from None
+    except OSError as e:
+        raise ModelError(f"cannot read the package: {e.strerror}", path=where) from None
+    files: Dict[str, tarfile.TarInfo] = {}
+    folders: set = set()
+    info: Any = None
+    total = biggest = count = 0
+    try:
+        with tarfile.open(path, mode="r|gz") as tar:
+            for m in tar:
+                count += 1
+                if count > limits.max_members:
+                    raise ModelError(f"more than {limits.max_members} members (limit: --max-members)", path=where)
                 name = _safe_member(m, where)
-                if m.isfile():
-                    members[name] = m
-            if INFO_NAME not in members:
-                raise ModelError(f"no {INFO_NAME} in the package", path=where)
-            f = tar.extractfile(members[INFO_NAME])
-            assert f is not None
-            try:
-                info = yaml.safe_load(f.read().decode("utf-8"))
-            except (yaml.YAMLError, UnicodeDecodeError) as e:
-                raise ModelError(f"{INFO_NAME} is not valid YAML: {e}", path=where) from None
-    except (tarfile.TarError, gzip.BadGzipFile, EOFError, OSError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise ModelError("package not found", path=where) from None
+                _check_names(m, name, where)
+                if name in files or (m.isdir() and name in folders) or (m.isfile() and name in folders):
+                    raise ModelError(f"member {name!r} appears twice, or as both a file and a folder", path=where)
+                parents = ["/".join(name.split("/")[:i]) for i in range(1, name.count("/") + 1)]
+                clash = next((q for q in parents if q in files), None)
+                if clash:
+                    raise ModelError(f"member {name!r} lies under {clash!r}, which is a file", path=where)
+                folders.update(parents)
+                if m.isdir():
+                    folders.add(name)
+                    continue
+                total += m.size
+                biggest = max(biggest, m.size)
+                if limits.max_expansion and total > limits.max_expansion * max(package_size, 1) \
+                        and biggest > limits.bomb_member_bytes:
+                    raise ModelError(f"members add up to {total} bytes, over {limits.max_expansion:g} times the "
+                                     f"package's {package_size} bytes, and {biggest} bytes in one member: "
+                                     f"refused as a decompression bomb (limit: --max-expansion)", path=where)
+                files[name] = m
+                if name == INFO_NAME:
+                    if m.size > limits.max_info_bytes:
+                        raise ModelError(f"{INFO_NAME} is {m.size} bytes, over {limits.max_info_bytes} "
+                                         f"(limit: --max-info-size)", path=where)
+                    f = tar.extractfile(m)
+                    assert f is not None
+                    try:
+                        info = yaml.safe_load(f.read(limits.max_info_bytes + 1).decode("utf-8"))
+                    except (yaml.YAMLError, UnicodeDecodeError) as e:
+                        raise ModelError(f"{INFO_NAME} is not valid YAML: {e}", path=where) from None
+    except (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError, OSError) as e:
         raise ModelError(f"not a tar.gz model package: {e}", path=where) from None
-    return info, members
+    if INFO_NAME not in files:
+        raise ModelError(f"no {INFO_NAME} in the package", path=where)
+    return info, files
+
+
+def read_package(path: Union[str, Path], limits: ImportLimits = ImportLimits()
+                 ) -> Tuple[Dict[str, Any], Dict[str, tarfile.TarInfo]]:
+    """Open a package, check every member, and return (raw ymir-info dict, {name: TarInfo}).
+    Same checks as :func:`scan_package`.
+
+    Raises:
+        ModelError: not a tar.gz, an unsafe member, a limit exceeded, no or invalid ymir-info.yaml.
+    """
+    return scan_package(path, limits)
 
 
 @dataclass
@@ -251,23 +374,35 @@ class ModelStore:
             actual = sha1_file(str(path))
             if actual != path.name:
                 raise ModelError(f"stored package is corrupted: its sha1 is {actual}", path=str(path))
-        raw, members = read_package(path)
+        raw, members = read_package(path, STORED_LIMITS)
         info = validate_info(raw, f"{path}:{INFO_NAME}")
         _check_stage_members(info, members, str(path))
         return StoredModel(path.name, path, info)
 
     def list(self) -> List[StoredModel]:
-        """Every valid stored package, newest first (invalid ones are skipped)."""
+        """Every valid stored package, newest first (see :meth:`corrupt` for the others)."""
+        return self.scan()[0]
+
+    def corrupt(self) -> List[Tuple[str, str]]:
+        """``(file name, what is wrong)`` of every stored file that is not a valid package."""
+        return self.scan()[1]
+
+    def scan(self) -> Tuple[List[StoredModel], List[Tuple[str, str]]]:
+        """(valid packages, newest first; ``(name, problem)`` of the corrupted ones)."""
         if not self.location.is_dir():
-            return []
-        out = []
-        for p in sorted(self.location.iterdir(), key=lambda p: -p.stat().st_mtime_ns):
-            if p.is_file() and not p.name.startswith("."):
-                try:
-                    out.append(self.get(p.name, verify=False))
-                except ModelError:
-                    continue
-        return out
+            return [], []
+        out, bad = [], []
+        for p in sorted(self.location.iterdir(), key=lambda p: -p.lstat().st_mtime_ns):
+            if p.name.startswith("."):
+                continue
+            if p.is_symlink() or not p.is_file():
+                bad.append((p.name, "not a regular file"))
+                continue
+            try:
+                out.append(self.get(p.name, verify=False))
+            except ModelError as e:
+                bad.append((p.name, e.message))
+        return out, bad
 
     def unpack(self, ref: str, dest_models_dir: Union[str, Path], stage: Optional[str] = None) -> Dict[str, Any]:
         """Extract a package into ``dest_models_dir`` (``<stage>/<file>`` and attachments).
@@ -300,32 +435,45 @@ class ModelStore:
         return {"hash": model.hash, "class_names": model.class_names, "stage_name": stage, "files": files,
                 "info": model.info}
 
-    def import_package(self, package_path: Union[str, Path]) -> StoredModel:
+    def import_package(self, package_path: Union[str, Path], limits: ImportLimits = ImportLimits()) -> StoredModel:
         """Validate a package from elsewhere (upgrading 1.1.0), repack it reproducibly, store it.
 
+        Every header is checked (:func:`scan_package`) before any member is extracted; then the
+        members are streamed to a temp folder and repacked.
+
         Raises:
-            ModelError: not a tar.gz, unsafe member, missing required key (named), a stage or file
-                named in ymir-info.yaml but absent from the archive.
+            ModelError: not a tar.gz, unsafe or conflicting member, a limit of ``limits``
+                exceeded, missing required key (named), a stage or file named in ymir-info.yaml
+                but absent from the archive.
         """
         where = str(package_path)
-        raw, members = read_package(package_path)
+        raw, members = scan_package(package_path, limits)
         renames: Dict[str, str] = {}
         if isinstance(raw, dict):
             raw, renames = upgrade_info(raw, f"{where}:{INFO_NAME}")
         info = validate_info(raw, f"{where}:{INFO_NAME}")
+        for name in info.stages:
+            if len(name.encode("utf-8")) > MAX_STAGE_NAME_BYTES:
+                raise ModelError(f"stage name {name[:40]!r}... is {len(name.encode('utf-8'))} bytes of UTF-8; "
+                                 f"at most {MAX_STAGE_NAME_BYTES}", path=f"{where}:{INFO_NAME}", key="stages")
         names = {renames.get(n, n): n for n in members}
         _check_stage_members(info, {k: members[v] for k, v in names.items()}, where)
-        with tempfile.TemporaryDirectory() as tmp, tarfile.open(package_path, mode="r:gz") as tar:
+        wanted = {old: new for new, old in names.items() if old != INFO_NAME}
+        with tempfile.TemporaryDirectory() as tmp:
             out: List[Member] = []
-            for new, old in sorted(names.items()):
-                if old == INFO_NAME:
-                    continue
-                f = tar.extractfile(members[old])
-                assert f is not None
-                local = Path(tmp) / f"m{len(out)}"
-                with open(local, "wb") as o:
-                    shutil.copyfileobj(f, o, 1 << 20)
-                out.append((new, str(local)))
+            try:
+                with tarfile.open(package_path, mode="r|gz") as tar:
+                    for m in tar:
+                        if m.name not in wanted or not m.isfile():
+                            continue
+                        f = tar.extractfile(m)
+                        assert f is not None
+                        local = Path(tmp) / f"m{len(out)}"
+                        with open(local, "wb") as o:
+                            shutil.copyfileobj(f, o, 1 << 20)
+                        out.append((wanted.pop(m.name), str(local)))
+            except (tarfile.TarError, zlib.error, EOFError) as e:
+                raise ModelError(f"not a tar.gz model package: {e}", path=where) from None
             digest = self.pack(out, to_builtin(info.model_dump(exclude_none=True)))
         return self.get(digest)
 
@@ -343,5 +491,6 @@ def stage_entries(stages: Dict[str, ModelStage]) -> Dict[str, Any]:
     return {k: s.model_dump(exclude_none=True) for k, s in stages.items()}
 
 
-__all__ = ["ModelStore", "StoredModel", "build_info", "read_package", "write_reproducible_targz",
+__all__ = ["ModelStore", "StoredModel", "ImportLimits", "build_info", "read_package", "scan_package",
+           "write_reproducible_targz",
            "default_model_location", "best_stage", "stage_entries"]

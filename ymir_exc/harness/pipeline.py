@@ -15,7 +15,7 @@ from ymir_exc.harness.executors import LocalExecutor
 from ymir_exc.harness.models import ModelStore
 from ymir_exc.harness.runtime import (RunResult, container_argv, find_entry_point, run_container, run_local,
                                       shm_size_for)
-from ymir_exc.harness.workspace import PreparedTask, make_task_id, prepare
+from ymir_exc.harness.workspace import PreparedTask, changed_links, make_task_id, prepare, snapshot_links
 
 
 @dataclass
@@ -42,7 +42,8 @@ def run_task(executor: LocalExecutor, runtime: str, tasks: Sequence[str], ds: Da
              store: ModelStore, model_ref: Optional[str] = None, user_config: Optional[Dict[str, Any]] = None,
              protocol_version: str = "1.1.0", gpu_id: str = "", timeout: Optional[float] = None, show: bool = True,
              network_none: bool = False, user: Optional[str] = None, dry_run: bool = False,
-             collect_outputs: bool = True, before_run: Optional[Callable[[PreparedTask], None]] = None) -> TaskOutcome:
+             collect_outputs: bool = True, before_run: Optional[Callable[[PreparedTask], None]] = None,
+             assets: str = "auto") -> TaskOutcome:
     """Prepare ``work_dir`` (default ``./ymir-work/<task id>``), run, then check and collect.
 
     Args:
@@ -53,6 +54,9 @@ def run_task(executor: LocalExecutor, runtime: str, tasks: Sequence[str], ds: Da
         dry_run: prepare and build the command, run nothing.
         before_run: called with the prepared task just before the executor starts (verify uses it
             to break an input on purpose).
+        assets: how assets get into ``in/``: ``auto`` (reflink, else hard link), ``link``, ``copy``,
+            ``reflink``. With the local runtime, hard-linked assets are checked after the run: a
+            changed user file fails the task (listed in ``problems``).
 
     Raises:
         ModelError, ConfigFileError, ValueError, FileExistsError: bad inputs, before anything runs.
@@ -70,7 +74,7 @@ def run_task(executor: LocalExecutor, runtime: str, tasks: Sequence[str], ds: Da
     container = runtime != "local"
     prepared = prepare(work, ds, order, executor.templates(), user_config=user_config,
                        protocol_version=protocol_version, container=container, gpu_id=gpu_id, model=model,
-                       manifest_file=executor.manifest_file, task_id=task_id)
+                       manifest_file=executor.manifest_file, task_id=task_id, assets=assets)
     if container:
         argv = container_argv(runtime, executor.ref, prepared.in_dir, prepared.out_dir, task_id, user=user,
                               gpu_ids=gpu_id, network_none=network_none,
@@ -86,11 +90,21 @@ def run_task(executor: LocalExecutor, runtime: str, tasks: Sequence[str], ds: Da
     if container:
         outcome.run = run_container(argv, prepared.out_dir, label=label, timeout=timeout, show=show, task_id=task_id)
     else:
+        links = snapshot_links(prepared.stats.linked if prepared.stats else [])
         outcome.run = run_local(executor.folder, prepared.env_file, prepared.config_file, prepared.out_dir,
                                 label=label, timeout=timeout, show=show, gpu_ids=gpu_id, task_id=task_id)
+        changed = changed_links(links)
+        if changed:
+            outcome.problems.append(f"the executor changed {len(changed)} of your dataset's files through the "
+                                    f"hard links in in/assets (use --assets copy): " + ", ".join(changed[:20])
+                                    + (" ..." if len(changed) > 20 else ""))
+            return outcome
+    if outcome.run.interrupted:  # Ctrl-C: the executor is stopped and state 4 written; run, verify, loop end
+        raise KeyboardInterrupt
     if not outcome.run.ok or not collect_outputs:
         return outcome
-    env = collect.load_env(prepared.in_dir)
+    env = collect.task_env(prepared.env, prepared.work_dir)  # not in/env.yaml: a local executor may change it
+    outcome.problems += collect.check_monitor(env, task_id)
     if "training" in order:
         outcome.training = collect.collect_training(env, prepared.config, executor.name, store)
         outcome.problems += outcome.training.problems

@@ -6,10 +6,22 @@ Runtime ``local``: an executor folder (``img-man/`` + ``app/start.py``, or ``sta
 ``W/out/ymir-executor-out.log`` as the platform does; a progress bar follows
 ``W/out/monitor.txt``. ``--timeout`` and Ctrl-C stop the child (SIGTERM, then SIGKILL after 10 s)
 and write state 4 to monitor.txt if the executor did not.
+
+Process hygiene (local runtime): the executor runs in its own session / process group; the whole
+group is stopped on timeout or Ctrl-C (a second Ctrl-C sends SIGKILL at once instead of waiting
+for the grace period), and is killed after the executor exits, so children it leaves behind do
+not outlive the task. On Linux the executor also gets ``PR_SET_PDEATHSIG`` = SIGKILL, so a
+harness killed with SIGKILL does not leave it running; any group still alive when the harness's
+Python exits is killed by an ``atexit`` hook. An executor that dies without writing state 4 (a
+crash, a segfault, a timeout) gets state 4 written by the harness. monitor.txt is read and
+rewritten without following a link the executor may have put in its place.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
+import ctypes.util
 import functools
 import os
 import signal
@@ -56,10 +68,44 @@ def parse_monitor(text: str) -> MonitorState:
     return MonitorState(tid, float(ts), float(pct), int(state), int(rc), "\n".join(lines[1:]), text)
 
 
-def read_monitor(path: Path) -> Optional[MonitorState]:
-    """monitor.txt parsed, or None when it is missing or unparsable (see :func:`parse_monitor`)."""
+MONITOR_MAX_BYTES = 1 << 20
+
+
+def read_text_nofollow(path: Path, limit: int = MONITOR_MAX_BYTES) -> str:
+    """The first ``limit`` bytes of a regular file as UTF-8, never through a symbolic link.
+
+    Raises:
+        OSError: missing, a link (``ELOOP``), not a regular file, unreadable.
+        UnicodeDecodeError: not UTF-8.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
-        return parse_monitor(Path(path).read_text(encoding="utf-8"))
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit)
+    finally:
+        os.close(fd)
+    return data.decode("utf-8")
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file and a rename: a link in its place is
+    replaced, never followed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_monitor(path: Path) -> Optional[MonitorState]:
+    """monitor.txt parsed, or None when it is missing, a link or unparsable (see :func:`parse_monitor`)."""
+    try:
+        return parse_monitor(read_text_nofollow(Path(path)))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
 
@@ -82,10 +128,15 @@ class RunResult:
         return self.exit_code == 0 and not self.timed_out and not self.interrupted
 
     def log_tail(self, n: int = 30) -> str:
+        """The last ``n`` lines of the log (its last 1 MiB at most; never through a link)."""
         try:
-            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+            fd = os.open(self.log_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return ""
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - (1 << 20)))
+            lines = f.read().decode("utf-8", errors="replace").splitlines()
         return "\n".join(lines[-n:])
 
 
@@ -140,22 +191,88 @@ class _Display:
             self.progress.stop()
 
 
+#: process groups of executors still running; killed when this Python exits
+_LIVE_GROUPS: set = set()
+
+
+@atexit.register
+def _kill_live_groups() -> None:
+    for pgid in list(_LIVE_GROUPS):
+        _kill_group(pgid, signal.SIGKILL)
+
+
+def _kill_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False when no process is left in it."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _pdeathsig_preexec() -> Optional[Callable[[], None]]:
+    """A ``preexec_fn`` that asks Linux to SIGKILL the child when this process dies
+    (``prctl(PR_SET_PDEATHSIG)``); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return None
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() != parent:  # the harness died before prctl took effect
+            os._exit(137)
+
+    return preexec
+
+
+class _Stopper:
+    """Stops a run: ``terminate()`` (SIGTERM or ``engine stop``), waits up to the grace period,
+    then ``kill()``. A Ctrl-C during the wait calls ``kill()`` at once instead of raising."""
+
+    def __init__(self, proc: subprocess.Popen, terminate: Callable[[], None], kill: Callable[[], None],
+                 grace: float = KILL_GRACE_SECONDS) -> None:
+        self.proc, self.terminate, self.kill, self.grace = proc, terminate, kill, grace
+
+    def __call__(self) -> None:
+        hurried = []
+
+        def hurry(signum: int, frame: object) -> None:
+            if not hurried:
+                hurried.append(True)
+                print("ymir-exc: second Ctrl-C: killing the executor now", file=sys.stderr, flush=True)
+            self.kill()
+
+        try:
+            previous = signal.signal(signal.SIGINT, hurry)
+        except ValueError:  # not the main thread: no handler, plain wait
+            previous = None
+        try:
+            self.terminate()
+            try:
+                self.proc.wait(self.grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self.proc.wait()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+
 def _stop(proc: subprocess.Popen, kill_group: bool = True) -> None:
     def send(sig: int) -> None:
-        try:
-            if kill_group:
-                os.killpg(proc.pid, sig)
-            else:
+        if kill_group:
+            _kill_group(proc.pid, sig)
+        else:
+            try:
                 proc.send_signal(sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+            except ProcessLookupError:
+                pass
 
-    send(signal.SIGTERM)
-    try:
-        proc.wait(KILL_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        send(signal.SIGKILL)
-        proc.wait()
+    _Stopper(proc, lambda: send(signal.SIGTERM), lambda: send(signal.SIGKILL))()
 
 
 def follow(proc: subprocess.Popen, monitor_path: Path, log_path: Path, *, label: str, timeout: Optional[float],
@@ -175,7 +292,7 @@ def follow(proc: subprocess.Popen, monitor_path: Path, log_path: Path, *, label:
     def poll() -> None:
         nonlocal last_raw
         try:
-            text = monitor_path.read_text(encoding="utf-8")
+            text = read_text_nofollow(monitor_path)
         except (OSError, UnicodeDecodeError):
             return
         if text == last_raw:
@@ -208,20 +325,39 @@ def follow(proc: subprocess.Popen, monitor_path: Path, log_path: Path, *, label:
     finally:
         poll()
         display.close()
-    code = proc.wait()
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:  # a Ctrl-C after the stop: it only hurries the end
+        interrupted = True
+        (stop or (lambda: _stop(proc)))()
+        code = proc.wait()
     seconds = time.monotonic() - t0
     mon = read_monitor(monitor_path)
-    if (timed_out or interrupted) and (mon is None or mon.state != ExecutorState.ES_ERROR):
-        why = f"timed out after {timeout:.0f} s" if timed_out else "interrupted by the user (Ctrl-C)"
+    failed = timed_out or interrupted or code != 0
+    if failed and (mon is None or mon.state != ExecutorState.ES_ERROR):
+        why = (f"timed out after {timeout:.0f} s" if timed_out else "interrupted by the user (Ctrl-C)"
+               if interrupted else _exit_description(code) + (" without writing state 4" if mon else
+                                                              " without writing monitor.txt"))
         line = format_monitor_line(mon.task_id if mon else task_id, time.time(), mon.percent if mon else 0.0,
                                    ExecutorState.ES_ERROR, ExecutorReturnCode.RC_CMD_CONTAINER_ERROR)
         try:
-            monitor_path.write_text(f"{line}\nymir-exc: {why}\n", encoding="utf-8")
+            replace_text(monitor_path, f"{line}\nymir-exc: executor {why}\n")
         except OSError:
             pass
         mon = read_monitor(monitor_path)
     return RunResult(code if not (timed_out or interrupted) else (code or 1), seconds, mon, log_path,
                      timed_out, interrupted, percents, errors)
+
+
+def _exit_description(code: int) -> str:
+    """``exited with status 3`` / ``killed by signal 11 (SIGSEGV)``."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "?"
+        return f"killed by signal {-code} ({name})"
+    return f"exited with status {code}"
 
 
 def run_local(executor_dir: Path, env_file: Path, config_file: Path, out_dir: Path, *, label: str,
@@ -236,9 +372,18 @@ def run_local(executor_dir: Path, env_file: Path, config_file: Path, out_dir: Pa
     log_path = out_dir / "ymir-executor-out.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, cwd=str(Path(executor_dir).resolve()), env=env, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return follow(proc, out_dir / "monitor.txt", log_path, label=label, timeout=timeout, show=show,
-                      task_id=task_id)
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_pdeathsig_preexec())
+        _LIVE_GROUPS.add(proc.pid)
+        try:
+            return follow(proc, out_dir / "monitor.txt", log_path, label=label, timeout=timeout, show=show,
+                          task_id=task_id)
+        finally:
+            # children the executor left behind (same process group) do not outlive the task
+            if proc.poll() is None:
+                _stop(proc)
+            _kill_group(proc.pid, signal.SIGKILL)
+            _LIVE_GROUPS.discard(proc.pid)
 
 
 def shm_size_for(config_shm: Optional[str], gpu_count: int) -> str:
@@ -301,14 +446,13 @@ def run_container(argv: List[str], out_dir: Path, *, label: str, timeout: Option
     if remove_after:
         run_argv.remove("--rm")
 
+    def kill() -> None:
+        subprocess.run([engine, "kill", name], capture_output=True)
+        proc.kill()
+
     def stop() -> None:
-        subprocess.run([engine, "stop", "-t", str(int(KILL_GRACE_SECONDS)), name], capture_output=True)
-        try:
-            proc.wait(KILL_GRACE_SECONDS + 5)
-        except subprocess.TimeoutExpired:
-            subprocess.run([engine, "kill", name], capture_output=True)
-            proc.kill()
-            proc.wait()
+        _Stopper(proc, lambda: subprocess.run([engine, "stop", "-t", str(int(KILL_GRACE_SECONDS)), name],
+                                              capture_output=True), kill, KILL_GRACE_SECONDS + 5)()
 
     try:
         with open(log_path, "ab") as log:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ymir_exc.code import ExecutorState
-from ymir_exc.harness.collect import collect_training, load_env
+from ymir_exc.harness.collect import collect_training, task_env
 from ymir_exc.harness.datasets import Dataset
 from ymir_exc.harness.executors import TEMPLATE_FILES, LocalExecutor
 from ymir_exc.harness.models import ModelStore
@@ -107,7 +107,7 @@ def check_outputs(scenario: str, outcome: TaskOutcome) -> List[Check]:
         files = [p for p in tb.rglob("*") if p.is_file()] if tb.is_dir() else []
         out.append(Check(scenario, "tensorboard logs present", bool(files), f"{len(files)} file(s) in {tb}"))
         if not rep.problems:
-            env = load_env(outcome.prepared.in_dir)
+            env = task_env(outcome.prepared.env, outcome.prepared.work_dir)
             # pack the same outputs twice into two stores: the hashes must agree
             with tempfile.TemporaryDirectory() as t1, tempfile.TemporaryDirectory() as t2:
                 h1 = collect_training(env, outcome.prepared.config, "verify", ModelStore(t1)).model_hash
@@ -121,7 +121,7 @@ def check_outputs(scenario: str, outcome: TaskOutcome) -> List[Check]:
     if outcome.infer is not None:
         i = outcome.infer
         out.append(Check(scenario, "infer-result.json: one key per candidate, valid boxes", not i.problems,
-                         "; ".join(i.problems[:3]) or f"{len(i.results)} images, {i.boxes} boxes"))
+                         "; ".join(i.problems[:3]) or f"{i.images} images, {i.boxes} boxes"))
     return out
 
 

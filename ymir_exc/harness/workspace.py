@@ -1,8 +1,15 @@
 """Prepare a task's work dir ``W``: ``W/in`` (assets, annotations, index files, env.yaml,
 config.yaml, models) and an empty ``W/out``, as the platform does (CONTRACT.md section 1).
 
-Differences from the platform, on purpose: assets are hard-linked (copied across file systems)
-instead of copied; annotations of the same image bytes are written once; nothing is downloaded.
+Differences from the platform, on purpose: assets are reflinked (a copy-on-write clone) where
+the file system supports it, else hard-linked (copied across file systems), instead of copied;
+annotations of the same image bytes are written once; nothing is downloaded.
+
+A hard-linked asset is the user's own file: an executor run locally (no read-only ``/in``) that
+writes into it changes the dataset. :func:`snapshot_links` records each linked asset's size,
+mtime and inode change time after ``prepare``; :func:`changed_links` lists those that changed,
+and the pipeline fails the run with that list. ``assets="copy"`` or ``"reflink"`` avoids the
+risk entirely.
 """
 
 from __future__ import annotations
@@ -42,13 +49,52 @@ def sha1_file(path: str, bufsize: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+#: ``--assets``: how assets get into ``in/assets``; ``auto`` = reflink, else hard link, else copy
+ASSET_MODES = ("auto", "link", "copy", "reflink")
+_FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+
+
+def _reflink(src: str, dst: str) -> bool:
+    """Clone ``src`` to a new ``dst`` (copy-on-write, ``ioctl(FICLONE)``); False where the file
+    system (or the platform) cannot, leaving no ``dst`` behind.
+
+    Raises:
+        FileExistsError: ``dst`` exists.
+    """
+    import fcntl
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    ok = False
+    try:
+        with open(src, "rb") as f:
+            fcntl.ioctl(fd_out, _FICLONE, f.fileno())
+        ok = True
+    except OSError:
+        pass
+    finally:
+        os.close(fd_out)
+        if not ok:
+            os.unlink(dst)
+    return ok
+
+
 def place_file(src: str, dst: str, mode: str = "link", make_parent: bool = True) -> str:
     """Put ``src`` at ``dst``: ``link`` = hard link, falling back to a copy (another file system,
-    no permission); ``symlink``; ``copy``. Returns the method used, or ``exists`` when ``dst``
-    is already there (assets are named by their sha1: same name, same bytes)."""
+    no permission); ``reflink`` = a copy-on-write clone, falling back to a copy; ``auto`` = a
+    clone, else a hard link, else a copy; ``symlink``; ``copy``. Returns the method used
+    (``reflink``, ``link``, ``symlink``, ``copy``), or ``exists`` when ``dst`` is already there
+    (assets are named by their sha1: same name, same bytes)."""
     if make_parent:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
     try:
+        if mode in ("reflink", "auto"):
+            if _reflink(src, dst):
+                return "reflink"
+            if mode == "auto":
+                mode = "link"
         if mode == "link":
             os.link(src, dst)
             return "link"
@@ -58,7 +104,7 @@ def place_file(src: str, dst: str, mode: str = "link", make_parent: bool = True)
     except FileExistsError:
         return "exists"
     except OSError:
-        if mode != "link":
+        if mode not in ("link", "reflink"):
             raise
         # a hard link across file systems or without permission: copy below
     if os.path.lexists(dst):
@@ -109,6 +155,36 @@ class InDirStats:
     index_files: Dict[str, str] = field(default_factory=dict)
     #: asset file name (``<sha1>.<ext>``) -> the source image it came from
     sources: Dict[str, str] = field(default_factory=dict)
+    #: (source image, asset path) of every asset placed as a hard link (shares the user's file)
+    linked: List[Tuple[str, str]] = field(default_factory=list)
+
+
+def snapshot_links(linked: Sequence[Tuple[str, str]]) -> Dict[str, Tuple[int, int, int]]:
+    """``{source image: (size, mtime_ns, ctime_ns)}`` of hard-linked assets (take it right after
+    :func:`prepare`: making the links changed their ctime)."""
+    out = {}
+    for src, _asset in linked:
+        try:
+            st = os.stat(src)
+        except OSError:
+            continue
+        out[src] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return out
+
+
+def changed_links(snapshot: Dict[str, Tuple[int, int, int]]) -> List[str]:
+    """The source images of :func:`snapshot_links` whose size, mtime or inode change time differ
+    now (or that are gone): files an executor changed through the hard links."""
+    changed = []
+    for src, before in snapshot.items():
+        try:
+            st = os.stat(src)
+        except OSError:
+            changed.append(src)
+            continue
+        if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != before:
+            changed.append(src)
+    return changed
 
 
 def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw",
@@ -119,7 +195,8 @@ def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw
     Args:
         export_format: ``det-ark:raw`` / ``ark:raw``, ``det-voc:raw`` / ``voc:raw`` or ``seg-coco:raw``.
         path_prefix: what index lines start with instead of ``in_dir`` (``/in`` for a container).
-        mode: how assets get there: ``link`` (hard link, else copy), ``symlink`` or ``copy``.
+        mode: how assets get there: ``auto`` (reflink, else hard link, else copy), ``link`` (hard
+            link, else copy), ``reflink`` (clone, else copy), ``symlink`` or ``copy``.
         splits: which index files to write (``train`` and ``val`` with annotations).
 
     Raises:
@@ -139,7 +216,9 @@ def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw
 
     with ThreadPoolExecutor(max_workers=_io_workers(len(sources))) as pool:
         # 1. every image's sha1 (the asset name), in parallel: reads and hashing release the GIL
-        sha = dict(zip(sources, _in_chunks(pool, sha1_file, sources)))
+        known = {item.image_path: item.sha1 for items in by_split.values() for item in items if item.sha1}
+        todo = [s for s in sources if s not in known]
+        sha = dict(known, **dict(zip(todo, _in_chunks(pool, sha1_file, todo))))
 
         # 2. the plan, in dataset order: which files to link and which annotations to write
         links: List[Tuple[str, str]] = []       # (source image, asset path)
@@ -198,10 +277,12 @@ def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw
         # links and annotation files go together: both are mostly inode work in the kernel
         placed = _in_chunks(pool, place, links, wait=False)
         annotated = _in_chunks(pool, annotate, list(notes.items()), wait=False)
-        for m in placed():
+        for job, m in zip(links, placed()):
             if m != "exists":
                 stats.methods[m] = stats.methods.get(m, 0) + 1
                 stats.assets += 1
+            if m == "link":
+                stats.linked.append(job)
         annotated()
 
     for split, lines in index_lines.items():
@@ -327,7 +408,8 @@ def merged_template(templates: Dict[str, Dict[str, Any]], tasks: Sequence[str]) 
 def prepare(work_dir: Path, ds: Dataset, tasks: Sequence[str], templates: Dict[str, Dict[str, Any]], *,
             user_config: Optional[Dict[str, Any]] = None, protocol_version: str = "1.1.0",
             container: bool = False, gpu_id: str = "", model: Optional[Dict[str, Any]] = None,
-            manifest_file: str = "/img-man/manifest.yaml", task_id: Optional[str] = None) -> PreparedTask:
+            manifest_file: str = "/img-man/manifest.yaml", task_id: Optional[str] = None,
+            assets: str = "auto") -> PreparedTask:
     """Build ``work_dir/in`` and ``work_dir/out`` for ``tasks``.
 
     Args:
@@ -339,6 +421,7 @@ def prepare(work_dir: Path, ds: Dataset, tasks: Sequence[str], templates: Dict[s
         gpu_id: host GPU ids, e.g. ``"3,5"`` (renumbered to ``"0,1"`` in config.yaml).
         model: from :meth:`ModelStore.unpack`: ``{"class_names", "stage_name", "files"}`` (files relative
             to ``models/``), for ``pretrained_model_params`` / ``model_params_path``.
+        assets: ``auto``, ``link``, ``copy`` or ``reflink`` (see :func:`place_file`).
 
     Raises:
         FileExistsError: ``work_dir/out`` exists and is not empty (results would mix).
@@ -392,7 +475,7 @@ def prepare(work_dir: Path, ds: Dataset, tasks: Sequence[str], templates: Dict[s
         if unknown:
             warnings.append(f"the dataset's classes {unknown} are not in the model's class_names {class_names}")
     stats = write_in_dir(ds, in_dir, export_format=str(config.get("export_format") or "det-voc:raw"),
-                         path_prefix=in_root, mode="link", splits=splits)
+                         path_prefix=in_root, mode=assets, splits=splits)
     for split in ("train", "val", "candidate"):
         (in_dir / f"{split}-index.tsv").touch()
     env = env_yaml(tasks, task_id, protocol_version, in_root, out_root, manifest_file)
