@@ -424,34 +424,85 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ loop
 
+def _parse_seeds(text: str) -> List[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected integers separated by commas, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: expected distinct integers, e.g. 0,1,2")
+    return seeds
+
+
 def cmd_loop(args: argparse.Namespace) -> int:
     import time
 
-    from ymir_exc.harness.executors import resolve_executor
-    from ymir_exc.harness.loop import run_loop, table, write_outputs
+    from ymir_exc.harness.executors import check_mining_algorithm, resolve_executor
+    from ymir_exc.harness.loop import RESUME_KEYS, read_json, run_loop, table, write_json, write_outputs
     from ymir_exc.harness.models import ModelStore
 
     executor, runtime = resolve_executor(args.executor, args.runtime)
+    user_config = _checked_config(args, executor)
     ds = _dataset_from_args(args)
     out = Path(args.out or Path("ymir-work") / f"loop-{time.strftime('%Y%m%d%H%M%S')}").resolve()
+    seeds = _parse_seeds(args.seeds) if args.seeds else None
+    wanted = {"executor": executor.name, "dataset": ds.name, "initial": args.initial, "rounds": args.rounds,
+              "topk": args.topk, "continue_training": args.continue_training or None, "seeds": seeds,
+              "strategies": list(dict.fromkeys((args.mining_algorithm or []) + ([args.baseline] if args.baseline
+                                                                               else []))) or None}
+    done: List[Any] = []
+    if args.resume:
+        meta, done = read_json(out)
+        for key in RESUME_KEYS:
+            if wanted.get(key) is not None and wanted[key] != meta.get(key):
+                raise ValueError(f"--resume: {out / 'loop.json'} has {key} {meta.get(key)!r}, the command line "
+                                 f"{wanted[key]!r}; leave it out or choose a new --out")
+        meta = {k: meta[k] for k in RESUME_KEYS if k in meta}
+        meta["val_images"] = len(ds.val)
+    else:
+        if (out / "loop.json").is_file():
+            raise FileExistsError(f"--out {out} already holds a loop (loop.json): add --resume to continue it, "
+                                  f"or choose a new --out")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise FileExistsError(f"--out {out}: exists and is not empty; choose a new --out")
+        missing = [f"--{k.replace('_', '-')}" for k in ("initial", "rounds", "topk", "mining_algorithm")
+                   if getattr(args, k) in (None, [])]
+        if missing:
+            raise ValueError(f"loop needs {', '.join(missing)} (or --resume with an --out holding loop.json)")
+        meta = {k: v for k, v in wanted.items()}
+        meta.update(continue_training=args.continue_training, seeds=seeds or [args.seed],
+                    val_images=len(ds.val))
+    check_mining_algorithm(executor, [s for s in meta["strategies"] if s != "random"])
     store = ModelStore(args.model_location or out / "models")
-    strategies = list(dict.fromkeys(args.mining_algorithm + ([args.baseline] if args.baseline else [])))
     _out(f"loop: {executor.name} [{runtime}] on {ds.summary()}")
-    _out(f"  initial {args.initial}, rounds {args.rounds}, top-{args.topk}, strategies {strategies}, seed {args.seed}; "
-         f"out {out}")
+    _out(f"  initial {meta['initial']}, rounds {meta['rounds']}, top-{meta['topk']}, strategies {meta['strategies']}, "
+         f"seeds {meta['seeds']}; out {out}" + (f"; resuming after {len(done)} finished round(s)" if done else ""))
     t0 = time.monotonic()
-    results = run_loop(executor, runtime, ds, initial=args.initial, rounds=args.rounds, topk=args.topk,
-                       strategies=strategies, seed=args.seed, out_dir=out, store=store,
-                       user_config=_load_user_config(args.config), continue_training=args.continue_training,
-                       show=not args.quiet, log=_out)
-    meta = {"executor": executor.name, "dataset": ds.name, "initial": args.initial, "rounds": args.rounds,
-            "topk": args.topk, "strategies": strategies, "seed": args.seed, "val_images": len(ds.val),
-            "continue_training": args.continue_training, "seconds": round(time.monotonic() - t0, 1)}
+    out.mkdir(parents=True, exist_ok=True)
+    results: List[Any] = list(done)
+
+    def saved(so_far: List[Any]) -> None:
+        results[:] = so_far
+        write_json(so_far, out, meta, complete=False)
+
+    try:
+        results = run_loop(executor, runtime, ds, initial=meta["initial"], rounds=meta["rounds"], topk=meta["topk"],
+                           strategies=meta["strategies"], seeds=meta["seeds"], out_dir=out, store=store,
+                           user_config=user_config, continue_training=meta["continue_training"],
+                           show=not args.quiet, log=_out, done=done, on_round=saved)
+    except KeyboardInterrupt:
+        write_json(results, out, meta, complete=False)
+        _err(f"interrupted: {len(results)} finished round(s) kept in {out / 'loop.json'}; "
+             f"continue with: ymir-exc loop {args.executor} --out {out} --resume")
+        return EXIT_INTERRUPTED
+    meta["seconds"] = round(time.monotonic() - t0, 1)
     paths = write_outputs(results, out, meta)
     _out("")
     _out(table(results))
     _out(f"figures: {paths['json']}" + (f"; plot: {paths['png']}" if "png" in paths else
                                           " (no plot: pip install matplotlib)"))
+    args.json_doc = {"meta": meta, "loop_json": str(paths["json"]), "plot": str(paths.get("png", "")) or None,
+                     "rounds": json.loads(paths["json"].read_text(encoding="utf-8"))["rounds"]}
     return 0
 
 
@@ -577,18 +628,23 @@ def build_parser() -> argparse.ArgumentParser:
     lp = sub.add_parser("loop", help="train / mine / label / retrain rounds; mining vs a random baseline")
     lp.add_argument("executor", help="executor folder or image tag")
     _add_dataset_args(lp)
-    lp.add_argument("--initial", type=int, required=True, help="labeled training images to start with")
-    lp.add_argument("--rounds", type=int, required=True, help="mining rounds (trainings = rounds + 1)")
-    lp.add_argument("--topk", type=int, required=True, help="images mined and labeled per round")
-    lp.add_argument("--mining-algorithm", required=True, action="append",
-                    help="the executor's mining_algorithm, e.g. entropy; repeat to compare several")
+    lp.add_argument("--initial", type=int, help="labeled training images to start with (required unless --resume)")
+    lp.add_argument("--rounds", type=int, help="mining rounds (trainings = rounds + 1; required unless --resume)")
+    lp.add_argument("--topk", type=int, help="images mined and labeled per round (required unless --resume)")
+    lp.add_argument("--mining-algorithm", action="append",
+                    help="the executor's mining_algorithm, e.g. entropy; repeat to compare several "
+                         "(checked against the manifest's list before anything runs)")
     lp.add_argument("--baseline", choices=["random"], help="also run the same rounds selecting at random")
-    lp.add_argument("--seed", type=int, default=0)
+    lp.add_argument("--seed", type=int, default=0, help="the initial split's seed (default 0)")
+    lp.add_argument("--seeds", metavar="S,S,...", help="several seeds, e.g. 0,1,2: the plot shows mean and spread")
     lp.add_argument("--continue-training", action="store_true", help="train from the previous round's model")
-    lp.add_argument("--config", help="YAML overriding the templates (e.g. epochs)")
-    lp.add_argument("--out", help="output folder (default ./ymir-work/loop-<time>)")
+    _add_config_args(lp)
+    lp.add_argument("--out", help="output folder, new or empty (default ./ymir-work/loop-<time>)")
+    lp.add_argument("--resume", action="store_true",
+                    help="continue the loop whose loop.json is in --out (finished rounds are not run again)")
     lp.add_argument("--model-location", help="model store (default OUT/models)")
     lp.add_argument("--quiet", action="store_true")
+    _add_json_arg(lp)
     lp.set_defaults(func=cmd_loop)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of every file format")
