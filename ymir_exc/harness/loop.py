@@ -157,10 +157,10 @@ def run_loop(executor: LocalExecutor, runtime: str, ds: Dataset, *, initial: int
                     labeled = labeled + chosen  # "labeling": their held-out ground truth is revealed
                     res.selected = [i.image_path for i in chosen]
                 results.append(res)
+                if on_round is not None:  # saved before it is announced
+                    on_round(results)
                 log(f"{strategy:>10}  seed {s}  round {r}  labeled {res.labeled:4d}  mAP50 {res.mAP:.4f}  "
                     f"model {res.model_hash[:12]}")
-                if on_round is not None:
-                    on_round(results)
     return results
 
 
