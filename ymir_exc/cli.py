@@ -247,7 +247,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     def announce(prepared: Any) -> None:
         for w in prepared.warnings:
             _err(f"warning: {w}")
-        _out(f"task {prepared.task_id} ({' + '.join(prepared.tasks)}) of {executor.name} [{runtime}] on {ds.summary()}")
+        what = f"{len(ds.candidate)} image(s) of --source {args.source}" if args.source else ds.summary()
+        _out(f"task {prepared.task_id} ({' + '.join(prepared.tasks)}) of {executor.name} [{runtime}] on {what}")
         _out(f"work dir: {prepared.work_dir}")
         for key in ("pretrained_model_params", "model_params_path"):
             if prepared.config.get(key):
