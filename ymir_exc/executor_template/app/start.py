@@ -63,13 +63,13 @@ def ap50(model, items, class_name):
         tp.append(best[0] >= 0.5)
         if best[0] >= 0.5:
             used.add((i, best[1]))
-    ap, hits, prev_recall = 0.0, 0, 0.0
+    hits, precision = 0, []
     for k, hit in enumerate(tp, 1):
         hits += hit
-        if hit:
-            ap += (hits / n_gt - prev_recall) * max(sum(tp[:j]) / j for j in range(k, len(tp) + 1))
-            prev_recall = hits / n_gt
-    return ap if n_gt else 0.0
+        precision.append(hits / k)
+    for k in range(len(precision) - 2, -1, -1):  # interpolated: the best precision at this recall or more
+        precision[k] = max(precision[k], precision[k + 1])
+    return sum(p for p, hit in zip(precision, tp) if hit) / n_gt if n_gt else 0.0
 
 
 def train(cfg):
