@@ -310,8 +310,10 @@ def test_sample_out_refuses_a_non_empty_folder(tmp_path):
 LOOP = ["loop", "det-demo-tmi", "--initial", "8", "--topk", "5", "--set", "epochs=1", "--quiet"]
 
 
-def test_loop_refuses_an_unknown_mining_algorithm_before_training(tmp_path):
-    proc = ymir_exc(*LOOP, "--rounds", "1", "--mining-algorithm", "entrpy", "--out", "lp", cwd=tmp_path)
+@pytest.mark.parametrize("executor", ["det-demo-tmi", "det-yolo-tmi"])
+def test_loop_refuses_an_unknown_mining_algorithm_before_training(tmp_path, executor):
+    proc = ymir_exc("loop", executor, "--initial", "8", "--topk", "5", "--rounds", "1", "--mining-algorithm",
+                    "entrpy", "--out", "lp", "--runtime", "local", cwd=tmp_path)
     assert proc.returncode == 2 and "did you mean 'entropy'?" in proc.stderr
     assert "training" not in proc.stdout and not (tmp_path / "lp" / "entrpy").exists()
 

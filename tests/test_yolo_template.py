@@ -59,7 +59,14 @@ def _img_man(name: str):
 def test_img_man_declares_detection_and_templates_set_no_reserved_key():
     from ymir_exc.harness.workspace import RESERVED_KEYS
 
-    assert _img_man("manifest.yaml") == {"object_type": 2}
+    manifest = _img_man("manifest.yaml")
+    assert manifest["object_type"] == 2
+    # the mining algorithms it lists are the ones the executor accepts, its default among them
+    source = (YOLO / "app" / "ymir_yolo" / "params.py").read_text(encoding="utf-8")
+    accepted = re.search(r"^MINING_ALGORITHMS = \((.*)\)$", source, re.M)
+    assert accepted and manifest["mining_algorithm"] == re.findall(r'"(\w+)"', accepted.group(1))
+    assert _img_man("mining-template.yaml")["mining_algorithm"] in manifest["mining_algorithm"]
+    assert set(manifest) == {"object_type", "mining_algorithm"}
     for name in ("training-template.yaml", "mining-template.yaml", "infer-template.yaml"):
         data = _img_man(name)
         assert isinstance(data, dict) and data, name
