@@ -271,6 +271,10 @@ def test_models_rm_prune_prefixes_and_umask(tmp_path):
 def test_config_keys_are_checked_and_set_overrides(tmp_path):
     typo = ymir_exc("run", "det-demo-tmi", "--set", "epoch=2", "--dry-run", cwd=tmp_path)
     assert typo.returncode == 2 and "did you mean 'epochs'?" in typo.stderr
+    (tmp_path / "typo.yaml").write_text("epoch: 2\n")
+    in_file = ymir_exc("run", "det-demo-tmi", "--config", "typo.yaml", cwd=tmp_path)
+    assert in_file.returncode == 2 and "did you mean 'epochs'?" in in_file.stderr
+    assert not (tmp_path / "ymir-work").exists()  # refused before anything was prepared or run
     (tmp_path / "cfg.yaml").write_text("epochs: 5\nlearning_rate: 0.1\n")
     ok = ymir_exc("run", "det-demo-tmi", "--config", "cfg.yaml", "--set", "epochs=3", "--set", "ymir_debug=true",
                   "--dry-run", cwd=tmp_path)
