@@ -87,6 +87,9 @@ def test_init_writes_an_executor_that_passes_verify(tmp_path):
     assert "from ymir_exc.task import" in (root / "app/start.py").read_text()
     dockerfile = (root / "Dockerfile").read_text()
     assert "FROM ${BASE_IMAGE}" in dockerfile and "ymir-exc-base" in dockerfile and "my-exec" in dockerfile
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    lint = subprocess.run([hadolint, str(root / "Dockerfile")], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
     verify = ymir_exc("verify", "my-exec", "--quiet", "--json", cwd=tmp_path)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     doc = json.loads(verify.stdout)
