@@ -359,11 +359,15 @@ def test_loop_ctrl_c_keeps_finished_rounds_and_resume_finishes(tmp_path):
     data = json.loads((tmp_path / "lp" / "loop.json").read_text())
     assert data["complete"] is False and 1 <= len(data["rounds"]) < 4
     first = data["rounds"][0]
-    resumed = ymir_exc("loop", "det-demo-tmi", "--out", "lp", "--resume", "--set", "epochs=1", "--quiet",
-                       cwd=tmp_path)
+    other = ymir_exc("loop", "det-demo-tmi", "--out", "lp", "--resume", "--set", "epochs=3", cwd=tmp_path)
+    assert other.returncode == 2 and "ran with config {'epochs': 1}" in other.stderr
+    resumed = ymir_exc("loop", "det-demo-tmi", "--out", "lp", "--resume", "--quiet", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     data = json.loads((tmp_path / "lp" / "loop.json").read_text())
     assert data["complete"] is True and [r["round"] for r in data["rounds"]] == [0, 1, 2, 3]
+    assert data["meta"]["config"] == {"epochs": 1}  # the resumed rounds trained as the first ones did
+    cfg = yaml.safe_load((tmp_path / "lp" / "entropy" / "round_3" / "train" / "in" / "config.yaml").read_text())
+    assert cfg["epochs"] == 1
     assert data["rounds"][0] == first  # finished rounds are not run again
     assert [r["labeled"] for r in data["rounds"]] == [8, 13, 18, 23]
     picked = [p for r in data["rounds"] for p in r["selected"]]

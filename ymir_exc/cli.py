@@ -458,8 +458,13 @@ def cmd_loop(args: argparse.Namespace) -> int:
             if wanted.get(key) is not None and wanted[key] != meta.get(key):
                 raise ValueError(f"--resume: {out / 'loop.json'} has {key} {meta.get(key)!r}, the command line "
                                  f"{wanted[key]!r}; leave it out or choose a new --out")
+        stored_config = dict(meta.get("config") or {})
+        if (args.config or args.set) and user_config != stored_config:
+            raise ValueError(f"--resume: {out / 'loop.json'} ran with config {stored_config!r}, the command line "
+                             f"gives {user_config!r}; leave --config / --set out to keep the loop's")
+        user_config = stored_config
         meta = {k: meta[k] for k in RESUME_KEYS if k in meta}
-        meta["val_images"] = len(ds.val)
+        meta.update(config=user_config, val_images=len(ds.val))
     else:
         if (out / "loop.json").is_file():
             raise FileExistsError(f"--out {out} already holds a loop (loop.json): add --resume to continue it, "
@@ -471,7 +476,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
         if missing:
             raise ValueError(f"loop needs {', '.join(missing)} (or --resume with an --out holding loop.json)")
         meta = {k: v for k, v in wanted.items()}
-        meta.update(continue_training=args.continue_training, seeds=seeds or [args.seed],
+        meta.update(continue_training=args.continue_training, seeds=seeds or [args.seed], config=user_config,
                     val_images=len(ds.val))
     check_mining_algorithm(executor, [s for s in meta["strategies"] if s != "random"])
     store = ModelStore(args.model_location or out / "models")
