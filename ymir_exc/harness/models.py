@@ -1,7 +1,7 @@
 """Model packages: reproducible packing, a local store, safe import and unpacking.
 
 A package is a ``.tar.gz`` with ``<stage>/<file>`` members, optional
-``attachments/<section>/<file>`` and ``ymir-info.yaml`` (CONTRACT.md section 4), stored as
+``attachments/<section>/<file>`` and ``ymir-info.yaml`` (docs/contract.md, model packages), stored as
 ``<model-location>/<sha1 of its bytes>``.
 
 Better than the platform, on purpose: packing is reproducible (members sorted, mtimes, owners
