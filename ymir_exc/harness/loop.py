@@ -242,19 +242,19 @@ def read_json(out_dir: Path) -> Tuple[Dict[str, Any], List[RoundResult]]:
         raise ValueError(f"{path}: not a loop.json of ymir-exc ({e})") from None
 
 
-def write_outputs(results: List[RoundResult], out_dir: Path, meta: Dict[str, Any]) -> Dict[str, Path]:
-    """``loop.json`` (complete) and ``loop.png``: mAP50 against labeled images per strategy,
-    the mean over seeds with its min-max band, random drawn dashed as the baseline, y from 0,
-    ticks at the labeled counts, the val size in the caption."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": write_json(results, out_dir, meta, complete=True)}
-    try:
-        import matplotlib
+def plot(results: List[RoundResult], meta: Dict[str, Any]) -> Any:
+    """The loop's figure (a matplotlib Figure): mAP50 against labeled images per strategy, the
+    mean over seeds with its min-max band, random drawn dashed as the baseline, y from 0, ticks
+    at the labeled counts, the val size and seeds in the caption.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return paths
+    Raises:
+        ImportError: matplotlib is not installed.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     ticks = set()
     for s in dict.fromkeys(r.strategy for r in results):
@@ -280,6 +280,19 @@ def write_outputs(results: List[RoundResult], out_dir: Path, meta: Dict[str, Any
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def write_outputs(results: List[RoundResult], out_dir: Path, meta: Dict[str, Any]) -> Dict[str, Path]:
+    """``loop.json`` (complete) and ``loop.png`` (:func:`plot`; skipped without matplotlib)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": write_json(results, out_dir, meta, complete=True)}
+    try:
+        fig = plot(results, meta)
+    except ImportError:
+        return paths
+    import matplotlib.pyplot as plt
+
     paths["png"] = out_dir / "loop.png"
     fig.savefig(paths["png"])
     plt.close(fig)
