@@ -51,7 +51,10 @@ def test_mining_and_infer_with_the_trained_model(trained, capsys):
                str(work), "--model-location", str(trained["store"]), "--quiet", "--topk", "5"])
     out = capsys.readouterr().out
     assert rc == 0, out
-    n = len(load_sample().candidate)
+    sample = load_sample()
+    labeled = {i.image_path for i in sample.train + sample.val}
+    n = len([i for i in sample.candidate if i.image_path not in labeled])  # mining's default: --split unlabeled
+    assert n == 5
     lines = (work / "out" / "result.tsv").read_text().splitlines()
     scores = [float(l.split("\t")[1]) for l in lines]
     assert len(lines) == n and scores == sorted(scores, reverse=True)
@@ -60,7 +63,7 @@ def test_mining_and_infer_with_the_trained_model(trained, capsys):
     for entry in det.values():
         for b in entry["boxes"]:
             assert all(isinstance(b["box"][k], int) for k in "xywh") and b["class_name"] == "tree"
-    assert "mining: 16 candidates scored; top 5:" in out
+    assert "mining: 5 candidates scored; top 5:" in out
     cfg = yaml.safe_load((work / "in" / "config.yaml").read_text())
     assert cfg["class_names"] == ["tree"] and cfg["model_params_path"][0].startswith(str(work / "in" / "models"))
 
@@ -83,7 +86,7 @@ def test_verify_passes_every_check_for_the_demo(tmp_path, capsys):
 def test_verify_fails_for_a_crashing_executor_but_its_crash_check_passes(tmp_path, capsys):
     rc = main(["verify", str(REPO / "tests/executors/crash"), "--work-dir", str(tmp_path), "--quiet"])
     out = capsys.readouterr().out
-    assert rc == 1
+    assert rc == 3  # verify failures: the contract is broken
     assert re.search(r"crash \(bad.*non-zero exit.*PASS", out)
 
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from ymir_exc.cli import main
 from ymir_exc.harness.datasets import load_sample
 from ymir_exc.harness.loop import split_initial
@@ -41,3 +43,23 @@ def test_loop_runs_mining_and_random_rounds_and_writes_figures(tmp_path, capsys)
     assert len(picked) == len(set(picked)) == 10
     assert "round  labeled     entropy      random" in text
     assert (out / "loop.png").stat().st_size > 1000
+
+
+def test_plot_shows_mean_and_spread_with_random_as_the_baseline():
+    from ymir_exc.harness.loop import RoundResult, plot
+
+    rounds = [RoundResult(s, k, 8 + 5 * k, m, "h", 1.0, seed=seed)
+              for seed, shift in ((0, 0.0), (1, 0.02))
+              for s, base in (("entropy", 0.3), ("random", 0.2))
+              for k, m in ((0, 0.1 + shift), (1, base + shift))]
+    fig = plot(rounds, {"executor": "det-demo-tmi", "dataset": "trees", "val_images": 11, "topk": 5})
+    ax = fig.axes[0]
+    assert ax.get_ylim()[0] == 0
+    assert list(ax.get_xticks()) == [8, 13]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert set(lines) == {"entropy", "random (baseline)"}
+    assert lines["random (baseline)"].get_linestyle() == "--" and lines["entropy"].get_linestyle() == "-"
+    assert list(lines["entropy"].get_ydata()) == pytest.approx([0.11, 0.31])  # the mean of the two seeds
+    assert len(ax.collections) == 2  # one min-max band per strategy
+    caption = " ".join(t.get_text() for t in fig.texts)
+    assert "val: 11 images" in caption and "seeds 0, 1" in caption

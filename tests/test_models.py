@@ -127,8 +127,11 @@ def test_latest_and_prefix_resolution(tmp_path):
         store.resolve("latest")
     m = store.import_package(_tar(tmp_path / "p.tar.gz", GOOD))
     assert store.resolve("latest").name == m.hash
+    with pytest.raises(ModelError, match=r"too short \(min 6"):
+        store.resolve(m.hash[:3])
     with pytest.raises(ModelError, match="not found"):
-        store.resolve("abc")
+        store.resolve("abcdef0123")
+    assert store.resolve(m.hash[:6]).name == m.hash
 
 
 def test_write_reproducible_targz_refuses_duplicates(tmp_path):

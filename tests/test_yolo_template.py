@@ -59,7 +59,14 @@ def _img_man(name: str):
 def test_img_man_declares_detection_and_templates_set_no_reserved_key():
     from ymir_exc.harness.workspace import RESERVED_KEYS
 
-    assert _img_man("manifest.yaml") == {"object_type": 2}
+    manifest = _img_man("manifest.yaml")
+    assert manifest["object_type"] == 2
+    # the mining algorithms it lists are the ones the executor accepts, its default among them
+    source = (YOLO / "app" / "ymir_yolo" / "params.py").read_text(encoding="utf-8")
+    accepted = re.search(r"^MINING_ALGORITHMS = \((.*)\)$", source, re.M)
+    assert accepted and manifest["mining_algorithm"] == re.findall(r'"(\w+)"', accepted.group(1))
+    assert _img_man("mining-template.yaml")["mining_algorithm"] in manifest["mining_algorithm"]
+    assert set(manifest) == {"object_type", "mining_algorithm"}
     for name in ("training-template.yaml", "mining-template.yaml", "infer-template.yaml"):
         data = _img_man(name)
         assert isinstance(data, dict) and data, name
@@ -140,6 +147,13 @@ def test_stage_files_of_evicted_stages_are_deleted(ws):
 
 # ------------------------------------------------------------------ through the harness CLI
 
+def _unlabeled() -> list:
+    """The sample's candidates that are in neither train nor val: what mining runs on by default."""
+    ds = load_sample()
+    labeled = {i.image_path for i in ds.train + ds.val}
+    return [i for i in ds.candidate if i.image_path not in labeled]
+
+
 def _config(path: Path, **cfg) -> str:
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return str(path)
@@ -197,7 +211,7 @@ def test_mining_and_infer_share_one_run_with_sorted_scores_and_integer_boxes(tra
                "--work-dir", str(work), "--model-location", str(trained["store"]), "--topk", "3"])
     captured = capsys.readouterr()
     assert rc == 0, captured.out + captured.err
-    candidates = load_sample().candidate
+    candidates = _unlabeled()  # mining's default --split
     lines = (work / "out" / "result.tsv").read_text().splitlines()
     assert len(lines) == len(candidates)
     scores = [float(line.split("\t")[1]) for line in lines]
@@ -233,7 +247,7 @@ def test_mining_algorithms_score_every_candidate(trained, tmp_path, algorithm):
     assert rc == 0, (work / "out" / "ymir-executor-out.log").read_text()[-3000:]
     lines = (work / "out" / "result.tsv").read_text().splitlines()
     scores = [float(line.split("\t")[1]) for line in lines]
-    assert len(lines) == len(load_sample().candidate) and scores == sorted(scores, reverse=True)
+    assert len(lines) == len(_unlabeled()) and scores == sorted(scores, reverse=True)
     if algorithm == "random":
         assert len(set(scores)) == len(scores) and all(0.0 <= s < 1.0 for s in scores)
 

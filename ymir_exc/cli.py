@@ -5,12 +5,16 @@ Examples::
     ymir-exc sample trees --out ./trees                       # the bundled sample as in/ + out/
     ymir-exc run det-demo-tmi --task training                 # train on the sample, store a model
     ymir-exc run det-demo-tmi --task mining --task infer --model latest
+    ymir-exc run det-demo-tmi --task infer --source photos/ --model latest --save-vis vis/
     ymir-exc models list
+    ymir-exc init my-exec && ymir-exc verify my-exec
 
 Exit status: 0 success; 1 the executor failed; 2 bad arguments or input (a named error, no
-traceback); 3 the executor's outputs break the contract (monitor.txt included); 70 an internal
-error of ymir-exc (one line on stderr, the traceback in a log file whose path it names); 130
-interrupted (Ctrl-C; the executor's process group is stopped and state 4 written first).
+traceback); 3 the executor's outputs break the contract (monitor.txt included; ``verify``: a check
+failed); 70 an internal error of ymir-exc (one line on stderr, the traceback in a log file whose
+path it names); 130 interrupted (Ctrl-C; the executor's process group is stopped and state 4
+written first). With ``--json`` (run, verify, models list / show, loop) stdout holds one JSON
+document and every other line goes to stderr.
 """
 
 from __future__ import annotations
@@ -29,15 +33,19 @@ import yaml
 from ymir_exc import __version__
 from ymir_exc.errors import YmirExcError
 
+EXIT_OK = 0
 EXIT_EXECUTOR_FAILED = 1
 EXIT_USAGE = 2
 EXIT_BAD_OUTPUT = 3
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
+#: set by main() for --json: human lines then go to stderr, stdout holds one JSON document
+_JSON_MODE = False
+
 
 def _out(msg: str = "") -> None:
-    print(msg, flush=True)
+    print(msg, file=sys.stderr if _JSON_MODE else sys.stdout, flush=True)
 
 
 def _err(msg: str) -> None:
@@ -49,6 +57,9 @@ def _err(msg: str) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     from ymir_exc.harness.datasets import load_sample, write_sample
 
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"--out {args.out}: exists and is not an empty folder; choose a new one")
     root = write_sample(args.name, args.out)
     _out(f"wrote sample {args.name!r} to {root}: {load_sample(args.name).summary()}")
     _out("  in/: assets, annotations (det-voc:raw), train/val/candidate-index.tsv, env.yaml, config.yaml; out/: empty")
@@ -57,12 +68,36 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ run
 
-def _load_user_config(path: Optional[str]) -> Dict[str, Any]:
-    if not path:
-        return {}
-    from ymir_exc.env import load_yaml_mapping
+def _load_user_config(path: Optional[str], sets: Optional[List[str]] = None) -> Dict[str, Any]:
+    """``--config`` file (a YAML mapping) with ``--set key=value`` overrides on top (values
+    read as YAML scalars: ``epochs=2`` is an int, ``name=a,b`` a string).
 
-    return load_yaml_mapping(path, what="--config file")
+    Raises:
+        ConfigFileError: the file is not a YAML mapping; ValueError: a --set without ``=``.
+    """
+    cfg: Dict[str, Any] = {}
+    if path:
+        from ymir_exc.env import load_yaml_mapping
+
+        cfg = dict(load_yaml_mapping(path, what="--config file"))
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            cfg[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            cfg[key.strip()] = value
+    return cfg
+
+
+def _checked_config(args: argparse.Namespace, executor: Any) -> Dict[str, Any]:
+    """The user's config after the unknown-key check (see ``check_config_keys``)."""
+    from ymir_exc.harness.executors import check_config_keys
+
+    cfg = _load_user_config(args.config, getattr(args, "set", None))
+    check_config_keys(cfg, executor, allow_unknown=getattr(args, "allow_unknown_keys", False))
+    return cfg
 
 
 def _dataset_from_args(args: argparse.Namespace):
@@ -139,57 +174,133 @@ def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
     return summary
 
 
+def _run_dataset(args: argparse.Namespace, tasks: List[str]) -> Any:
+    """The dataset a run prepares ``in/`` from: ``--source`` images, or ``--dataset`` with the
+    candidates of ``--split`` for mining / infer."""
+    from ymir_exc.harness.sources import select_candidates, source_dataset
+
+    if args.source:
+        if "training" in tasks:
+            raise ValueError("--source gives images without labels: use it with --task mining / --task infer "
+                             "(training takes --dataset)")
+        if args.dataset:
+            raise ValueError("give --source or --dataset, not both")
+        if args.split:
+            raise ValueError("--split chooses among a --dataset's images; --source uses every image it names")
+        return source_dataset(args.source)
+    ds = _dataset_from_args(args)
+    if "training" in tasks:
+        if args.split:
+            raise ValueError("--split is for mining / infer (training uses the dataset's train and val splits)")
+        return ds
+    split = args.split or ("all" if tasks == ["infer"] else "unlabeled")
+    ds, note = select_candidates(ds, split)
+    if note:
+        _err(f"note: {note}")
+    return ds
+
+
+def _write_user_results(outcome: Any, ds: Any, summary: Dict[str, Any], save_vis: Optional[str]) -> None:
+    """predictions.json / mining.tsv in the work dir, keyed by the user's paths; --save-vis."""
+    from ymir_exc.harness.predictions import (asset_sources, mining_rows, save_vis as draw, write_mining_tsv,
+                                              write_predictions)
+
+    prepared = outcome.prepared
+    stats = prepared.stats.sources if prepared.stats else {}
+    sources = asset_sources(stats, [i.image_path for i in ds.candidate])
+    if outcome.mining is not None and not outcome.mining.problems:
+        rows = mining_rows(outcome.mining.ranked, sources)
+        path = prepared.work_dir / "mining.tsv"
+        write_mining_tsv(path, rows)
+        summary["mining_tsv"] = str(path)
+        _out(f"mining.tsv: {path}  (path, score, rank; {len(rows)} images)")
+    if outcome.infer is not None and not outcome.infer.problems:
+        path = prepared.work_dir / "predictions.json"
+        doc = write_predictions(path, outcome.infer.results, sources, list(prepared.config["class_names"]))
+        summary["predictions_json"] = str(path)
+        _out(f"predictions.json: {path}  ({len(doc['images'])} images, {len(doc['annotations'])} boxes; "
+             f"file_name = your path)")
+        if save_vis:
+            written = draw(Path(save_vis), doc)
+            summary["save_vis"] = str(Path(save_vis).resolve())
+            _out(f"boxes drawn on {len(written)} copies in {Path(save_vis).resolve()}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import shlex
 
-    from ymir_exc.harness.executors import resolve_executor
+    from ymir_exc.harness.executors import check_mining_algorithm, resolve_executor
     from ymir_exc.harness.models import ModelStore
     from ymir_exc.harness.pipeline import run_task
 
     tasks = [t for t in ("training", "mining", "infer") if t in (args.task or ["training"])]
+    if args.save_vis and "infer" not in tasks:
+        raise ValueError("--save-vis draws inference boxes: add --task infer")
     executor, runtime = resolve_executor(args.executor, args.runtime)
     templates = executor.templates()
     for t in tasks:
         if t not in templates:
             _err(f"warning: {executor.name} has no img-man/{t}-template.yaml")
-    ds = _dataset_from_args(args)
+    user_config = _checked_config(args, executor)
+    if "mining" in tasks:
+        algo = user_config.get("mining_algorithm", templates.get("mining", {}).get("mining_algorithm"))
+        if algo is not None:
+            check_mining_algorithm(executor, [algo])
+    ds = _run_dataset(args, tasks)
     store = ModelStore(args.model_location)
     dry = args.dry_run or args.print_argv
     work = Path(tempfile.mkdtemp(prefix="ymir-exc-dry-run-")) if dry else (Path(args.work_dir) if args.work_dir else None)
+
     def announce(prepared: Any) -> None:
         for w in prepared.warnings:
             _err(f"warning: {w}")
-        _out(f"task {prepared.task_id} ({' + '.join(prepared.tasks)}) of {executor.name} [{runtime}] on {ds.summary()}")
+        what = f"{len(ds.candidate)} image(s) of --source {args.source}" if args.source else ds.summary()
+        _out(f"task {prepared.task_id} ({' + '.join(prepared.tasks)}) of {executor.name} [{runtime}] on {what}")
         _out(f"work dir: {prepared.work_dir}")
         for key in ("pretrained_model_params", "model_params_path"):
             if prepared.config.get(key):
                 _out(f"model: {key} = {prepared.config[key]}; classes {prepared.config['class_names']}")
 
-    outcome = run_task(executor, runtime, tasks, ds, work_dir=work, store=store, model_ref=args.model,
-                       user_config=_load_user_config(args.config), protocol_version=args.protocol_version,
-                       gpu_id=args.gpu_id or "", timeout=args.timeout, show=not args.quiet,
-                       network_none=args.network_none, user=args.user, dry_run=dry, before_run=announce,
-                       assets=args.assets)
-    prepared = outcome.prepared
-    if args.print_argv:
-        _out(shlex.join(outcome.argv))
-        shutil.rmtree(prepared.work_dir, ignore_errors=True)
-        return 0
-    if args.dry_run:
-        announce(prepared)
-        _out("dry run: would run\n  " + shlex.join(outcome.argv))
-        if runtime == "local":
-            _out(f"  with DEFAULT_ENV_FILE_PATH={prepared.env_file} DEFAULT_CONFIG_FILE_PATH={prepared.config_file}")
-        _out("config.yaml:\n" + yaml.safe_dump(prepared.config, sort_keys=False))
-        shutil.rmtree(prepared.work_dir, ignore_errors=True)
-        return 0
+    try:
+        outcome = run_task(executor, runtime, tasks, ds, work_dir=work, store=store, model_ref=args.model,
+                           user_config=user_config, protocol_version=args.protocol_version,
+                           gpu_id=args.gpu_id or "", timeout=args.timeout, show=not args.quiet,
+                           network_none=args.network_none, user=args.user, dry_run=dry, before_run=announce,
+                           assets=args.assets)
+        prepared = outcome.prepared
+        if args.print_argv:
+            _out(shlex.join(outcome.argv))
+            return 0
+        if args.dry_run:
+            announce(prepared)
+            _out("dry run: would run\n  " + shlex.join(outcome.argv))
+            if runtime == "local":
+                _out(f"  with DEFAULT_ENV_FILE_PATH={prepared.env_file} DEFAULT_CONFIG_FILE_PATH={prepared.config_file}")
+            _out("config.yaml:\n" + yaml.safe_dump(prepared.config, sort_keys=False))
+            args.json_doc = {"dry_run": True, "argv": outcome.argv, "config": prepared.config,
+                             "work_dir": str(prepared.work_dir) if args.keep else None}
+            return 0
+    finally:
+        if dry and work is not None:
+            if args.keep:
+                _err(f"kept: {work}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
     summary = print_outcome(outcome, store, args.topk)
-    (prepared.work_dir / "ymir-exc-run.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if outcome.run is not None and outcome.run.ok and ("mining" in tasks or "infer" in tasks):
+        _write_user_results(outcome, ds, summary, args.save_vis)
     if outcome.run is not None and outcome.run.interrupted:
-        return EXIT_INTERRUPTED
-    if outcome.run is None or not outcome.run.ok:
-        return EXIT_EXECUTOR_FAILED
-    return EXIT_BAD_OUTPUT if outcome.problems else 0
+        code = EXIT_INTERRUPTED
+    elif outcome.run is None or not outcome.run.ok:
+        code = EXIT_EXECUTOR_FAILED
+    else:
+        code = EXIT_BAD_OUTPUT if outcome.problems else EXIT_OK
+    summary["exit_status"] = code
+    from ymir_exc._io import atomic_write
+
+    atomic_write(prepared.work_dir / "ymir-exc-run.json", json.dumps(summary, indent=2))
+    args.json_doc = summary
+    return code
 
 
 def _report_problems(what: str, problems: List[str]) -> None:
@@ -199,6 +310,16 @@ def _report_problems(what: str, problems: List[str]) -> None:
 
 
 # ------------------------------------------------------------------ models
+
+def _model_doc(m: Any) -> Dict[str, Any]:
+    """A stored package as JSON: hash, path, primary metric, classes, every stage's metrics."""
+    return {"hash": m.hash, "path": str(m.path), "best_stage_name": m.info.best_stage_name,
+            "object_type": m.object_type, "metric": m.metric_name(), "value": m.mAP(),
+            "class_names": m.class_names, "executor": m.info.task_context.get("executor"),
+            "producer": m.info.task_context.get("producer"), "package_version": m.info.package_version,
+            "stages": {n: {"files": list(st.files), "timestamp": st.timestamp, "metrics": st.evaluation_result()}
+                       for n, st in m.info.stages.items()}}
+
 
 def cmd_models(args: argparse.Namespace) -> int:
     from ymir_exc.harness.models import ModelStore
@@ -210,7 +331,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         limits = ImportLimits(max_info_bytes=args.max_info_size, max_members=args.max_members,
                               max_expansion=args.max_expansion, bomb_member_bytes=args.bomb_member_size)
         m = store.import_package(args.package_path, limits)
-        _out(f"pack success, model hash: {m.hash}, best_stage_name: {m.info.best_stage_name}, mAP: {m.mAP()}")
+        _out(f"pack success, model hash: {m.hash}, best_stage_name: {m.info.best_stage_name}, "
+             f"{m.metric_name()}: {m.mAP()}")
+        args.json_doc = _model_doc(m)
         return 0
     if args.models_cmd == "list":
         models, corrupt = store.scan()
@@ -219,17 +342,30 @@ def cmd_models(args: argparse.Namespace) -> int:
         for name, why in corrupt:
             _out(f"{name}  CORRUPT: {why}")
         for m in models:
-            _out(f"{m.hash}  best {m.info.best_stage_name} mAP {m.mAP():.4f}  classes {m.class_names}  "
+            _out(f"{m.hash}  best {m.info.best_stage_name} {m.metric_name()} {m.mAP():.4f}  classes {m.class_names}  "
                  f"executor {m.info.task_context.get('executor', '?')}  stages {len(m.info.stages)}")
+        args.json_doc = {"location": str(store.location), "models": [_model_doc(m) for m in models]}
+        return 0
+    if args.models_cmd == "rm":
+        for ref in args.hash:
+            _out(f"removed {store.remove(ref)}")
+        return 0
+    if args.models_cmd == "prune":
+        gone = store.prune(args.keep)
+        _out(f"removed {len(gone)} package(s), kept the {args.keep} newest in {store.location}")
+        for h in gone:
+            _out(f"  {h}")
         return 0
     m = store.get(args.hash)
     _out(f"model {m.hash}  ({m.path})")
     _out(f"  executor: {m.info.task_context.get('executor', '?')}  producer: {m.info.task_context.get('producer', '?')}")
     _out(f"  classes: {m.class_names}")
-    _out(f"  best stage: {m.info.best_stage_name}  mAP: {m.mAP()}")
+    ot = f"object_type {m.object_type}" if m.object_type is not None else "no object_type"
+    _out(f"  best stage: {m.info.best_stage_name}  {m.metric_name()}: {m.mAP()}  ({ot})")
     for name, st in m.info.stages.items():
-        metrics = ", ".join(f"{k} {v}" for k, v in st.evaluation_result().items())
+        metrics = ", ".join(f"{k} {v}" for k, v in st.evaluation_result().items()) or "no metrics"
         _out(f"  stage {name}: files {st.files}; {metrics}; timestamp {st.timestamp}")
+    args.json_doc = _model_doc(m)
     return 0
 
 
@@ -265,53 +401,133 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ymir_exc.harness.verify import verify
 
     executor, runtime = resolve_executor(args.executor, args.runtime)
+    user_config = _checked_config(args, executor)
     ds = _dataset_from_args(args)
     store = ModelStore(args.model_location) if args.model_location else None
-    checks = verify(executor, runtime, ds, work_root=Path(args.work_dir) if args.work_dir else None, store=store,
-                    user_config=_load_user_config(args.config), protocol_version=args.protocol_version,
-                    timeout=args.timeout, show=not args.quiet, network_none=args.network_none, user=args.user,
-                    crash=not args.no_crash)
+    root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="ymir-exc-verify-"))
+    try:
+        checks = verify(executor, runtime, ds, work_root=root, store=store, user_config=user_config,
+                        protocol_version=args.protocol_version, timeout=args.timeout, show=not args.quiet,
+                        network_none=args.network_none, user=args.user, crash=not args.no_crash)
+    finally:
+        if args.work_dir or args.keep:
+            _err(f"work dirs kept in {root.resolve()}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     table = Table(title=f"ymir-exc verify {executor.name} [{runtime}]")
     for col in ("scenario", "check", "result", "detail"):
         table.add_column(col, overflow="fold")
     for c in checks:
         table.add_row(c.scenario, c.name, "[green]PASS[/green]" if c.ok else "[red]FAIL[/red]", c.detail)
-    Console(width=max(120, shutil.get_terminal_size().columns)).print(table)
+    Console(width=max(120, shutil.get_terminal_size().columns), stderr=_JSON_MODE).print(table)
     failed = [c for c in checks if not c.ok]
     _out(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed else 0
+    args.json_doc = {"executor": executor.name, "runtime": runtime, "passed": len(checks) - len(failed),
+                     "failed": len(failed), "work_dir": str(root.resolve()) if (args.work_dir or args.keep) else None,
+                     "checks": [{"scenario": c.scenario, "check": c.name, "ok": c.ok, "detail": c.detail}
+                                for c in checks]}
+    return EXIT_BAD_OUTPUT if failed else 0
+
+
+# ------------------------------------------------------------------ init
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ymir_exc.harness.executors import init_executor
+
+    root = init_executor(args.name)
+    _out(f"wrote a new executor in {root}:")
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        _out(f"  {p.relative_to(root)}")
+    _out(f"next: ymir-exc verify {args.name}   (then edit app/start.py; docker build -t {root.name} {args.name})")
+    return 0
 
 
 # ------------------------------------------------------------------ loop
 
+def _parse_seeds(text: str) -> List[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected integers separated by commas, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: expected distinct integers, e.g. 0,1,2")
+    return seeds
+
+
 def cmd_loop(args: argparse.Namespace) -> int:
     import time
 
-    from ymir_exc.harness.executors import resolve_executor
-    from ymir_exc.harness.loop import run_loop, table, write_outputs
+    from ymir_exc.harness.executors import check_mining_algorithm, resolve_executor
+    from ymir_exc.harness.loop import RESUME_KEYS, read_json, run_loop, table, write_json, write_outputs
     from ymir_exc.harness.models import ModelStore
 
     executor, runtime = resolve_executor(args.executor, args.runtime)
+    user_config = _checked_config(args, executor)
     ds = _dataset_from_args(args)
     out = Path(args.out or Path("ymir-work") / f"loop-{time.strftime('%Y%m%d%H%M%S')}").resolve()
+    seeds = _parse_seeds(args.seeds) if args.seeds else None
+    wanted = {"executor": executor.name, "dataset": ds.name, "initial": args.initial, "rounds": args.rounds,
+              "topk": args.topk, "continue_training": args.continue_training or None, "seeds": seeds,
+              "strategies": list(dict.fromkeys((args.mining_algorithm or []) + ([args.baseline] if args.baseline
+                                                                               else []))) or None}
+    done: List[Any] = []
+    if args.resume:
+        meta, done = read_json(out)
+        for key in RESUME_KEYS:
+            if wanted.get(key) is not None and wanted[key] != meta.get(key):
+                raise ValueError(f"--resume: {out / 'loop.json'} has {key} {meta.get(key)!r}, the command line "
+                                 f"{wanted[key]!r}; leave it out or choose a new --out")
+        stored_config = dict(meta.get("config") or {})
+        if (args.config or args.set) and user_config != stored_config:
+            raise ValueError(f"--resume: {out / 'loop.json'} ran with config {stored_config!r}, the command line "
+                             f"gives {user_config!r}; leave --config / --set out to keep the loop's")
+        user_config = stored_config
+        meta = {k: meta[k] for k in RESUME_KEYS if k in meta}
+        meta.update(config=user_config, val_images=len(ds.val))
+    else:
+        if (out / "loop.json").is_file():
+            raise FileExistsError(f"--out {out} already holds a loop (loop.json): add --resume to continue it, "
+                                  f"or choose a new --out")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise FileExistsError(f"--out {out}: exists and is not empty; choose a new --out")
+        missing = [f"--{k.replace('_', '-')}" for k in ("initial", "rounds", "topk", "mining_algorithm")
+                   if getattr(args, k) in (None, [])]
+        if missing:
+            raise ValueError(f"loop needs {', '.join(missing)} (or --resume with an --out holding loop.json)")
+        meta = {k: v for k, v in wanted.items()}
+        meta.update(continue_training=args.continue_training, seeds=seeds or [args.seed], config=user_config,
+                    val_images=len(ds.val))
+    check_mining_algorithm(executor, [s for s in meta["strategies"] if s != "random"])
     store = ModelStore(args.model_location or out / "models")
-    strategies = list(dict.fromkeys(args.mining_algorithm + ([args.baseline] if args.baseline else [])))
     _out(f"loop: {executor.name} [{runtime}] on {ds.summary()}")
-    _out(f"  initial {args.initial}, rounds {args.rounds}, top-{args.topk}, strategies {strategies}, seed {args.seed}; "
-         f"out {out}")
+    _out(f"  initial {meta['initial']}, rounds {meta['rounds']}, top-{meta['topk']}, strategies {meta['strategies']}, "
+         f"seeds {meta['seeds']}; out {out}" + (f"; resuming after {len(done)} finished round(s)" if done else ""))
     t0 = time.monotonic()
-    results = run_loop(executor, runtime, ds, initial=args.initial, rounds=args.rounds, topk=args.topk,
-                       strategies=strategies, seed=args.seed, out_dir=out, store=store,
-                       user_config=_load_user_config(args.config), continue_training=args.continue_training,
-                       show=not args.quiet, log=_out)
-    meta = {"executor": executor.name, "dataset": ds.name, "initial": args.initial, "rounds": args.rounds,
-            "topk": args.topk, "strategies": strategies, "seed": args.seed, "val_images": len(ds.val),
-            "continue_training": args.continue_training, "seconds": round(time.monotonic() - t0, 1)}
+    out.mkdir(parents=True, exist_ok=True)
+    results: List[Any] = list(done)
+
+    def saved(so_far: List[Any]) -> None:
+        results[:] = so_far
+        write_json(so_far, out, meta, complete=False)
+
+    try:
+        results = run_loop(executor, runtime, ds, initial=meta["initial"], rounds=meta["rounds"], topk=meta["topk"],
+                           strategies=meta["strategies"], seeds=meta["seeds"], out_dir=out, store=store,
+                           user_config=user_config, continue_training=meta["continue_training"],
+                           show=not args.quiet, log=_out, done=done, on_round=saved)
+    except KeyboardInterrupt:
+        write_json(results, out, meta, complete=False)
+        _err(f"interrupted: {len(results)} finished round(s) kept in {out / 'loop.json'}; "
+             f"continue with: ymir-exc loop {args.executor} --out {out} --resume")
+        return EXIT_INTERRUPTED
+    meta["seconds"] = round(time.monotonic() - t0, 1)
     paths = write_outputs(results, out, meta)
     _out("")
     _out(table(results))
     _out(f"figures: {paths['json']}" + (f"; plot: {paths['png']}" if "png" in paths else
                                           " (no plot: pip install matplotlib)"))
+    args.json_doc = {"meta": meta, "loop_json": str(paths["json"]), "plot": str(paths.get("png", "")) or None,
+                     "rounds": json.loads(paths["json"].read_text(encoding="utf-8"))["rounds"]}
     return 0
 
 
@@ -357,6 +573,19 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
                         "first copy's labels, or merge the boxes")
 
 
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML of hyper-parameters overriding the image's templates")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="one hyper-parameter (value read as YAML: epochs=2); beats --config; repeatable")
+    p.add_argument("--allow-unknown-keys", action="store_true",
+                   help="pass config keys that neither the templates nor the platform know (default: error)")
+
+
+def _add_json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document on stdout (everything else goes to stderr)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ymir-exc", description="Run and check YMIR executors locally.")
     p.add_argument("--version", action="version", version=f"ymir-exc {__version__}")
@@ -372,7 +601,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_args(r)
     r.add_argument("--task", action="append", choices=["training", "mining", "infer"],
                    help="training (default), mining, infer; give --task mining --task infer for both")
-    r.add_argument("--config", help="YAML of hyper-parameters overriding the image's template")
+    r.add_argument("--source", metavar="PATH|GLOB|FILE",
+                   help="mining / infer on your own images: a folder (recursive), a glob or one image; no labels")
+    r.add_argument("--split", choices=["val", "unlabeled", "all"],
+                   help="mining / infer on --dataset: which images (default: all for infer, unlabeled for mining; "
+                        "unlabeled falls back to all when there is none)")
+    r.add_argument("--save-vis", metavar="DIR", help="infer: draw the boxes onto copies of the images in DIR")
+    _add_config_args(r)
     r.add_argument("--model", help="model package: HASH[@STAGE], a unique prefix, or 'latest' (default stage: best)")
     r.add_argument("--work-dir", help="work dir W (default ./ymir-work/<task id>)")
     r.add_argument("--model-location", help="model store (default $YMIR_EXC_MODEL_LOCATION or ~/.ymir-exc/models)")
@@ -387,15 +622,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--user", help="containers: --user UID:GID (default: yours)")
     r.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
     r.add_argument("--print-argv", action="store_true", help="print the executor's command line only")
+    r.add_argument("--keep", action="store_true", help="--dry-run / --print-argv: keep the prepared work dir")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_json_arg(r)
     r.set_defaults(func=cmd_run)
 
-    m = sub.add_parser("models", help="list, show and import model packages")
-    m.add_argument("--model-location", help="model store (default $YMIR_EXC_MODEL_LOCATION or ~/.ymir-exc/models)")
+    m = sub.add_parser("models", help="list, show, import and remove model packages")
+    location_help = "model store (default $YMIR_EXC_MODEL_LOCATION or ~/.ymir-exc/models)"
+    m.add_argument("--model-location", help=location_help)
     msub = m.add_subparsers(dest="models_cmd", required=True)
-    msub.add_parser("list", help="stored packages, newest first")
+    ls = msub.add_parser("list", help="stored packages, newest first")
+    _add_json_arg(ls)
     sh = msub.add_parser("show", help="one package's stages, metrics and classes")
-    sh.add_argument("hash", help="sha1, unique prefix or 'latest'")
+    sh.add_argument("hash", help="sha1, unique prefix (min 6) or 'latest'")
+    _add_json_arg(sh)
     im = msub.add_parser("import", help="import a model package (tar.gz with ymir-info.yaml)")
     im.add_argument("--package-path", required=True)
     im.add_argument("--max-members", type=int, default=10_000, help="refuse more members (default 10000)")
@@ -406,6 +646,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "--bomb-member-size (default 100; 0 disables)")
     im.add_argument("--bomb-member-size", type=int, default=64 << 20, metavar="BYTES",
                     help="see --max-expansion (default 64 MiB)")
+    rm = msub.add_parser("rm", help="delete stored packages")
+    rm.add_argument("hash", nargs="+", help="sha1, unique prefix (min 6) or 'latest'")
+    pr = msub.add_parser("prune", help="delete all but the newest packages")
+    pr.add_argument("--keep", type=int, required=True, metavar="N", help="how many of the newest to keep")
+    for sp in (ls, sh, im, rm, pr):  # the group's option is accepted after the sub command too
+        sp.add_argument("--model-location", default=argparse.SUPPRESS, help=location_help)
     m.set_defaults(func=cmd_models)
 
     ins = sub.add_parser("inspect", help="print an executor's manifest and templates")
@@ -416,8 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="run every task on a dataset and check the contract; table of checks")
     v.add_argument("executor", help="executor folder or image tag")
     _add_dataset_args(v)
-    v.add_argument("--config", help="YAML of hyper-parameters overriding the templates (e.g. fewer epochs)")
-    v.add_argument("--work-dir", help="where the scenarios' work dirs go (default: a temp dir)")
+    _add_config_args(v)
+    v.add_argument("--work-dir", help="where the scenarios' work dirs go, kept (default: a temp dir, removed)")
+    v.add_argument("--keep", action="store_true", help="keep the temp dir of the scenarios and print it")
     v.add_argument("--model-location", help="model store (default: inside the work dir)")
     v.add_argument("--protocol-version", default="1.1.0")
     v.add_argument("--timeout", type=_seconds, help="per scenario, seconds")
@@ -425,23 +672,33 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--user", help="containers: --user UID:GID")
     v.add_argument("--no-crash", action="store_true", help="skip the crash scenario")
     v.add_argument("--quiet", action="store_true")
+    _add_json_arg(v)
     v.set_defaults(func=cmd_verify)
+
+    it = sub.add_parser("init", help="write a new minimal executor (app/start.py, img-man/, Dockerfile)")
+    it.add_argument("name", help="folder to create (its last part names the executor)")
+    it.set_defaults(func=cmd_init)
 
     lp = sub.add_parser("loop", help="train / mine / label / retrain rounds; mining vs a random baseline")
     lp.add_argument("executor", help="executor folder or image tag")
     _add_dataset_args(lp)
-    lp.add_argument("--initial", type=int, required=True, help="labeled training images to start with")
-    lp.add_argument("--rounds", type=int, required=True, help="mining rounds (trainings = rounds + 1)")
-    lp.add_argument("--topk", type=int, required=True, help="images mined and labeled per round")
-    lp.add_argument("--mining-algorithm", required=True, action="append",
-                    help="the executor's mining_algorithm, e.g. entropy; repeat to compare several")
+    lp.add_argument("--initial", type=int, help="labeled training images to start with (required unless --resume)")
+    lp.add_argument("--rounds", type=int, help="mining rounds (trainings = rounds + 1; required unless --resume)")
+    lp.add_argument("--topk", type=int, help="images mined and labeled per round (required unless --resume)")
+    lp.add_argument("--mining-algorithm", action="append",
+                    help="the executor's mining_algorithm, e.g. entropy; repeat to compare several "
+                         "(checked against the manifest's list before anything runs)")
     lp.add_argument("--baseline", choices=["random"], help="also run the same rounds selecting at random")
-    lp.add_argument("--seed", type=int, default=0)
+    lp.add_argument("--seed", type=int, default=0, help="the initial split's seed (default 0)")
+    lp.add_argument("--seeds", metavar="S,S,...", help="several seeds, e.g. 0,1,2: the plot shows mean and spread")
     lp.add_argument("--continue-training", action="store_true", help="train from the previous round's model")
-    lp.add_argument("--config", help="YAML overriding the templates (e.g. epochs)")
-    lp.add_argument("--out", help="output folder (default ./ymir-work/loop-<time>)")
+    _add_config_args(lp)
+    lp.add_argument("--out", help="output folder, new or empty (default ./ymir-work/loop-<time>)")
+    lp.add_argument("--resume", action="store_true",
+                    help="continue the loop whose loop.json is in --out (finished rounds are not run again)")
     lp.add_argument("--model-location", help="model store (default OUT/models)")
     lp.add_argument("--quiet", action="store_true")
+    _add_json_arg(lp)
     lp.set_defaults(func=cmd_loop)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of every file format")
@@ -450,8 +707,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    global _JSON_MODE
     args = build_parser().parse_args(argv)
-    return guarded(args.func, args)
+    _JSON_MODE = bool(getattr(args, "json", False))
+    try:
+        return guarded(args.func, args)
+    finally:
+        _JSON_MODE = False
 
 
 #: errors of the input (files, arguments, packages), shown as one line with exit status 2
@@ -462,9 +724,13 @@ INPUT_ERRORS = (YmirExcError, FileNotFoundError, FileExistsError, NotADirectoryE
 def guarded(func: Any, args: argparse.Namespace) -> int:
     """Run a command with the exit-status policy of the module docstring: a named input error is
     one line and exit 2; Ctrl-C exits 130; anything else is an internal error: one line naming a
-    log file (``$YMIR_EXC_LOG_DIR``, else the temp folder) that holds the traceback, exit 70."""
+    log file (``$YMIR_EXC_LOG_DIR``, else the temp folder) that holds the traceback, exit 70.
+    With ``--json`` the command's document (``args.json_doc``) is printed on stdout."""
     try:
-        return func(args)
+        code = func(args)
+        if _JSON_MODE:
+            print(json.dumps(getattr(args, "json_doc", None), indent=2, default=str), flush=True)
+        return code
     except BrokenPipeError:  # e.g. `ymir-exc inspect X | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -6,16 +6,79 @@ is started. ``resolve_executor`` picks the kind from the argument and ``--runtim
 
 from __future__ import annotations
 
+import difflib
+import os
 import shutil
+import string
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ymir_exc.errors import ConfigFileError
 
 TEMPLATE_FILES = {"training": "training-template.yaml", "mining": "mining-template.yaml",
                   "infer": "infer-template.yaml"}
 RUNTIMES = ("auto", "local", "docker", "podman")
+#: executors shipped inside the package (``ymir_exc/executors/<name>``), runnable by name
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "executors"
+#: the folder ``ymir-exc init`` copies (``$name`` in its files becomes the executor's name)
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "executor_template"
+
+
+def bundled_executors() -> Dict[str, Path]:
+    """``{name: folder}`` of the executors shipped with the package (det-demo-tmi, det-yolo-tmi)."""
+    if not BUNDLED_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(BUNDLED_DIR.iterdir()) if (p / "img-man").is_dir()}
+
+
+def _looks_like_path(ref: str) -> bool:
+    """A reference meant as a folder: starts with ``.``, ``/`` or ``~``, or has a ``/`` whose
+    first part is an existing folder here (``templates/det-yolo-tmx``); an image tag such as
+    ``repo/name:tag`` is not one."""
+    if ref.startswith((".", "/", "~")) or os.sep != "/" and os.sep in ref:
+        return True
+    first, sep, _ = ref.partition("/")
+    return bool(sep) and ":" not in ref and Path(first).is_dir()
+
+
+def _not_found(ref: str, engines_tried: bool) -> FileNotFoundError:
+    names = list(bundled_executors())
+    close = difflib.get_close_matches(os.path.basename(ref.rstrip("/")), names, n=1, cutoff=0.6)
+    msg = f"{ref!r}: no such executor folder"
+    if close:
+        msg += f"; did you mean {close[0]!r}?"
+    msg += f" (bundled executors: {', '.join(names) or 'none'}; or give a folder with img-man/ inside"
+    msg += ", or an image tag once docker or podman works here)" if engines_tried else ")"
+    return FileNotFoundError(msg)
+
+
+def init_executor(dest: str) -> Path:
+    """Write a new minimal executor into the folder ``dest`` (must not exist or be empty).
+
+    The files come from the package's ``executor_template/``: ``app/start.py`` (training,
+    mining and inference on the typed API), ``img-man/`` (manifest and templates), a
+    ``Dockerfile`` FROM the ymir-exc base image and a README; ``$name`` in them becomes the
+    folder's name. Files are written with the user's umask.
+
+    Returns:
+        the folder written (absolute).
+
+    Raises:
+        FileExistsError: ``dest`` exists and is not an empty folder.
+    """
+    root = Path(dest).resolve()
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{dest}: already exists and is not empty; choose a new name")
+    name = root.name
+    for src in sorted(TEMPLATE_DIR.rglob("*")):
+        if not src.is_file() or "__pycache__" in src.parts or src.suffix == ".pyc":
+            continue
+        target = root / src.relative_to(TEMPLATE_DIR)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = string.Template(src.read_text(encoding="utf-8")).safe_substitute(name=name)
+        target.write_text(text, encoding="utf-8")
+    return root
 
 
 def parse_img_man_yaml(text: str, where: str) -> Dict[str, Any]:
@@ -67,6 +130,20 @@ class LocalExecutor:
 
     def manifest(self) -> Dict[str, Any]:
         return self.read_yaml("manifest.yaml")
+
+    def mining_algorithms(self) -> Optional[List[str]]:
+        """The ``mining_algorithm`` choices the manifest lists, or None when it lists none.
+
+        Raises:
+            ConfigFileError: the manifest's ``mining_algorithm`` is not a list of strings.
+        """
+        value = self.manifest().get("mining_algorithm")
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigFileError("expected a list of names", path=f"{self.name}:/img-man/manifest.yaml",
+                                  key="mining_algorithm")
+        return list(value)
 
 
 class ImageExecutor(LocalExecutor):
@@ -126,18 +203,82 @@ def resolve_executor(ref: str, runtime: str = "auto") -> Tuple[LocalExecutor, st
     ``auto``: an existing folder runs locally; an image runs with docker when its daemon
     answers, else podman.
 
+    A name that is not a folder here but is a bundled executor (``det-demo-tmi``,
+    ``det-yolo-tmi``, or a path ending in one, e.g. ``templates/det-yolo-tmi``) runs the bundled
+    copy, so the names work from any folder after ``pip install``.
+
     Raises:
-        FileNotFoundError: a folder that is not an executor folder, or ``--runtime local`` on a
-            path that does not exist.
+        FileNotFoundError: a folder that is not an executor folder; a path that does not exist
+            (the message lists the bundled executors and the closest name).
         RuntimeError: an image with no working docker or podman.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; one of {RUNTIMES}")
+    if runtime in ("auto", "local") and not Path(ref).exists():
+        bundled = bundled_executors().get(os.path.basename(ref.rstrip("/")))
+        if bundled is not None:
+            return LocalExecutor(str(bundled)), "local"
+        typo = ":" not in ref and "/" not in ref and difflib.get_close_matches(ref, list(bundled_executors()),
+                                                                               n=1, cutoff=0.8)
+        if runtime == "local" or _looks_like_path(ref) or typo:
+            raise _not_found(ref, engines_tried=False)
     if runtime == "local" or (runtime == "auto" and Path(ref).is_dir()):
         return LocalExecutor(ref), "local"
     if runtime == "auto":
         for engine in ("docker", "podman"):
             if engine_works(engine):
                 return ImageExecutor(ref, engine), engine
-        raise RuntimeError(f"{ref!r} is not an executor folder, and neither docker nor podman works here")
+        raise _not_found(ref, engines_tried=True)
     return ImageExecutor(ref, runtime), runtime
+
+
+#: config keys the platform or the SDK read beside an image's own hyper-parameters: the reserved
+#: keys the platform sets, and the optional keys it and ymir_exc understand (docs/contract.md)
+PLATFORM_CONFIG_KEYS = ("class_names", "gpu_id", "gpu_count", "task_id", "pretrained_model_params",
+                        "model_params_path", "export_format", "shm_size", "ymir_saved_file_patterns",
+                        "ymir_debug", "git_url", "git_branch", "code_config", "preprocess", "openpai_host",
+                        "openpai_token", "openpai_storage", "openpai_user", "openpai_cluster", "openpai_gputype")
+
+
+def check_config_keys(config: Dict[str, Any], executor: LocalExecutor, allow_unknown: bool = False) -> None:
+    """Refuse user config keys that neither the executor's templates nor the platform know.
+
+    A typo (``epoch`` for ``epochs``) would otherwise train the defaults silently.
+
+    Raises:
+        ConfigFileError: naming the unknown keys, with the closest known key for each and the
+            way through (``--allow-unknown-keys``).
+    """
+    if allow_unknown or not config:
+        return
+    known = set(PLATFORM_CONFIG_KEYS)
+    for template in executor.templates().values():
+        known.update(template)
+    unknown = [k for k in config if k not in known]
+    if not unknown:
+        return
+    hints = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, sorted(known), n=1, cutoff=0.6)
+        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ConfigFileError(f"unknown config key(s) {', '.join(hints)}: not in {executor.name}'s img-man templates nor "
+                          f"among the keys the platform reads; pass --allow-unknown-keys to hand them over anyway",
+                          key=unknown[0])
+
+
+def check_mining_algorithm(executor: LocalExecutor, algorithms: List[str]) -> None:
+    """Refuse ``mining_algorithm`` values the executor's manifest does not list (no-op when the
+    manifest lists none).
+
+    Raises:
+        ConfigFileError: an unknown name, with the choices and the closest one.
+    """
+    choices = executor.mining_algorithms()
+    if not choices:
+        return
+    for a in algorithms:
+        if a not in choices:
+            close = difflib.get_close_matches(str(a), choices, n=1, cutoff=0.5)
+            raise ConfigFileError(f"mining_algorithm {a!r} is not one of {executor.name}'s choices {choices}"
+                                  + (f"; did you mean {close[0]!r}?" if close else ""),
+                                  path=f"{executor.name}:/img-man/manifest.yaml", key="mining_algorithm")

@@ -1,7 +1,7 @@
 """Model packages: reproducible packing, a local store, safe import and unpacking.
 
 A package is a ``.tar.gz`` with ``<stage>/<file>`` members, optional
-``attachments/<section>/<file>`` and ``ymir-info.yaml`` (CONTRACT.md section 4), stored as
+``attachments/<section>/<file>`` and ``ymir-info.yaml`` (docs/contract.md, model packages), stored as
 ``<model-location>/<sha1 of its bytes>``.
 
 Better than the platform, on purpose: packing is reproducible (members sorted, mtimes, owners
@@ -67,6 +67,16 @@ class ImportLimits:
 #: what reading a package already in the store accepts: it passed import (perhaps with limits
 #: raised by the user), so only memory stays bounded (ymir-info.yaml is read into memory)
 STORED_LIMITS = ImportLimits(max_info_bytes=64 << 20, max_members=10 ** 7, max_expansion=0)
+
+#: the primary metric of a package by its object_type (as the platform reads it)
+OBJECT_TYPE_METRIC = {2: "mAP", 3: "mIoU", 4: "maskAP"}
+MIN_PREFIX = 6
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def default_model_location() -> Path:
@@ -313,10 +323,30 @@ class StoredModel:
     def class_names(self) -> List[str]:
         return list(self.info.executor_config["class_names"])
 
-    def mAP(self) -> float:
+    @property
+    def object_type(self) -> Optional[int]:
+        """The package's ``object_type`` (2 detection, 3 semantic segmentation, 4 instance
+        segmentation): top-level in ymir-info.yaml as the platform packs it, else in
+        ``task_context`` or ``executor_config``; None when no valid value is given."""
+        extra = self.info.model_extra or {}
+        for where in (extra, self.info.task_context, self.info.executor_config):
+            value = where.get("object_type") if isinstance(where, dict) else None
+            if isinstance(value, int) and not isinstance(value, bool) and value in OBJECT_TYPE_METRIC:
+                return value
+        return None
+
+    def metric_name(self) -> str:
+        """The primary metric's key: by ``object_type`` (2 -> mAP, 3 -> mIoU, 4 -> maskAP), else
+        the first of maskAP > mIoU > mAP the best stage reports (mAP when none)."""
+        if self.object_type is not None:
+            return OBJECT_TYPE_METRIC[self.object_type]
         best = self.info.stages[self.info.best_stage_name].evaluation_result()
-        key = primary_metric_key(best)
-        return float(best[key]) if key else 0.0
+        return primary_metric_key(best) or "mAP"
+
+    def mAP(self) -> float:
+        """The best stage's primary metric (see :meth:`metric_name`); 0.0 when it is absent."""
+        best = self.info.stages[self.info.best_stage_name].evaluation_result()
+        return float(best.get(self.metric_name(), 0.0))
 
 
 class ModelStore:
@@ -327,6 +357,7 @@ class ModelStore:
 
     def _finish(self, tmp: Path, digest: str) -> str:
         final = self.location / digest
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600: give it the user's usual mode
         os.replace(tmp, final)
         return digest
 
@@ -355,11 +386,48 @@ class ModelStore:
             if not stored:
                 raise ModelError("no model stored yet", path=str(self.location))
             return max(stored, key=lambda p: (p.stat().st_mtime_ns, p.name))
-        match = [p for p in stored if p.name == ref] or (
-            [p for p in stored if p.name.startswith(ref)] if len(ref) >= 6 else [])
-        if len(match) != 1:
-            raise ModelError(f"model {ref!r} {'is ambiguous' if match else 'not found'} in {self.location}")
-        return match[0]
+        match = [p for p in stored if p.name == ref]
+        if match:
+            return match[0]
+        prefixed = [p for p in stored if p.name.startswith(ref)] if ref else []
+        if len(ref) < MIN_PREFIX:
+            raise ModelError(f"model {ref!r} is too short (min {MIN_PREFIX} characters of the hash)"
+                             + (f"; {len(prefixed)} package(s) start with it" if prefixed else ""),
+                             path=str(self.location))
+        if len(prefixed) > 1:
+            raise ModelError(f"model {ref!r} is ambiguous: " + ", ".join(p.name[:12] for p in prefixed)
+                             + "; give more characters", path=str(self.location))
+        if not prefixed:
+            raise ModelError(f"model {ref!r} not found (see ymir-exc models list)", path=str(self.location))
+        return prefixed[0]
+
+    def remove(self, ref: str) -> str:
+        """Delete one stored package (``latest``, a full sha1 or a unique prefix); returns its hash.
+
+        Raises:
+            ModelError: see :meth:`resolve`.
+        """
+        path = self.resolve(ref)
+        path.unlink()
+        return path.name
+
+    def prune(self, keep: int) -> List[str]:
+        """Delete every package but the ``keep`` newest (by store time); returns the hashes removed.
+
+        Raises:
+            ValueError: ``keep`` < 0.
+        """
+        if keep < 0:
+            raise ValueError(f"--keep must be >= 0, got {keep}")
+        if not self.location.is_dir():
+            return []
+        stored = sorted((p for p in self.location.iterdir() if p.is_file() and not p.name.startswith(".")),
+                        key=lambda p: (-p.stat().st_mtime_ns, p.name))
+        gone = []
+        for p in stored[keep:]:
+            p.unlink()
+            gone.append(p.name)
+        return gone
 
     def get(self, ref: str, verify: bool = True) -> StoredModel:
         """Load a stored package's info; with ``verify`` its bytes must hash to its name.

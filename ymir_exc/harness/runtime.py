@@ -166,9 +166,12 @@ class _Display:
             from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
 
+            from rich.console import Console
+
+            # on stderr: stdout stays for results (and the one JSON document of --json)
             self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
                                      TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                     transient=False)
+                                     transient=False, console=Console(stderr=True))
             self.progress.start()
             self.task = self.progress.add_task(label, total=1.0)
         self.t0 = time.monotonic()

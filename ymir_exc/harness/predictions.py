@@ -1,0 +1,141 @@
+"""Results keyed back to the user's own image paths: ``predictions.json``, ``mining.tsv`` and
+pictures of the boxes (``--save-vis``).
+
+The executor sees each image as ``/in/assets/<h[-2:]>/<sha1>.<ext>``; the platform's files
+(``infer-result.json``, ``result.tsv``) are keyed by those names. These files map them back:
+
+- ``predictions.json``: ``{"images": [{id, file_name (the user's path), width, height}],
+  "categories": [{id, name}], "annotations": [{image_id, category_id, bbox: [x, y, w, h]
+  (pixels), score}]}``; ``annotations`` alone is a valid COCO results list.
+- ``mining.tsv``: ``<user's path>\\t<score>\\t<rank>`` per image, best first (rank 1).
+
+Example::
+
+    sources = asset_sources(prepared.stats.sources, [i.image_path for i in ds.candidate])
+    write_predictions(work / "predictions.json", infer_report.results, sources, class_names)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+from ymir_exc._io import atomic_write
+
+
+def asset_sources(stats_sources: Mapping[str, str], candidates: Sequence[str]) -> Dict[str, List[str]]:
+    """``{asset file name: [user paths]}`` for ``candidates``.
+
+    Args:
+        stats_sources: ``InDirStats.sources`` (asset name -> the first image with those bytes).
+        candidates: every candidate image path, in order; images with identical bytes share one
+            asset, and each of their paths is listed.
+    """
+    from ymir_exc.harness.workspace import sha1_file
+
+    out: Dict[str, List[str]] = {}
+    first = {src: name for name, src in stats_sources.items()}
+    for path in candidates:
+        name = first.get(path)
+        if name is None:  # the same bytes as an earlier image: same asset name
+            name = sha1_file(path) + (os.path.splitext(path)[1].lower() or ".jpg")
+        out.setdefault(name, []).append(path)
+    return out
+
+
+def build_predictions(results: Mapping[str, List[Dict[str, Any]]], sources: Mapping[str, List[str]],
+                      class_names: Sequence[str]) -> Dict[str, Any]:
+    """The ``predictions.json`` document (see the module docstring).
+
+    Args:
+        results: ``InferReport.results``: asset file name -> valid boxes
+            (``{"class_name", "score", "box": {"x", "y", "w", "h"}}``).
+        sources: from :func:`asset_sources`; every user path gets an image entry, with or
+            without boxes.
+        class_names: the model's classes; category ids are 1-based positions in it.
+    """
+    from ymir_exc.harness.workspace import image_size
+
+    cat = {n: i + 1 for i, n in enumerate(class_names)}
+    images, annotations = [], []
+    for asset, paths in sources.items():
+        for path in paths:
+            w, h = image_size(path)
+            image_id = len(images) + 1
+            images.append({"id": image_id, "file_name": path, "width": w, "height": h})
+            for b in results.get(asset, []):
+                box = b["box"]
+                annotations.append({"image_id": image_id, "category_id": cat[b["class_name"]],
+                                    "bbox": [box["x"], box["y"], box["w"], box["h"]], "score": float(b["score"])})
+    return {"images": images, "categories": [{"id": i, "name": n} for n, i in cat.items()],
+            "annotations": annotations}
+
+
+def write_predictions(path: Path, results: Mapping[str, List[Dict[str, Any]]], sources: Mapping[str, List[str]],
+                      class_names: Sequence[str]) -> Dict[str, Any]:
+    """Write ``predictions.json`` atomically; returns the document."""
+    doc = build_predictions(results, sources, class_names)
+    atomic_write(path, json.dumps(doc, indent=1))
+    return doc
+
+
+def mining_rows(ranked: Sequence[Tuple[str, float]], sources: Mapping[str, List[str]]) -> List[Tuple[str, float, int]]:
+    """``(user path, score, rank)`` best first; images sharing bytes share the score and rank.
+
+    Args:
+        ranked: ``MiningReport.ranked``: (path the executor wrote, score), best first.
+    """
+    rows = []
+    for rank, (asset, score) in enumerate(ranked, 1):
+        for path in sources.get(os.path.basename(asset), [asset]):
+            rows.append((path, score, rank))
+    return rows
+
+
+def write_mining_tsv(path: Path, rows: Sequence[Tuple[str, float, int]]) -> None:
+    """Write ``mining.tsv`` (``<path>\\t<score>\\t<rank>`` lines, no header) atomically."""
+    atomic_write(path, "".join(f"{p}\t{s:.6f}\t{r}\n" for p, s, r in rows))
+
+
+def save_vis(out_dir: Path, doc: Dict[str, Any]) -> List[Path]:
+    """Draw each image's boxes (class, score) onto a copy in ``out_dir``; returns the files.
+
+    Copies are named after the user's file (``<stem>.jpg``, ``<stem>-2.jpg`` when two share a
+    stem) and saved as JPEG (PNG for images with transparency).
+    """
+    from PIL import Image, ImageDraw
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    by_image: Dict[int, List[Dict[str, Any]]] = {}
+    for a in doc["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
+    written: List[Path] = []
+    used: Dict[str, int] = {}
+    for im in doc["images"]:
+        stem = Path(im["file_name"]).stem
+        used[stem] = used.get(stem, 0) + 1
+        with Image.open(im["file_name"]) as src:
+            alpha = src.mode in ("RGBA", "LA", "P") and "transparency" in src.info or src.mode in ("RGBA", "LA")
+            pic = src.convert("RGBA" if alpha else "RGB")
+        draw = ImageDraw.Draw(pic)
+        width = max(1, round(max(pic.size) / 300))
+        for a in sorted(by_image.get(im["id"], []), key=lambda a: a["score"]):
+            x, y, w, h = a["bbox"]
+            color = palette[(a["category_id"] - 1) % len(palette)]
+            draw.rectangle([x, y, x + w - 1, y + h - 1], outline=color, width=width)
+            label = f"{names.get(a['category_id'], '?')} {a['score']:.2f}"
+            tx, ty = x, max(0, y - 11)
+            draw.rectangle(draw.textbbox((tx, ty), label), fill=color)
+            draw.text((tx, ty), label, fill="white")
+        suffix = "" if used[stem] == 1 else f"-{used[stem]}"
+        target = out_dir / f"{stem}{suffix}.{'png' if alpha else 'jpg'}"
+        pic.save(target)
+        written.append(target)
+    return written
+
+
+__all__ = ["asset_sources", "build_predictions", "write_predictions", "mining_rows", "write_mining_tsv", "save_vis"]
