@@ -105,7 +105,7 @@ def index_file_path(dataset_type: Union[DatasetType, str], env_config: Optional[
     Raises:
         IndexFileError: env.yaml sets no index file for this dataset type.
     """
-    env_config = env_config or env.get_current_env()
+    env_config = env_config or env.current_env()
     dataset_type = _as_dataset_type(dataset_type)
     key = {DatasetType.TRAINING: "training_index_file", DatasetType.VALIDATION: "val_index_file",
            DatasetType.CANDIDATE: "candidate_index_file"}.get(dataset_type)
