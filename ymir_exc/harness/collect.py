@@ -3,7 +3,8 @@
 - training: result.yaml validated, every stage file found, then a model package is stored;
 - mining: result.tsv parsed line by line (unknown, duplicate, blank lines, unsorted scores
   reported), top-k by score (stable);
-- inference: every box validated (integer pixels, class in class_names, score in [0, 1],
+- inference (segmentation): the COCO-style result validated, one image per candidate;
+- inference (detection): every box validated (integer pixels, class in class_names, score in [0, 1],
   w and h > 0); bad boxes are dropped and counted by reason instead of failing the task (the
   platform fails the whole task on one bad box).
 
@@ -26,7 +27,8 @@ from pydantic import ValidationError
 
 from ymir_exc import __version__
 from ymir_exc.env import EnvConfig, parse_env_file
-from ymir_exc.formats import (LegacyTrainingResult, ModelStage, TrainingResult, primary_metric_key)
+from ymir_exc.formats import (LegacyTrainingResult, ModelStage, TrainingResult, check_coco_result,
+                              primary_metric_key)
 from ymir_exc.harness.models import LEGACY_STAGE_NAME, ModelStore, build_info, stage_entries
 from ymir_exc.result_writer import resolve_stage_file
 
@@ -36,7 +38,10 @@ class TrainingReport:
     problems: List[str] = field(default_factory=list)
     stages: Dict[str, ModelStage] = field(default_factory=dict)
     best_stage_name: str = ""
+    #: the best stage's primary metric (maskAP > mIoU > mAP), under the name ``mAP`` for the
+    #: platform's messages; its key is ``metric_key``
     mAP: float = 0.0
+    metric_key: str = "mAP"
     members: List[Tuple[str, str]] = field(default_factory=list)
     attachments: Dict[str, List[str]] = field(default_factory=dict)
     evaluate_config: Optional[Dict[str, Any]] = None
@@ -83,7 +88,8 @@ def check_training(env: EnvConfig) -> TrainingReport:
         rep.attachments = dict(result.attachments or {})
         rep.evaluate_config = result.evaluate_config
     best = rep.stages[rep.best_stage_name].evaluation_result()
-    rep.mAP = float(best.get(primary_metric_key(best) or "mAP", 0.0))
+    rep.metric_key = primary_metric_key(best) or "mAP"
+    rep.mAP = float(best.get(rep.metric_key, 0.0))
     for name, st in rep.stages.items():
         for f in st.files:
             src = resolve_stage_file(models_dir, name, f) if env.protocol_tuple >= (1, 0, 0) else \
@@ -112,6 +118,9 @@ def collect_training(env: EnvConfig, executor_config: Dict[str, Any], executor: 
         return rep
     ctx = {"executor": executor, "producer": f"ymir-exc {__version__}", "mAP": rep.mAP,
            "task_id": env.task_id, "protocol_version": env.protocol_version}
+    if rep.metric_key != "mAP":  # a segmentation model: its own metric too (mIoU / maskAP)
+        ctx[rep.metric_key] = rep.mAP
+        ctx["primary_metric"] = rep.metric_key
     if rep.evaluate_config:
         ctx["evaluate_config"] = rep.evaluate_config
     info = build_info(executor_config, ctx, stage_entries(rep.stages), rep.best_stage_name)
@@ -237,6 +246,8 @@ def check_infer(env: EnvConfig, class_names: List[str], candidates: Optional[Lis
     except ValueError as e:
         rep.problems.append(f"{path}: not valid JSON: {e}")
         return rep
+    if isinstance(data, dict) and "detection" not in data and "annotations" in data:
+        return _check_segmentation(rep, data, path, class_names, candidates)
     box_key = "boxes" if env.protocol_tuple >= (1, 0, 0) else "annotations"
     det = data.get("detection") if isinstance(data, dict) else None
     if not isinstance(det, dict):
@@ -271,6 +282,30 @@ def check_infer(env: EnvConfig, class_names: List[str], candidates: Optional[Lis
         rep.problems.append(f"{path}: {len(rep.unknown)} key(s) not among the candidates, e.g. {rep.unknown[0]}")
     for why, k in sorted(rep.dropped.items()):
         rep.problems.append(f"{path}: {k} box(es) dropped: {why}")
+    return rep
+
+
+def _check_segmentation(rep: InferReport, data: Dict[str, Any], path: str, class_names: List[str],
+                        candidates: List[str]) -> InferReport:
+    """A segmentation infer result (COCO style, see :func:`ymir_exc.formats.check_coco_result`):
+    valid structure, one image per candidate. ``rep.results`` maps basenames to annotations."""
+    try:
+        check_coco_result(data, class_names=class_names or None)
+    except ValueError as e:
+        rep.problems.append(f"{path}: {e}")
+        return rep
+    names = {os.path.basename(c) for c in candidates}
+    by_id = {im["id"]: os.path.basename(im["file_name"]) for im in data["images"]}
+    rep.results = {n: [] for n in by_id.values()}
+    for a in data["annotations"]:
+        rep.results[by_id[a["image_id"]]].append(a)
+    rep.boxes = len(data["annotations"])
+    rep.unknown = [n for n in rep.results if n not in names]
+    rep.missing = [n for n in names if n not in rep.results]
+    if rep.missing:
+        rep.problems.append(f"{path}: {len(rep.missing)} candidate(s) without an image entry, e.g. {rep.missing[0]}")
+    if rep.unknown:
+        rep.problems.append(f"{path}: {len(rep.unknown)} image(s) not among the candidates, e.g. {rep.unknown[0]}")
     return rep
 
 

@@ -191,9 +191,14 @@ class StoredModel:
         return list(self.info.executor_config["class_names"])
 
     def mAP(self) -> float:
+        """The best stage's primary metric (maskAP > mIoU > mAP; see :meth:`primary_metric`)."""
+        return self.primary_metric()[1]
+
+    def primary_metric(self) -> Tuple[str, float]:
+        """``(key, value)`` of the best stage's primary metric, e.g. ``("mIoU", 0.71)``."""
         best = self.info.stages[self.info.best_stage_name].evaluation_result()
         key = primary_metric_key(best)
-        return float(best[key]) if key else 0.0
+        return (key, float(best[key])) if key else ("mAP", 0.0)
 
 
 class ModelStore:

@@ -105,7 +105,7 @@ def check_outputs(scenario: str, outcome: TaskOutcome) -> List[Check]:
         rep = outcome.training
         out.append(Check(scenario, "result.yaml follows the contract", not rep.problems,
                          "; ".join(rep.problems[:3]) or f"{len(rep.stages)} stage(s), best {rep.best_stage_name} "
-                                                         f"mAP {rep.mAP:.4f}"))
+                                                         f"{rep.metric_key} {rep.mAP:.4f}"))
         tb = outcome.prepared.out_dir / "tensorboard"
         files = [p for p in tb.rglob("*") if p.is_file()] if tb.is_dir() else []
         out.append(Check(scenario, "tensorboard logs present", bool(files), f"{len(files)} file(s) in {tb}"))
