@@ -516,3 +516,9 @@ def test_collect_checks_a_segmentation_infer_result(ws):
     path.write_text(json.dumps(_coco(score=2)))
     rep = check_infer(e, ["cat"], candidates=["/in/assets/a.jpg"])
     assert any("annotations[0].score" in p for p in rep.problems)
+
+
+def test_executor_module_also_offers_the_util_names():
+    from ymir_exc.executor import YmirStage, get_bool, get_merged_config  # noqa: F401
+
+    assert YmirStage is util.YmirStage and get_bool is util.get_bool

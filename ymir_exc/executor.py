@@ -160,3 +160,17 @@ class Executor:
 def run(training: Optional[TaskFn] = None, mining: Optional[TaskFn] = None, infer: Optional[TaskFn] = None) -> None:
     """Shorthand for ``Executor(training, mining, infer).main()``."""
     Executor(training, mining, infer).main()
+
+
+#: names upstream's ``ymir_exc.executor`` module imports from ``ymir_exc.util`` (so code may take
+#: them from here too); resolved on first access, keeping this module's import light
+_UTIL_NAMES = frozenset({"YmirStage", "YmirStageWeight", "get_bool", "get_merged_config", "get_ymir_process",
+                         "write_ymir_monitor_process"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _UTIL_NAMES:
+        from ymir_exc import util
+
+        return getattr(util, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-#: primary metric keys, in order of precedence (CONTRACT.md section 2)
+#: primary metric keys, in order of precedence (docs/contract.md)
 PRIMARY_METRIC_KEYS = ("maskAP", "mIoU", "mAP")
 #: evaluation keys that are counts (non-negative integers), not fractions
 COUNT_KEYS = frozenset({"tp", "fp", "fn", "TP", "FP", "FN"})
@@ -173,7 +173,7 @@ class LegacyTrainingResult(BaseModel):
 
 
 class InferBox(BaseModel):
-    """A box of infer-result.json, integer pixels (CONTRACT.md section 2)."""
+    """A box of infer-result.json, integer pixels (docs/contract.md)."""
 
     x: int
     y: int
@@ -188,7 +188,7 @@ class InferAnnotation(BaseModel):
 
 
 class ModelPackageInfo(BaseModel):
-    """``ymir-info.yaml`` inside a model package (package_version 2.0.0; CONTRACT.md section 4)."""
+    """``ymir-info.yaml`` inside a model package (package_version 2.0.0; docs/contract.md)."""
 
     model_config = ConfigDict(extra="allow")
 
