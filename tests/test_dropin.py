@@ -28,6 +28,9 @@ def test_a_semantic_segmentation_executor_passes_every_verify_check(tmp_path, ca
     models = ModelStore(tmp_path / "models").list()
     assert models and all(m.primary_metric()[0] == "mIoU" and m.info.task_context["mIoU"] == m.mAP()
                           for m in models)
+    # and imported elsewhere with that metric
+    again = ModelStore(tmp_path / "elsewhere").import_package(models[0].path)
+    assert again.primary_metric() == models[0].primary_metric() and 0 < again.mAP() <= 1
 
 
 def test_an_uncaught_exception_in_an_upstream_style_executor_ends_in_state_4(ws):

@@ -522,3 +522,24 @@ def test_executor_module_also_offers_the_util_names():
     from ymir_exc.executor import YmirStage, get_bool, get_merged_config  # noqa: F401
 
     assert YmirStage is util.YmirStage and get_bool is util.get_bool
+
+
+# ------------------------------------------------------------------ dataset_reader
+
+
+def test_item_paths_and_counts_by_split_name(ws):
+    from ymir_exc import dataset_reader as dr
+
+    ann = ws.in_dir / "a.txt"
+    ann.write_text("0, 1, 2, 10, 20\n1,3,4,5,6\n")
+    (ws.in_dir / "train-index.tsv").write_text(f"/in/a.jpg\t{ann}\n/in/b.jpg\t{ann}\n")
+    (ws.in_dir / "candidate-index.tsv").write_text("/in/c.jpg\n")
+    ws.write_config(export_format="ark:raw")
+    cfg = util.get_merged_config()
+    assert list(dr.item_paths(env.DatasetType.CANDIDATE)) == [("/in/c.jpg", "")]
+    assert dr.items_count(env.DatasetType.TRAINING) == 2
+    for split, n in (("train", 2), ("training", 2), ("candidate", 1), ("test", 1), ("infer", 1)):
+        assert dr.images_count(cfg, split) == n
+    with pytest.raises(ValueError):
+        dr.images_count(cfg, "everything")
+    assert dr.bboxes_count(cfg, "train") == 4   # annotation lines of the ark files
