@@ -40,12 +40,6 @@ def lock_name(path: str) -> str:
     return os.path.join(folder or ".", f".{base}.lock")
 
 
-def is_internal_file(name: str) -> bool:
-    """True for the SDK's own temp and lock files (never stage files)."""
-    base = os.path.basename(name)
-    return bool(_TMP_RE.match(base)) or (base.startswith(".") and base.endswith(".lock"))
-
-
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
