@@ -16,7 +16,6 @@ import types
 
 import numpy as np
 import pytest
-import yaml
 
 from ymir_exc import _io, env, monitor, settings, util
 from ymir_exc import result_writer as rw
@@ -543,3 +542,19 @@ def test_item_paths_and_counts_by_split_name(ws):
     with pytest.raises(ValueError):
         dr.images_count(cfg, "everything")
     assert dr.bboxes_count(cfg, "train") == 4   # annotation lines of the ark files
+
+
+def test_a_full_disk_names_the_target_and_keeps_the_old_file(ws, monkeypatch):
+    rw.write_mining_result([("/a.jpg", 0.5)])
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError) as e:
+        rw.write_mining_result([("/b.jpg", 0.7)])
+    monkeypatch.undo()
+    target = ws.out_dir / "result.tsv"
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(target) and str(target) in str(e.value)
+    assert target.read_text() == "/a.jpg\t0.5\n"
+    assert [p.name for p in ws.out_dir.iterdir() if p.name.endswith(".tmp")] == []

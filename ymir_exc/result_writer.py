@@ -27,7 +27,7 @@ import os
 import re
 import time
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
