@@ -558,3 +558,11 @@ def test_a_full_disk_names_the_target_and_keeps_the_old_file(ws, monkeypatch):
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(target) and str(target) in str(e.value)
     assert target.read_text() == "/a.jpg\t0.5\n"
     assert [p.name for p in ws.out_dir.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_annotation_class_name_coerced_as_pydantic_1():
+    box = rw.Box(x=1, y=1, w=1, h=1)
+    assert [rw.Annotation(class_name=v, score=0.5, box=box).class_name for v in (3, 1.5, b"cat", "dog")] == \
+        ["3", "1.5", "cat", "dog"]
+    with pytest.raises(ValueError):
+        rw.Annotation(class_name=None, score=0.5, box=box)

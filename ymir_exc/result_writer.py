@@ -19,6 +19,7 @@ What differs from upstream, and why, is listed in docs/differences-from-upstream
 
 from __future__ import annotations
 
+import decimal
 import json
 import logging
 import math
@@ -97,7 +98,8 @@ class Box(BaseModel):
 class Annotation(BaseModel):
     """One detected object: class name (one of class_names), score in [0, 1], box.
 
-    The score is converted with ``float()`` (numbers, numeric strings), as upstream.
+    As upstream (pydantic 1): the score is converted with ``float()`` (numbers, numeric
+    strings); a number or bytes given as the class name becomes its string.
 
     Raises:
         pydantic.ValidationError: a score that is not a number, or not in [0, 1].
@@ -108,6 +110,19 @@ class Annotation(BaseModel):
     class_name: str
     score: float
     box: Box
+
+    @field_validator("class_name", mode="before")
+    @classmethod
+    def _name(cls, v: Any) -> Any:
+        if type(v) is str:
+            return v
+        if isinstance(v, str):  # a str Enum: its value, as pydantic 1
+            return getattr(v, "value", str(v))
+        if isinstance(v, (bytes, bytearray)):
+            return v.decode()
+        if isinstance(v, (float, int, decimal.Decimal)):
+            return str(v)
+        return v
 
     @field_validator("score", mode="before")
     @classmethod
