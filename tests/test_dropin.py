@@ -18,6 +18,21 @@ def test_an_upstream_style_executor_passes_every_verify_check(tmp_path, capsys):
     assert rc == 0, out
 
 
+def test_a_semantic_segmentation_executor_passes_every_verify_check(tmp_path, capsys):
+    rc = main(["verify", str(REPO / "tests/executors/seg-semantic"), "--work-dir", str(tmp_path), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    # the model package carries the segmentation metric
+    from ymir_exc.harness.models import ModelStore
+
+    models = ModelStore(tmp_path / "models").list()
+    assert models and all(m.primary_metric()[0] == "mIoU" and m.info.task_context["mIoU"] == m.mAP()
+                          for m in models)
+    # and imported elsewhere with that metric
+    again = ModelStore(tmp_path / "elsewhere").import_package(models[0].path)
+    assert again.primary_metric() == models[0].primary_metric() and 0 < again.mAP() <= 1
+
+
 def test_an_uncaught_exception_in_an_upstream_style_executor_ends_in_state_4(ws):
     ws.config_file.write_text("class_names: [unclosed\n")
     code = "from ymir_exc.util import get_merged_config\nget_merged_config()\n"
@@ -46,9 +61,10 @@ def test_outputs_per_protocol_version(ws, version, legacy):
 
 def test_executor_side_import_pulls_no_torch_harness_or_cli():
     code = ("import sys, ymir_exc, ymir_exc.env, ymir_exc.dataset_reader, ymir_exc.result_writer, ymir_exc.monitor, "
-            "ymir_exc.util, ymir_exc.executor, ymir_exc.task, ymir_exc.settings, ymir_exc.code, ymir_exc.errors\n"
+            "ymir_exc.util, ymir_exc.executor, ymir_exc.task, ymir_exc.settings, ymir_exc.code, ymir_exc.errors, "
+            "ymir_exc.sysinfo, ymir_exc.dataset_convert, ymir_exc.formats\n"
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'ymir_exc.harness', 'ymir_exc.cli',"
-            " 'ultralytics', 'tensorboardX', 'rich'))]\n"
+            " 'ultralytics', 'tensorboardX', 'rich', 'pycocotools'))]\n"
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -202,7 +202,8 @@ def _reference_infer_text(infer_result, algorithm, box_key, known, class_names):
                 if b["class_name"] not in known:
                     raise ResultError(f"class_name {b['class_name']!r} not in class_names {class_names}",
                                       key=f"{key}[{i}].class_name")
-        result[key] = {box_key: boxes}
+        # boxes with w or h <= 0 are dropped at write time
+        result[key] = {box_key: [b for b in boxes if b["box"]["w"] > 0 and b["box"]["h"] > 0]}
     return json.dumps({algorithm: result}, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -21,10 +21,13 @@ def test_percent_outside_0_1_is_refused(ws, bad):
         monitor.write_monitor_logger(bad)
 
 
-def test_never_reports_1_00_before_done(ws):
+def test_writes_the_state_given_as_upstream(ws):
+    # upstream: percent:.2f and the state as given; 1.0 running stays running
     monitor.write_monitor_logger(0.999)
-    assert _fields(ws)[2:4] == ["0.99", "2"]
+    assert _fields(ws)[2:4] == ["1.00", "2"]
     monitor.write_monitor_logger(1.0)
+    assert _fields(ws)[2:5] == ["1.00", "2", "0"]
+    monitor.write_monitor_logger(1.0, ExecutorState.ES_DONE)
     assert _fields(ws)[2:4] == ["1.00", "3"]
 
 
@@ -47,14 +50,19 @@ def test_mining_and_infer_share_progress(ws):
     assert _fields(ws)[2] == "0.25"
     monitor.write_monitor_logger_for_multiple_tasks(cfg, monitor.YmirTask.INFER, 0.5)
     assert _fields(ws)[2] == "0.75"
+    # a task env.yaml does not enable is written as is, as upstream (never an error)
+    monitor.write_monitor_logger_for_multiple_tasks(cfg, "training", 0.9)
+    assert _fields(ws)[2] == "0.90"
     with pytest.raises(MonitorError):
-        monitor.write_monitor_logger_for_multiple_tasks(cfg, "training", 0.5)
+        monitor.write_monitor_logger_for_multiple_tasks(cfg, "no-such-task", 0.5)
 
 
 def test_ymir_stage_progress_mapping(ws):
-    assert util.get_ymir_process(util.YmirStage.TASK, 0.5) == pytest.approx(0.1 + 0.4)
+    w = util.YmirStageWeight([0.1, 0.8, 0.1])
+    assert util.get_ymir_process(util.YmirStage.TASK, 0.5, weights=w) == pytest.approx(0.1 + 0.4)
     assert util.get_ymir_process(util.YmirStage.POSTPROCESS, 1.0, task_idx=1, task_num=2) == pytest.approx(1.0)
-    util.write_ymir_monitor_process(util.get_merged_config(), "training", 0.5, util.YmirStage.PREPROCESS)
+    util.write_ymir_monitor_process(util.get_merged_config(), "training", 0.5, util.YmirStage.PREPROCESS,
+                                    stage_weights=w)
     assert _fields(ws)[2] == "0.05"
 
 

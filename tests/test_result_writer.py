@@ -182,11 +182,15 @@ def test_same_basename_in_two_folders_is_an_error_naming_both(ws):
     assert "/a/x.jpg" in str(e.value) and "/b/x.jpg" in str(e.value)
 
 
-def test_float_boxes_are_rounded_and_degenerate_boxes_refused():
+def test_float_boxes_are_truncated_as_upstream_and_degenerate_boxes_construct():
+    # upstream's pydantic 1 int fields: int(v), toward zero
     b = rw.Box(x=1.4, y=np.float32(2.6), w=3.5, h=np.int64(4))
-    assert (b.x, b.y, b.w, b.h) == (1, 3, 4, 4)
+    assert (b.x, b.y, b.w, b.h) == (1, 2, 3, 4)
+    assert rw.Box(x=-1.7, y="12", w=0, h=3).model_dump() == {"x": -1, "y": 12, "w": 0, "h": 3}
     with pytest.raises(ValueError):
-        rw.Box(x=0, y=0, w=0, h=3)
+        rw.Box(x=float("nan"), y=0, w=1, h=3)
+    with pytest.raises(ValueError):
+        rw.Box(x="1.5", y=0, w=1, h=3)   # int("1.5") fails in pydantic 1 too
     with pytest.raises(ValueError):
         rw.Annotation(class_name="dog", score=1.2, box=b)
 

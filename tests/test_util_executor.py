@@ -43,12 +43,15 @@ def test_get_weight_files_by_task_and_suffix(ws):
 
 
 def test_get_bool(ws):
-    ws.write_config(a="False", b=1, c="yes", d="maybe")
+    ws.write_config(a="False", b=1, c="T", d="maybe", e=2, f="yes")
     cfg = util.get_merged_config()
     assert util.get_bool(cfg, "a") is False and util.get_bool(cfg, "b") is True and util.get_bool(cfg, "c") is True
     assert util.get_bool(cfg, "missing", default=False) is False
-    with pytest.raises(ConfigFileError):
-        util.get_bool(cfg, "d")
+    assert util.get_bool(cfg, key="missing", default_value=False) is False
+    assert util.get_bool(cfg, "missing") is True
+    for bad in ("d", "e", "f"):  # upstream accepts t/true/1 and f/false/0 only
+        with pytest.raises(ConfigFileError):
+            util.get_bool(cfg, bad)
 
 
 def test_saved_file_patterns(ws):
@@ -56,8 +59,8 @@ def test_saved_file_patterns(ws):
     cfg = util.get_merged_config()
     assert util.filter_saved_files(cfg, ["best.pt", "last.pt", "m.onnx"]) == ["best.pt", "m.onnx"]
     ws.write_config(ymir_saved_file_patterns="best, ([")
-    with pytest.raises(ConfigFileError, match="invalid regex"):
-        util.filter_saved_files(util.get_merged_config(), ["best.pt"])
+    # an invalid pattern is dropped (with a warning); the others still apply
+    assert util.filter_saved_files(util.get_merged_config(), ["best.pt", "last.pt"]) == ["best.pt"]
 
 
 def test_write_ymir_training_result_numeric_id(ws):
@@ -68,8 +71,9 @@ def test_write_ymir_training_result_numeric_id(ws):
                                     map50=0.4)
     r = ws.result()
     assert r["model_stages"]["stage_5"]["files"] == ["best.pt"] and r["mAP"] == 0.4
-    with pytest.raises(ResultError, match="no file left"):
-        util.write_ymir_training_result(util.get_merged_config(), ["/x/last.pt"], id="last", map50=0.1)
+    # the patterns leave no file: nothing is written (upstream's way to choose the stages)
+    util.write_ymir_training_result(util.get_merged_config(), ["/x/last.pt"], id="last", map50=0.1)
+    assert ws.result() == r
 
 
 def test_format_saved_files_copies_outside_files(ws, tmp_path):

@@ -5,7 +5,9 @@ The upstream SDK never wrote the error state: an image whose code raised left mo
 chains :func:`excepthook` in front of ``sys.excepthook``; when an exception escapes the
 executor's main module and an env.yaml exists at ``settings.DEFAULT_ENV_FILE_PATH`` (so this is an
 executor process, not the host harness), it writes state 4 with the exception's return code and
-traceback, then lets Python print the traceback and exit non-zero as usual.
+traceback, then lets Python print the traceback and exit non-zero as usual. An error code the
+executor already wrote (``write_monitor_logger(p, ES_ERROR, code)`` and then ``raise``, as the
+platform's sample apps do) is kept.
 """
 
 from __future__ import annotations

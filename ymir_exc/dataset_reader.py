@@ -12,7 +12,7 @@ Typed API for new executors::
     for item in dr.read_items(env.DatasetType.VALIDATION):      # export_format from config.yaml
         item.image_path, [(b.class_name, b.x, b.y, b.w, b.h) for b in item.boxes]
 
-Formats: CONTRACT.md section 1. Boxes are integer pixels ``x, y, w, h`` with ``(x, y)`` the top
+Formats: docs/contract.md. Boxes are integer pixels ``x, y, w, h`` with ``(x, y)`` the top
 left corner; ark and VOC store ``xmin, ymin, xmax, ymax`` with xmax/ymax inclusive, so
 ``w = xmax - xmin + 1``. Differences from upstream: a blank or one-column training line is an
 :class:`~ymir_exc.errors.IndexFileError` naming the file and line (upstream yielded empty paths),
@@ -34,7 +34,7 @@ from ymir_exc import env
 from ymir_exc.env import DatasetType
 from ymir_exc.errors import AnnotationError, ConfigFileError, IndexFileError
 
-#: export_format values and the annotation format each one means (CONTRACT.md section 1)
+#: export_format values and the annotation format each one means (docs/contract.md)
 EXPORT_FORMATS = {
     "ark:raw": "ark",
     "det-ark:raw": "ark",
@@ -105,7 +105,7 @@ def index_file_path(dataset_type: Union[DatasetType, str], env_config: Optional[
     Raises:
         IndexFileError: env.yaml sets no index file for this dataset type.
     """
-    env_config = env_config or env.get_current_env()
+    env_config = env_config or env.current_env()
     dataset_type = _as_dataset_type(dataset_type)
     key = {DatasetType.TRAINING: "training_index_file", DatasetType.VALIDATION: "val_index_file",
            DatasetType.CANDIDATE: "candidate_index_file"}.get(dataset_type)
@@ -456,7 +456,7 @@ def annotation_format(export_format: Optional[str]) -> str:
     """``'ark'``, ``'voc'`` or ``'coco'`` for an ``export_format`` value (None -> the default).
 
     Raises:
-        ConfigFileError: an unknown value, or one without ``:raw`` (CONTRACT.md: an error, not
+        ConfigFileError: an unknown value, or one without ``:raw`` (docs/contract.md: an error, not
             "no annotations").
     """
     fmt = (export_format or DEFAULT_EXPORT_FORMAT).strip()

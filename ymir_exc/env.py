@@ -8,7 +8,7 @@ rebuilds a path (after AWS sagemaker-training-toolkit's ``environment.py``)::
     cfg.run_training, cfg.input.training_index_file, cfg.output.monitor_file
     # (True, '/in/train-index.tsv', '/out/monitor.txt')
 
-Format: CONTRACT.md section 1. ``protocol_version`` absent means ``0.0.1`` (legacy result
+Format: docs/contract.md (the input side). ``protocol_version`` absent means ``0.0.1`` (legacy result
 formats). Unknown keys are kept (the platform adds some over time).
 """
 
@@ -218,11 +218,10 @@ def parse_env_file(path: str) -> EnvConfig:
         raise EnvFileError(msg, path=path, line=_line_of_key(path, key), key=key) from None
 
 
-def get_current_env() -> EnvConfig:
-    """The current task's env.yaml (``settings.DEFAULT_ENV_FILE_PATH``), parsed.
+def current_env() -> EnvConfig:
+    """The parsed env.yaml shared inside the SDK (cached; callers must not mutate it).
 
-    The parsed object is cached while the file's mtime and size stay the same, so calling this
-    in a hot loop (as ``monitor`` does) costs one ``stat``.
+    Executors call :func:`get_current_env`, which hands out a copy.
 
     Raises:
         EnvFileError: see :func:`parse_env_file`.
@@ -242,10 +241,30 @@ def get_current_env() -> EnvConfig:
     return cfg
 
 
+def get_current_env() -> EnvConfig:
+    """The current task's env.yaml (``settings.DEFAULT_ENV_FILE_PATH``), parsed.
+
+    Each call returns a new object: a caller may mutate it (``cfg.run_infer = True``) without
+    changing what the next call returns. The file is parsed once per change of its mtime or
+    size (the parsed model is cached and deep-copied), so a call costs a ``stat`` and a copy.
+
+    Raises:
+        EnvFileError: see :func:`parse_env_file`.
+    """
+    return current_env().model_copy(deep=True)
+
+
 def get_executor_config() -> Dict[str, Any]:
-    """config.yaml (``settings.DEFAULT_CONFIG_FILE_PATH``) as a dict; an empty file gives ``{}``.
+    """config.yaml as a dict; an empty file gives ``{}``.
+
+    The file is the one env.yaml names in ``input.config_file`` (as upstream reads it); without an
+    env.yaml, ``settings.DEFAULT_CONFIG_FILE_PATH``.
 
     Raises:
         ConfigFileError: missing, not YAML, or not a mapping.
+        EnvFileError: env.yaml exists but is bad.
     """
-    return load_yaml_mapping(settings.DEFAULT_CONFIG_FILE_PATH, ConfigFileError, what="config.yaml")
+    path = settings.DEFAULT_CONFIG_FILE_PATH
+    if os.path.exists(settings.DEFAULT_ENV_FILE_PATH):
+        path = current_env().input.config_file or path
+    return load_yaml_mapping(path, ConfigFileError, what="config.yaml")

@@ -100,3 +100,10 @@ class MonitorError(YmirExcError):
     """A progress value outside [0, 1] or not a number."""
 
     return_code = RC.RC_CMD_CONTAINER_ERROR
+
+
+class NotSupportedError(YmirExcError, NotImplementedError):
+    """A call the SDK (like the upstream one) does not implement, e.g.
+    ``write_infer_result(..., algorithm="classification")``. Also a ``NotImplementedError``."""
+
+    return_code = RC.RC_CMD_CONTAINER_ERROR

@@ -4,7 +4,7 @@ The writers an executor calls (``result_writer``) and the checks the host runs (
 validate against these same models. JSON Schema for the docs: ``ymir-exc schema``, or
 ``TrainingResult.model_json_schema()``.
 
-Sources: CONTRACT.md section 2 (result.yaml, result.tsv, infer-result.json) and 4 (ymir-info.yaml).
+Sources: docs/contract.md (result.yaml, result.tsv, infer-result.json, ymir-info.yaml).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-#: primary metric keys, in order of precedence (CONTRACT.md section 2)
+#: primary metric keys, in order of precedence (docs/contract.md)
 PRIMARY_METRIC_KEYS = ("maskAP", "mIoU", "mAP")
 #: evaluation keys that are counts (non-negative integers), not fractions
 COUNT_KEYS = frozenset({"tp", "fp", "fn", "TP", "FP", "FN"})
@@ -148,13 +148,19 @@ class TrainingResult(BaseModel):
 
 
 def best_stage(stages: Dict[str, ModelStage]) -> str:
-    """Name of the best stage: the max of (primary metric, timestamp). The primary metric key is
-    the first of maskAP > mIoU > mAP present in any stage; a stage lacking it counts as 0."""
+    """Name of the best stage: the max of (primary metric, timestamp); on a full tie the stage
+    that comes later in ``stages`` wins (upstream's order). The primary metric key is the first
+    of maskAP > mIoU > mAP present in any stage; a stage lacking it counts as 0."""
     keys = set()
     for s in stages.values():
         keys.update(s.evaluation_result())
     key = primary_metric_key(keys) or "mAP"
-    return max(stages.values(), key=lambda s: (float(s.evaluation_result().get(key, 0.0)), s.timestamp)).stage_name
+    best_name, best_key = "", None
+    for s in stages.values():
+        k = (float(s.evaluation_result().get(key, 0.0)), s.timestamp)
+        if best_key is None or k >= best_key:
+            best_name, best_key = s.stage_name, k
+    return best_name
 
 
 class LegacyTrainingResult(BaseModel):
@@ -167,7 +173,7 @@ class LegacyTrainingResult(BaseModel):
 
 
 class InferBox(BaseModel):
-    """A box of infer-result.json, integer pixels (CONTRACT.md section 2)."""
+    """A box of infer-result.json, integer pixels (docs/contract.md)."""
 
     x: int
     y: int
@@ -182,7 +188,7 @@ class InferAnnotation(BaseModel):
 
 
 class ModelPackageInfo(BaseModel):
-    """``ymir-info.yaml`` inside a model package (package_version 2.0.0; CONTRACT.md section 4)."""
+    """``ymir-info.yaml`` inside a model package (package_version 2.0.0; docs/contract.md)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -205,3 +211,164 @@ class ModelPackageInfo(BaseModel):
         if self.best_stage_name not in self.stages:
             raise ValueError(f"best_stage_name {self.best_stage_name!r} is not one of stages {sorted(self.stages)}")
         return self
+
+
+# ------------------------------------------------------------------ segmentation results
+
+def rle_counts(rle: Any) -> List[int]:
+    """The run lengths of a COCO RLE (``{"size": [h, w], "counts": str | [int, ...]}``), decoding
+    the compressed string form (COCO's ``rleFrString``) in pure Python.
+
+    Raises:
+        ValueError: not an RLE dict, a size that is not two ints >= 0, a malformed counts string,
+            a negative run, or runs that do not add up to ``h * w``.
+    """
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        raise ValueError("an RLE must be an object with 'size' [h, w] and 'counts'")
+    size = rle["size"]
+    if not isinstance(size, list) or len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0
+                                                           for v in size):
+        raise ValueError(f"RLE size must be [height, width] integers >= 0, got {size!r}")
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        runs: List[int] = []
+        p, n = 0, len(counts)
+        while p < n:
+            x = k = 0
+            more = True
+            while more:
+                if p >= n:
+                    raise ValueError("RLE counts string ends inside a number")
+                c = ord(counts[p]) - 48
+                if not 0 <= c < 64:
+                    raise ValueError(f"RLE counts string holds {counts[p]!r} (expected characters '0' to 'o')")
+                x |= (c & 0x1F) << (5 * k)
+                more = bool(c & 0x20)
+                p += 1
+                k += 1
+                if not more and c & 0x10:
+                    x |= -1 << (5 * k)
+            if len(runs) > 2:
+                x += runs[-2]
+            runs.append(x)
+        counts = runs
+    elif not isinstance(counts, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in counts):
+        raise ValueError("RLE counts must be a string or a list of integers")
+    if any(v < 0 for v in counts):
+        raise ValueError("RLE counts hold a negative run")
+    if sum(counts) != size[0] * size[1]:
+        raise ValueError(f"RLE runs add up to {sum(counts)} pixels, size {size[0]}x{size[1]} has {size[0] * size[1]}")
+    return list(counts)
+
+
+def decode_rle(rle: Any) -> Any:
+    """A COCO RLE as a ``(h, w)`` numpy uint8 mask (1 = inside). Runs alternate 0 / 1 starting
+    with 0, over the pixels in column-major order, as COCO defines them.
+
+    Raises:
+        ValueError: see :func:`rle_counts`.
+    """
+    import numpy as np
+
+    counts = rle_counts(rle)
+    h, w = rle["size"]
+    values = np.zeros(len(counts), dtype=np.uint8)
+    values[1::2] = 1
+    flat = np.repeat(values, counts)
+    return flat.reshape((w, h)).T.copy()
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_polygons(seg: List[Any]) -> None:
+    if not seg:
+        raise ValueError("polygon list is empty")
+    for i, poly in enumerate(seg):
+        if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or not all(map(_is_num, poly)):
+            raise ValueError(f"polygon {i} must be a list of at least 3 (x, y) number pairs")
+
+
+def check_coco_result(data: Any, class_names: Optional[List[str]] = None) -> Dict[str, int]:
+    """Validate a segmentation infer result (COCO style), as ``write_infer_result(...,
+    algorithm="segmentation")`` and the harness read it.
+
+    The dict holds ``images`` (``id`` int, unique; ``file_name``; optional ``width`` /
+    ``height``), ``categories`` (``id`` int, unique; ``name``, one of ``class_names`` when given)
+    and ``annotations`` (``image_id`` and ``category_id`` that resolve; ``segmentation`` an RLE
+    ``{"size": [h, w], "counts": str | [int]}`` whose runs cover ``h * w`` pixels (and match the
+    image's size when given), or polygons ``[[x1, y1, x2, y2, x3, y3, ...], ...]``; optional
+    ``bbox`` ``[x, y, w, h]`` of finite numbers with w, h >= 0; optional ``score`` in [0, 1]).
+
+    Returns:
+        counts: ``{"images": n, "annotations": n, "categories": n}``.
+
+    Raises:
+        ValueError: ``"<key path>: <what is wrong>"``, e.g. ``"annotations[3].score: ..."``.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"infer_result: a segmentation result must be an object, got {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise ValueError(f"{key}: must be a list")
+    images: Dict[int, Dict[str, Any]] = {}
+    for i, im in enumerate(data["images"]):
+        where = f"images[{i}]"
+        if not isinstance(im, dict) or not _is_int(im.get("id")):
+            raise ValueError(f"{where}.id: each image needs an integer id")
+        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            raise ValueError(f"{where}.file_name: each image needs a file_name")
+        for k in ("width", "height"):
+            if k in im and (not _is_int(im[k]) or im[k] <= 0):
+                raise ValueError(f"{where}.{k}: must be an integer > 0")
+        if im["id"] in images:
+            raise ValueError(f"{where}.id: image id {im['id']} appears twice")
+        images[im["id"]] = im
+    cats: Dict[int, str] = {}
+    for i, c in enumerate(data["categories"]):
+        where = f"categories[{i}]"
+        if not isinstance(c, dict) or not _is_int(c.get("id")):
+            raise ValueError(f"{where}.id: each category needs an integer id")
+        if not isinstance(c.get("name"), str) or not c["name"]:
+            raise ValueError(f"{where}.name: each category needs a name")
+        if class_names is not None and c["name"] not in class_names:
+            raise ValueError(f"{where}.name: {c['name']!r} is not in class_names {list(class_names)}")
+        if c["id"] in cats:
+            raise ValueError(f"{where}.id: category id {c['id']} appears twice")
+        cats[c["id"]] = c["name"]
+    for i, a in enumerate(data["annotations"]):
+        where = f"annotations[{i}]"
+        if not isinstance(a, dict):
+            raise ValueError(f"{where}: must be an object")
+        if not _is_int(a.get("image_id")) or a["image_id"] not in images:
+            raise ValueError(f"{where}.image_id: {a.get('image_id')!r} is not the id of an image")
+        if not _is_int(a.get("category_id")) or a["category_id"] not in cats:
+            raise ValueError(f"{where}.category_id: {a.get('category_id')!r} is not the id of a category")
+        seg = a.get("segmentation")
+        try:
+            if isinstance(seg, dict):
+                rle_counts(seg)
+                im = images[a["image_id"]]
+                if "height" in im and "width" in im and seg["size"] != [im["height"], im["width"]]:
+                    raise ValueError(f"RLE size {seg['size']} differs from the image's [height, width] "
+                                     f"[{im['height']}, {im['width']}]")
+            elif isinstance(seg, list):
+                _check_polygons(seg)
+            else:
+                raise ValueError("must be an RLE object or a list of polygons")
+        except ValueError as e:
+            raise ValueError(f"{where}.segmentation: {e}") from None
+        if "bbox" in a:
+            bb = a["bbox"]
+            if not isinstance(bb, list) or len(bb) != 4 or not all(map(_is_num, bb)) or bb[2] < 0 or bb[3] < 0:
+                raise ValueError(f"{where}.bbox: must be [x, y, w, h], finite numbers, w and h >= 0")
+        if "score" in a:
+            s = a["score"]
+            if not _is_num(s) or not 0.0 <= s <= 1.0:
+                raise ValueError(f"{where}.score: must be a number in [0, 1], got {s!r}")
+    return {"images": len(images), "annotations": len(data["annotations"]), "categories": len(cats)}

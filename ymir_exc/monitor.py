@@ -4,26 +4,24 @@ Upstream-compatible calls::
 
     from ymir_exc import monitor
     monitor.write_monitor_logger(percent=0.3)                       # running, 30 %
-    monitor.write_monitor_logger(percent=1.0)                       # done
+    monitor.write_monitor_logger(percent=1.0)                       # running, 100 %
     monitor.write_monitor_logger(percent=0.3, state=ExecutorState.ES_ERROR,
                                  return_code=ExecutorReturnCode.RC_EXEC_OOM)
 
-The file holds one line, rewritten atomically by every call that changes it (CONTRACT.md
-section 2)::
+The file holds one line, rewritten atomically by every call that changes it (docs/contract.md)::
 
     <task_id>\\t<unix time, seconds>\\t<percent %.2f in [0, 1]>\\t<state>\\t<return code>
 
 followed, for an error, by optional lines with the message / traceback.
 
-Differences from upstream: env.yaml is parsed once and cached (upstream re-read it on every
-call); the write is atomic; a call that would only refresh the timestamp (same task, percent as
-printed, state, code and message as the line this process last wrote, which is still there) is
-written at most once per :data:`MIN_REFRESH_SECONDS`, so a per-iteration call in a training
-loop costs microseconds, not a file rewrite; ``percent`` must be a number in [0, 1]
-(MonitorError otherwise);
-progress never goes backwards within a process (a lower value is raised to the last one);
-``1.00`` is only printed when the task is done: ``percent=1.0`` with the default running state
-means done (state 3), and a running percent that would round to 1.00 is printed as 0.99.
+Differences from upstream (none in what a valid call writes, but the clamp): progress never
+goes backwards within a process (a lower percent is raised to the last one written); env.yaml is
+parsed once per change and cached; the write is atomic; a call that would only refresh the
+timestamp (same line as this process last wrote, still there) rewrites the file at most once per
+:data:`MIN_REFRESH_SECONDS`, so a per-iteration call in a training loop costs microseconds;
+``percent`` must be a number in [0, 1] (:class:`~ymir_exc.errors.MonitorError` otherwise).
+The state written is the one given: ``percent=1.0`` stays "running" unless ``state`` says done
+(the platform finishes a task that exits 0).
 """
 
 from __future__ import annotations
@@ -67,9 +65,8 @@ def _check_percent(percent: Any) -> float:
 
 
 def format_monitor_line(task_id: str, timestamp: float, percent: float, state: int, return_code: int) -> str:
-    """One monitor.txt line (no newline). Never prints 1.00 unless ``state`` is done."""
-    if state != ExecutorState.ES_DONE and percent >= 0.995:
-        percent = 0.99
+    """One monitor.txt line (no newline):
+    ``task_id \t timestamp \t percent:.2f \t state \t return_code``."""
     return f"{task_id}\t{timestamp:.6f}\t{percent:.2f}\t{int(state)}\t{int(return_code)}"
 
 
@@ -79,8 +76,8 @@ def write_monitor_logger(percent: float, state: ExecutorState = ExecutorState.ES
     """Rewrite monitor.txt with the task's progress.
 
     Args:
-        percent: fraction 0-1 of the whole task. ``1.0`` with the running state means done.
-        state: ExecutorState (2 running, 3 done, 4 error).
+        percent: fraction 0-1 of the whole task.
+        state: ExecutorState (2 running, 3 done, 4 error), written as given.
         return_code: ExecutorReturnCode; 0 unless the state is error.
         msg: optional text (error message, traceback) written after the first line.
 
@@ -90,9 +87,7 @@ def write_monitor_logger(percent: float, state: ExecutorState = ExecutorState.ES
     """
     p = _check_percent(percent)
     state = ExecutorState(int(state))
-    if p == 1.0 and state == ExecutorState.ES_RUNNING:
-        state = ExecutorState.ES_DONE
-    cfg = env.get_current_env()
+    cfg = env.current_env()
     path = cfg.output.monitor_file
     if state != ExecutorState.ES_ERROR:
         p = max(p, _last_percent.get(path, 0.0))
@@ -120,34 +115,34 @@ def write_monitor_logger(percent: float, state: ExecutorState = ExecutorState.ES
 
 
 def write_monitor_logger_for_multiple_tasks(cfg: Any, task: Union[YmirTask, str, int], percent: float,
+                                            order: str = "tmi",
                                             state: ExecutorState = ExecutorState.ES_RUNNING,
-                                            return_code: ExecutorReturnCode = ExecutorReturnCode.RC_EXEC_NO_ERROR,
-                                            order: str = "tmi") -> None:
-    """Report the progress of one task of a run that does several (mining + infer in one run).
+                                            return_code: ExecutorReturnCode = ExecutorReturnCode.RC_EXEC_NO_ERROR) -> None:
+    """Report the progress of one task of a run that may do two (mining + infer in one run).
 
-    The tasks enabled in env.yaml, taken in ``order`` (``t`` training, ``m`` mining, ``i``
-    infer), share [0, 1] equally: with mining and infer, mining maps to [0, 0.5] and infer to
-    [0.5, 1] (CONTRACT.md section 2).
+    With both mining and infer enabled in env.yaml, the one of them that comes first in ``order``
+    (``t`` training, ``m`` mining, ``i`` infer; default mining first) maps to [0, 0.5] and the
+    other to [0.5, 1]; otherwise (and for training) ``percent`` is written as is, as upstream
+    does. A task env.yaml does not enable is not an error.
 
     Args:
         cfg: the merged config (``util.get_merged_config()``), or None to read env.yaml.
         task: YmirTask, or ``'training'`` / ``'mining'`` / ``'infer'``.
         percent: fraction 0-1 of this task.
+        order: the tasks' order, e.g. ``"tmi"`` (mining first) or ``"tim"`` (infer first).
 
     Raises:
-        MonitorError: a bad percent, or a task that env.yaml does not enable.
+        MonitorError: a percent that is not a number in [0, 1], or an unknown task name.
     """
     p = _check_percent(percent)
     letter = _task_letter(task)
     ymir = getattr(cfg, "ymir", None) if cfg is not None else None
-    ymir = ymir if isinstance(ymir, env.EnvConfig) else env.get_current_env()
-    enabled = [c for c in order if {"t": ymir.run_training, "m": ymir.run_mining, "i": ymir.run_infer}.get(c)]
-    if letter not in enabled:
-        raise MonitorError(f"task {task!r} is not enabled in env.yaml (enabled: {enabled})", key="task")
-    i = enabled.index(letter)
-    total = (i + p) / len(enabled)
-    if state == ExecutorState.ES_RUNNING and p == 1.0 and i < len(enabled) - 1:
-        total = min(total, 0.99)
+    ymir = ymir if isinstance(ymir, env.EnvConfig) else env.current_env()
+    total = p
+    if ymir.run_mining and ymir.run_infer and letter in "mi":
+        pair = [c for c in str(order) if c in "mi"]
+        first = pair[0] if pair else "m"
+        total = 0.5 * p if letter == first else 0.5 + 0.5 * p
     write_monitor_logger(total, state, return_code)
 
 
@@ -172,7 +167,7 @@ def _tensorboard_writer() -> Any:
 
     from tensorboardX import SummaryWriter
 
-    log_dir = env.get_current_env().output.tensorboard_dir
+    log_dir = env.current_env().output.tensorboard_dir
     writer = _tb_writers.get(log_dir)
     if writer is None:
         os.makedirs(log_dir, exist_ok=True)
@@ -211,7 +206,7 @@ def write_tensorboard_scalars(scalars: Dict[str, float], step: int) -> None:
 def write_final_executor_log(tag: Optional[str] = None) -> None:
     """Append the executor's log file (``output.executor_log_file``) to the tensorboard log as
     text, so that the platform's TensorBoard shows it. Does nothing if there is no log file."""
-    cfg = env.get_current_env()
+    cfg = env.current_env()
     path = cfg.output.executor_log_file
     try:
         with open(path, "r", encoding="utf-8", errors="replace") as f:
@@ -221,20 +216,42 @@ def write_final_executor_log(tag: Optional[str] = None) -> None:
     write_tensorboard_text("```\n" + text[-60000:] + "\n```", tag=tag or "executor_log")
 
 
+def written_error_code(path: Optional[str] = None) -> Optional[int]:
+    """The return code of monitor.txt when its first line says state 4 (error) with a non-zero
+    code, else None (no file, another state, unparsable). ``path`` defaults to env.yaml's
+    ``output.monitor_file``."""
+    try:
+        path = path or env.current_env().output.monitor_file
+        with open(path, "r", encoding="utf-8") as f:
+            first = f.readline().rstrip("\n").split("\t")
+        if len(first) >= 5 and int(first[3]) == ExecutorState.ES_ERROR and int(first[4]) != 0:
+            return int(first[4])
+    except Exception:  # noqa: BLE001 - best effort: no readable error line
+        pass
+    return None
+
+
 def write_error(exc: BaseException, return_code: Optional[int] = None, percent: Optional[float] = None,
-                traceback_lines: Optional[Sequence[str]] = None) -> None:
+                traceback_lines: Optional[Sequence[str]] = None, keep_written_code: bool = True) -> None:
     """Write state 4 with a return code and the error message (plus traceback lines).
 
     ``return_code`` defaults to ``exc.return_code`` for :mod:`ymir_exc.errors` classes, else
     the generic container error 160004; ``percent`` defaults to the last reported progress.
+    With ``keep_written_code`` (default), an error code the executor already wrote to
+    monitor.txt (state 4, e.g. ``write_monitor_logger(p, ES_ERROR, RC_EXEC_DATASET_ERROR)``
+    before raising) is kept instead of ``return_code``.
     """
     if return_code is None:
         return_code = getattr(exc, "return_code", ExecutorReturnCode.RC_CMD_CONTAINER_ERROR)
     try:
-        cfg = env.get_current_env()
+        cfg = env.current_env()
         last = _last_percent.get(cfg.output.monitor_file, 0.0)
     except Exception:  # noqa: BLE001 - env.yaml itself may be what failed
         cfg, last = None, 0.0
+    if keep_written_code and cfg is not None:
+        written = written_error_code(cfg.output.monitor_file)
+        if written is not None:
+            return_code = written
     msg = f"{type(exc).__name__}: {exc}"
     if traceback_lines:
         msg += "\n" + "".join(traceback_lines).rstrip("\n")

@@ -8,42 +8,36 @@ Upstream-compatible calls::
     rw.write_infer_result({"/in/assets/ab/ab12.jpg": [rw.Annotation(class_name="tree", score=0.8,
                                                        box=rw.Box(x=10, y=20, w=30, h=40))]})
 
-Formats: CONTRACT.md section 2; the models are in :mod:`ymir_exc.formats`. Every file is
-validated first and then written atomically, so a bad result raises
-:class:`~ymir_exc.errors.ResultError` and leaves the previous file untouched.
+Formats: docs/contract.md; the models are in :mod:`ymir_exc.formats`. Every file is validated
+first and then written atomically, so a bad result raises :class:`~ymir_exc.errors.ResultError`
+and leaves the previous file untouched. Every read-modify-write of result.yaml holds a lock
+(``fcntl.flock`` on ``.result.yaml.lock`` beside it), so concurrent writers lose no stage, and
+files copied into the models dir go through a temp name (no partial file after a full disk).
 
-Where this differs from upstream (on purpose):
-- files are written atomically (upstream: a reader could see half a file);
-- stage files that do not exist are an error (upstream listed them anyway); files outside the
-  models dir are copied in with ``shutil`` (upstream: ``cp`` through a shell, broken by spaces);
-- evaluation keys may not overwrite ``stage_name`` / ``files`` / ``timestamp``; a metric of 0.0 is a
-  metric, not "missing"; the top-level metric always matches the best stage (no stale key);
-- an empty or missing result.yaml starts a new one; a corrupt one is an error, never overwritten;
-- numpy numbers are converted; non-finite or out-of-range metrics and scores are errors;
-- two inference results with the same basename are an error naming both paths (upstream: the
-  second silently overwrote the first);
-- box coordinates given as floats are rounded to integer pixels (a fractional coordinate fails the
-  platform's whole task); w and h must be > 0.
+What differs from upstream, and why, is listed in docs/differences-from-upstream.md.
 """
 
 from __future__ import annotations
 
+import decimal
 import json
+import logging
 import math
 import numbers
 import os
 import re
-import shutil
 import time
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ymir_exc import env
-from ymir_exc._io import atomic_file, atomic_write
-from ymir_exc.errors import ResultError
+from ymir_exc._io import atomic_copy, atomic_file, atomic_write, locked
+from ymir_exc.errors import NotSupportedError, ResultError
+
+logger = logging.getLogger("ymir_exc")
 
 if TYPE_CHECKING:
     from ymir_exc.formats import ModelStage
@@ -53,10 +47,39 @@ if TYPE_CHECKING:
 # pydantic schema, which keeps `import ymir_exc.result_writer` fast.
 
 
-class Box(BaseModel):
-    """A box in integer pixels: ``(x, y)`` top-left corner, ``w`` / ``h`` > 0.
+def _to_int(v: Any) -> int:
+    """What pydantic 1's ``int`` field did (upstream's Box): ``int(v)`` for numbers (a float is
+    truncated toward zero: 10.7 -> 10) and numeric strings; NaN, infinity, ``"1.5"`` raise."""
+    if type(v) is int:
+        return v
+    if isinstance(v, (str, bytes)) or isinstance(v, numbers.Number) or hasattr(v, "__int__"):
+        try:
+            return int(v)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    raise ValueError(f"value is not a valid integer: {v!r}")
 
-    Floats are rounded to the nearest integer; NaN / infinity raise.
+
+def _to_float(v: Any) -> float:
+    """What pydantic 1's ``float`` field did: ``float(v)`` (numbers, numeric strings)."""
+    if type(v) is float:
+        return v
+    try:
+        return float(v)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"value is not a valid float: {v!r}") from None
+
+
+class Box(BaseModel):
+    """A box in integer pixels: ``(x, y)`` top-left corner, width ``w``, height ``h``.
+
+    As upstream (pydantic 1): any int is accepted (a zero-width box constructs fine), a float is
+    converted with ``int()`` (truncated toward zero: 10.7 -> 10), a numeric string is parsed.
+    Boxes with ``w`` or ``h`` <= 0 are dropped (and counted in a warning) when the infer result
+    is written.
+
+    Raises:
+        pydantic.ValidationError: a value that ``int()`` cannot convert (NaN, ``"abc"``, ...).
     """
 
     model_config = ConfigDict(defer_build=True)
@@ -68,26 +91,19 @@ class Box(BaseModel):
 
     @field_validator("x", "y", "w", "h", mode="before")
     @classmethod
-    def _round(cls, v: Any) -> Any:
-        if isinstance(v, numbers.Real) and not isinstance(v, (bool, numbers.Integral)):
-            f = float(v)
-            if not math.isfinite(f):
-                raise ValueError(f"box coordinate must be finite, got {v!r}")
-            return int(round(f))
-        if isinstance(v, numbers.Integral) and not isinstance(v, bool):
-            return int(v)
-        return v
-
-    @field_validator("w", "h")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError(f"box width and height must be > 0 pixels, got {v}")
-        return v
+    def _int(cls, v: Any) -> int:
+        return _to_int(v)
 
 
 class Annotation(BaseModel):
-    """One detected object: class name (one of class_names), score in [0, 1], box."""
+    """One detected object: class name (one of class_names), score in [0, 1], box.
+
+    As upstream (pydantic 1): the score is converted with ``float()`` (numbers, numeric
+    strings); a number or bytes given as the class name becomes its string.
+
+    Raises:
+        pydantic.ValidationError: a score that is not a number, or not in [0, 1].
+    """
 
     model_config = ConfigDict(defer_build=True)
 
@@ -95,21 +111,40 @@ class Annotation(BaseModel):
     score: float
     box: Box
 
+    @field_validator("class_name", mode="before")
+    @classmethod
+    def _name(cls, v: Any) -> Any:
+        if type(v) is str:
+            return v
+        if isinstance(v, str):  # a str Enum: its value, as pydantic 1
+            return getattr(v, "value", str(v))
+        if isinstance(v, (bytes, bytearray)):
+            return v.decode()
+        if isinstance(v, (float, int, decimal.Decimal)):
+            return str(v)
+        return v
+
     @field_validator("score", mode="before")
     @classmethod
     def _score(cls, v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            raise ValueError(f"score must be a number, got {v!r}")
-        f = float(v)
+        f = _to_float(v)
         if not math.isfinite(f) or not 0.0 <= f <= 1.0:
             raise ValueError(f"score must be a finite number in [0, 1], got {v!r}")
         return f
 
 
 def multiple_model_stages_supportable(env_config: Optional[env.EnvConfig] = None) -> bool:
-    """True when the protocol (>= 1.0.0) takes ``model_stages``; False for the legacy format."""
-    env_config = env_config or env.get_current_env()
-    return env_config.protocol_tuple >= (1, 0, 0)
+    """True when result.yaml takes ``model_stages``, as upstream decides: env.yaml's
+    ``protocol_version`` >= 1.0.0, else the platform version in ``$YMIR_VERSION`` >= 1.2.0
+    (default ``"1.1.0"``). False means the legacy ``{model, map}`` format."""
+    env_config = env_config or env.current_env()
+    if env_config.protocol_tuple >= (1, 0, 0):
+        return True
+    try:
+        version = tuple(int(p) for p in os.environ.get("YMIR_VERSION", "1.1.0").strip().split("."))
+    except ValueError:
+        return False
+    return version >= (1, 2, 0)
 
 
 # ------------------------------------------------------------------ training
@@ -129,9 +164,7 @@ def _stage_file_name(stage_name: str, f: str, models_dir: str) -> str:
         for base in (stage_dir, models_dir):
             if src.startswith(base + os.sep):
                 return os.path.relpath(src, base).replace(os.sep, "/")
-        os.makedirs(stage_dir, exist_ok=True)
-        dst = os.path.join(stage_dir, os.path.basename(src))
-        shutil.copy2(src, dst)
+        atomic_copy(src, os.path.join(stage_dir, os.path.basename(src)))
         return os.path.basename(src)
     rel = os.path.normpath(f).replace(os.sep, "/")
     if rel.startswith("../") or rel == "..":
@@ -168,10 +201,17 @@ def _load_result_yaml(path: str) -> Dict[str, Any]:
     return data
 
 
+#: longest stage name, in bytes of UTF-8 (stage names become folder names)
+MAX_STAGE_NAME_BYTES = 100
+
+
 def _normalise_stage_name(stage_name: Any) -> str:
     if not isinstance(stage_name, str) or not stage_name:
         raise ResultError(f"stage_name must be a non-empty string, got {stage_name!r}", key="stage_name")
     name = stage_name.replace("-", "_")
+    if len(name.encode("utf-8")) > MAX_STAGE_NAME_BYTES:
+        raise ResultError(f"stage_name is {len(name.encode('utf-8'))} bytes of UTF-8, at most {MAX_STAGE_NAME_BYTES} "
+                          f"(it becomes a folder name in model packages): {stage_name[:40]!r}...", key="stage_name")
     if not name.isidentifier():
         raise ResultError(f"stage_name {stage_name!r} is not an identifier (letters, digits, '_'; '-' becomes '_')",
                           key="stage_name")
@@ -190,10 +230,9 @@ def _attachments(attachments: Optional[Mapping[str, Sequence[str]]], models_dir:
             if os.path.isabs(f):
                 if not os.path.isfile(f):
                     raise ResultError(f"attachment does not exist: {f}", key=f"attachments.{section}")
-                os.makedirs(base, exist_ok=True)
                 dst = os.path.join(base, os.path.basename(f))
                 if os.path.abspath(f) != os.path.abspath(dst):
-                    shutil.copy2(f, dst)
+                    atomic_copy(f, dst)
                 names.append(os.path.basename(f))
             elif os.path.isfile(os.path.join(base, f)) or os.path.isfile(os.path.join(models_dir, f)):
                 names.append(f)
@@ -211,30 +250,33 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
     """Add (or replace) one model stage in ``result.yaml`` and recompute the best stage.
 
     Args:
-        stage_name: identifier; ``-`` becomes ``_`` (e.g. ``epoch_10``).
+        stage_name: identifier; ``-`` becomes ``_`` (e.g. ``epoch_10``); at most 100 bytes of
+            UTF-8.
         files: weight files of this stage: names relative to ``/out/models/<stage>/`` or
             ``/out/models/``, or absolute paths (outside the models dir they are copied into
             ``/out/models/<stage>/``). Every file must exist.
         evaluation_result: metrics, e.g. ``{"mAP": 0.61, "mAR": 0.7, "tp": 60}``; fractions in
             [0, 1], counts tp/fp/fn as ints. Primary metric: maskAP > mIoU > mAP.
-        mAP: shorthand for ``evaluation_result["mAP"]`` (fraction 0-1).
-        timestamp: unix seconds; default now. The best stage is max of (metric, timestamp).
+        mAP: sets ``evaluation_result["mAP"]`` (fraction 0-1; 0 is a metric).
+        timestamp: unix seconds; default now. The best stage is the max of (metric,
+            timestamp); on a full tie the stage later in result.yaml wins, as upstream.
         attachments: ``{section: [files]}`` (e.g. plots), relative to
             ``/out/models/attachments/<section>/`` or absolute.
         evaluate_config: how the metric was computed, e.g. ``{"iou_thr": 0.5, "conf_thr": 0.1}``.
 
     At most 11 stages are kept: the oldest stage that is not the best is evicted (its files stay).
-    Below protocol 1.0.0 the legacy ``{model: [files], map: float}`` is written for the best stage.
+    Below protocol 1.0.0 (see :func:`multiple_model_stages_supportable`) the legacy
+    ``{model: [files], map: float}`` is written for the best stage. The read-modify-write of
+    result.yaml holds an exclusive lock (``.result.yaml.lock``); the file is replaced atomically.
 
     Raises:
-        ResultError: bad stage name, no or missing files, a reserved key in evaluation_result, no
+        ResultError: bad or too long stage name, no or missing files, a reserved key in evaluation_result, no
             primary metric, a metric outside [0, 1], a corrupt existing result.yaml. Nothing is
             written then.
     """
-    from ymir_exc.formats import (MAX_MODEL_STAGES, PRIMARY_METRIC_KEYS, STAGE_RESERVED_KEYS, ModelStage,
-                                  TrainingResult, best_stage, check_evaluation_value, primary_metric_key, to_builtin)
+    from ymir_exc.formats import STAGE_RESERVED_KEYS, check_evaluation_value, primary_metric_key, to_builtin
 
-    env_config = env.get_current_env()
+    env_config = env.current_env()
     out = env_config.output
     name = _normalise_stage_name(stage_name)
     if isinstance(files, (str, os.PathLike)) or not files:
@@ -243,9 +285,7 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
     clash = STAGE_RESERVED_KEYS.intersection(metrics)
     if clash:
         raise ResultError(f"evaluation_result may not set {sorted(clash)}", key="evaluation_result")
-    if mAP is not None:
-        if "mAP" in metrics and float(metrics["mAP"]) != float(mAP):
-            raise ResultError(f"mAP={mAP} disagrees with evaluation_result['mAP']={metrics['mAP']}", key="mAP")
+    if mAP is not None:  # as upstream: mAP= sets evaluation_result["mAP"]
         metrics["mAP"] = to_builtin(mAP)
     for k, v in metrics.items():
         try:
@@ -264,11 +304,23 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
     entry = {"stage_name": name, "files": stored, "timestamp": ts, **metrics}
     path = out.training_result_file
 
-    if env_config.protocol_tuple < (1, 0, 0):
+    if not multiple_model_stages_supportable(env_config):
         # legacy results have no stage folders: name files relative to the models dir
         entry["files"] = [f if os.path.isfile(os.path.join(out.models_dir, f)) else f"{name}/{f}" for f in stored]
-        _write_legacy(path, entry)
+        with locked(path):
+            _write_legacy(path, entry)
         return
+
+    # read-modify-write under a lock: two processes writing stages at once lose none
+    with locked(path):
+        _update_result(path, name, entry, attachments, evaluate_config, out.models_dir)
+
+
+def _update_result(path: str, name: str, entry: Dict[str, Any], attachments: Optional[Dict[str, List[str]]],
+                   evaluate_config: Optional[Dict[str, Any]], models_dir: str) -> None:
+    """Merge one stage into result.yaml (the caller holds the lock)."""
+    from ymir_exc.formats import (MAX_MODEL_STAGES, PRIMARY_METRIC_KEYS, ModelStage, TrainingResult, best_stage,
+                                  primary_metric_key, to_builtin)
 
     cached = _result_cache.get(path)
     stamp = _file_stamp(path) if cached is not None else None
@@ -288,7 +340,8 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
             except ValidationError as e:
                 raise ResultError(f"existing stage is invalid: {e.errors()[0]['msg']}", path=path,
                                   key=f"model_stages.{k}") from None
-    stages.pop(name, None)
+    # a stage written again keeps its place (upstream updates its dict in place): on a tie of
+    # (metric, timestamp) the stage later in result.yaml is the best
     stages[name] = ModelStage.model_validate(entry)
     best = best_stage(stages)
     while len(stages) > MAX_MODEL_STAGES:
@@ -301,7 +354,7 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
     result[key] = stages[best].evaluation_result().get(key, 0.0)
     result["model_stages"] = {k: s.model_dump(exclude_none=True) for k, s in stages.items()}
     if attachments is not None:
-        result["attachments"] = _attachments(attachments, out.models_dir)
+        result["attachments"] = _attachments(attachments, models_dir)
     if evaluate_config is not None:
         result["evaluate_config"] = to_builtin(dict(evaluate_config))
     try:
@@ -470,7 +523,7 @@ def write_mining_result(mining_result: Iterable[Tuple[str, float]]) -> None:
         raise ResultError(f"asset path {dup!r} appears more than once", key="mining_result")
     order = _stable_descending_order(np, scores)
     sorted_scores = scores[order].tolist()
-    path = env.get_current_env().output.mining_result_file
+    path = env.current_env().output.mining_result_file
     if not set(map(type, paths)) <= {str}:
         atomic_write(path, "".join([f"{paths[i]}\t{s!r}\n" for i, s in zip(order.tolist(), sorted_scores)]))
         return
@@ -561,22 +614,38 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def write_infer_result(infer_result: Mapping[str, Sequence[Union[Annotation, Dict[str, Any]]]],
-                       algorithm: str = "detection") -> None:
-    """Write ``infer-result.json``: ``{algorithm: {<basename>: {"boxes": [...]}}}``.
+def write_infer_result(infer_result: Any, algorithm: str = "detection") -> None:
+    """Write ``infer-result.json``.
 
     Args:
-        infer_result: ``{asset_path: [Annotation, ...]}``; an empty list for an image with no
-            detection. Keys are reduced to their basename, as the platform expects.
-        algorithm: top-level key, ``detection`` (default) or another algorithm name.
+        infer_result: for ``detection``, ``{asset_path: [Annotation, ...]}`` (an empty list for
+            an image with no detection; keys are reduced to their basename, as the platform
+            expects). For ``segmentation``, a COCO-style result dict: ``images`` (``id``,
+            ``file_name``), ``annotations`` (``image_id``, ``category_id``, ``segmentation``
+            as RLE ``{"size": [h, w], "counts": ...}`` or polygons ``[[x1, y1, x2, y2, ...]]``,
+            optional ``bbox`` ``[x, y, w, h]`` and ``score`` in [0, 1]) and ``categories``
+            (``id``, ``name``); it is validated (:func:`ymir_exc.formats.check_coco_result`)
+            and written as it is.
+        algorithm: ``detection`` (default), ``segmentation``; ``classification`` is not
+            supported (as upstream).
 
-    Below protocol 1.0.0 each entry's key is ``annotations`` instead of ``boxes``.
+    Detection: ``{"detection": {<basename>: {"boxes": [...]}}}``; below protocol 1.0.0 each
+    entry's key is ``annotations``. Boxes with ``w`` or ``h`` <= 0 are dropped, with a warning
+    on the ``ymir_exc`` logger counting them.
 
     Raises:
+        NotSupportedError: ``algorithm="classification"``.
         ResultError: two paths with the same basename (names both), a class name not in
-            config.yaml's ``class_names`` (when set), a bad score or box. Nothing is written then.
+            config.yaml's ``class_names`` (when set), a bad score or box; for segmentation, a
+            structure that breaks the format (names the key). Nothing is written then.
     """
-    env_config = env.get_current_env()
+    if algorithm == "classification":
+        raise NotSupportedError("write_infer_result(algorithm='classification') is not supported (nor upstream): "
+                                "write detection or segmentation results", key="algorithm")
+    env_config = env.current_env()
+    if algorithm == "segmentation":
+        _write_segmentation(infer_result, env_config)
+        return
     box_key = "boxes" if env_config.protocol_tuple >= (1, 0, 0) else "annotations"
     class_names = _class_names_or_none()
     known = set(class_names) if class_names else None
@@ -585,9 +654,14 @@ def write_infer_result(infer_result: Mapping[str, Sequence[Union[Annotation, Dic
     encode_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
     names_json: Dict[str, str] = {}
 
+    degenerate = [0]
+
     def box_json(a: Annotation) -> str:
         b = a.box
         name, score, x, y, w, h = a.class_name, a.score, b.x, b.y, b.w, b.h
+        if w <= 0 or h <= 0:
+            degenerate[0] += 1
+            return ""
         if type(score) is float and -math.inf < score < math.inf and type(x) is int and type(y) is int \
                 and type(w) is int and type(h) is int and type(name) is str:
             n = names_json.get(name)
@@ -611,7 +685,7 @@ def write_infer_result(infer_result: Mapping[str, Sequence[Union[Annotation, Dic
             anns = given
         else:
             anns = [_validated_annotation(a, f"{key}[{i}]") for i, a in enumerate(given)]
-        boxes = ",".join(map(box_json, anns))
+        boxes = ",".join(filter(None, map(box_json, anns)))
         if known is not None:
             names = list(map(_CLASS_NAME, anns))
             if not known.issuperset(names):
@@ -623,7 +697,29 @@ def write_infer_result(infer_result: Mapping[str, Sequence[Union[Annotation, Dic
         text = "{" + encode_str(algorithm) + ":{" + ",".join(parts) + "}}"
     else:  # json.dumps turns a non-str key into a string its own way
         text = _json({algorithm: {}})[:-3] + "{" + ",".join(parts) + "}}"
+    if degenerate[0]:
+        logger.warning("write_infer_result: dropped %d box(es) with w or h <= 0", degenerate[0])
     atomic_write(env_config.output.infer_result_file, text)
+
+
+def _write_segmentation(infer_result: Any, env_config: env.EnvConfig) -> None:
+    from ymir_exc.formats import check_coco_result
+
+    data = to_builtin_json(infer_result)
+    try:
+        check_coco_result(data, class_names=_class_names_or_none())
+    except ValueError as e:
+        key, _, msg = str(e).partition(": ")
+        raise ResultError(msg or str(e), key=key if msg else "infer_result") from None
+    atomic_write(env_config.output.infer_result_file, _json(data))
+
+
+def to_builtin_json(value: Any) -> Any:
+    """numpy numbers / arrays in a nested result converted to plain Python (JSON-ready)."""
+    from ymir_exc.formats import to_builtin
+
+    return to_builtin(value)
+
 
 
 _CLASS_NAME = attrgetter("class_name")

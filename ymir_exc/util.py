@@ -7,13 +7,14 @@ Upstream-compatible calls::
     cfg.param.class_names, cfg.ymir.input.training_index_file
     weights = get_weight_files(cfg)      # ['/in/models/epoch_10/best.pt'] or []
     write_ymir_training_result(cfg, ["/out/models/best.pt"], id="10", map50=0.6)   # stage_10
+    write_ymir_training_result(cfg, files=[], id="last", map50=0.6)    # every file in /out/models
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import shutil
 from enum import IntEnum
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -21,7 +22,10 @@ from easydict import EasyDict as edict
 
 from ymir_exc import env, monitor
 from ymir_exc import result_writer as rw
+from ymir_exc._io import atomic_copy
 from ymir_exc.errors import ConfigFileError, ResultError
+
+logger = logging.getLogger("ymir_exc")
 
 
 def get_merged_config() -> edict:
@@ -69,64 +73,126 @@ def get_weight_files(cfg: edict, suffix: Union[str, Tuple[str, ...]] = (".pt", "
     return found
 
 
-def get_bool(cfg: edict, key: str, default: bool = True) -> bool:
-    """A boolean hyper-parameter that may be written as ``true`` / ``"True"`` / ``"f"`` / ``1``.
+def get_bool(cfg: edict, key: str, default_value: Any = True, *, default: Any = None) -> bool:
+    """A boolean hyper-parameter of config.yaml, as upstream reads it.
+
+    Args:
+        cfg: the merged config (:func:`get_merged_config`).
+        key: the config.yaml key.
+        default_value: used when the key is absent (upstream's keyword); ``default`` is accepted
+            as an alias.
+
+    Returns:
+        ``True`` for ``True``, ``1`` and the strings ``t`` / ``true`` / ``1`` (any case);
+        ``False`` for ``False``, ``0``, ``f`` / ``false`` / ``0``.
 
     Raises:
-        ConfigFileError: a value that is not a recognisable boolean (names the key).
+        ConfigFileError: any other value (names the key).
     """
-    v = cfg.param.get(key, default)
+    if default is not None:
+        default_value = default
+    v = cfg.param.get(key, default_value)
     if isinstance(v, bool):
         return v
-    if isinstance(v, int):
+    if isinstance(v, int) and v in (0, 1):
         return bool(v)
     if isinstance(v, str):
-        t = v.strip().lower()
-        if t in ("t", "true", "yes", "y", "1", "on"):
+        t = v.lower()
+        if t in ("t", "true", "1"):
             return True
-        if t in ("f", "false", "no", "n", "0", "off"):
+        if t in ("f", "false", "0"):
             return False
-    raise ConfigFileError(f"not a boolean: {v!r}", key=key)
+    raise ConfigFileError(f"not a boolean (true / false / t / f / 1 / 0): {v!r}", key=key)
 
 
-def filter_saved_files(cfg: edict, files: Sequence[str]) -> List[str]:
-    """Keep the files matching any regex in ``ymir_saved_file_patterns`` (comma-separated;
-    ``re.search`` on the path). No patterns keeps every file.
+def find_free_port() -> int:
+    """A TCP port free right now on this host (for a DDP rendezvous): bind to port 0, read the
+    port the kernel chose, close. Another process may take it before it is used."""
+    import socket
 
-    Raises:
-        ConfigFileError: a pattern that is not a valid regex (upstream silently dropped files).
-    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def _saved_file_patterns(cfg: edict) -> List["re.Pattern[str]"]:
     raw = cfg.param.get("ymir_saved_file_patterns") or ""
-    patterns = [p.strip() for p in (raw.split(",") if isinstance(raw, str) else raw) if str(p).strip()]
-    if not patterns:
-        return list(files)
+    parts = raw.split(",") if isinstance(raw, str) else [str(p) for p in raw]
     compiled = []
-    for p in patterns:
+    for p in (p.strip() for p in parts):
+        if not p:
+            continue
         try:
             compiled.append(re.compile(p))
         except re.error as e:
-            raise ConfigFileError(f"invalid regex {p!r}: {e}", key="ymir_saved_file_patterns") from None
-    return [f for f in files if any(c.search(f) for c in compiled)]
+            logger.warning("ymir_saved_file_patterns: dropping invalid regex %r (%s); the other patterns still apply",
+                           p, e)
+    return compiled
+
+
+def filter_saved_files(cfg: edict, files: Sequence[str]) -> List[str]:
+    """The files to save, as upstream chooses them.
+
+    Args:
+        cfg: the merged config.
+        files: paths, absolute or relative to ``output.models_dir``; ``[]`` means every file
+            directly in ``output.models_dir`` (dot files, ``result.yaml`` and the SDK's temp /
+            lock files excluded).
+
+    Returns:
+        the files, absolute ones made relative to ``output.models_dir`` (``../x`` for a file
+        outside it), kept when any comma-separated regex of ``ymir_saved_file_patterns`` matches
+        (``re.search``); every file when no pattern is set. An invalid pattern is dropped with a
+        warning on the ``ymir_exc`` logger.
+    """
+    models_dir = os.path.abspath(cfg.ymir.output.models_dir)
+    if not files:
+        result_file = os.path.abspath(cfg.ymir.output.training_result_file)
+        try:
+            names = sorted(os.listdir(models_dir))
+        except FileNotFoundError:
+            names = []
+        files = [os.path.join(models_dir, n) for n in names
+                 if not n.startswith(".") and os.path.isfile(os.path.join(models_dir, n))
+                 and os.path.join(models_dir, n) != result_file]
+    rel = [os.path.relpath(f, models_dir) if os.path.isabs(os.fspath(f)) else os.fspath(f) for f in files]
+    patterns = _saved_file_patterns(cfg)
+    if not patterns:
+        return rel
+    return [f for f in rel if any(p.search(f) for p in patterns)]
 
 
 def format_saved_files(cfg: edict, files: Sequence[str]) -> List[str]:
-    """Paths relative to ``output.models_dir``; files outside it are copied in first (no shell).
+    """Bring the files to save into ``output.models_dir`` and name them by basename, as upstream.
+
+    A symlink is resolved; a file outside the models dir, or in a sub folder of it, is copied
+    (``shutil``, atomically: a full disk leaves no partial file) to
+    ``output.models_dir/<basename>``.
+
+    Args:
+        files: paths, absolute or relative to ``output.models_dir``.
+
+    Returns:
+        basenames, in the given order.
 
     Raises:
-        ResultError: a file that does not exist.
+        ResultError: a file that does not exist (names it).
+        OSError: the copy failed (names the target).
     """
-    models_dir = os.path.abspath(cfg.ymir.output.models_dir)
+    models_dir = os.path.realpath(cfg.ymir.output.models_dir)
     out = []
     for f in files:
-        path = os.path.abspath(f if os.path.isabs(f) else os.path.join(models_dir, f))
+        f = os.fspath(f)
+        path = f if os.path.isabs(f) else os.path.join(cfg.ymir.output.models_dir, f)
+        if os.path.islink(path):
+            path = os.path.realpath(path)
+        path = os.path.abspath(path)
         if not os.path.isfile(path):
             raise ResultError(f"file to save does not exist: {path}", key="files")
-        if not path.startswith(models_dir + os.sep):
-            dst = os.path.join(models_dir, os.path.basename(path))
-            os.makedirs(models_dir, exist_ok=True)
-            shutil.copy2(path, dst)
-            path = dst
-        out.append(os.path.relpath(path, models_dir).replace(os.sep, "/"))
+        base = os.path.basename(path)
+        if os.path.dirname(os.path.realpath(path)) != models_dir:
+            atomic_copy(path, os.path.join(models_dir, base))
+        out.append(base)
     return out
 
 
@@ -134,21 +200,36 @@ def write_ymir_training_result(cfg: edict, files: Sequence[str], id: Union[str, 
                                evaluation_result: Optional[Dict[str, Any]] = None,
                                evaluate_config: Optional[Dict[str, Any]] = None,
                                attachments: Optional[Dict[str, List[str]]] = None) -> None:
-    """Save one model stage: filter files by ``ymir_saved_file_patterns``, then
-    :func:`ymir_exc.result_writer.write_model_stage`. A numeric ``id`` names the stage
-    ``stage_<id>``; ``map50`` is the stage's mAP (fraction 0-1).
+    """Save one model stage, as upstream: :func:`filter_saved_files`, :func:`format_saved_files`,
+    then :func:`ymir_exc.result_writer.write_model_stage`.
+
+    Args:
+        cfg: the merged config.
+        files: weight files (absolute, or relative to ``output.models_dir``); ``[]`` = every
+            file in the models dir (``files=[]`` at the end of training saves everything).
+        id: stage id; a number (``5`` or ``"5"``) names the stage ``stage_5``, else the id is
+            the stage name (``"last"``, ``"epoch-3"`` -> ``epoch_3``).
+        map50: the stage's mAP (fraction 0-1; 0 is a metric).
+        evaluation_result: other metrics (``{"mIoU": 0.6}``).
+        evaluate_config, attachments: as write_model_stage.
+
+    When ``ymir_saved_file_patterns`` leaves no file, nothing is written and a warning says so
+    (that is how users choose the stages to keep).
 
     Raises:
-        ResultError: see write_model_stage (also when the filter leaves no file).
+        ResultError: see write_model_stage.
     """
     stage_name = f"stage_{id}" if isinstance(id, int) or str(id).isdigit() else str(id)
     kept = filter_saved_files(cfg, files)
     if not kept:
-        raise ResultError(f"no file left after ymir_saved_file_patterns filtered {list(files)}", key="files")
+        logger.warning("stage %s not written: no file left after ymir_saved_file_patterns (%r) filtered %s",
+                       stage_name, cfg.param.get("ymir_saved_file_patterns"), list(files) or "the models dir")
+        return
+    names = format_saved_files(cfg, kept)
     metrics = dict(evaluation_result or {})
-    if map50 is not None and "mAP" not in metrics:
+    if map50 is not None:
         metrics["mAP"] = map50
-    rw.write_model_stage(stage_name=stage_name, files=list(kept), evaluation_result=metrics,
+    rw.write_model_stage(stage_name=stage_name, files=names, evaluation_result=metrics,
                          attachments=attachments, evaluate_config=evaluate_config)
 
 
@@ -160,43 +241,90 @@ class YmirStage(IntEnum):
     POSTPROCESS = 3
 
 
+def _as_stage(stage: Union[YmirStage, str, int]) -> YmirStage:
+    if isinstance(stage, str):
+        try:
+            return YmirStage[stage.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown stage {stage!r}: preprocess, task or postprocess") from None
+    return YmirStage(int(stage))
+
+
 class YmirStageWeight:
-    """Share of each phase in a task's progress (fractions summing to 1; default 0.1/0.8/0.1)."""
+    """Share of each phase in a task's progress.
 
-    def __init__(self, weights: Sequence[float] = (0.1, 0.8, 0.1)) -> None:
-        if len(weights) != 3 or abs(sum(weights) - 1.0) > 1e-6 or min(weights) < 0:
-            raise ValueError(f"stage weights must be 3 non-negative fractions summing to 1, got {list(weights)}")
-        self.PREPROCESS, self.TASK, self.POSTPROCESS = (float(w) for w in weights)
+    Args:
+        weights: ``[preprocess, task, postprocess]``, non-negative, summing to 1. Default: the
+            environment variables ``PREPROCESS_WEIGHT``, ``TASK_WEIGHT``, ``POSTPROCESS_WEIGHT``,
+            else ``[0.00001, 0.99998, 0.00001]`` (upstream's).
 
-
-def get_ymir_process(stage: YmirStage, p: float, task_idx: int = 0, task_num: int = 1,
-                     stage_weights: Optional[YmirStageWeight] = None) -> float:
-    """Map a phase's own progress ``p`` (0-1) to the task's progress (0-1).
-
-    With ``task_num`` tasks in one run, task ``task_idx`` owns ``[idx/num, (idx+1)/num]``.
+    Attributes:
+        weights: the three floats; also ``PREPROCESS``, ``TASK``, ``POSTPROCESS``.
 
     Raises:
-        ValueError: p outside [0, 1].
+        ValueError: not three non-negative numbers summing to 1 (within 1e-6).
+    """
+
+    def __init__(self, weights: Optional[Sequence[float]] = None) -> None:
+        if not weights:
+            weights = [float(os.environ.get("PREPROCESS_WEIGHT", 0.00001)),
+                       float(os.environ.get("TASK_WEIGHT", 0.99998)),
+                       float(os.environ.get("POSTPROCESS_WEIGHT", 0.00001))]
+        weights = [float(w) for w in weights]
+        if len(weights) != 3 or abs(sum(weights) - 1.0) > 1e-6 or min(weights) < 0:
+            raise ValueError(f"stage weights must be 3 non-negative fractions summing to 1, got {weights}")
+        self.weights: List[float] = weights
+
+    @property
+    def PREPROCESS(self) -> float:  # noqa: N802 - earlier attribute names of this SDK
+        return self.weights[0]
+
+    @property
+    def TASK(self) -> float:  # noqa: N802
+        return self.weights[1]
+
+    @property
+    def POSTPROCESS(self) -> float:  # noqa: N802
+        return self.weights[2]
+
+    def get_stage_process(self, stage: Union[YmirStage, str, int], p: float) -> float:
+        """Progress of the whole task when phase ``stage`` is at ``p`` (0-1):
+        ``w0 * p``, ``w0 + w1 * p`` or ``w0 + w1 + w2 * p``."""
+        w0, w1, w2 = self.weights
+        st = _as_stage(stage)
+        if st == YmirStage.PREPROCESS:
+            return w0 * p
+        if st == YmirStage.TASK:
+            return w0 + w1 * p
+        return w0 + w1 + w2 * p
+
+
+def get_ymir_process(stage: Union[YmirStage, str, int], p: float, task_idx: int = 0, task_num: int = 1,
+                     weights: Optional[YmirStageWeight] = None, *,
+                     stage_weights: Optional[YmirStageWeight] = None) -> float:
+    """Map a phase's own progress ``p`` (0-1) to the task's progress (0-1), as upstream:
+    ``task_idx / task_num + (1 / task_num) * weights.get_stage_process(stage, p)``.
+
+    ``stage_weights`` is accepted as an alias of ``weights``.
+
+    Raises:
+        ValueError: p outside [0, 1], or an unknown stage.
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p must be in [0, 1], got {p}")
-    w = stage_weights or YmirStageWeight()
-    ratio = 1.0 / task_num
-    init = task_idx / task_num
-    before = {YmirStage.PREPROCESS: 0.0, YmirStage.TASK: w.PREPROCESS,
-              YmirStage.POSTPROCESS: w.PREPROCESS + w.TASK}[YmirStage(stage)]
-    share = {YmirStage.PREPROCESS: w.PREPROCESS, YmirStage.TASK: w.TASK,
-             YmirStage.POSTPROCESS: w.POSTPROCESS}[YmirStage(stage)]
-    return init + (before + p * share) * ratio
+    w = weights or stage_weights or YmirStageWeight()
+    return task_idx / task_num + (1.0 / task_num) * w.get_stage_process(stage, p)
 
 
 def write_ymir_monitor_process(cfg: edict, task: Union[str, monitor.YmirTask], naive_stage_percent: float,
-                               stage: YmirStage, stage_weights: Optional[YmirStageWeight] = None,
+                               stage: Union[YmirStage, str], stage_weights: Optional[YmirStageWeight] = None,
                                task_order: str = "tmi") -> None:
-    """Report progress ``naive_stage_percent`` (0-1) of phase ``stage`` of ``task``.
+    """Report progress ``naive_stage_percent`` (0-1) of phase ``stage`` of ``task``: the phase
+    mapping of :func:`get_ymir_process`, then
+    :func:`ymir_exc.monitor.write_monitor_logger_for_multiple_tasks`.
 
     Raises:
-        MonitorError / ValueError: a percent outside [0, 1] or a task env.yaml does not enable.
+        ValueError / MonitorError: a percent outside [0, 1], an unknown stage or task name.
     """
-    percent = get_ymir_process(stage, naive_stage_percent, stage_weights=stage_weights)
-    monitor.write_monitor_logger_for_multiple_tasks(cfg, task, percent, order=task_order)
+    percent = get_ymir_process(stage, naive_stage_percent, weights=stage_weights)
+    monitor.write_monitor_logger_for_multiple_tasks(cfg, task, min(max(percent, 0.0), 1.0), order=task_order)

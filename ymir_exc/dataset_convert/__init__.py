@@ -52,7 +52,7 @@ from ymir_exc.env import DatasetType
 from ymir_exc.errors import ConfigFileError, ImageError, IndexFileError
 
 __all__ = ["convert_ymir_to_yolov5", "convert_ymir_to_yolo", "convert_ymir_to_coco", "ymir_to_coco_dict",
-           "yolo_label_lines", "image_size", "ConvertStats"]
+           "yolo_label_lines", "image_size", "ConvertStats", "find_blank_area_in_dataset", "coco_union_mask"]
 
 #: folder under ``output.root_dir`` used when no ``out_dir`` is given
 DEFAULT_YOLO_DIR = "yolo_dataset"
@@ -335,3 +335,104 @@ def convert_ymir_to_coco(cat_id_from_zero: bool = False, cfg: Any = None,
         result[split] = {"img_prefix": _ymir(cfg).input.assets_dir, "ann_file": path}
     stats.report("coco")
     return result
+
+
+# ------------------------------------------------------------------ semantic segmentation
+
+def coco_union_mask(annotations: Sequence[Dict[str, Any]], width: int, height: int) -> Any:
+    """The union of COCO segmentations (RLE or polygons) as a ``(height, width)`` numpy bool
+    array (True = labeled). Polygons are filled with Pillow; RLEs decoded with
+    :func:`ymir_exc.formats.decode_rle` (an RLE of another size is an error).
+
+    Raises:
+        ValueError: a malformed segmentation, or an RLE whose size is not ``[height, width]``.
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from ymir_exc.formats import decode_rle
+
+    mask = np.zeros((height, width), dtype=bool)
+    canvas = None
+    for ann in annotations:
+        seg = ann.get("segmentation")
+        if isinstance(seg, dict):
+            if list(seg.get("size", [])) != [height, width]:
+                raise ValueError(f"RLE size {seg.get('size')} is not the image's [height, width] [{height}, {width}]")
+            mask |= decode_rle(seg).astype(bool)
+        elif isinstance(seg, list):
+            if canvas is None:
+                canvas = Image.new("1", (width, height), 0)
+            draw = ImageDraw.Draw(canvas)
+            for poly in seg:
+                if not isinstance(poly, list) or len(poly) < 6:
+                    raise ValueError("a polygon needs at least 3 (x, y) pairs")
+                draw.polygon([(float(poly[i]), float(poly[i + 1])) for i in range(0, len(poly) - 1, 2)], fill=1)
+        else:
+            raise ValueError("segmentation must be an RLE object or a list of polygons")
+    if canvas is not None:
+        mask |= np.asarray(canvas, dtype=bool)
+    return mask
+
+
+def find_blank_area_in_dataset(ymir_cfg: Any = None, max_sample_num: int = 100) -> bool:
+    """Semantic segmentation: whether any sampled training image has unlabeled pixels (pixels
+    that no annotation covers: the "background" a model must then learn as a class).
+
+    Reads the training split's ``seg-coco:raw`` annotations (one COCO json shared by the index
+    lines); samples at most ``max_sample_num`` images, evenly spaced over the index (the same
+    ones on every call); an image without annotations is all blank. Uses numpy and Pillow only.
+
+    Args:
+        ymir_cfg: the merged config (``util.get_merged_config()``), or None for the current one.
+        max_sample_num: most images to look at (>= 1).
+
+    Returns:
+        True when a sampled image has a blank pixel; False when every sampled image is fully
+        labeled (or the split is empty).
+
+    Raises:
+        AnnotationError: the COCO json is missing, not JSON, or has a malformed segmentation.
+        ImageError: an image without width / height in the json cannot be read.
+    """
+    from ymir_exc.errors import AnnotationError
+
+    cfg = _cfg_or_current(ymir_cfg)
+    ymir = _ymir(cfg) if not hasattr(cfg, "input") else cfg
+    items = list(dr.item_paths(DatasetType.TRAINING, ymir))
+    if not items or max_sample_num < 1:
+        return False
+    step = max(1, len(items) // max_sample_num)
+    sample = items[::step][:max_sample_num]
+    loaded: Dict[str, Tuple[Dict[str, Dict[str, Any]], Dict[Any, List[Dict[str, Any]]]]] = {}
+    for asset, ann_path in sample:
+        if ann_path not in loaded:
+            try:
+                with open(ann_path, "r", encoding="utf-8") as f:
+                    data = json.load(f)
+                images = {os.path.basename(im["file_name"]): im for im in data.get("images", [])}
+                by_image: Dict[Any, List[Dict[str, Any]]] = {}
+                for a in data.get("annotations", []):
+                    by_image.setdefault(a["image_id"], []).append(a)
+            except FileNotFoundError:
+                raise AnnotationError("COCO annotation file not found", path=ann_path) from None
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise AnnotationError(f"not a valid COCO json: {e!r}", path=ann_path) from None
+            loaded[ann_path] = (images, by_image)
+        images, by_image = loaded[ann_path]
+        im = images.get(os.path.basename(asset))
+        if im is None:
+            return True  # an image the json does not list has no label at all
+        w, h = im.get("width"), im.get("height")
+        if not w or not h:
+            w, h = image_size(asset)
+        anns = by_image.get(im.get("id"), [])
+        if not anns:
+            return True
+        try:
+            mask = coco_union_mask(anns, int(w), int(h))
+        except ValueError as e:
+            raise AnnotationError(f"image {im.get('file_name')!r}: {e}", path=ann_path) from None
+        if not mask.all():
+            return True
+    return False

@@ -3,7 +3,8 @@
 - training: result.yaml validated, every stage file found, then a model package is stored;
 - mining: result.tsv parsed line by line (unknown, duplicate, blank lines, unsorted scores
   reported), top-k by score (stable);
-- inference: every box validated (integer pixels, class in class_names, score in [0, 1],
+- inference (segmentation): the COCO-style result validated, one image per candidate;
+- inference (detection): every box validated (integer pixels, class in class_names, score in [0, 1],
   w and h > 0); bad boxes are dropped and counted by reason instead of failing the task (the
   platform fails the whole task on one bad box).
 
@@ -24,6 +25,7 @@ bounded by about 200 MB plus 40 bytes per line or image whatever the files hold.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import stat
@@ -40,7 +42,8 @@ from pydantic import ValidationError
 
 from ymir_exc import __version__
 from ymir_exc.env import EnvConfig, parse_env_file
-from ymir_exc.formats import (LegacyTrainingResult, ModelStage, TrainingResult, primary_metric_key)
+from ymir_exc.formats import (LegacyTrainingResult, ModelStage, TrainingResult, check_coco_result,
+                              primary_metric_key)
 from ymir_exc.code import ExecutorState
 from ymir_exc.harness.models import LEGACY_STAGE_NAME, MAX_STAGE_NAME_BYTES, ModelStore, build_info, stage_entries
 from ymir_exc.harness.runtime import parse_monitor, read_text_nofollow
@@ -104,7 +107,10 @@ class TrainingReport:
     problems: List[str] = field(default_factory=list)
     stages: Dict[str, ModelStage] = field(default_factory=dict)
     best_stage_name: str = ""
+    #: the best stage's primary metric (maskAP > mIoU > mAP), under the name ``mAP`` for the
+    #: platform's messages; its key is ``metric_key``
     mAP: float = 0.0
+    metric_key: str = "mAP"
     members: List[Tuple[str, str]] = field(default_factory=list)
     attachments: Dict[str, List[str]] = field(default_factory=dict)
     evaluate_config: Optional[Dict[str, Any]] = None
@@ -170,7 +176,8 @@ def check_training(env: EnvConfig) -> TrainingReport:
     if rep.problems:
         return rep
     best = rep.stages[rep.best_stage_name].evaluation_result()
-    rep.mAP = float(best.get(primary_metric_key(best) or "mAP", 0.0))
+    rep.metric_key = primary_metric_key(best) or "mAP"
+    rep.mAP = float(best.get(rep.metric_key, 0.0))
     legacy_layout = env.protocol_tuple < (1, 0, 0)
     for name, st in rep.stages.items():
         for f in st.files:
@@ -202,6 +209,9 @@ def collect_training(env: EnvConfig, executor_config: Dict[str, Any], executor: 
         return rep
     ctx = {"executor": executor, "producer": f"ymir-exc {__version__}", "mAP": rep.mAP,
            "task_id": env.task_id, "protocol_version": env.protocol_version}
+    if rep.metric_key != "mAP":  # a segmentation model: its own metric too (mIoU / maskAP)
+        ctx[rep.metric_key] = rep.mAP
+        ctx["primary_metric"] = rep.metric_key
     if rep.evaluate_config:
         ctx["evaluate_config"] = rep.evaluate_config
     info = build_info(executor_config, ctx, stage_entries(rep.stages), rep.best_stage_name)
@@ -576,6 +586,17 @@ def _json_layout_problem(f: Any, section: str) -> Optional[str]:
     return None
 
 
+def _json_has_top_key(f: Any, key: str) -> bool:
+    """Whether the JSON object in ``f`` (already checked to be valid) has ``key`` at the top level."""
+    import ijson
+
+    f.seek(0)
+    for prefix, event, value in ijson.parse(f):
+        if prefix == "" and event == "map_key" and value == key:
+            return True
+    return False
+
+
 def _check_detection_entry(rep: InferReport, key: str, entry: Any, box_key: str, class_names: List[str],
                            path: str, bad_entries: _Messages) -> None:
     """One image of ``detection``: its boxes validated, counted; bad boxes dropped by reason."""
@@ -622,6 +643,10 @@ def check_infer(env: EnvConfig, class_names: List[str], candidates: Optional[Lis
     bad_entries = _Messages()
     with f:
         why = _json_layout_problem(f, "detection")
+        if why == "no 'detection' object at the top level" and _json_has_top_key(f, "annotations"):
+            f.seek(0)
+            return _check_segmentation(rep, f, path, class_names,
+                                       _Candidates(candidates, env.input.candidate_index_file))
         if why:
             rep.problems.append(f"{path}: {why}")
             return rep
@@ -710,6 +735,45 @@ def task_env(env: Dict[str, Any], work_dir: Path) -> EnvConfig:
         EnvFileError: (from validation) never for content the harness produced.
     """
     return host_env(EnvConfig.model_validate(env), Path(work_dir))
+
+
+def _check_segmentation(rep: InferReport, f: Any, path: str, class_names: List[str],
+                        candidates: "_Candidates") -> InferReport:
+    """A segmentation infer result (COCO style, see :func:`ymir_exc.formats.check_coco_result`):
+    valid structure, one image per candidate basename. With ``rep.results`` kept, it maps
+    basenames to ``{"class_name", "score", "segmentation"[, "bbox"]}`` annotations.
+
+    The file is read whole (a COCO-style result has no per-image key to stream by)."""
+    try:
+        data = json.load(f)
+        counts = check_coco_result(data, class_names=class_names or None)
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+        rep.problems.append(f"{path}: {e}")
+        return rep
+    names = {os.path.basename(c) for c in candidates._iter()}
+    by_id = {im["id"]: os.path.basename(im["file_name"]) for im in data["images"]}
+    cat_names = {c["id"]: c["name"] for c in data["categories"]}
+    results: Dict[str, List[Dict[str, Any]]] = {n: [] for n in by_id.values()}
+    for a in data["annotations"]:
+        kept = {"class_name": cat_names[a["category_id"]], "score": float(a.get("score", 1.0)),
+                "segmentation": a["segmentation"]}
+        if "bbox" in a:
+            kept["bbox"] = a["bbox"]
+        results[by_id[a["image_id"]]].append(kept)
+        rep.per_class[kept["class_name"]] += 1
+    if rep.results is not None:
+        rep.results = results
+    rep.images = counts["images"]
+    rep.with_boxes = sum(1 for v in results.values() if v)
+    rep.boxes = counts["annotations"]
+    unknown = [n for n in results if n not in names]
+    missing = [n for n in names if n not in results]
+    rep.unknown, rep.missing = len(unknown), len(missing)
+    if missing:
+        rep.problems.append(f"{path}: {len(missing)} candidate(s) without an image entry, e.g. {missing[0]}")
+    if unknown:
+        rep.problems.append(f"{path}: {len(unknown)} image(s) not among the candidates, e.g. {unknown[0]}")
+    return rep
 
 
 def load_env(in_dir: Path) -> EnvConfig:

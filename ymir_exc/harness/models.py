@@ -348,6 +348,11 @@ class StoredModel:
         best = self.info.stages[self.info.best_stage_name].evaluation_result()
         return float(best.get(self.metric_name(), 0.0))
 
+    def primary_metric(self) -> Tuple[str, float]:
+        """``(key, value)`` of the best stage's primary metric, e.g. ``("mIoU", 0.71)`` (see
+        :meth:`metric_name`)."""
+        return self.metric_name(), self.mAP()
+
 
 class ModelStore:
     """Packages stored as ``<location>/<sha1>``."""

@@ -51,7 +51,8 @@ def build_predictions(results: Mapping[str, List[Dict[str, Any]]], sources: Mapp
 
     Args:
         results: ``InferReport.results``: asset file name -> valid boxes
-            (``{"class_name", "score", "box": {"x", "y", "w", "h"}}``).
+            (``{"class_name", "score", "box": {"x", "y", "w", "h"}}``), or for a segmentation
+            executor ``{"class_name", "score", "segmentation"[, "bbox"]}``.
         sources: from :func:`asset_sources`; every user path gets an image entry, with or
             without boxes.
         class_names: the model's classes; category ids are 1-based positions in it.
@@ -66,9 +67,16 @@ def build_predictions(results: Mapping[str, List[Dict[str, Any]]], sources: Mapp
             image_id = len(images) + 1
             images.append({"id": image_id, "file_name": path, "width": w, "height": h})
             for b in results.get(asset, []):
-                box = b["box"]
-                annotations.append({"image_id": image_id, "category_id": cat[b["class_name"]],
-                                    "bbox": [box["x"], box["y"], box["w"], box["h"]], "score": float(b["score"])})
+                ann: Dict[str, Any] = {"image_id": image_id, "category_id": cat[b["class_name"]]}
+                if "box" in b:  # detection
+                    box = b["box"]
+                    ann["bbox"] = [box["x"], box["y"], box["w"], box["h"]]
+                else:  # segmentation: the executor's COCO mask (RLE or polygons) and its bbox, if any
+                    ann["segmentation"] = b["segmentation"]
+                    if b.get("bbox") is not None:
+                        ann["bbox"] = list(b["bbox"])
+                ann["score"] = float(b["score"])
+                annotations.append(ann)
     return {"images": images, "categories": [{"id": i, "name": n} for n, i in cat.items()],
             "annotations": annotations}
 
@@ -124,6 +132,8 @@ def save_vis(out_dir: Path, doc: Dict[str, Any]) -> List[Path]:
         draw = ImageDraw.Draw(pic)
         width = max(1, round(max(pic.size) / 300))
         for a in sorted(by_image.get(im["id"], []), key=lambda a: a["score"]):
+            if "bbox" not in a:  # a segmentation mask without a box: nothing to draw here
+                continue
             x, y, w, h = a["bbox"]
             color = palette[(a["category_id"] - 1) % len(palette)]
             draw.rectangle([x, y, x + w - 1, y + h - 1], outline=color, width=width)

@@ -84,8 +84,11 @@ def check_run(scenario: str, outcome: TaskOutcome, expect_success: bool = True) 
     out.append(Check(scenario, "monitor.txt format", mon is not None and not r.monitor_errors,
                      "; ".join(r.monitor_errors[:2]) or ("ok" if mon else "missing or unparsable")))
     if mon is not None:
-        out.append(Check(scenario, "monitor.txt final state done at 1.00",
-                         mon.state == ExecutorState.ES_DONE and mon.percent == 1.0,
+        # upstream executors end with percent 1.0 in the running state; the platform marks a
+        # task that then exits 0 as done
+        out.append(Check(scenario, "monitor.txt ends at 1.00 (done, or running and exit 0)",
+                         mon.percent == 1.0 and (mon.state == ExecutorState.ES_DONE or (
+                             mon.state == ExecutorState.ES_RUNNING and r.exit_code == 0)),
                          f"state {mon.state}, percent {mon.percent:.2f}, return code {mon.return_code}"))
         out.append(Check(scenario, "monitor.txt task_id", mon.task_id == outcome.prepared.task_id,
                          f"{mon.task_id!r} vs {outcome.prepared.task_id!r}"))
@@ -102,7 +105,7 @@ def check_outputs(scenario: str, outcome: TaskOutcome) -> List[Check]:
         rep = outcome.training
         out.append(Check(scenario, "result.yaml follows the contract", not rep.problems,
                          "; ".join(rep.problems[:3]) or f"{len(rep.stages)} stage(s), best {rep.best_stage_name} "
-                                                         f"mAP {rep.mAP:.4f}"))
+                                                         f"{rep.metric_key} {rep.mAP:.4f}"))
         tb = outcome.prepared.out_dir / "tensorboard"
         files = [p for p in tb.rglob("*") if p.is_file()] if tb.is_dir() else []
         out.append(Check(scenario, "tensorboard logs present", bool(files), f"{len(files)} file(s) in {tb}"))
