@@ -49,7 +49,7 @@ IMG_SIZE = 320
 TRAIN_BATCH = 16
 PREDICT_BATCH = 32
 #: the distributions the venv must have after the install (checked by import)
-NEEDED_IMPORTS = ("torch", "torchvision", "ultralytics", "ymir_exc", "pydantic", "easydict", "tensorboardX", "ijson")
+NEEDED_IMPORTS = ("torch", "torchvision", "ultralytics", "ymir_exc.cli", "pydantic", "easydict", "tensorboardX")
 
 
 class CheckError(RuntimeError):
@@ -77,6 +77,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--venv", default=os.path.join(tempfile.gettempdir(), "ymir-gpu-check-venv"),
                     help="the venv (made with --system-site-packages; reused when present)")
     ap.add_argument("--work", default=None, help="work folder (default: a new temp folder)")
+    ap.add_argument("--no-install", action="store_true",
+                    help="no venv, no install: use --python as it is (it must import everything already)")
+    ap.add_argument("--cpu", action="store_true",
+                    help="rehearse every step on the CPU (no GPU figures): to try the script on a machine "
+                         "without a GPU")
     args = ap.parse_args(argv)
     if not re.fullmatch(r"\d+", args.gpu_id):
         ap.error(f"--gpu-id: one GPU index, e.g. 0; got {args.gpu_id!r}")
@@ -99,6 +104,11 @@ def dist_name(wheel: str) -> str:
     return re.sub(r"[-_.]+", "-", os.path.basename(wheel).split("-", 1)[0]).lower()
 
 
+def device(args: argparse.Namespace) -> str:
+    """Ultralytics' device string: the GPU index, or ``cpu`` for --cpu."""
+    return "cpu" if args.cpu else args.gpu_id
+
+
 def venv_python(venv: str) -> str:
     return os.path.join(venv, "bin", "python")
 
@@ -106,17 +116,19 @@ def venv_python(venv: str) -> str:
 def plan(args: argparse.Namespace) -> List[str]:
     """The steps, as printed by --dry-run and before a real run."""
     wheels = [os.path.basename(w) for w in wheel_files(args.wheels)]
-    py = venv_python(args.venv)
+    py = args.python if args.no_install else venv_python(args.venv)
     cfg = f"epochs={args.epochs} img_size={IMG_SIZE} batch_size={TRAIN_BATCH} patience=0"
-    return [
+    gpu = "(CPU rehearsal)" if args.cpu else f"--gpu-id {args.gpu_id}"
+    install = ([f"no venv, no install (--no-install): {py} as it is"] if args.no_install else [
         f"venv {args.venv} on {args.python} with --system-site-packages (kept if present)",
         f"install from {args.wheels}, --no-index --no-deps, the wheels whose distribution the venv lacks: "
-        + ", ".join(wheels),
-        f"check: {py} imports {', '.join(NEEDED_IMPORTS)}; torch sees GPU {args.gpu_id}",
-        f"ours: {py} -m ymir_exc.cli run {TEMPLATE} --gpu-id {args.gpu_id} --task training ({cfg}, trees sample)",
+        + ", ".join(wheels)])
+    return install + [
+        f"check: {py} imports {', '.join(NEEDED_IMPORTS)}; " + ("CPU" if args.cpu else f"torch sees GPU {args.gpu_id}"),
+        f"ours: {py} -m ymir_exc.cli run {TEMPLATE} {gpu} --task training ({cfg}, trees sample)",
         f"ours: ... --task mining (entropy) and --task infer, {args.candidates} candidates, "
         f"batch {PREDICT_BATCH}, {IMG_SIZE} px",
-        f"plain: {py} {YOLO_PLAIN} (bench's yolo group): YOLO('yolov8n.yaml').train(device={args.gpu_id!r}, same "
+        f"plain: {py} {YOLO_PLAIN} (bench's yolo group): YOLO('yolov8n.yaml').train(device={device(args)!r}, same "
         f"data and arguments), YOLO(best.pt).predict on the same candidates",
         "GPU memory: nvidia-smi --query-gpu=memory.used every 0.2 s during each run",
         "print one table: s/epoch, mining images/s, inference images/s, GPU memory peak, mAP50",
@@ -139,13 +151,15 @@ class GpuMemory:
     """Peak GPU memory in use (MiB) while the ``with`` block runs, above the level before it,
     from ``nvidia-smi`` every 0.2 s; ``peak`` is None when nvidia-smi is not there."""
 
-    def __init__(self, gpu: str):
+    def __init__(self, gpu: Optional[str]):
         self.gpu = gpu
         self.peak: Optional[int] = None
         self._stop = threading.Event()
         self._base = None
 
     def _read(self) -> Optional[int]:
+        if self.gpu is None:
+            return None
         try:
             out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits",
                                   "-i", self.gpu], capture_output=True, text=True, timeout=5)
@@ -171,6 +185,12 @@ class GpuMemory:
 
 
 # ------------------------------------------------------------------ figures from the outputs
+
+def peak(*values: Optional[float]) -> Optional[float]:
+    """The largest of the values that are not None; None when none is there."""
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
 
 def epoch_seconds(results_csv: Path) -> Optional[float]:
     """Median seconds per epoch from Ultralytics' results.csv (its ``time`` column is cumulative
@@ -226,10 +246,28 @@ def table(rows: Dict[str, Dict[str, Optional[float]]]) -> str:
 # ------------------------------------------------------------------ steps
 
 def make_venv(args: argparse.Namespace, log_dir: Path) -> str:
-    """The venv with the missing wheels installed; its python."""
-    py = venv_python(args.venv)
-    if not os.path.exists(py):
+    """The venv with the missing wheels installed (``--python`` itself with --no-install); its python."""
+    py = args.python if args.no_install else venv_python(args.venv)
+    if args.no_install:
+        pass
+    elif not os.path.exists(py):
         run([args.python, "-m", "venv", "--system-site-packages", args.venv], log_dir / "venv.log", what="venv")
+    if not args.no_install:
+        install_missing(args, py, log_dir)
+    gpu_test = ("n = torch.cuda.device_count(); assert torch.cuda.is_available() and n > %s, "
+                "f'torch {torch.__version__} sees {n} GPU(s)'; " % args.gpu_id) if not args.cpu else ""
+    name = "'CPU'" if args.cpu else f"torch.cuda.get_device_name({args.gpu_id})"
+    check = ("import importlib, torch; [importlib.import_module(m) for m in %r]; %s"
+             "print('torch', torch.__version__, 'cuda', torch.version.cuda, %s)" % (list(NEEDED_IMPORTS), gpu_test, name))
+    env = dict(os.environ, YOLO_OFFLINE="1", YOLO_CONFIG_DIR=str(log_dir / "config"))
+    print(run([py, "-c", check], log_dir / "imports.log", env=env, what="import check").strip().splitlines()[-1],
+          flush=True)
+    return py
+
+
+def install_missing(args: argparse.Namespace, py: str, log_dir: Path) -> None:
+    """pip install, from --wheels only and without dependencies, the wheels whose distribution the
+    venv does not have (ymir-exc always: it is this checkout's)."""
     have = run([py, "-c", "import importlib.metadata as m, re, json; print(json.dumps(sorted("
                 "re.sub(r'[-_.]+', '-', d.metadata['Name']).lower() for d in m.distributions() if d.metadata['Name'])))"],
                log_dir / "dists.log", what="listing installed distributions")
@@ -241,13 +279,6 @@ def make_venv(args: argparse.Namespace, log_dir: Path) -> str:
         env["PIP_CONFIG_FILE"] = os.devnull
         run([py, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--force-reinstall", *missing],
             log_dir / "pip.log", env=env, what="pip install of the wheels")
-    check = ("import importlib, torch; [importlib.import_module(m) for m in %r]; "
-             "n = torch.cuda.device_count(); assert torch.cuda.is_available() and n > %s, "
-             "f'torch {torch.__version__} sees {n} GPU(s)'; "
-             "print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(%s))"
-             % (list(NEEDED_IMPORTS), args.gpu_id, args.gpu_id))
-    print(run([py, "-c", check], log_dir / "imports.log", what="import check").strip().splitlines()[-1], flush=True)
-    return py
 
 
 def candidates(py: str, work: Path, n: int) -> Dict[str, str]:
@@ -263,14 +294,14 @@ def candidates(py: str, work: Path, n: int) -> Dict[str, str]:
 def ours(py: str, args: argparse.Namespace, work: Path, cand: Dict[str, str]) -> Dict[str, Optional[float]]:
     env = dict(os.environ, YOLO_OFFLINE="1")
     store = work / "models"
-    base = [py, "-m", "ymir_exc.cli", "run", str(TEMPLATE), "--runtime", "local", "--gpu-id", args.gpu_id,
-            "--model-location", str(store), "--quiet"]
+    base = [py, "-m", "ymir_exc.cli", "run", str(TEMPLATE), "--runtime", "local",
+            *([] if args.cpu else ["--gpu-id", args.gpu_id]), "--model-location", str(store), "--quiet"]
     cfg = work / "ours-train.yaml"
     cfg.write_text(json.dumps({"epochs": args.epochs, "img_size": IMG_SIZE, "batch_size": TRAIN_BATCH,
                                "patience": 0, "save_period": 0, "workers": 4}), encoding="utf-8")
     w = work / "ours-train"
     print(f"ours: training, {args.epochs} epochs ...", flush=True)
-    with GpuMemory(args.gpu_id) as mem:
+    with GpuMemory(None if args.cpu else args.gpu_id) as mem:
         text = run(base + ["--task", "training", "--config", str(cfg), "--work-dir", str(w)],
                    work / "ours-train.log", env=env, what="ymir-exc run --task training")
     res: Dict[str, Optional[float]] = {"mem_mib": mem.peak}
@@ -285,14 +316,14 @@ def ours(py: str, args: argparse.Namespace, work: Path, cand: Dict[str, str]) ->
                                    {"img_size": IMG_SIZE, "batch_size": PREDICT_BATCH, "workers": 4}), encoding="utf-8")
         tw = work / f"ours-{task}"
         print(f"ours: {task}, {args.candidates} candidates ...", flush=True)
-        with GpuMemory(args.gpu_id) as mem:
+        with GpuMemory(None if args.cpu else args.gpu_id) as mem:
             text = run(base + ["--task", task, "--config", str(tcfg), "--work-dir", str(tw), "--model", model,
                                "--dataset", cand["data"]], work / f"ours-{task}.log", env=env,
                        what=f"ymir-exc run --task {task}")
         log_file = tw / "out" / "ymir-executor-out.log"
         full = text + (log_file.read_text(encoding="utf-8", errors="replace") if log_file.exists() else "")
         res[key] = executor_rate(full, "mining" if task == "mining" else "inference")
-        res["mem_mib"] = max(v for v in (res["mem_mib"], mem.peak, -1) if v is not None)
+        res["mem_mib"] = peak(res["mem_mib"], mem.peak)
     res["weights"] = str(w / "out" / "models" / "best.pt")  # type: ignore[assignment]
     res["dataset"] = str(w / "out" / "yolo_dataset")  # type: ignore[assignment]
     return res
@@ -310,13 +341,13 @@ def plain(py: str, args: argparse.Namespace, work: Path, cand: Dict[str, str],
             p.write_text(p.read_text(encoding="utf-8").replace(dataset, str(data)), encoding="utf-8")
     train_args = {"data": str(data / "data.yaml"), "epochs": args.epochs, "batch": TRAIN_BATCH, "imgsz": IMG_SIZE,
                   "lr0": 0.002, "optimizer": "AdamW", "patience": 0, "workers": 4, "close_mosaic": 10,
-                  "device": args.gpu_id, "cache": False, "plots": False, "seed": 0, "exist_ok": True,
+                  "device": device(args), "cache": False, "plots": False, "seed": 0, "exist_ok": True,
                   "project": str(d / "runs"), "name": "train"}
     spec = d / "train.json"
     spec.write_text(json.dumps({"mode": "train", "model": "yolov8n.yaml", "args": train_args,
                                 "config_dir": str(d / "config")}), encoding="utf-8")
     print(f"plain: YOLO().train, {args.epochs} epochs ...", flush=True)
-    with GpuMemory(args.gpu_id) as mem:
+    with GpuMemory(None if args.cpu else args.gpu_id) as mem:
         out = run([py, str(YOLO_PLAIN), str(spec)], d / "train.log", what="plain Ultralytics training")
     res: Dict[str, Optional[float]] = {"mem_mib": mem.peak}
     csv_path = d / "runs" / "train" / "results.csv"
@@ -327,14 +358,14 @@ def plain(py: str, args: argparse.Namespace, work: Path, cand: Dict[str, str],
         spec = d / f"{task}.json"
         spec.write_text(json.dumps({"mode": "predict", "model": weights, "source": cand["list"],
                                     "args": {"conf": conf, "iou": iou, "max_det": 300, "imgsz": IMG_SIZE,
-                                             "batch": PREDICT_BATCH, "device": args.gpu_id},
+                                             "batch": PREDICT_BATCH, "device": device(args)},
                                     "config_dir": str(d / "config")}), encoding="utf-8")
         print(f"plain: predict ({task} thresholds), {args.candidates} candidates ...", flush=True)
-        with GpuMemory(args.gpu_id) as mem:
+        with GpuMemory(None if args.cpu else args.gpu_id) as mem:
             out = run([py, str(YOLO_PLAIN), str(spec)], d / f"{task}.log", what=f"plain Ultralytics predict ({task})")
         r = json.loads(out.strip().splitlines()[-1])
         res[key] = r["images"] / r["loop_seconds"] if r.get("loop_seconds") else None
-        res["mem_mib"] = max(v for v in (res["mem_mib"], mem.peak, -1) if v is not None)
+        res["mem_mib"] = peak(res["mem_mib"], mem.peak)
     return res
 
 
@@ -357,9 +388,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CheckError as e:
         print(f"gpu-check: {e}", file=sys.stderr)
         return 1
-    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", args.gpu_id],
-                         capture_output=True, text=True).stdout.strip() or "?"
-    print(f"\ndet-yolo-tmi on GPU {args.gpu_id} ({gpu}), {time.strftime('%Y-%m-%d')}: yolov8n from scratch on the "
+    if args.cpu:
+        where = "CPU (rehearsal)"
+    else:
+        try:
+            name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", args.gpu_id],
+                                  capture_output=True, text=True, timeout=10).stdout.strip() or "?"
+        except (OSError, subprocess.SubprocessError):
+            name = "?"
+        where = f"GPU {args.gpu_id} ({name})"
+    print(f"\ndet-yolo-tmi on {where}, {time.strftime('%Y-%m-%d')}: yolov8n from scratch on the "
           f"trees sample, {args.epochs} epochs at {IMG_SIZE} px, batch {TRAIN_BATCH}; mining (entropy) and "
           f"inference over {args.candidates} candidates, batch {PREDICT_BATCH}")
     print(table({"ymir-exc run (det-yolo-tmi)": r_ours, "plain Ultralytics (bench/yolo_plain.py)": r_plain}))
