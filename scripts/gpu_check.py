@@ -15,8 +15,9 @@ on one GPU (``--gpu-id``, default 0):
 and prints one table: seconds per epoch (median, first epoch left out), images/s of mining and
 of inference (the forward passes: the executor's own figure; for plain ``predict``, its loop),
 the GPU memory peak (``nvidia-smi`` sampled every 0.2 s, minus the memory in use before the
-run) and the best validation mAP50. ``--quick``: fewer epochs and candidates (under 2 minutes
-on a recent GPU; the full run under 5).
+run) and the best validation mAP50. ``--quick``: fewer epochs and candidates (sized for under 2
+minutes on a recent GPU, the full run for under 5; not yet measured on one). ``--cpu`` rehearses
+every step on the CPU, ``--no-install`` uses ``--python`` as it is (no venv).
 
 Exit status: 0 done, 2 bad arguments or a missing wheels folder, 1 a step failed.
 """
