@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI container stage (issue 5): lint the Dockerfiles, build the ymir-exc base image and the
+# CI container stage: lint the Dockerfiles, build the ymir-exc base image and the
 # det-demo-tmi image with podman, and run them the way the platform does, through both of the
 # harness's container runtimes:
 #   1. hadolint Dockerfile.base det-demo-tmi/Dockerfile and any other tracked Dockerfile (any
