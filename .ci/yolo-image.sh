@@ -62,7 +62,11 @@ if [ -n "$old" ] && [ "$old" != "$(podman image inspect --format '{{.Id}}' "$YOL
     podman rmi "$old" >/dev/null 2>&1 || true   # the image this build replaced, if unused
 fi
 grep -E '^(torch |ymir_exc |fonts:)' "$log" | sed 's/^/  /' || true
-echo "built $YOLO_IMAGE in $secs s, $(size_mb "$YOLO_IMAGE")"
+# what pip downloaded ("Downloading NAME (12.3 MB)" lines; apt's "Fetched N MB" apart)
+downloads=$(grep -oE 'Downloading [^ ]+ \([0-9.]+ [kMG]B\)' "$log" | tr -d '()' | awk '
+    { v = $3; if ($4 == "kB") v /= 1000; if ($4 == "GB") v *= 1000; s += v; n++ }
+    END { printf "pip downloaded %.0f MB in %d files", s, n }')
+echo "built $YOLO_IMAGE in $secs s, $(size_mb "$YOLO_IMAGE"); $downloads; apt: $(grep -oE 'Fetched [0-9.]+ [kMG]B' "$log" | tr '\n' ' ')"
 timing "build $YOLO_IMAGE" "$secs s, $(size_mb "$YOLO_IMAGE")"
 
 # ---------------------------------------------------------------- 3. img-man, no banner

@@ -111,6 +111,7 @@ def device(args: argparse.Namespace) -> str:
 
 
 def venv_python(venv: str) -> str:
+    """The python of the venv folder ``venv``."""
     return os.path.join(venv, "bin", "python")
 
 
@@ -249,11 +250,9 @@ def table(rows: Dict[str, Dict[str, Optional[float]]]) -> str:
 def make_venv(args: argparse.Namespace, log_dir: Path) -> str:
     """The venv with the missing wheels installed (``--python`` itself with --no-install); its python."""
     py = args.python if args.no_install else venv_python(args.venv)
-    if args.no_install:
-        pass
-    elif not os.path.exists(py):
-        run([args.python, "-m", "venv", "--system-site-packages", args.venv], log_dir / "venv.log", what="venv")
     if not args.no_install:
+        if not os.path.exists(py):
+            run([args.python, "-m", "venv", "--system-site-packages", args.venv], log_dir / "venv.log", what="venv")
         install_missing(args, py, log_dir)
     gpu_test = ("n = torch.cuda.device_count(); assert torch.cuda.is_available() and n > %s, "
                 "f'torch {torch.__version__} sees {n} GPU(s)'; " % args.gpu_id) if not args.cpu else ""
