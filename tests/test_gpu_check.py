@@ -130,3 +130,20 @@ def test_bench_device_option_is_checked():
     p = subprocess.run([sys.executable, str(REPO / "bench" / "bench.py"), "--device", "cuda:0", "--only", "yolo"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "--device" in p.stderr
+
+
+def test_bench_yolo_rows_pass_the_device_to_ymir_exc_run_as_gpu_id(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import bench as bench_module
+
+        def argv(device: str):
+            ctx = bench_module.Context(smoke=True, repeat=1, sizes={}, cache=tmp_path, tmp_root=str(tmp_path),
+                                       ours_python="python", upstream_python=None, upstream_note="", device=device)
+            return bench_module._ours_argv(ctx, str(tmp_path), ["training"], {"epochs": 1}, str(tmp_path / "m"), [])
+
+        gpu = argv("0")
+        assert gpu[gpu.index("--gpu-id") + 1] == "0"
+        assert "--gpu-id" not in argv("cpu")
+    finally:
+        sys.path.remove(str(REPO / "bench"))
