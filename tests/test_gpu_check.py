@@ -133,9 +133,13 @@ def test_bench_device_option_is_checked():
 
 
 def test_bench_yolo_rows_pass_the_device_to_ymir_exc_run_as_gpu_id(tmp_path):
-    sys.path.insert(0, str(REPO / "bench"))
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bench_under_test", REPO / "bench" / "bench.py")
+    bench_module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench_module  # dataclasses look their module up
     try:
-        import bench as bench_module
+        spec.loader.exec_module(bench_module)
 
         def argv(device: str):
             ctx = bench_module.Context(smoke=True, repeat=1, sizes={}, cache=tmp_path, tmp_root=str(tmp_path),
@@ -146,4 +150,4 @@ def test_bench_yolo_rows_pass_the_device_to_ymir_exc_run_as_gpu_id(tmp_path):
         assert gpu[gpu.index("--gpu-id") + 1] == "0"
         assert "--gpu-id" not in argv("cpu")
     finally:
-        sys.path.remove(str(REPO / "bench"))
+        sys.modules.pop(spec.name, None)
