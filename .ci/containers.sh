@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI container stage (issue 5): lint the Dockerfiles, build the ymir-exc base image and the
+# CI container stage: lint the Dockerfiles, build the ymir-exc base image and the
 # det-demo-tmi image with podman, and run them the way the platform does, through both of the
 # harness's container runtimes:
 #   1. hadolint Dockerfile.base det-demo-tmi/Dockerfile and any other tracked Dockerfile (any
@@ -22,7 +22,6 @@ cd "$(dirname "$0")/.."
 T_START=$(date +%s.%N)
 STATE=${YMIR_EXC_CI_STATE:-/var/tmp/ymir-exc-ci}
 PYTHON=${PYTHON:-python3}
-DEBIAN_IMAGE=localhost/debian:bookworm
 BASE_IMAGE=localhost/ymir/ymir-exc-base:latest
 DEMO_IMAGE=localhost/ymir/det-demo-tmi:latest
 SLOW_IMAGE=localhost/ymir/ymir-exc-test-slow:latest
@@ -32,9 +31,8 @@ SOCK=$STATE/podman.sock
 SERVICE_PID=
 TIMINGS=()
 
-say() { printf '== %s\n' "$*"; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+# shellcheck source=.ci/podman-env.sh
+. .ci/podman-env.sh
 timing() { TIMINGS+=("$(printf '%-50s %s' "$1" "$2")"); }
 ymir_exc() { "$PYTHON" -m ymir_exc.cli "$@"; }
 
@@ -71,13 +69,7 @@ echo "hadolint: ${DOCKERFILES[*]}: clean"
 
 # ---------------------------------------------------------------- 2. tools, config, Debian base
 t=$(now)
-missing=()
-for tool in podman runc debootstrap; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
-if [ ${#missing[@]} -gt 0 ]; then
-    say "apt-get install podman runc debootstrap (missing: ${missing[*]})"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null
-fi
+podman_tools
 DOCKER=$(command -v docker || true)
 if [ -z "$DOCKER" ]; then
     # Debian ships no CLI-only package: take the client binary out of docker.io, start no daemon.
@@ -93,40 +85,14 @@ timing "tools (apt)" "$(since "$t") s"
 podman --version
 "$DOCKER" --version
 
-export CONTAINERS_CONF=$STATE/containers.conf
-cat > "$CONTAINERS_CONF" <<'EOF'
-# ymir-exc CI: crun fails on these machines (ulimits, hybrid cgroups): runc, lower ulimits
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=1000:1000"]
-[engine]
-runtime = "runc"
-EOF
+podman_conf
 
 t=$(now)
-if podman image exists "$DEBIAN_IMAGE"; then
-    say "$DEBIAN_IMAGE: present, kept"
-else
-    say "$DEBIAN_IMAGE: debootstrap --variant=minbase bookworm, podman import"
-    rootfs=$STATE/rootfs
-    rm -rf "$rootfs"
-    debootstrap --variant=minbase bookworm "$rootfs" > "$STATE/debootstrap.log" 2>&1 \
-        || { tail -20 "$STATE/debootstrap.log"; exit 1; }
-    # as Debian's own images: no package cache, no package lists (Dockerfiles run apt-get update)
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -c . | podman import \
-        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'CMD ["bash"]' --quiet - "$DEBIAN_IMAGE" >/dev/null
-    rm -rf "$rootfs"
-fi
+debian_base
 timing "local Debian base ($DEBIAN_IMAGE)" "$(since "$t") s"
 
 # ---------------------------------------------------------------- 3. builds
-CA_ARGS=()
-for ca in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt; do
-    if [ -f "$ca" ]; then CA_ARGS=(-v "$ca:/host-ca.crt:ro" --build-arg PIP_CERT=/host-ca.crt); break; fi
-done
-
-size_mb() { podman image inspect --format '{{.Size}}' "$1" | awk '{ printf "%.0f MB", $1 / 1e6 }'; }
+ca_args
 
 build() {  # build TAG DOCKERFILE BASE [extra podman build args...]
     local tag=$1 file=$2 base=$3 old t log

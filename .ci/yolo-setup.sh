@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the YOLO template's runtime (torch CPU, Ultralytics, tensorboard) into the ACTIVE venv,
+# Install the YOLO template's runtime (torch CPU, Ultralytics, tensorboard, cloudpickle for DDP) into the ACTIVE venv,
 # reproducibly and from nothing, then check it works offline and print the versions.
 #
 #   . .venv/bin/activate && bash .ci/yolo-setup.sh
@@ -28,7 +28,7 @@ echo "torch==${TORCH_VERSION}" > "$constraints"
 
 echo "== yolo-setup: torch ${TORCH_VERSION}, ultralytics ${ULTRALYTICS_VERSION} into ${VIRTUAL_ENV}"
 python -m pip install --quiet "torch==${TORCH_VERSION}"
-python -m pip install --quiet -c "$constraints" "ultralytics==${ULTRALYTICS_VERSION}" tensorboard
+python -m pip install --quiet -c "$constraints" "ultralytics==${ULTRALYTICS_VERSION}" tensorboard cloudpickle
 
 echo "== yolo-setup: offline check (train-free: build a model, run NMS through torchvision)"
 YOLO_OFFLINE=1 YOLO_AUTOINSTALL=false YOLO_CONFIG_DIR="$config_dir" \

@@ -107,6 +107,8 @@ class Context:
     upstream_note: str
     only: Optional[List[str]] = None
     verbose: bool = False
+    #: the YOLO rows' device: "cpu" or a GPU index ("0"); ours gets it as ``ymir-exc run --gpu-id``
+    device: str = "cpu"
     cleanup: List[str] = field(default_factory=list)
 
     def side_python(self, side: str) -> str:
@@ -560,7 +562,7 @@ def yolo_group(ctx: Context) -> List[Row]:
     train_args = {"epochs": train_cfg["epochs"], "batch": train_cfg["batch_size"], "imgsz": img,
                   "lr0": train_cfg["learning_rate"], "optimizer": train_cfg["optimizer"],
                   "patience": train_cfg["patience"], "workers": train_cfg["workers"],
-                  "close_mosaic": train_cfg["close_mosaic"], "device": "cpu", "cache": False, "plots": False,
+                  "close_mosaic": train_cfg["close_mosaic"], "device": ctx.device, "cache": False, "plots": False,
                   "seed": train_cfg["seed"], "verbose": True, "exist_ok": True, "val": True, "name": "train"}
 
     def train_once(side: str) -> dict:
@@ -591,7 +593,7 @@ def yolo_group(ctx: Context) -> List[Row]:
         if task == "mining":
             cfg["mining_algorithm"] = "entropy"
         pargs = dict(zip(("conf", "iou", "max_det"), (cfg[k] for k in keys)),
-                     imgsz=img, batch=common["batch_size"], device="cpu")
+                     imgsz=img, batch=common["batch_size"], device=ctx.device)
 
         def once(side: str, task=task, cfg=cfg, pargs=pargs) -> dict:
             if side == "ours":
@@ -645,7 +647,8 @@ def _ours_argv(ctx: Context, d: str, tasks: List[str], config: Dict[str, Any], m
     Path(cfg).write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
     return [ctx.ours_python, "-m", "ymir_exc.cli", "run", str(YOLO_TEMPLATE), "--runtime", "local",
             *[a for t in tasks for a in ("--task", t)], "--config", cfg, "--work-dir", os.path.join(d, "w"),
-            "--model-location", models, "--quiet", *extra]
+            "--model-location", models, "--quiet", *extra,
+            *(["--gpu-id", ctx.device] if ctx.device != "cpu" else [])]
 
 
 def _copy_yolo_dataset(src: str, dst: str) -> str:
@@ -766,7 +769,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown (for the README)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON to this file")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every run")
+    ap.add_argument("--device", default="cpu",
+                    help="YOLO rows: cpu (default) or one GPU index, e.g. 0 (ours: ymir-exc run --gpu-id 0)")
     args = ap.parse_args(argv)
+    if args.device != "cpu" and not args.device.isdigit():
+        ap.error(f"--device: cpu or one GPU index (0, 1, ...), got {args.device!r}")
 
     repeat = args.repeat or (1 if args.smoke else 5)
     if not args.smoke and repeat < 5:
@@ -787,6 +794,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ctx = Context(smoke=args.smoke, repeat=repeat, sizes=dict(SMOKE_SIZES if args.smoke else FULL_SIZES),
                   cache=cache, tmp_root=tmp_root, ours_python=sys.executable,
                   upstream_python=up_python, upstream_note=up_note, only=args.only, verbose=args.verbose,
+                  device=args.device,
                   cleanup=[tmp_root])
     try:
         return _run(ctx, args, up_note, repeat, t0)

@@ -375,3 +375,90 @@ def test_unreadable_image_is_an_error_or_ranked_last_by_policy(app, trained, tmp
     assert res.bad_images == [str(bad)] and res.scores[str(bad)] == -1.0 and res.boxes[str(bad)] == []
     assert all(res.scores[p] >= 0 for p in good) and set(res.boxes) == set(paths)
     assert seen == sorted(seen) and seen[-1] == 1.0
+
+
+# ------------------------------------------------------------------ several GPUs: Ultralytics' DDP
+
+def test_several_gpus_become_ultralytics_ddp_device_from_the_platform_s_renumbered_ids(capsys):
+    """``--gpu-id 2,3`` on the host: the harness hands the executor gpu_id '0,1' (the container or
+    CUDA_VISIBLE_DEVICES sees only those GPUs, renumbered), and the template passes Ultralytics
+    device='0,1', which makes it train with DDP on two processes; inference uses the first."""
+    assert main(["run", str(YOLO), "--gpu-id", "2,3", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    gpu_id = re.search(r"^gpu_id: *'?([^'\n]*)'?$", out, re.M)
+    assert gpu_id and gpu_id.group(1) == "0,1", out
+    assert re.search(r"^gpu_count: 2$", out, re.M), out
+    sys.path.insert(0, str(YOLO / "app"))
+    try:
+        from ymir_yolo.params import PredictParams, TrainParams
+
+        args = TrainParams.from_config(dict(_img_man("training-template.yaml"), gpu_id=gpu_id.group(1))).ultralytics_train_args()
+        assert args["device"] == "0,1" and len(args["device"].split(",")) == 2  # Ultralytics' world size
+        assert args["batch"] == _img_man("training-template.yaml")["batch_size"]  # the total, split by Ultralytics
+        assert TrainParams.from_config({"gpu_id": " 0, 1 ,2"}).device == "0,1,2"
+        assert PredictParams.from_config({"gpu_id": "0,1"}).device == "0"
+        from ymir_exc.errors import ConfigFileError
+
+        with pytest.raises(ConfigFileError, match="gpu_id"):
+            TrainParams.from_config({"gpu_id": "cuda:0"})
+    finally:
+        sys.path.remove(str(YOLO / "app"))
+
+
+def test_ddp_callbacks_survive_cloudpickle_and_the_parent_reads_back_rank_0_s_stages(app, tmp_path):
+    """Ultralytics pickles the trainer's callbacks with cloudpickle into its DDP workers; the
+    parent's reporter then learns the stages rank 0 wrote from result.yaml."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    from types import SimpleNamespace
+
+    from ymir_yolo.params import TrainParams
+    from ymir_yolo.train import TrainingReporter
+
+    models = tmp_path / "models"
+    models.mkdir()
+    out = SimpleNamespace(models_dir=str(models), training_result_file=str(models / "result.yaml"),
+                          tensorboard_dir=str(tmp_path / "tb"))
+    parent = TrainingReporter(SimpleNamespace(ymir=SimpleNamespace(output=out)), TrainParams.from_config({"gpu_id": "0,1"}))
+    callbacks = cloudpickle.loads(cloudpickle.dumps({k: [v] for k, v in parent.callbacks().items()}))
+    child = callbacks["on_fit_epoch_end"][0].__self__
+    assert child is not parent and child.result_file == parent.result_file
+    (models / "result.yaml").write_text(yaml.safe_dump({
+        "best_stage_name": "best",
+        "model_stages": {"epoch_2": {"stage_name": "epoch_2", "files": ["epoch_2.pt"], "timestamp": 10, "mAP": 0.25,
+                                     "mAP50_95": 0.1},
+                         "best": {"stage_name": "best", "files": ["best.pt"], "timestamp": 11, "mAP": 0.3}}}))
+    assert parent.stages == {}
+    parent.load_written_stages()
+    assert parent.stages["best"] == {"files": [str(models / "best.pt")], "metrics": {"mAP": 0.3}, "timestamp": 11}
+    assert parent.stages["epoch_2"]["metrics"] == {"mAP": 0.25, "mAP50_95": 0.1}
+
+
+def test_a_read_only_config_dir_prepared_at_build_time_seeds_the_writable_one(tmp_path, monkeypatch):
+    """The image's YOLO_CONFIG_DIR (settings + fonts made at build time) is read-only for the
+    platform's --user: the executor copies it into a fresh folder it can write."""
+    import tempfile
+
+    sys.path.insert(0, str(YOLO / "app"))
+    try:
+        from ymir_yolo import offline
+
+        image_dir = tmp_path / "opt-config"
+        (image_dir / "Ultralytics").mkdir(parents=True)
+        (image_dir / "Ultralytics" / "settings.json").write_text('{"sync": false}')
+        (image_dir / "Ultralytics" / "Arial.ttf").write_bytes(b"font")
+        for p in (image_dir / "Ultralytics" / "settings.json", image_dir / "Ultralytics" / "Arial.ttf"):
+            p.chmod(0o444)
+        for k in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR", "YOLO_OFFLINE", "YOLO_AUTOINSTALL"):
+            monkeypatch.delenv(k, raising=False)
+        monkeypatch.setenv("YOLO_CONFIG_DIR", str(image_dir))
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        real = offline._writable_dir
+        monkeypatch.setattr(offline, "_writable_dir", lambda p: False if p == str(image_dir) else real(p))
+        ultra = Path(offline.prepare_environment())
+        assert os.environ["YOLO_CONFIG_DIR"] != str(image_dir) and ultra.parent == Path(os.environ["YOLO_CONFIG_DIR"])
+        assert (ultra / "settings.json").read_text() == '{"sync": false}'
+        assert (ultra / "Arial.ttf").read_bytes() == b"font"  # the image's font, not replaced
+        assert os.stat(ultra / "settings.json").st_mode & 0o200  # Ultralytics may rewrite it
+        assert os.environ["YOLO_OFFLINE"] == "1"
+    finally:
+        sys.path.remove(str(YOLO / "app"))

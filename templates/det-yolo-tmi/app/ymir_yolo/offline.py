@@ -14,7 +14,9 @@ replaced when the given folder is not writable):
 - ``YOLO_OFFLINE=1``: Ultralytics skips its online checks (hub, GitHub releases, fonts).
 - ``YOLO_AUTOINSTALL=false``: Ultralytics never runs ``pip install`` at run time.
 - ``YOLO_CONFIG_DIR``: a writable folder for ``settings.json`` (a fresh temp dir by default: the
-  image's HOME may not be writable under ``docker run --user``).
+  image's HOME may not be writable under ``docker run --user``). When the given folder is not
+  writable, its ``Ultralytics/`` contents (the settings and fonts the image prepared at build
+  time) are copied into the fresh one.
 - ``MPLCONFIGDIR``: matplotlib's cache, inside the same folder.
 - a TrueType font at ``$YOLO_CONFIG_DIR/Ultralytics/Arial.ttf`` and ``Arial.Unicode.ttf``
   (plots ask for them and would download them otherwise): DejaVuSans from matplotlib (an
@@ -58,10 +60,20 @@ def prepare_environment(config_dir: Optional[str] = None) -> str:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     base = config_dir or os.environ.get("YOLO_CONFIG_DIR")
+    seed = None
     if not base or not _writable_dir(base):
+        # e.g. the image's /opt/ultralytics-config, prepared at build time, read-only for the
+        # platform's --user: its settings and fonts seed the fresh folder
+        seed = os.path.join(base, "Ultralytics") if base else None
         base = tempfile.mkdtemp(prefix="ymir-yolo-config-")
     os.environ["YOLO_CONFIG_DIR"] = base
     ultra_dir = os.path.join(base, "Ultralytics")
+    if seed is not None and os.path.isdir(seed):
+        shutil.copytree(seed, ultra_dir, dirs_exist_ok=True)
+        for root, dirs, files in os.walk(ultra_dir):  # copies keep the read-only modes
+            for name in dirs + files:
+                path = os.path.join(root, name)
+                os.chmod(path, os.stat(path).st_mode | 0o600 | (0o100 if name in dirs else 0))
     os.makedirs(ultra_dir, exist_ok=True)
     mpl = os.path.join(base, "matplotlib")
     os.makedirs(mpl, exist_ok=True)

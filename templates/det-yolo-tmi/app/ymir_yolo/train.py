@@ -140,6 +140,23 @@ class TrainingReporter:
         self.stages[name] = {"files": list(files), "metrics": dict(metrics), "timestamp": timestamp}
         self._drop_evicted()
 
+    def load_written_stages(self) -> None:
+        """Read back the stages result.yaml lists into ``stages`` (files as paths under models_dir,
+        the metrics, the timestamp). With several GPUs Ultralytics trains in DDP child processes
+        and the callbacks run in rank 0's copy of this object: the parent learns the stages here."""
+        try:
+            with open(self.result_file, "r", encoding="utf-8") as f:
+                result = yaml.safe_load(f) or {}
+        except OSError:
+            return
+        for name, st in (result.get("model_stages") or {}).items():
+            if not isinstance(st, dict):
+                continue
+            metrics = {k: float(v) for k, v in st.items() if k not in ("stage_name", "files", "timestamp")
+                       and isinstance(v, (int, float))}
+            self.stages[name] = {"files": [os.path.join(self.models_dir, f) for f in st.get("files") or []],
+                                 "metrics": metrics, "timestamp": int(st.get("timestamp") or 0)}
+
     def _drop_evicted(self) -> None:
         """Delete the folders of stages the SDK evicted from result.yaml (at most 11 are kept)."""
         try:
@@ -353,6 +370,8 @@ def training(cfg: Any) -> None:
     args.update(data=data_yaml, project=os.path.join(out.root_dir, "ultralytics"), name="train")
     log(f"training {source} on {params.device}: " + ", ".join(f"{k}={v}" for k, v in args.items()))
     model.train(**args)
+    if "," in params.device:  # DDP: rank 0 wrote the stages in a child process
+        reporter.load_written_stages()
     if not reporter.stages:
         raise ModelError("training ended without writing a model stage")
 
