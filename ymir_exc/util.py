@@ -211,7 +211,8 @@ def write_ymir_training_result(cfg: edict, files: Sequence[str], id: Union[str, 
             the stage name (``"last"``, ``"epoch-3"`` -> ``epoch_3``).
         map50: the stage's mAP (fraction 0-1; 0 is a metric).
         evaluation_result: other metrics (``{"mIoU": 0.6}``).
-        evaluate_config, attachments: as write_model_stage.
+        evaluate_config: as write_model_stage.
+        attachments: as write_model_stage.
 
     When ``ymir_saved_file_patterns`` leaves no file, nothing is written and a warning says so
     (that is how users choose the stages to keep).
