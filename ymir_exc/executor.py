@@ -1,22 +1,40 @@
 """Run an executor's tasks from env.yaml, turning any failure into state 4 and an exit code.
 
-Our typed entry for new images::
+Our typed entry for new images, with one function per task::
 
-    from ymir_exc.executor import Executor
+    from ymir_exc import Executor, Task
 
-    def train(cfg): ...                       # cfg = util.get_merged_config()
-    def mine(cfg): ...
-    def infer(cfg): ...
+    def train(task: Task) -> None: ...        # task.items("train"), task.save_stage(...)
+    def mine(task: Task) -> None: ...         # task.save_mining({path: score})
+    def infer(task: Task) -> None: ...        # task.save_infer({path: [Detection, ...]})
 
     if __name__ == "__main__":
         Executor(training=train, mining=mine, infer=infer).main()   # exits 0 or 1
 
+or with a class whose ``setup(task)`` loads the model once, so that mining and inference in one
+run (the platform's "add prediction") share it::
+
+    class Detector:
+        def setup(self, task: Task) -> None:
+            self.model = load(task.weights()[0])
+        def mine(self, task: Task) -> None: ...
+        def infer(self, task: Task) -> None: ...
+
+    Executor(Detector).main()
+
+Each task function (or method) gets a :class:`~ymir_exc.task.Task` whose ``progress`` reports
+that task's share of the run. Compatibility: a function whose first parameter is named ``cfg``
+(``def train(cfg)``, ``lambda cfg: ...``) gets the upstream merged config instead (an EasyDict,
+``cfg.param`` = config.yaml, ``cfg.ymir`` = env.yaml), as in earlier versions; a function
+without parameters gets nothing.
+
 It dispatches on ``run_training`` / ``run_mining`` / ``run_infer`` (mining then infer when both
-are set, as the platform's "add prediction" does), and on failure writes monitor.txt with state 4,
-the return code of the error and its message and traceback, prints the traceback to stderr and
-exits 1. Return codes: ``ymir_exc.errors`` classes carry their own; out of memory -> 300103; other
-CUDA errors -> 300101; an image that cannot be opened -> 300003; a NaN loss -> 300201; anything
-else -> 160004. An error code the task already wrote to monitor.txt (state 4) is kept.
+are set), and on failure writes monitor.txt with state 4, the return code of the error and its
+message and traceback, prints the traceback to stderr and exits 1. Return codes
+(`docs/contract.md#return-codes`): ``ymir_exc.errors`` classes carry their own; out of
+memory -> 300103; other CUDA errors -> 300101; an image that cannot be opened -> 300003; a NaN
+loss -> 300201; anything else -> 160004. An error code the task already wrote to monitor.txt
+(state 4) is kept.
 
 The upstream entry, for images whose tasks are separate scripts::
 
@@ -29,16 +47,25 @@ debugging that way). One class serves both entries.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import subprocess
 import sys
 import traceback
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from ymir_exc import monitor
 from ymir_exc.code import ExecutorReturnCode as RC
 from ymir_exc.code import ExecutorState
 
-TaskFn = Callable[[Any], None]
+if TYPE_CHECKING:
+    from ymir_exc.task import Task
+
+#: a task function: ``fn(task)``, ``fn(cfg)`` (upstream merged config) or ``fn()``
+TaskFn = Callable[..., None]
+
+#: the method names a task class may define, per task (``Executor(MyClass)``)
+TASK_METHODS: Dict[str, str] = {"training": "train", "mining": "mine", "infer": "infer"}
 
 
 def return_code_for(exc: BaseException) -> int:
@@ -69,23 +96,62 @@ DEFAULT_APPS: Dict[str, str] = {"training": "python3 ymir/ymir_training.py",
 
 
 class Executor:
-    """Dispatches the tasks env.yaml enables to the functions (or commands) given.
+    """Dispatches the tasks env.yaml enables to the functions, methods or commands given.
 
     Args:
-        training: function run for training, taking the merged config (EasyDict); a task
-            enabled in env.yaml without a function is a config error (300001).
+        training: function run for training (see the module docstring for what it gets); a
+            task enabled in env.yaml without a function is a config error (300001). Also
+            accepted here: a class (instantiated without arguments) or an object with
+            ``train`` / ``mine`` / ``infer`` methods and an optional ``setup(task)``, or
+            upstream's apps mapping.
         mining: the same, for mining.
         infer: the same, for inference.
         apps: upstream's form, ``{"training" | "mining" | "infer": shell command}`` (defaults
             :data:`DEFAULT_APPS`); also accepted as the first positional argument. Used by
             :meth:`start`.
+
+    Raises:
+        TypeError: a class given together with task functions, or an object with none of the
+            ``train`` / ``mine`` / ``infer`` methods.
+
+    Example:
+        Functions::
+
+            def train(task):
+                task.save_stage("last", ["model.json"], mAP=0.5)
+
+            Executor(training=train).main()
+
+        A class whose model is loaded once for mining and inference::
+
+            class Detector:
+                def setup(self, task):                 # once, before the first task
+                    self.model = json.loads(Path(task.weights(".json")[0]).read_text())
+                def mine(self, task):
+                    task.save_mining({i.image_path: 0.5 for i in task.items("candidate")})
+                def infer(self, task):
+                    task.save_infer({i.image_path: [] for i in task.items("candidate")})
+
+            Executor(Detector).main()
     """
 
-    def __init__(self, training: Union[TaskFn, Mapping[str, str], None] = None, mining: Optional[TaskFn] = None,
-                 infer: Optional[TaskFn] = None, apps: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(self, training: Any = None,
+                 mining: Optional[TaskFn] = None, infer: Optional[TaskFn] = None,
+                 apps: Optional[Mapping[str, str]] = None) -> None:
+        self.handler: Optional[object] = None
         if isinstance(training, Mapping):  # Executor({"training": "..."}), upstream's positional apps
             apps, training = training, None
-        self.training, self.mining, self.infer = training, mining, infer
+        elif training is not None and _is_task_class(training):
+            if mining is not None or infer is not None:
+                raise TypeError("Executor(cls): give either a class with train / mine / infer methods or "
+                                "task functions, not both")
+            self.handler = training() if isinstance(training, type) else training
+            methods = [getattr(self.handler, m, None) for m in TASK_METHODS.values()]
+            training, mining, infer = (m if callable(m) else None for m in methods)
+            if training is None and mining is None and infer is None:
+                raise TypeError(f"{type(self.handler).__name__} has none of the methods train, mine, infer")
+        self.training: Optional[TaskFn] = training
+        self.mining, self.infer = mining, infer
         self.apps: Dict[str, str] = dict(DEFAULT_APPS)
         self.apps.update(apps or {})
 
@@ -124,18 +190,25 @@ class Executor:
             from ymir_exc.util import get_merged_config
 
             cfg = get_merged_config()
-            todo = [(flag, fn, name) for flag, fn, name in (
-                (cfg.ymir.run_training, self.training, "training"),
-                (cfg.ymir.run_mining, self.mining, "mining"),
-                (cfg.ymir.run_infer, self.infer, "infer")) if flag]
+            todo: List[Tuple[str, TaskFn]] = []
+            for name, flag, fn in (("training", cfg.ymir.run_training, self.training),
+                                   ("mining", cfg.ymir.run_mining, self.mining),
+                                   ("infer", cfg.ymir.run_infer, self.infer)):
+                if flag:
+                    if fn is None:
+                        raise ConfigFileError(f"this executor does not support {name}", key=f"run_{name}")
+                    todo.append((name, fn))
             if not todo:
                 raise ConfigFileError("env.yaml enables no task (run_training, run_mining, run_infer all false)",
                                       key="run_training")
-            for _, fn, name in todo:
-                if fn is None:
-                    raise ConfigFileError(f"this executor does not support {name}", key=f"run_{name}")
-            for _, fn, _name in todo:
-                fn(cfg)  # type: ignore[misc]
+            from ymir_exc.task import Task
+
+            task = Task(cfg.ymir, dict(cfg.param))
+            setup = getattr(self.handler, "setup", None)
+            if setup is not None:
+                _call(setup, task, cfg)
+            for name, fn in todo:
+                _call(fn, dataclasses.replace(task, running=name), cfg)
             monitor.write_monitor_logger(1.0, ExecutorState.ES_DONE)
             return 0
         except BaseException as exc:  # noqa: BLE001 - every failure must reach monitor.txt
@@ -158,8 +231,42 @@ class Executor:
         sys.exit(self.run())
 
 
-def run(training: Optional[TaskFn] = None, mining: Optional[TaskFn] = None, infer: Optional[TaskFn] = None) -> None:
-    """Shorthand for ``Executor(training, mining, infer).main()``."""
+def _is_task_class(obj: Any) -> bool:
+    """A class, or an object that is not a plain function and defines one of the task methods."""
+    if isinstance(obj, type):
+        return True
+    if inspect.isfunction(obj) or inspect.ismethod(obj) or inspect.isbuiltin(obj):
+        return False
+    return any(callable(getattr(obj, m, None)) for m in TASK_METHODS.values())
+
+
+def _wants_merged_config(fn: Callable[..., Any]) -> Optional[bool]:
+    """None: ``fn`` takes no argument; True: its first parameter is named ``cfg`` and not
+    annotated ``Task`` (the upstream merged config); False: it gets the :class:`Task`."""
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    except (TypeError, ValueError):  # a builtin without a signature: give it the Task
+        return False
+    if not params:
+        return None
+    first = params[0]
+    annotation = first.annotation if isinstance(first.annotation, str) else getattr(first.annotation, "__name__", "")
+    return first.name == "cfg" and annotation.rsplit(".", 1)[-1] != "Task"
+
+
+def _call(fn: Callable[..., Any], task: "Task", cfg: Any) -> None:
+    """Call a task function or method with what its signature asks for (see the module docstring)."""
+    wants = _wants_merged_config(fn)
+    if wants is None:
+        fn()
+    else:
+        fn(cfg if wants else task)
+
+
+def run(training: Any = None, mining: Optional[TaskFn] = None, infer: Optional[TaskFn] = None) -> None:
+    """Shorthand for ``Executor(training, mining, infer).main()`` (``training`` may be a class,
+    as for :class:`Executor`)."""
     Executor(training, mining, infer).main()
 
 

@@ -2,22 +2,22 @@
 
 Example (a whole executor)::
 
-    from ymir_exc.task import Task, Detection
-    from ymir_exc.executor import Executor
+    from ymir_exc import Detection, Executor, Task
 
-    def train(cfg):
-        task = Task.current()
+    def train(task: Task) -> None:
         for item in task.items("train"):              # DatasetItem: image_path, boxes (BBox, pixels)
             ...
         task.progress(0.5)
         task.save_stage("epoch_10", ["best.pt"], mAP=0.61, mAR=0.7)
 
-    def infer(cfg):
-        task = Task.current()
+    def infer(task: Task) -> None:
         task.save_infer({item.image_path: [Detection("tree", 0.9, x=10, y=20, w=30, h=40)]
                          for item in task.items("candidate")})
 
     Executor(training=train, infer=infer).main()
+
+:class:`~ymir_exc.executor.Executor` hands each function its ``Task``; outside it,
+``Task.current()`` reads the same files.
 
 Everything here calls the upstream-compatible functions (``dataset_reader``, ``result_writer``,
 ``monitor``, ``util``), so both APIs write the same files with the same validation.
@@ -35,7 +35,13 @@ from ymir_exc.env import DatasetType
 
 @dataclass(frozen=True)
 class Detection:
-    """One predicted box: class name (one of class_names), score in [0, 1], integer pixels."""
+    """One predicted box: class name (one of class_names), score in [0, 1], integer pixels.
+
+    Example::
+
+        >>> Detection("tree", 0.9, x=10, y=20, w=30, h=40).to_annotation().box.w
+        30
+    """
 
     class_name: str
     score: float
@@ -45,6 +51,7 @@ class Detection:
     h: int
 
     def to_annotation(self) -> result_writer.Annotation:
+        """The same box as the upstream :class:`ymir_exc.result_writer.Annotation`."""
         return result_writer.Annotation(class_name=self.class_name, score=self.score,
                                         box=result_writer.Box(x=self.x, y=self.y, w=self.w, h=self.h))
 
@@ -56,10 +63,21 @@ class Task:
     Attributes:
         env: the parsed env.yaml (paths under ``env.input`` / ``env.output``).
         param: config.yaml as a dict (template values + reserved keys).
+        running: the task this object was handed to by :class:`~ymir_exc.executor.Executor`
+            (``"training"``, ``"mining"`` or ``"infer"``); None from :meth:`current`.
+
+    Example::
+
+        task = Task.current()                          # or the one Executor passes in
+        epochs = int(task.param.get("epochs", 10))     # a hyper-parameter of config.yaml
+        for item in task.items("train"):               # image_path, boxes
+            print(item.image_path, [(b.class_name, b.x, b.y, b.w, b.h) for b in item.boxes])
+        task.progress(0.5)
     """
 
     env: env.EnvConfig
     param: Dict[str, Any]
+    running: Optional[str] = None
 
     @classmethod
     def current(cls) -> "Task":
@@ -83,6 +101,7 @@ class Task:
 
     @property
     def class_names(self) -> List[str]:
+        """The reserved key ``class_names`` (the classes to train or detect, in order)."""
         return list(self.param.get("class_names") or [])
 
     @property
@@ -109,9 +128,10 @@ class Task:
         return util.get_weight_files(self.merged_config, suffix)
 
     def progress(self, percent: float, task: Optional[str] = None) -> None:
-        """Report ``percent`` (0-1) of ``task`` (default: the only / first enabled task); with
-        several tasks in one run each gets its share of [0, 1]."""
-        task = task or self.tasks[0]
+        """Report ``percent`` (0-1) of ``task`` (default: the task running, else the first
+        enabled one) in monitor.txt; with several tasks in one run (mining + infer) each gets
+        its share of [0, 1], so the reading never goes backwards."""
+        task = task or self.running or self.tasks[0]
         monitor.write_monitor_logger_for_multiple_tasks(self.merged_config, task, percent)
 
     def save_stage(self, stage_name: str, files: Sequence[str], mAP: Optional[float] = None,
