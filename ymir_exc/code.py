@@ -10,7 +10,15 @@ from enum import IntEnum
 
 
 class ExecutorState(IntEnum):
-    """State column of monitor.txt."""
+    """State column of monitor.txt (docs/contract.md#monitortxt): 1 pending, 2 running, 3 done,
+    4 error.
+
+    Example::
+
+        >>> write_monitor_logger(1.0, ExecutorState.ES_DONE)   # doctest: +SKIP
+        >>> int(ExecutorState.ES_ERROR)
+        4
+    """
 
     ES_PENDING = 1
     ES_RUNNING = 2
@@ -21,7 +29,14 @@ class ExecutorState(IntEnum):
 
 
 class ExecutorReturnCode(IntEnum):
-    """Return-code column of monitor.txt (0 = no error)."""
+    """Return-code column of monitor.txt (0 = no error; docs/contract.md#return-codes).
+
+    Example::
+
+        >>> write_monitor_logger(0.3, ExecutorState.ES_ERROR, ExecutorReturnCode.RC_EXEC_OOM)  # doctest: +SKIP
+        >>> int(ExecutorReturnCode.RC_EXEC_CONFIG_ERROR)
+        300001
+    """
 
     RC_EXEC_NO_ERROR = 0
     RC_EXEC_CONFIG_ERROR = 300001

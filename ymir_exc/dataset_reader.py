@@ -56,6 +56,12 @@ class BBox:
         w, h: width and height (pixels, > 0).
         quality: ark's optional 6th column (-1.0 when absent).
         angle: ark's optional 7th column (0.0 when absent).
+
+    Example::
+
+        >>> box = BBox(class_id=0, class_name="tree", x=10, y=20, w=30, h=40)
+        >>> (box.class_name, box.x + box.w, box.y + box.h)   # right and bottom edges
+        ('tree', 40, 60)
     """
 
     class_id: int
@@ -75,7 +81,18 @@ class BBox:
 
 @dataclass
 class DatasetItem:
-    """One image of an index file with its boxes (empty for candidates)."""
+    """One image of an index file with its boxes (empty for candidates).
+
+    Attributes:
+        image_path: the asset's absolute path.
+        annotation_path: its annotation file ("" for candidates).
+        boxes: the parsed ground truth (:class:`BBox`, integer pixels).
+
+    Example::
+
+        for item in read_items("train"):            # or Task.items("train")
+            print(item.image_path, len(item.boxes))
+    """
 
     image_path: str
     annotation_path: str = ""

@@ -29,7 +29,17 @@ SUPPORTED_PROTOCOL_MAJORS = (0, 1, 2)
 
 
 class DatasetType(IntEnum):
-    """Which index file to read."""
+    """Which index file to read: training (train-index.tsv), validation (val-index.tsv) or
+    candidate (candidate-index.tsv, mining and inference).
+
+    Example::
+
+        >>> from ymir_exc.dataset_reader import index_file_path
+        >>> DatasetType.CANDIDATE.name
+        'CANDIDATE'
+        >>> index_file_path(DatasetType.TRAINING)   # doctest: +SKIP
+        '/in/train-index.tsv'
+    """
 
     UNKNOWN = 1
     TRAINING = 2
@@ -74,7 +84,15 @@ class EnvOutputConfig(BaseModel):
 
 
 class EnvConfig(BaseModel):
-    """The whole of env.yaml."""
+    """The whole of env.yaml (see docs/contract.md#envyaml).
+
+    Example::
+
+        >>> cfg = EnvConfig.model_validate({"task_id": "t1", "run_training": True,
+        ...                                 "output": {"models_dir": "/out/models"}})
+        >>> (cfg.task_id, cfg.run_training, cfg.output.models_dir)
+        ('t1', True, '/out/models')
+    """
 
     model_config = ConfigDict(extra="allow", defer_build=True)
 

@@ -80,6 +80,11 @@ class Box(BaseModel):
 
     Raises:
         pydantic.ValidationError: a value that ``int()`` cannot convert (NaN, ``"abc"``, ...).
+
+    Example::
+
+        >>> Box(x=10, y=20.7, w="30", h=40)
+        Box(x=10, y=20, w=30, h=40)
     """
 
     model_config = ConfigDict(defer_build=True)
@@ -103,6 +108,11 @@ class Annotation(BaseModel):
 
     Raises:
         pydantic.ValidationError: a score that is not a number, or not in [0, 1].
+
+    Example::
+
+        >>> a = Annotation(class_name="tree", score=0.9, box=Box(x=10, y=20, w=30, h=40))
+        >>> write_infer_result({"/in/assets/ab/abc.jpg": [a]})   # doctest: +SKIP
     """
 
     model_config = ConfigDict(defer_build=True)
