@@ -84,7 +84,12 @@ def test_init_writes_an_executor_that_passes_verify(tmp_path):
     for rel in ("app/start.py", "img-man/manifest.yaml", "img-man/training-template.yaml",
                 "img-man/mining-template.yaml", "img-man/infer-template.yaml", "Dockerfile"):
         assert (root / rel).is_file(), rel
-    assert "from ymir_exc.task import" in (root / "app/start.py").read_text()
+    # examples/minimal-tmi, byte for byte but for its name
+    example = Path(__file__).resolve().parents[1] / "examples" / "minimal-tmi"
+    for rel in ("app/start.py", "img-man/manifest.yaml", "img-man/training-template.yaml", "Dockerfile"):
+        assert (root / rel).read_bytes() == (example / rel).read_bytes().replace(b"minimal-tmi", b"my-exec"), rel
+    assert "Executor(MeanColour)" in (root / "app/start.py").read_text()
+    assert (root / "README.md").read_text().startswith("# my-exec\n")
     dockerfile = (root / "Dockerfile").read_text()
     assert "FROM ${BASE_IMAGE}" in dockerfile and "ymir-exc-base" in dockerfile and "my-exec" in dockerfile
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
@@ -106,7 +111,9 @@ def test_verify_keep_prints_and_keeps_its_work_dirs_and_failures_exit_3(tmp_path
     ymir_exc("init", "broken", cwd=tmp_path)
     start = tmp_path / "broken" / "app" / "start.py"
     # inference that writes no infer-result.json: the contract is broken
-    start.write_text(start.read_text().replace("    task.save_infer(", "    return\n    task.save_infer("))
+    text = start.read_text()
+    assert text.count("        task.save_infer(") == 1
+    start.write_text(text.replace("        task.save_infer(", "        return\n        task.save_infer("))
     proc = ymir_exc("verify", "broken", "--keep", "--no-crash", "--quiet", cwd=tmp_path)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     kept = list((tmp_path / ".tmp").glob("ymir-exc-verify-*"))
@@ -399,7 +406,7 @@ def test_the_wheel_ships_the_bundled_executors_and_the_init_template(tmp_path):
     expected |= {f"ymir_exc/executors/det-yolo-tmi/{p.relative_to(repo / 'templates' / 'det-yolo-tmi')}"
                  for p in (repo / "templates" / "det-yolo-tmi").rglob("*")
                  if p.is_file() and "__pycache__" not in p.parts}
-    expected |= {f"ymir_exc/executor_template/{rel}" for rel in (
+    expected |= {f"ymir_exc/examples/minimal-tmi/{rel}" for rel in (
         "app/start.py", "img-man/manifest.yaml", "img-man/training-template.yaml", "img-man/mining-template.yaml",
         "img-man/infer-template.yaml", "Dockerfile", "README.md")}
     assert "ymir_exc/executors/det-demo-tmi/app/start.py" in expected

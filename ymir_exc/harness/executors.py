@@ -21,8 +21,29 @@ TEMPLATE_FILES = {"training": "training-template.yaml", "mining": "mining-templa
 RUNTIMES = ("auto", "local", "docker", "podman")
 #: executors shipped inside the package (``ymir_exc/executors/<name>``), runnable by name
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "executors"
-#: the folder ``ymir-exc init`` copies (``$name`` in its files becomes the executor's name)
-TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "executor_template"
+#: the folder ``ymir-exc init`` copies: the repository's examples/minimal-tmi, shipped as package
+#: data (its name in the copied files becomes the new executor's name)
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "examples" / "minimal-tmi"
+#: the name of the example, replaced by the new executor's name
+TEMPLATE_NAME = "minimal-tmi"
+#: the files and folders of the example that ``init`` copies (its README speaks of the repository)
+TEMPLATE_PARTS = ("app", "img-man", "Dockerfile")
+#: the README ``init`` writes in place of the example's
+INIT_README = """# $name
+
+A YMIR executor written by `ymir-exc init` from ymir-exc's examples/minimal-tmi: `app/start.py`
+(training, mining and inference on the typed API: `Executor` runs the class `MeanColour`, whose
+`setup` loads the model once per run), `img-man/` (manifest and hyper-parameter templates) and a
+`Dockerfile` FROM the ymir-exc base image.
+
+    ymir-exc verify $name                                  # every task, checked against the contract
+    ymir-exc run $name --task training                     # train on the bundled sample
+    ymir-exc run $name --task infer --source photos/ --model latest
+    docker build -t ymir/$name $name                       # the image, FROM the ymir-exc base
+
+Replace `detect` and the training loop with your model. What each file must hold is in
+docs/contract.md of ymir-exc; the walk-through is docs/writing-an-executor.md.
+"""
 
 
 def bundled_executors() -> Dict[str, Path]:
@@ -56,10 +77,11 @@ def _not_found(ref: str, engines_tried: bool) -> FileNotFoundError:
 def init_executor(dest: str) -> Path:
     """Write a new minimal executor into the folder ``dest`` (must not exist or be empty).
 
-    The files come from the package's ``executor_template/``: ``app/start.py`` (training,
-    mining and inference on the typed API), ``img-man/`` (manifest and templates), a
-    ``Dockerfile`` FROM the ymir-exc base image and a README; ``$name`` in them becomes the
-    folder's name. Files are written with the user's umask.
+    The files are the repository's examples/minimal-tmi (shipped in the package as
+    ``ymir_exc/examples/minimal-tmi``): ``app/start.py`` (training, mining and inference on the
+    typed API), ``img-man/`` (manifest and templates) and the ``Dockerfile`` FROM the ymir-exc
+    base image, byte for byte except that ``minimal-tmi`` becomes the folder's name; plus a short
+    README. Files are written with the user's umask.
 
     Returns:
         the folder written (absolute).
@@ -72,12 +94,15 @@ def init_executor(dest: str) -> Path:
         raise FileExistsError(f"{dest}: already exists and is not empty; choose a new name")
     name = root.name
     for src in sorted(TEMPLATE_DIR.rglob("*")):
-        if not src.is_file() or "__pycache__" in src.parts or src.suffix == ".pyc":
+        rel = src.relative_to(TEMPLATE_DIR)
+        if not src.is_file() or rel.parts[0] not in TEMPLATE_PARTS or "__pycache__" in rel.parts \
+                or src.suffix == ".pyc":
             continue
-        target = root / src.relative_to(TEMPLATE_DIR)
+        target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        text = string.Template(src.read_text(encoding="utf-8")).safe_substitute(name=name)
-        target.write_text(text, encoding="utf-8")
+        target.write_text(src.read_text(encoding="utf-8").replace(TEMPLATE_NAME, name), encoding="utf-8")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "README.md").write_text(string.Template(INIT_README).safe_substitute(name=name), encoding="utf-8")
     return root
 
 

@@ -10,9 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ymir_exc import metrics, monitor
-from ymir_exc.executor import Executor
-from ymir_exc.task import Detection, Task
+from ymir_exc import Detection, Executor, Task, evaluate_detections, monitor
 
 
 def pixels(path):
@@ -31,35 +29,34 @@ def detect(model, path, max_det=100):
     return sorted(found, key=lambda d: -d.score)[:max_det]
 
 
-def train(_cfg):
-    task, rows = Task.current(), {}
-    for item in task.items("train"):
-        img = pixels(item.image_path)
-        for b in item.boxes:
-            crop = img[b.y : b.y + b.h, b.x : b.x + b.w]
-            rows.setdefault(b.class_name, []).append([b.w, b.h, *crop.mean(axis=(0, 1))])
-    model = {name: np.mean(r, axis=0).tolist() for name, r in rows.items()}
-    Path(task.env.output.models_dir).mkdir(parents=True, exist_ok=True)
-    Path(task.env.output.models_dir, "model.json").write_text(json.dumps(model))
-    task.progress(0.5)
-    val = {i.image_path: i.boxes for i in task.items("val")}
-    m = metrics.evaluate_detections({p: detect(model, p) for p in val}, val, classes=task.class_names)
-    monitor.write_tensorboard_scalars({"val/mAP50": m["mAP"]}, step=1)
-    task.save_stage("last", ["model.json"], mAP=m["mAP"], mAR=m["mAR"])
+class MeanColour:
+    def setup(self, task: Task):  # once per run, before the tasks: mining + inference share the model
+        weights = task.weights(".json")
+        self.model = json.loads(Path(weights[0]).read_text()) if weights else {}
 
+    def train(self, task: Task):
+        rows = {}
+        for item in task.items("train"):
+            img = pixels(item.image_path)
+            for b in item.boxes:
+                crop = img[b.y : b.y + b.h, b.x : b.x + b.w]
+                rows.setdefault(b.class_name, []).append([b.w, b.h, *crop.mean(axis=(0, 1))])
+        model = {name: np.mean(r, axis=0).tolist() for name, r in rows.items()}
+        Path(task.env.output.models_dir).mkdir(parents=True, exist_ok=True)
+        Path(task.env.output.models_dir, "model.json").write_text(json.dumps(model))
+        task.progress(0.5)
+        val = {i.image_path: i.boxes for i in task.items("val")}
+        m = evaluate_detections({p: detect(model, p) for p in val}, val, classes=task.class_names)
+        monitor.write_tensorboard_scalars({"val/mAP50": m["mAP"]}, step=1)
+        task.save_stage("last", ["model.json"], mAP=m["mAP"], mAR=m["mAR"])
 
-def mine(_cfg):  # least confidence: the images whose best detection is weakest come first
-    task = Task.current()
-    model = json.loads(Path(task.weights(".json")[0]).read_text())
-    paths = [i.image_path for i in task.items("candidate")]
-    task.save_mining({p: 1 - max([d.score for d in detect(model, p)], default=0.0) for p in paths})
+    def mine(self, task: Task):  # least confidence: the images whose best detection is weakest first
+        paths = [i.image_path for i in task.items("candidate")]
+        task.save_mining({p: 1 - max([d.score for d in detect(self.model, p)], default=0.0) for p in paths})
 
-
-def infer(_cfg):
-    task = Task.current()
-    model = json.loads(Path(task.weights(".json")[0]).read_text())
-    task.save_infer({i.image_path: detect(model, i.image_path) for i in task.items("candidate")})
+    def infer(self, task: Task):
+        task.save_infer({i.image_path: detect(self.model, i.image_path) for i in task.items("candidate")})
 
 
 if __name__ == "__main__":
-    Executor(training=train, mining=mine, infer=infer).main()
+    Executor(MeanColour).main()
