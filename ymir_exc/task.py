@@ -134,6 +134,11 @@ class Task:
         task = task or self.running or self.tasks[0]
         monitor.write_monitor_logger_for_multiple_tasks(self.merged_config, task, percent)
 
+    def log_scalars(self, scalars: Mapping[str, float], step: int) -> None:
+        """Add scalars (``{"train/loss": 0.3, "val/mAP50": 0.5}``) at ``step`` (an epoch, an
+        iteration) to the TensorBoard log in ``env.output.tensorboard_dir``."""
+        monitor.write_tensorboard_scalars(dict(scalars), step)
+
     def save_stage(self, stage_name: str, files: Sequence[str], mAP: Optional[float] = None,
                    timestamp: Optional[int] = None, attachments: Optional[Dict[str, List[str]]] = None,
                    evaluate_config: Optional[Dict[str, Any]] = None, **metrics: Any) -> None:
