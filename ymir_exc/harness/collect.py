@@ -1,4 +1,4 @@
-"""Check what an executor wrote against the contract, then collect it (CONTRACT.md section 2).
+"""Check what an executor wrote against the contract, then collect it (docs/contract.md#what-an-executor-must-write).
 
 - training: result.yaml validated, every stage file found, then a model package is stored;
 - mining: result.tsv parsed line by line (unknown, duplicate, blank lines, unsorted scores

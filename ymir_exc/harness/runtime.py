@@ -398,7 +398,7 @@ def shm_size_for(config_shm: Optional[str], gpu_count: int) -> str:
 
 def container_argv(engine: str, image: str, in_dir: Path, out_dir: Path, name: str, *, user: Optional[str] = None,
                    gpu_ids: str = "", shm_size: str = "16G", network_none: bool = False) -> List[str]:
-    """The ``run`` command line the platform builds (CONTRACT.md section 1)::
+    """The ``run`` command line the platform builds (docs/contract.md#how-the-platform-runs-an-image)::
 
         ENGINE run --rm -v W/in:/in:ro -v W/out:/out --user UID:GID [--gpus '"device=3,5"']
                --shm-size=16G --name TASK [--network none] IMAGE

@@ -1,5 +1,6 @@
 """``ymir-exc verify``: run an executor through every task on a dataset and check each rule of
-the contract (CONTRACT.md sections 2 and 3). Also ``inspect``'s reading of img-man.
+the contract (docs/contract.md#what-an-executor-must-write and #the-image). Also ``inspect``'s
+reading of img-man.
 
 Scenarios: training, mining, infer, mining + infer (with the model the training produced), and
 a crash case (config.yaml made unreadable on purpose) that must end in state 4 and a non-zero

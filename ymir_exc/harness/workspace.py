@@ -1,5 +1,5 @@
 """Prepare a task's work dir ``W``: ``W/in`` (assets, annotations, index files, env.yaml,
-config.yaml, models) and an empty ``W/out``, as the platform does (CONTRACT.md section 1).
+config.yaml, models) and an empty ``W/out``, as the platform does (docs/contract.md#what-the-platform-hands-an-executor).
 
 Differences from the platform, on purpose: assets are reflinked (a copy-on-write clone) where
 the file system supports it, else hard-linked (copied across file systems), instead of copied;
@@ -29,7 +29,7 @@ import yaml
 from ymir_exc.dataset_reader import BBox, annotation_format
 from ymir_exc.harness.datasets import Dataset, Item
 
-#: keys the platform sets in config.yaml; they beat the template (CONTRACT.md section 1)
+#: keys the platform sets in config.yaml; they beat the template (docs/contract.md#configyaml-and-the-reserved-keys)
 RESERVED_KEYS = ("class_names", "gpu_id", "gpu_count", "task_id", "pretrained_model_params", "model_params_path")
 TASKS = ("training", "mining", "infer")
 
@@ -340,7 +340,7 @@ def make_task_id(tasks: Sequence[str]) -> str:
 
 def env_yaml(tasks: Sequence[str], task_id: str, protocol_version: str, in_root: str, out_root: str,
              manifest_file: str = "/img-man/manifest.yaml") -> Dict[str, Any]:
-    """env.yaml content for ``tasks`` with paths under ``in_root`` / ``out_root`` (CONTRACT.md 1).
+    """env.yaml content for ``tasks`` with paths under ``in_root`` / ``out_root`` (docs/contract.md#envyaml).
 
     Below protocol 1.0.0 the ``protocol_version`` key is left out, as old platforms did.
     """
