@@ -1,7 +1,7 @@
 """Re-run the commands of a docs page and write their real output back into it.
 
 Each ```bash block of the page that is followed (after blank lines) by a ```text block is run with
-bash; its output (stdout and stderr together) replaces the text block. A text block that ended in
+bash; its output (stdout and stderr together) replaces the text block. A text block whose last line is
 ``...`` keeps its number of lines (the page shows the start of a long output).
 
     python scripts/capture_doc_outputs.py docs/harness.md                  # from the repository root
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 status = 1
             old = m.group("out")
-            if old.rstrip().endswith("..."):
+            if old.rstrip().splitlines()[-1:] == ["..."]:
                 keep = len(old.rstrip().splitlines()) - 1
                 output = "".join(output.splitlines(keepends=True)[:keep]) + "...\n"
             out_parts.append(text[pos:m.start("out")] + output)
