@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"^```bash\n(?P<cmd>.*?)^```\n(?P<gap>\n*)^```text\n(?P<out>.*?)^```\n(?P<tail>\n*(?:\(exit status (?P<rc>\d+)\))?)",
+BLOCK = re.compile(r"^```bash\n(?P<cmd>(?:(?!^```).)*?)^```\n(?P<gap>\n*)^```text\n(?P<out>.*?)^```\n(?P<tail>\n*(?:\(exit status (?P<rc>\d+)\))?)",
                    re.DOTALL | re.MULTILINE)
 #: shell run before a command containing the key (not shown on the page), from the folder it runs in
 BEFORE = {"import --package-path package.tar.gz":
