@@ -11,8 +11,8 @@ bash; its output (stdout and stderr together) replaces the text block. A text bl
 runs in the repository root. The model store is a scratch folder (``$YMIR_EXC_MODEL_LOCATION``);
 in the output, the folder the commands ran in becomes ``~/work`` (``--fresh``) or disappears (paths
 relative to the repository root), the scratch store becomes ``~/.ymir-exc/models`` and ``$HOME``
-becomes ``~``. ``ymir-work/`` and ``package.tar.gz`` made in the repository root are removed at the
-end. Exit status: 0, or 1 when a block ran with an exit status its page does not state (a
+becomes ``~``. ``ymir-work/`` and ``package.tar.gz``, when the run made them in the repository
+root, are removed at the end. Exit status: 0, or 1 when a block ran with an exit status its page does not state (a
 ``(exit status N)`` line after the text block).
 """
 
@@ -52,18 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh:
         subs[0] = (str(store), "~/work/models")
     status = 0
+    made = [p for p in (REPO / "ymir-work", REPO / "package.tar.gz") if not p.exists()]
     out_parts, pos = [], 0
     try:
         blocks = re.findall(r"^```bash\n(.*?)^```$", text, re.DOTALL | re.MULTILINE) if args.fresh else []
-        captured: dict[int, str] = {}
+        captured: dict[int, tuple[int, str]] = {}
         if args.fresh:  # every block runs, in order; outputs are kept for the blocks with a text block
             for i, cmd in enumerate(blocks):
-                captured[i] = run(cmd, cwd, env, subs)[1]
+                captured[i] = run(cmd, cwd, env, subs)
         for n, m in enumerate(BLOCK.finditer(text)):
             cmd = m.group("cmd")
             if args.fresh:
-                i = blocks.index(cmd)
-                output, rc = captured[i], 0
+                rc, output = captured[blocks.index(cmd)]
             else:
                 before = next((v for k, v in BEFORE.items() if k in cmd), "")
                 rc, output = run(before + "\n" + cmd if before else cmd, cwd, env, subs)
@@ -81,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         args.page.write_text("".join(out_parts), encoding="utf-8")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        if not args.fresh:
-            shutil.rmtree(REPO / "ymir-work", ignore_errors=True)
-            (REPO / "package.tar.gz").unlink(missing_ok=True)
+        for path in made:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink()
     return status
 
 
