@@ -28,8 +28,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"^```bash\n(?P<cmd>(?:(?!^```).)*?)^```\n(?P<gap>\n*)^```text\n(?P<out>.*?)^```\n(?P<tail>\n*(?:\(exit status (?P<rc>\d+)\))?)",
-                   re.DOTALL | re.MULTILINE)
+BLOCK = re.compile(r"^```bash\n(?P<cmd>(?:(?!^```).)*?)^```\n\n*"
+                   r"^```text\n(?P<out>.*?)^```\n\n*(?:\(exit status (?P<rc>\d+)\))?", re.DOTALL | re.MULTILINE)
 #: shell run before a command containing the key (not shown on the page), from the folder it runs in
 BEFORE = {"import --package-path package.tar.gz":
           'cp "$(ls -td "$YMIR_EXC_MODEL_LOCATION"/* | head -1)" package.tar.gz'}

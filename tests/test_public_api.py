@@ -21,7 +21,7 @@ def test_all_is_a_small_unique_list_of_names_that_resolve():
         obj = getattr(ymir_exc, name)
         assert obj.__module__.startswith("ymir_exc."), name
         assert getattr(importlib.import_module(obj.__module__), name) is obj
-    assert set(PUBLIC) <= set(dir(ymir_exc))
+    assert set(PUBLIC) == set(ymir_exc._EXPORTS) and set(PUBLIC) <= set(dir(ymir_exc))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         ymir_exc.nope  # noqa: B018
 

@@ -31,8 +31,18 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from ymir_exc.code import ExecutorReturnCode, ExecutorState
     from ymir_exc.dataset_reader import BBox, DatasetItem
     from ymir_exc.env import DatasetType, EnvConfig
-    from ymir_exc.errors import (AnnotationError, ConfigFileError, EnvFileError, ImageError, IndexFileError,
-                                 ModelError, MonitorError, NotSupportedError, ResultError, YmirExcError)
+    from ymir_exc.errors import (
+        AnnotationError,
+        ConfigFileError,
+        EnvFileError,
+        ImageError,
+        IndexFileError,
+        ModelError,
+        MonitorError,
+        NotSupportedError,
+        ResultError,
+        YmirExcError,
+    )
     from ymir_exc.executor import Executor, return_code_for
     from ymir_exc.metrics import evaluate_detections
     from ymir_exc.result_writer import Annotation, Box
@@ -71,7 +81,18 @@ _EXPORTS: Dict[str, str] = {
     "return_code_for": "ymir_exc.executor",
 }
 
-__all__: List[str] = ["__version__", *_EXPORTS]
+__all__ = [
+    "__version__",
+    # the task and executor API
+    "Task", "Detection", "Executor", "evaluate_detections",
+    # typed items and boxes
+    "DatasetType", "EnvConfig", "DatasetItem", "BBox", "Annotation", "Box",
+    # errors
+    "YmirExcError", "EnvFileError", "ConfigFileError", "IndexFileError", "AnnotationError", "ImageError",
+    "ModelError", "ResultError", "MonitorError", "NotSupportedError",
+    # states and return codes
+    "ExecutorState", "ExecutorReturnCode", "return_code_for",
+]
 
 
 def __getattr__(name: str) -> Any:

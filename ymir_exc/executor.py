@@ -52,7 +52,7 @@ import inspect
 import subprocess
 import sys
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ymir_exc import monitor
 from ymir_exc.code import ExecutorReturnCode as RC

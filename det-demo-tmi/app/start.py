@@ -95,7 +95,7 @@ class DemoExecutor:
                             fp=metrics["fp"], fn=metrics["fn"],
                             evaluate_config={"iou_thr": IOU_THR, "conf_thr": params.conf_threshold})
             task.log_scalars({"train/loss": loss, "val/mAP50": metrics["mAP"], "val/mAR50": metrics["mAR"]}, epoch)
-            ap = ", ".join(f"{n}={a:.4f}" for n, a in zip(class_names, metrics["ap"]) if a is not None)
+            ap = ", ".join(f"{n}={a:.4f}" for n, a in zip(class_names, metrics["ap"], strict=True) if a is not None)
             log(f"epoch {epoch}/{params.epochs}: loss {loss:.5f}, val mAP50 {metrics['mAP']:.4f} ({ap}), "
                 f"mAR {metrics['mAR']:.4f}, tp {metrics['tp']} fp {metrics['fp']} fn {metrics['fn']}")
             epoch_progress(epoch)
