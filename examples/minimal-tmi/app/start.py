@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ymir_exc import Detection, Executor, Task, evaluate_detections, monitor
+from ymir_exc import Detection, Executor, Task, evaluate_detections
 
 
 def pixels(path):
@@ -47,7 +47,7 @@ class MeanColour:
         task.progress(0.5)
         val = {i.image_path: i.boxes for i in task.items("val")}
         m = evaluate_detections({p: detect(model, p) for p in val}, val, classes=task.class_names)
-        monitor.write_tensorboard_scalars({"val/mAP50": m["mAP"]}, step=1)
+        task.log_scalars({"val/mAP50": m["mAP"]}, step=1)
         task.save_stage("last", ["model.json"], mAP=m["mAP"], mAR=m["mAR"])
 
     def mine(self, task: Task):  # least confidence: the images whose best detection is weakest first
