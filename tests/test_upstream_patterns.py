@@ -287,3 +287,49 @@ def test_config_access_and_mutation_as_executors_do(tmp_path):
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:3] == ["['person', 'cat'] 4 7", "True True", "False True 4"]
+
+
+# ------------------------------------------------------------------ the harness runs upstream executors
+
+def test_ymir_exc_run_accepts_an_upstream_executor_ending_running_at_1(tmp_path, capsys):
+    # every upstream start.py ends with monitor.write_monitor_logger(percent=1.0): state 2 at 1.00,
+    # then exit 0, which the platform marks done; `ymir-exc run` must agree with `verify`
+    from ymir_exc.cli import main
+    from ymir_exc.harness.runtime import parse_monitor
+
+    from conftest import REPO
+
+    rc = main(["run", str(REPO / "tests/executors/upstream-style"), "--work-dir", str(tmp_path / "w"),
+               "--model-location", str(tmp_path / "store"), "--quiet"])
+    out = capsys.readouterr()
+    assert rc == 0, out.out + out.err
+    mon = parse_monitor((tmp_path / "w" / "out" / "monitor.txt").read_text())
+    assert (mon.state, mon.percent, mon.return_code) == (2, 1.0, 0)
+    assert "pack success" in out.out
+
+
+@pytest.mark.parametrize("line,exit_code,problem", [
+    ("t1\t{t}\t1.00\t3\t0\n", 0, None),         # done
+    ("t1\t{t}\t0.40\t3\t0\n", 0, None),         # done (the state says so) at any percent
+    ("t1\t{t}\t1.00\t2\t0\n", 0, None),         # upstream's end: running at 1.00, exit 0
+    ("t1\t{t}\t0.50\t2\t0\n", 0, "state 2 at percent 0.50"),
+    ("t1\t{t}\t1.00\t2\t0\n", 1, "after exit status 1"),
+    ("t1\t{t}\t1.00\t4\t300001\n", 0, "state 4"),
+    ("garbage", 0, "not a monitor file"),
+])
+def test_collect_monitor_check_accepts_running_at_1_and_exit_0_only(tmp_path, line, exit_code, problem):
+    import time
+
+    from ymir_exc.env import EnvConfig
+    from ymir_exc.harness import collect
+    from ymir_exc.harness.workspace import env_yaml
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    env = EnvConfig.model_validate(env_yaml(["training"], "t1", "1.1.0", str(tmp_path / "in"), str(tmp_path / "out")))
+    (tmp_path / "out" / "monitor.txt").write_text(line.replace("{t}", str(time.time())))
+    problems = collect.check_monitor(env, "t1", exit_code)
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0], problems
