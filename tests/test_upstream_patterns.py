@@ -333,3 +333,129 @@ def test_collect_monitor_check_accepts_running_at_1_and_exit_0_only(tmp_path, li
         assert problems == []
     else:
         assert len(problems) == 1 and problem in problems[0], problems
+
+
+# ------------------------------------------------------------------ calls real executors make that upstream accepts
+
+MMDET_HOOK = """
+import os
+from ymir_exc.util import get_merged_config, write_ymir_training_result
+cfg = get_merged_config()
+d = cfg.ymir.output.models_dir
+open(os.path.join(d, "best_bbox_mAP_epoch_3.pth"), "w").write("w")
+# every COCO metric of mmdet's evaluation, passed through; -1.0 = no object of that size
+write_ymir_training_result(cfg, files=[os.path.join(d, "best_bbox_mAP_epoch_3.pth")], id="best",
+                           evaluation_result={"mAP": 0.201, "mAP_50": 0.45, "mAP_75": 0.18, "mAP_s": -1.0,
+                                              "mAP_m": 0.25, "mAP_l": -1.0})
+"""
+
+
+def test_mmdet_hook_passes_coco_minus_one_for_absent_sizes(tmp_path):
+    w = _work_dir(tmp_path)
+    proc = _run(w, MMDET_HOOK)
+    assert proc.returncode == 0, proc.stderr
+    # upstream: the stage is {stage_name, files, timestamp, **evaluation_result}; best = the only
+    # stage; top-level mAP = its mAP; -1.0 is written as given
+    assert _without_timestamps(_result(w)) == {
+        "best_stage_name": "best", "mAP": 0.201,
+        "model_stages": {"best": {"stage_name": "best", "files": ["best_bbox_mAP_epoch_3.pth"], "mAP": 0.201,
+                                  "mAP_50": 0.45, "mAP_75": 0.18, "mAP_s": -1.0, "mAP_m": 0.25, "mAP_l": -1.0}}}
+    # and the harness's check of result.yaml (what `ymir-exc run` collects) agrees
+    from ymir_exc.env import parse_env_file
+    from ymir_exc.harness import collect
+
+    rep = collect.check_training(parse_env_file(str(w / "in" / "env.yaml")))
+    assert rep.problems == [] and rep.best_stage_name == "best" and rep.mAP == 0.201
+
+
+@pytest.mark.parametrize("metrics,key", [({"mAP": -1.0, "mAP_50": 0.4}, "mAP"),          # the primary metric
+                                         ({"maskAP": -1.0, "mAP": 0.3}, "maskAP"),       # primary: maskAP
+                                         ({"mAP": 0.2, "mAP_s": -0.5}, "mAP_s"),         # only exactly -1
+                                         ({"mAP": 0.2, "mAP_s": 1.5}, "mAP_s")])
+def test_minus_one_is_only_accepted_for_non_primary_metrics(tmp_path, metrics, key):
+    w = _work_dir(tmp_path)
+    proc = _run(w, f"""
+    from ymir_exc import result_writer as rw
+    from ymir_exc.errors import ResultError
+    open({str(w / "out" / "models" / "m.pth")!r}, "w").write("w")
+    try:
+        rw.write_model_stage("best", ["m.pth"], evaluation_result={metrics!r})
+    except ResultError as e:
+        print("ResultError", e.key)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ResultError", f"model_stages.best.{key}"]
+    assert not (w / "out" / "models" / "result.yaml").exists()
+
+
+def test_yolov5_passes_best_fitness_as_a_one_element_array(tmp_path):
+    w = _work_dir(tmp_path)
+    proc = _run(w, """
+    import os
+    import numpy as np
+    from ymir_exc.util import get_merged_config, write_ymir_training_result
+    cfg = get_merged_config()
+    d = cfg.ymir.output.models_dir
+    open(os.path.join(d, "best.pt"), "w").write("w")
+    # YOLOv5 train.py: fi = fitness(np.array(results).reshape(1, -1)); best_fitness = fi (shape (1,))
+    best_fitness = np.array([0.4, 0.5, 0.6, 0.3]).reshape(1, -1)[:, [2]].sum(1)
+    assert best_fitness.shape == (1,)
+    write_ymir_training_result(cfg, map50=best_fitness, id="best", files=[os.path.join(d, "best.pt")])
+    write_ymir_training_result(cfg, map50=np.array(0.25), id="last", files=[os.path.join(d, "best.pt")])
+    """)
+    assert proc.returncode == 0, proc.stderr
+    # upstream (PyYAML of a size-1 array aside) means the number: mAP 0.6 and 0.25; best = 0.6
+    assert _without_timestamps(_result(w)) == {
+        "best_stage_name": "best", "mAP": 0.6,
+        "model_stages": {"best": {"stage_name": "best", "files": ["best.pt"], "mAP": 0.6},
+                         "last": {"stage_name": "last", "files": ["best.pt"], "mAP": 0.25}}}
+
+
+@pytest.mark.parametrize("weights", ["[0.1, 0.8, 0.1]", "(0.1, 0.8, 0.1)", "YmirStageWeight([0.1, 0.8, 0.1])"])
+def test_stage_weights_given_as_a_list(tmp_path, weights):
+    w = _work_dir(tmp_path)
+    proc = _run(w, f"""
+    from ymir_exc.util import YmirStage, YmirStageWeight, get_merged_config, get_ymir_process, write_ymir_monitor_process
+    cfg = get_merged_config()
+    print(round(get_ymir_process(YmirStage.POSTPROCESS, 0.5, weights={weights}), 6))
+    write_ymir_monitor_process(cfg, task="training", naive_stage_percent=0.5, stage=YmirStage.TASK,
+                               stage_weights={weights})
+    """)
+    assert proc.returncode == 0, proc.stderr
+    # postprocess at 0.5: 0.1 + 0.8 + 0.1 * 0.5 = 0.95; task at 0.5: 0.1 + 0.8 * 0.5 = 0.50
+    assert proc.stdout.split() == ["0.95"]
+    assert _monitor_fields(w)[2:] == ["0.50", "2", "0"]
+
+
+def test_bad_stage_weights_are_refused(tmp_path):
+    w = _work_dir(tmp_path)
+    proc = _run(w, """
+    from ymir_exc.util import YmirStage, get_merged_config, write_ymir_monitor_process
+    cfg = get_merged_config()
+    for bad in ([0.5, 0.8, 0.1], [0.5, 0.5], "0.1,0.8,0.1"):
+        try:
+            write_ymir_monitor_process(cfg, task="training", naive_stage_percent=0.5, stage="task", stage_weights=bad)
+        except ValueError as e:
+            print("ValueError")
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ValueError"] * 3
+    assert not (w / "out" / "monitor.txt").exists()
+
+
+def test_unknown_infer_algorithm_is_a_named_error(tmp_path):
+    w = _work_dir(tmp_path, training=False, infer=True)
+    proc = _run(w, """
+    from ymir_exc import result_writer as rw
+    from ymir_exc.errors import ResultError
+    try:
+        rw.write_infer_result({"/in/a.jpg": []}, algorithm="foo")
+    except ResultError as e:
+        print(e.key, "|", e)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    # upstream: assert algorithm in ['classification', 'detection', 'segmentation']
+    key, _, msg = proc.stdout.partition(" | ")
+    assert key == "algorithm" and "'foo'" in msg
+    assert all(a in msg for a in ("classification", "detection", "segmentation"))
+    assert not (w / "out" / "infer-result.json").exists()
