@@ -459,3 +459,86 @@ def test_unknown_infer_algorithm_is_a_named_error(tmp_path):
     assert key == "algorithm" and "'foo'" in msg
     assert all(a in msg for a in ("classification", "detection", "segmentation"))
     assert not (w / "out" / "infer-result.json").exists()
+
+
+# ------------------------------------------------------------------ harness: --model latest, verify's warnings
+
+def _pack_foreign(store_dir: Path, executor: str, mtime: float) -> str:
+    """A valid package produced by ``executor``, stored with modification time ``mtime``."""
+    from ymir_exc.harness.models import ModelStore, build_info
+
+    f = store_dir.parent / f"{executor}.bin"
+    f.write_bytes(executor.encode())
+    info = build_info({"class_names": ["tree"]}, {"executor": executor},
+                      {"s1": {"stage_name": "s1", "files": ["w.bin"], "timestamp": 1, "mAP": 0.5}}, "s1")
+    h = ModelStore(store_dir).pack([("s1/w.bin", str(f))], info)
+    os.utime(store_dir / h, (mtime, mtime))
+    return h
+
+
+def test_model_latest_prefers_the_executors_own_newest_package(tmp_path, capsys):
+    from ymir_exc.cli import main
+    from ymir_exc.harness.models import ModelStore
+
+    from conftest import REPO
+
+    store = tmp_path / "store"
+    up = str(REPO / "tests/executors/upstream-style")
+    assert main(["run", up, "--work-dir", str(tmp_path / "train"), "--model-location", str(store), "--quiet"]) == 0
+    own = ModelStore(store).resolve("latest").name
+    foreign = _pack_foreign(store, "other-exec", (store / own).stat().st_mtime + 60)   # newer, another executor
+    assert ModelStore(store).resolve("latest").name == foreign                       # the newest overall
+    assert ModelStore(store).resolve_latest("upstream-style") == (store / own, True)
+    assert ModelStore(store).resolve_latest("nobody") == (store / foreign, False)
+    capsys.readouterr()
+    # mining with the foreign package would fail (it holds no model.json): latest must be the own one
+    rc = main(["run", up, "--task", "mining", "--model", "latest", "--work-dir", str(tmp_path / "mine"),
+               "--model-location", str(store), "--quiet"])
+    out = capsys.readouterr()
+    assert rc == 0, out.out + out.err
+    assert "note:" not in out.err
+    assert json.loads((tmp_path / "mine" / "ymir-exc-run.json").read_text())["exit_status"] == 0
+    assert (tmp_path / "mine" / "in" / "models" / "epoch_20" / "model.json").is_file()
+
+
+def test_model_latest_falls_back_to_the_newest_of_any_executor_with_a_note(tmp_path, capsys):
+    from ymir_exc.cli import _latest_of
+    from ymir_exc.harness.models import ModelStore
+
+    store = tmp_path / "store"
+    old = _pack_foreign(store, "exec-a", 1_000_000)
+    new = _pack_foreign(store, "exec-b", 2_000_000)
+    s = ModelStore(store)
+    assert _latest_of(s, "latest@s1", "exec-a") == f"{old}@s1"      # its own, though older
+    assert capsys.readouterr().err == ""
+    assert _latest_of(s, "latest", "exec-c") == new                  # none of its own: the newest
+    err = capsys.readouterr().err
+    assert "note:" in err and "exec-c" in err and new[:12] in err and "exec-b" in err
+    assert _latest_of(s, old[:8], "exec-c") == old[:8]               # other refs pass through
+
+
+def test_verify_reports_missing_tensorboard_logs_as_a_warning(tmp_path, capsys):
+    import shutil
+
+    from ymir_exc.cli import main
+
+    from conftest import REPO
+
+    ex = tmp_path / "no-tb"
+    shutil.copytree(REPO / "tests/executors/upstream-style", ex)
+    start = ex / "app" / "start.py"
+    text = start.read_text()
+    assert "writer.add_scalar(" in text
+    start.write_text(text.replace("    writer = SummaryWriter(log_dir=cfg.ymir.output.tensorboard_dir)\n", "")
+                     .replace('    writer.add_scalar("mean_w", mean_w, 0)\n', "").replace("    writer.close()\n", ""))
+    rc = main(["verify", str(ex), "--work-dir", str(tmp_path / "v"), "--quiet", "--no-crash", "--json"])
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert rc == 0 and doc["failed"] == 0 and doc["warnings"] == 1, doc
+    # the table (on stderr with --json) shows it as a warning, and the summary line counts it
+    row = next(line for line in out.err.splitlines() if "tensorboard logs present" in line)
+    assert "WARN" in row and "FAIL" not in row
+    assert f"{doc['passed']} passed, 0 failed, 1 warning(s)" in out.err
+    tb = [c for c in doc["checks"] if c["check"] == "tensorboard logs present"]
+    assert [(c["ok"], c["status"]) for c in tb] == [(False, "WARN")] and "0 file(s)" in tb[0]["detail"]
+    assert all(c["status"] == "PASS" for c in doc["checks"] if c["check"] != "tensorboard logs present")
