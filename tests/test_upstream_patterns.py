@@ -364,8 +364,15 @@ def test_mmdet_hook_passes_coco_minus_one_for_absent_sizes(tmp_path):
     from ymir_exc.env import parse_env_file
     from ymir_exc.harness import collect
 
-    rep = collect.check_training(parse_env_file(str(w / "in" / "env.yaml")))
+    from ymir_exc.harness.models import ModelStore
+
+    store = ModelStore(tmp_path / "store")
+    rep = collect.collect_training(parse_env_file(str(w / "in" / "env.yaml")), {"class_names": ["person", "cat"]},
+                                   "mmdet", store)
     assert rep.problems == [] and rep.best_stage_name == "best" and rep.mAP == 0.201
+    # the model package keeps the -1 (ymir-info.yaml validates it the same way)
+    stage = store.get(rep.model_hash).info.stages["best"].evaluation_result()
+    assert (stage["mAP"], stage["mAP_s"], stage["mAP_l"]) == (0.201, -1.0, -1.0)
 
 
 @pytest.mark.parametrize("metrics,key", [({"mAP": -1.0, "mAP_50": 0.4}, "mAP"),          # the primary metric
@@ -415,7 +422,8 @@ def test_yolov5_passes_best_fitness_as_a_one_element_array(tmp_path):
 def test_stage_weights_given_as_a_list(tmp_path, weights):
     w = _work_dir(tmp_path)
     proc = _run(w, f"""
-    from ymir_exc.util import YmirStage, YmirStageWeight, get_merged_config, get_ymir_process, write_ymir_monitor_process
+    from ymir_exc.util import (YmirStage, YmirStageWeight, get_merged_config, get_ymir_process,
+                               write_ymir_monitor_process)
     cfg = get_merged_config()
     print(round(get_ymir_process(YmirStage.POSTPROCESS, 0.5, weights={weights}), 6))
     write_ymir_monitor_process(cfg, task="training", naive_stage_percent=0.5, stage=YmirStage.TASK,

@@ -11,8 +11,8 @@ Examples::
 
 Exit status: 0 success; 1 the executor failed; 2 bad arguments or input (a named error, no
 traceback); 3 the executor's outputs break the contract (monitor.txt included; ``verify``: a check
-failed; a warning, such as no tensorboard logs, does not); 70 an internal error of ymir-exc (one line on stderr, the traceback in a log file whose
-path it names); 130 interrupted (Ctrl-C; the executor's process group is stopped and state 4
+failed; a warning, such as no tensorboard logs, does not); 70 an internal error of ymir-exc (one
+line on stderr, the traceback in a log file whose path it names); 130 interrupted (Ctrl-C; the executor's process group is stopped and state 4
 written first). With ``--json`` (run, verify, models list / show, loop) stdout holds one JSON
 document and every other line goes to stderr.
 """

@@ -5,8 +5,9 @@ Scenarios: training, mining, infer, mining + infer (with the model the training 
 a crash case (config.yaml made unreadable on purpose) that must end in state 4 and a non-zero
 exit. Checks per scenario: exit code, monitor.txt format / monotonic progress / final state,
 and the outputs (result.yaml schema, stage files, metrics, best stage, at most 11 stages,
-tensorboard logs (a warning when absent: the platform does not require them), reproducible model package; result.tsv one sorted line per candidate;
-infer-result.json one key per candidate with valid boxes).
+tensorboard logs (a warning when absent: the platform does not require them), reproducible
+model package; result.tsv one sorted line per candidate; infer-result.json one key per candidate
+with valid boxes).
 """
 
 from __future__ import annotations
