@@ -187,6 +187,9 @@ def test_write_mining_result_matches_the_reference(ws):
 
 def _reference_infer_text(infer_result, algorithm, box_key, known, class_names):
     """write_infer_result as it was, returning the text."""
+    if algorithm not in ("classification", "detection", "segmentation"):  # upstream's assert
+        raise ResultError(f"unknown algorithm {algorithm!r}: one of classification, detection, segmentation",
+                          key="algorithm")
     result, origin = {}, {}
     for asset_path, annotations in infer_result.items():
         key = os.path.basename(str(asset_path))
@@ -197,6 +200,10 @@ def _reference_infer_text(infer_result, algorithm, box_key, known, class_names):
                               key="infer_result")
         origin[key] = str(asset_path)
         boxes = [rw._annotation_dict(a, f"{key}[{i}]") for i, a in enumerate(annotations)]
+        for i, b in enumerate(boxes):  # the score range is checked at write time (NaN fails too)
+            if not 0.0 <= b["score"] <= 1.0:
+                raise ResultError(f"score must be a finite number in [0, 1], got {b['score']!r}",
+                                  key=f"{key}[{i}].score")
         if known is not None:
             for i, b in enumerate(boxes):
                 if b["class_name"] not in known:
@@ -242,7 +249,7 @@ def test_write_infer_result_matches_the_reference(ws):
             name = rnd.choice([f"{i}.jpg", f"ü {i}.png", f"{i}\"q.jpg"]) if rnd.random() < 0.98 else ""
             anns = [_random_annotation(rnd, names) for _ in range(rnd.choice([0, 1, 10]))]
             data[f"{folder}/{name}"] = anns if rnd.random() < 0.9 else tuple(anns)
-        algorithm = rnd.choice(["detection", "detection", "seg é", None, 5])
+        algorithm = rnd.choice(["detection", "detection", "detection", "detection", "seg é", None, 5])
         known = set(class_names) if class_names else None
         box_key = "boxes" if protocol else "annotations"
         try:

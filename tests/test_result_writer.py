@@ -191,8 +191,19 @@ def test_float_boxes_are_truncated_as_upstream_and_degenerate_boxes_construct():
         rw.Box(x=float("nan"), y=0, w=1, h=3)
     with pytest.raises(ValueError):
         rw.Box(x="1.5", y=0, w=1, h=3)   # int("1.5") fails in pydantic 1 too
-    with pytest.raises(ValueError):
-        rw.Annotation(class_name="dog", score=1.2, box=b)
+
+
+def test_a_score_outside_0_1_constructs_and_is_refused_when_written(ws):
+    # upstream's pydantic 1 Annotation has no range on score; the writer checks it
+    b = rw.Box(x=1, y=2, w=3, h=4)
+    ann = rw.Annotation(class_name="dog", score=1.2, box=b)
+    assert ann.score == 1.2
+    with pytest.raises(ResultError) as e:
+        rw.write_infer_result({"/in/x.jpg": [_ann(), ann]})
+    assert e.value.key == "x.jpg[1].score" and "1.2" in str(e.value)
+    with pytest.raises(ResultError, match="x.jpg\\[0\\].score"):
+        rw.write_infer_result({"/in/x.jpg": [rw.Annotation(class_name="dog", score=float("nan"), box=b)]})
+    assert not (ws.out_dir / "infer-result.json").exists()
 
 
 def test_infer_class_not_in_class_names(ws):

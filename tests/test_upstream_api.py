@@ -21,7 +21,7 @@ from ymir_exc import _io, env, monitor, settings, util
 from ymir_exc import result_writer as rw
 from ymir_exc.code import ExecutorReturnCode as RC
 from ymir_exc.code import ExecutorState
-from ymir_exc.errors import NotSupportedError, ResultError
+from ymir_exc.errors import MonitorError, NotSupportedError, ResultError
 
 # ------------------------------------------------------------------ code
 
@@ -567,3 +567,72 @@ def test_annotation_class_name_coerced_as_pydantic_1():
         ["3", "1.5", "cat", "dog"]
     with pytest.raises(ValueError):
         rw.Annotation(class_name=None, score=0.5, box=box)
+
+
+# ------------------------------------------------------------------ values upstream accepts
+
+def test_upstream_module_constants_exist_with_their_values():
+    # upstream monitor.py: TASK_STATE_RUNNING = 2; result_writer.py: _MAX_MODEL_STAGES_COUNT_ = 11
+    # (10 latest stages + the best); util.py imports YmirTask and write_monitor_logger_for_multiple_tasks
+    from ymir_exc.formats import MAX_MODEL_STAGES
+
+    assert monitor.TASK_STATE_RUNNING == 2 and type(monitor.TASK_STATE_RUNNING) is int
+    assert rw._MAX_MODEL_STAGES_COUNT_ == 11 == MAX_MODEL_STAGES
+    assert util.YmirTask is monitor.YmirTask
+    assert util.write_monitor_logger_for_multiple_tasks is monitor.write_monitor_logger_for_multiple_tasks
+
+
+@pytest.mark.parametrize("percent,written", [(1.0000000000000002, "1.00"), (1 + 1e-7, "1.00"), (-1e-9, "0.00"),
+                                             (np.float64(1.0) + np.float64(2e-16), "1.00")])
+def test_percent_float_rounding_is_clamped(ws, percent, written):
+    monitor.write_monitor_logger(percent=percent)
+    assert ws.monitor_text().split("\t")[2:4] == [written, "2"]
+
+
+@pytest.mark.parametrize("bad", [1.01, 1 + 2e-6, -0.001, float("inf")])
+def test_percent_clearly_outside_0_1_is_still_refused(ws, bad):
+    with pytest.raises(MonitorError):
+        monitor.write_monitor_logger(percent=bad)
+    with pytest.raises(MonitorError):
+        monitor.write_monitor_logger_for_multiple_tasks(None, "training", bad)
+    assert not (ws.out_dir / "monitor.txt").exists()
+
+
+def test_box_and_annotation_accept_what_pydantic_1_accepted():
+    # pydantic 1: int fields int(v), float fields float(v), str fields str / bytes / numbers; no range
+    box = rw.Box(x=np.int32(3), y=np.uint8(4), w=np.float64(5.9), h=np.float32(6.2))
+    assert box.model_dump() == {"x": 3, "y": 4, "w": 5, "h": 6}
+    ann = rw.Annotation(class_name=np.str_("dog"), score=np.float32(1.0000001), box=box)
+    assert ann.class_name == "dog" and ann.score == float(np.float32(1.0000001)) and ann.score > 1
+    assert rw.Annotation(class_name="dog", score=np.float16(0.5), box={"x": 1, "y": 2, "w": 3, "h": 4}).score == 0.5
+    assert rw.Annotation(class_name="dog", score=-0.2, box=box).score == -0.2
+    assert np.isnan(rw.Annotation(class_name="dog", score=float("nan"), box=box).score)
+
+
+def test_annotation_score_range_is_checked_when_written(ws):
+    ann = rw.Annotation(class_name="dog", score=np.float32(1.0000001), box=rw.Box(x=1, y=2, w=3, h=4))
+    ok = rw.Annotation(class_name="dog", score=np.float32(0.5), box=rw.Box(x=1, y=2, w=3, h=4))
+    with pytest.raises(ResultError) as e:
+        rw.write_infer_result({"/in/assets/a.jpg": [ok], "/in/assets/b.jpg": [ok, ann]})
+    assert e.value.key == "b.jpg[1].score"
+    assert not (ws.out_dir / "infer-result.json").exists()
+
+
+def test_zero_d_arrays_are_mining_scores(ws):
+    # upstream: f"{path}\t{score}" after sorting by score; str(np.array(0.7)) is "0.7"
+    rw.write_mining_result([("/in/a.jpg", np.array(0.3)), ("/in/b.jpg", np.array(0.7)),
+                            ("/in/c.jpg", 0.5)])
+    lines = (ws.out_dir / "result.tsv").read_text().splitlines()
+    assert [l.split("\t")[0] for l in lines] == ["/in/b.jpg", "/in/c.jpg", "/in/a.jpg"]
+    assert [float(l.split("\t")[1]) for l in lines] == [0.7, 0.5, 0.3]
+    with pytest.raises(ResultError):  # a shape-(1,) score: upstream wrote "[0.3]", which the platform misreads
+        rw.write_mining_result([("/in/a.jpg", np.array([0.3]))])
+
+
+def test_size_1_arrays_are_metrics(ws):
+    ws.model_file("w.pt")
+    rw.write_model_stage("s1", ["w.pt"], mAP=np.array([0.4]), evaluation_result={"mAR": np.array(0.5)})
+    stage = ws.result()["model_stages"]["s1"]
+    assert (stage["mAP"], stage["mAR"]) == (0.4, 0.5)
+    with pytest.raises(ResultError, match="must be a number"):
+        rw.write_model_stage("s2", ["w.pt"], mAP=np.array([0.4, 0.5]))

@@ -287,3 +287,266 @@ def test_config_access_and_mutation_as_executors_do(tmp_path):
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:3] == ["['person', 'cat'] 4 7", "True True", "False True 4"]
+
+
+# ------------------------------------------------------------------ the harness runs upstream executors
+
+def test_ymir_exc_run_accepts_an_upstream_executor_ending_running_at_1(tmp_path, capsys):
+    # every upstream start.py ends with monitor.write_monitor_logger(percent=1.0): state 2 at 1.00,
+    # then exit 0, which the platform marks done; `ymir-exc run` must agree with `verify`
+    from ymir_exc.cli import main
+    from ymir_exc.harness.runtime import parse_monitor
+
+    from conftest import REPO
+
+    rc = main(["run", str(REPO / "tests/executors/upstream-style"), "--work-dir", str(tmp_path / "w"),
+               "--model-location", str(tmp_path / "store"), "--quiet"])
+    out = capsys.readouterr()
+    assert rc == 0, out.out + out.err
+    mon = parse_monitor((tmp_path / "w" / "out" / "monitor.txt").read_text())
+    assert (mon.state, mon.percent, mon.return_code) == (2, 1.0, 0)
+    assert "pack success" in out.out
+
+
+@pytest.mark.parametrize("line,exit_code,problem", [
+    ("t1\t{t}\t1.00\t3\t0\n", 0, None),         # done
+    ("t1\t{t}\t0.40\t3\t0\n", 0, None),         # done (the state says so) at any percent
+    ("t1\t{t}\t1.00\t2\t0\n", 0, None),         # upstream's end: running at 1.00, exit 0
+    ("t1\t{t}\t0.50\t2\t0\n", 0, "state 2 at percent 0.50"),
+    ("t1\t{t}\t1.00\t2\t0\n", 1, "after exit status 1"),
+    ("t1\t{t}\t1.00\t4\t300001\n", 0, "state 4"),
+    ("garbage", 0, "not a monitor file"),
+])
+def test_collect_monitor_check_accepts_running_at_1_and_exit_0_only(tmp_path, line, exit_code, problem):
+    import time
+
+    from ymir_exc.env import EnvConfig
+    from ymir_exc.harness import collect
+    from ymir_exc.harness.workspace import env_yaml
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    env = EnvConfig.model_validate(env_yaml(["training"], "t1", "1.1.0", str(tmp_path / "in"), str(tmp_path / "out")))
+    (tmp_path / "out" / "monitor.txt").write_text(line.replace("{t}", str(time.time())))
+    problems = collect.check_monitor(env, "t1", exit_code)
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0], problems
+
+
+# ------------------------------------------------------------------ calls real executors make that upstream accepts
+
+MMDET_HOOK = """
+import os
+from ymir_exc.util import get_merged_config, write_ymir_training_result
+cfg = get_merged_config()
+d = cfg.ymir.output.models_dir
+open(os.path.join(d, "best_bbox_mAP_epoch_3.pth"), "w").write("w")
+# every COCO metric of mmdet's evaluation, passed through; -1.0 = no object of that size
+write_ymir_training_result(cfg, files=[os.path.join(d, "best_bbox_mAP_epoch_3.pth")], id="best",
+                           evaluation_result={"mAP": 0.201, "mAP_50": 0.45, "mAP_75": 0.18, "mAP_s": -1.0,
+                                              "mAP_m": 0.25, "mAP_l": -1.0})
+"""
+
+
+def test_mmdet_hook_passes_coco_minus_one_for_absent_sizes(tmp_path):
+    w = _work_dir(tmp_path)
+    proc = _run(w, MMDET_HOOK)
+    assert proc.returncode == 0, proc.stderr
+    # upstream: the stage is {stage_name, files, timestamp, **evaluation_result}; best = the only
+    # stage; top-level mAP = its mAP; -1.0 is written as given
+    assert _without_timestamps(_result(w)) == {
+        "best_stage_name": "best", "mAP": 0.201,
+        "model_stages": {"best": {"stage_name": "best", "files": ["best_bbox_mAP_epoch_3.pth"], "mAP": 0.201,
+                                  "mAP_50": 0.45, "mAP_75": 0.18, "mAP_s": -1.0, "mAP_m": 0.25, "mAP_l": -1.0}}}
+    # and the harness's check of result.yaml (what `ymir-exc run` collects) agrees
+    from ymir_exc.env import parse_env_file
+    from ymir_exc.harness import collect
+
+    from ymir_exc.harness.models import ModelStore
+
+    store = ModelStore(tmp_path / "store")
+    rep = collect.collect_training(parse_env_file(str(w / "in" / "env.yaml")), {"class_names": ["person", "cat"]},
+                                   "mmdet", store)
+    assert rep.problems == [] and rep.best_stage_name == "best" and rep.mAP == 0.201
+    # the model package keeps the -1 (ymir-info.yaml validates it the same way)
+    stage = store.get(rep.model_hash).info.stages["best"].evaluation_result()
+    assert (stage["mAP"], stage["mAP_s"], stage["mAP_l"]) == (0.201, -1.0, -1.0)
+
+
+@pytest.mark.parametrize("metrics,key", [({"mAP": -1.0, "mAP_50": 0.4}, "mAP"),          # the primary metric
+                                         ({"maskAP": -1.0, "mAP": 0.3}, "maskAP"),       # primary: maskAP
+                                         ({"mAP": 0.2, "mAP_s": -0.5}, "mAP_s"),         # only exactly -1
+                                         ({"mAP": 0.2, "mAP_s": 1.5}, "mAP_s")])
+def test_minus_one_is_only_accepted_for_non_primary_metrics(tmp_path, metrics, key):
+    w = _work_dir(tmp_path)
+    proc = _run(w, f"""
+    from ymir_exc import result_writer as rw
+    from ymir_exc.errors import ResultError
+    open({str(w / "out" / "models" / "m.pth")!r}, "w").write("w")
+    try:
+        rw.write_model_stage("best", ["m.pth"], evaluation_result={metrics!r})
+    except ResultError as e:
+        print("ResultError", e.key)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ResultError", f"model_stages.best.{key}"]
+    assert not (w / "out" / "models" / "result.yaml").exists()
+
+
+def test_yolov5_passes_best_fitness_as_a_one_element_array(tmp_path):
+    w = _work_dir(tmp_path)
+    proc = _run(w, """
+    import os
+    import numpy as np
+    from ymir_exc.util import get_merged_config, write_ymir_training_result
+    cfg = get_merged_config()
+    d = cfg.ymir.output.models_dir
+    open(os.path.join(d, "best.pt"), "w").write("w")
+    # YOLOv5 train.py: fi = fitness(np.array(results).reshape(1, -1)); best_fitness = fi (shape (1,))
+    best_fitness = np.array([0.4, 0.5, 0.6, 0.3]).reshape(1, -1)[:, [2]].sum(1)
+    assert best_fitness.shape == (1,)
+    write_ymir_training_result(cfg, map50=best_fitness, id="best", files=[os.path.join(d, "best.pt")])
+    write_ymir_training_result(cfg, map50=np.array(0.25), id="last", files=[os.path.join(d, "best.pt")])
+    """)
+    assert proc.returncode == 0, proc.stderr
+    # upstream (PyYAML of a size-1 array aside) means the number: mAP 0.6 and 0.25; best = 0.6
+    assert _without_timestamps(_result(w)) == {
+        "best_stage_name": "best", "mAP": 0.6,
+        "model_stages": {"best": {"stage_name": "best", "files": ["best.pt"], "mAP": 0.6},
+                         "last": {"stage_name": "last", "files": ["best.pt"], "mAP": 0.25}}}
+
+
+@pytest.mark.parametrize("weights", ["[0.1, 0.8, 0.1]", "(0.1, 0.8, 0.1)", "YmirStageWeight([0.1, 0.8, 0.1])"])
+def test_stage_weights_given_as_a_list(tmp_path, weights):
+    w = _work_dir(tmp_path)
+    proc = _run(w, f"""
+    from ymir_exc.util import (YmirStage, YmirStageWeight, get_merged_config, get_ymir_process,
+                               write_ymir_monitor_process)
+    cfg = get_merged_config()
+    print(round(get_ymir_process(YmirStage.POSTPROCESS, 0.5, weights={weights}), 6))
+    write_ymir_monitor_process(cfg, task="training", naive_stage_percent=0.5, stage=YmirStage.TASK,
+                               stage_weights={weights})
+    """)
+    assert proc.returncode == 0, proc.stderr
+    # postprocess at 0.5: 0.1 + 0.8 + 0.1 * 0.5 = 0.95; task at 0.5: 0.1 + 0.8 * 0.5 = 0.50
+    assert proc.stdout.split() == ["0.95"]
+    assert _monitor_fields(w)[2:] == ["0.50", "2", "0"]
+
+
+def test_bad_stage_weights_are_refused(tmp_path):
+    w = _work_dir(tmp_path)
+    proc = _run(w, """
+    from ymir_exc.util import YmirStage, get_merged_config, write_ymir_monitor_process
+    cfg = get_merged_config()
+    for bad in ([0.5, 0.8, 0.1], [0.5, 0.5], "0.1,0.8,0.1"):
+        try:
+            write_ymir_monitor_process(cfg, task="training", naive_stage_percent=0.5, stage="task", stage_weights=bad)
+        except ValueError as e:
+            print("ValueError")
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ValueError"] * 3
+    assert not (w / "out" / "monitor.txt").exists()
+
+
+def test_unknown_infer_algorithm_is_a_named_error(tmp_path):
+    w = _work_dir(tmp_path, training=False, infer=True)
+    proc = _run(w, """
+    from ymir_exc import result_writer as rw
+    from ymir_exc.errors import ResultError
+    try:
+        rw.write_infer_result({"/in/a.jpg": []}, algorithm="foo")
+    except ResultError as e:
+        print(e.key, "|", e)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    # upstream: assert algorithm in ['classification', 'detection', 'segmentation']
+    key, _, msg = proc.stdout.partition(" | ")
+    assert key == "algorithm" and "'foo'" in msg
+    assert all(a in msg for a in ("classification", "detection", "segmentation"))
+    assert not (w / "out" / "infer-result.json").exists()
+
+
+# ------------------------------------------------------------------ harness: --model latest, verify's warnings
+
+def _pack_foreign(store_dir: Path, executor: str, mtime: float) -> str:
+    """A valid package produced by ``executor``, stored with modification time ``mtime``."""
+    from ymir_exc.harness.models import ModelStore, build_info
+
+    f = store_dir.parent / f"{executor}.bin"
+    f.write_bytes(executor.encode())
+    info = build_info({"class_names": ["tree"]}, {"executor": executor},
+                      {"s1": {"stage_name": "s1", "files": ["w.bin"], "timestamp": 1, "mAP": 0.5}}, "s1")
+    h = ModelStore(store_dir).pack([("s1/w.bin", str(f))], info)
+    os.utime(store_dir / h, (mtime, mtime))
+    return h
+
+
+def test_model_latest_prefers_the_executors_own_newest_package(tmp_path, capsys):
+    from ymir_exc.cli import main
+    from ymir_exc.harness.models import ModelStore
+
+    from conftest import REPO
+
+    store = tmp_path / "store"
+    up = str(REPO / "tests/executors/upstream-style")
+    assert main(["run", up, "--work-dir", str(tmp_path / "train"), "--model-location", str(store), "--quiet"]) == 0
+    own = ModelStore(store).resolve("latest").name
+    foreign = _pack_foreign(store, "other-exec", (store / own).stat().st_mtime + 60)   # newer, another executor
+    assert ModelStore(store).resolve("latest").name == foreign                       # the newest overall
+    assert ModelStore(store).resolve_latest("upstream-style") == (store / own, True)
+    assert ModelStore(store).resolve_latest("nobody") == (store / foreign, False)
+    capsys.readouterr()
+    # mining with the foreign package would fail (it holds no model.json): latest must be the own one
+    rc = main(["run", up, "--task", "mining", "--model", "latest", "--work-dir", str(tmp_path / "mine"),
+               "--model-location", str(store), "--quiet"])
+    out = capsys.readouterr()
+    assert rc == 0, out.out + out.err
+    assert "note:" not in out.err
+    assert json.loads((tmp_path / "mine" / "ymir-exc-run.json").read_text())["exit_status"] == 0
+    assert (tmp_path / "mine" / "in" / "models" / "epoch_20" / "model.json").is_file()
+
+
+def test_model_latest_falls_back_to_the_newest_of_any_executor_with_a_note(tmp_path, capsys):
+    from ymir_exc.cli import _latest_of
+    from ymir_exc.harness.models import ModelStore
+
+    store = tmp_path / "store"
+    old = _pack_foreign(store, "exec-a", 1_000_000)
+    new = _pack_foreign(store, "exec-b", 2_000_000)
+    s = ModelStore(store)
+    assert _latest_of(s, "latest@s1", "exec-a") == f"{old}@s1"      # its own, though older
+    assert capsys.readouterr().err == ""
+    assert _latest_of(s, "latest", "exec-c") == new                  # none of its own: the newest
+    err = capsys.readouterr().err
+    assert "note:" in err and "exec-c" in err and new[:12] in err and "exec-b" in err
+    assert _latest_of(s, old[:8], "exec-c") == old[:8]               # other refs pass through
+
+
+def test_verify_reports_missing_tensorboard_logs_as_a_warning(tmp_path, capsys):
+    import shutil
+
+    from ymir_exc.cli import main
+
+    from conftest import REPO
+
+    ex = tmp_path / "no-tb"
+    shutil.copytree(REPO / "tests/executors/upstream-style", ex)
+    start = ex / "app" / "start.py"
+    text = start.read_text()
+    assert "writer.add_scalar(" in text
+    start.write_text(text.replace("    writer = SummaryWriter(log_dir=cfg.ymir.output.tensorboard_dir)\n", "")
+                     .replace('    writer.add_scalar("mean_w", mean_w, 0)\n', "").replace("    writer.close()\n", ""))
+    rc = main(["verify", str(ex), "--work-dir", str(tmp_path / "v"), "--quiet", "--no-crash", "--json"])
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert rc == 0 and doc["failed"] == 0 and doc["warnings"] == 1, doc
+    # the table (on stderr with --json) shows it as a warning, and the summary line counts it
+    row = next(line for line in out.err.splitlines() if "tensorboard logs present" in line)
+    assert "WARN" in row and "FAIL" not in row
+    assert f"{doc['passed']} passed, 0 failed, 1 warning(s)" in out.err
+    tb = [c for c in doc["checks"] if c["check"] == "tensorboard logs present"]
+    assert [(c["ok"], c["status"]) for c in tb] == [(False, "WARN")] and "0 file(s)" in tb[0]["detail"]
+    assert all(c["status"] == "PASS" for c in doc["checks"] if c["check"] != "tensorboard logs present")

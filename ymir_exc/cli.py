@@ -11,8 +11,8 @@ Examples::
 
 Exit status: 0 success; 1 the executor failed; 2 bad arguments or input (a named error, no
 traceback); 3 the executor's outputs break the contract (monitor.txt included; ``verify``: a check
-failed); 70 an internal error of ymir-exc (one line on stderr, the traceback in a log file whose
-path it names); 130 interrupted (Ctrl-C; the executor's process group is stopped and state 4
+failed; a warning, such as no tensorboard logs, does not); 70 an internal error of ymir-exc (one
+line on stderr, the traceback in a log file whose path it names); 130 interrupted (Ctrl-C; the executor's process group is stopped and state 4
 written first). With ``--json`` (run, verify, models list / show, loop) stdout holds one JSON
 document and every other line goes to stderr.
 """
@@ -248,6 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             check_mining_algorithm(executor, [algo])
     ds = _run_dataset(args, tasks)
     store = ModelStore(args.model_location)
+    model_ref = _latest_of(store, args.model, executor.name) if args.model else args.model
     dry = args.dry_run or args.print_argv
     work = Path(tempfile.mkdtemp(prefix="ymir-exc-dry-run-")) if dry else (Path(args.work_dir) if args.work_dir else None)
 
@@ -262,7 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 _out(f"model: {key} = {prepared.config[key]}; classes {prepared.config['class_names']}")
 
     try:
-        outcome = run_task(executor, runtime, tasks, ds, work_dir=work, store=store, model_ref=args.model,
+        outcome = run_task(executor, runtime, tasks, ds, work_dir=work, store=store, model_ref=model_ref,
                            user_config=user_config, protocol_version=args.protocol_version,
                            gpu_id=args.gpu_id or "", timeout=args.timeout, show=not args.quiet,
                            network_none=args.network_none, user=args.user, dry_run=dry, before_run=announce,
@@ -301,6 +302,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     atomic_write(prepared.work_dir / "ymir-exc-run.json", json.dumps(summary, indent=2))
     args.json_doc = summary
     return code
+
+
+def _latest_of(store: Any, model_ref: str, executor: str) -> str:
+    """``--model latest[@STAGE]`` as the newest package ``executor`` produced (else the newest
+    of any executor, with a note on stderr) -> ``HASH[@STAGE]``; any other ref as given."""
+    ref, at, stage = model_ref.partition("@")
+    if ref != "latest":
+        return model_ref
+    path, own = store.resolve_latest(executor)
+    if not own:
+        producer = _producer(store, path.name)
+        _err(f"note: no model of {executor} in {store.location}; --model latest is the newest of any executor: "
+             f"{path.name[:12]}" + (f" (produced by {producer})" if producer else ""))
+    return path.name + at + stage
+
+
+def _producer(store: Any, ref: str) -> Optional[str]:
+    try:
+        return store.get(ref, verify=False).info.task_context.get("executor")
+    except Exception:  # noqa: BLE001 - only for the note
+        return None
 
 
 def _report_problems(what: str, problems: List[str]) -> None:
@@ -418,14 +440,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for col in ("scenario", "check", "result", "detail"):
         table.add_column(col, overflow="fold")
     for c in checks:
-        table.add_row(c.scenario, c.name, "[green]PASS[/green]" if c.ok else "[red]FAIL[/red]", c.detail)
+        colour = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[c.status]
+        table.add_row(c.scenario, c.name, f"[{colour}]{c.status}[/{colour}]", c.detail)
     Console(width=max(120, shutil.get_terminal_size().columns), stderr=_JSON_MODE).print(table)
-    failed = [c for c in checks if not c.ok]
-    _out(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
-    args.json_doc = {"executor": executor.name, "runtime": runtime, "passed": len(checks) - len(failed),
-                     "failed": len(failed), "work_dir": str(root.resolve()) if (args.work_dir or args.keep) else None,
-                     "checks": [{"scenario": c.scenario, "check": c.name, "ok": c.ok, "detail": c.detail}
-                                for c in checks]}
+    failed = [c for c in checks if c.failed]
+    warned = [c for c in checks if c.status == "WARN"]
+    passed = len(checks) - len(failed) - len(warned)
+    _out(f"{passed} passed, {len(failed)} failed" + (f", {len(warned)} warning(s)" if warned else ""))
+    args.json_doc = {"executor": executor.name, "runtime": runtime, "passed": passed, "failed": len(failed),
+                     "warnings": len(warned),
+                     "work_dir": str(root.resolve()) if (args.work_dir or args.keep) else None,
+                     "checks": [{"scenario": c.scenario, "check": c.name, "ok": c.ok, "status": c.status,
+                                 "detail": c.detail} for c in checks]}
     return EXIT_BAD_OUTPUT if failed else 0
 
 
@@ -608,7 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "unlabeled falls back to all when there is none)")
     r.add_argument("--save-vis", metavar="DIR", help="infer: draw the boxes onto copies of the images in DIR")
     _add_config_args(r)
-    r.add_argument("--model", help="model package: HASH[@STAGE], a unique prefix, or 'latest' (default stage: best)")
+    r.add_argument("--model", help="model package: HASH[@STAGE], a unique prefix, or 'latest' (the newest this "
+                   "executor produced, else the newest of any; default stage: best)")
     r.add_argument("--work-dir", help="work dir W (default ./ymir-work/<task id>)")
     r.add_argument("--model-location", help="model store (default $YMIR_EXC_MODEL_LOCATION or ~/.ymir-exc/models)")
     r.add_argument("--protocol-version", default="1.1.0", help="env.yaml protocol_version (0.x legacy, 1.x, 2.x)")

@@ -43,8 +43,16 @@ def to_builtin(value: Any) -> Any:
     return value
 
 
-def check_evaluation_value(key: str, value: Any) -> Any:
-    """Validate one evaluation entry: counts are ints >= 0, every other metric a float in [0, 1].
+#: COCO evaluation's value for a metric it could not compute (e.g. ``mAP_s`` when no object is
+#: small); accepted, and written as given, for any metric but the primary one
+ABSENT_METRIC = -1
+
+
+def check_evaluation_value(key: str, value: Any, primary: bool = True) -> Any:
+    """Validate one evaluation entry: counts are ints >= 0, every other metric a float in [0, 1];
+    a metric that is not the stage's primary one (``primary=False``) may also be exactly -1,
+    COCO's "absent" sentinel (MMDetection passes ``mAP_s=-1.0`` for a size range with no
+    object), returned as given.
 
     Raises:
         ValueError: not a number, not finite, or out of range; the message names the key.
@@ -58,8 +66,11 @@ def check_evaluation_value(key: str, value: Any) -> Any:
             raise ValueError(f"count {key!r} must be >= 0, got {value!r}")
         return int(value)
     v = float(value)
+    if not primary and v == ABSENT_METRIC:
+        return value
     if not math.isfinite(v) or not 0.0 <= v <= 1.0:
-        raise ValueError(f"metric {key!r} must be a finite fraction in [0, 1], got {value!r}")
+        raise ValueError(f"metric {key!r} must be a finite fraction in [0, 1]"
+                         + ("" if primary else " (or -1: not computed)") + f", got {value!r}")
     return v
 
 
@@ -75,7 +86,8 @@ class ModelStage(BaseModel):
     """One entry of ``model_stages`` in result.yaml.
 
     Evaluation keys beside the named fields are allowed (mAR, precision, tp, ...): counts are
-    non-negative ints, everything else a fraction in [0, 1].
+    non-negative ints, everything else a fraction in [0, 1] (or -1, COCO's "not computed", for
+    any metric but the primary one).
     """
 
     model_config = ConfigDict(extra="allow")
@@ -102,9 +114,10 @@ class ModelStage(BaseModel):
 
     @model_validator(mode="after")
     def _metrics(self) -> "ModelStage":
+        primary = primary_metric_key(self.evaluation_result())
         for key, value in self.evaluation_result().items():
-            check_evaluation_value(key, value)
-        if primary_metric_key(self.evaluation_result()) is None:
+            check_evaluation_value(key, value, primary=key == primary)
+        if primary is None:
             raise ValueError("a stage needs a primary metric (maskAP, mIoU or mAP)")
         return self
 

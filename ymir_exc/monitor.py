@@ -19,7 +19,9 @@ goes backwards within a process (a lower percent is raised to the last one writt
 parsed once per change and cached; the write is atomic; a call that would only refresh the
 timestamp (same line as this process last wrote, still there) rewrites the file at most once per
 :data:`MIN_REFRESH_SECONDS`, so a per-iteration call in a training loop costs microseconds;
-``percent`` must be a number in [0, 1] (:class:`~ymir_exc.errors.MonitorError` otherwise).
+``percent`` must be a number in [0, 1] (:class:`~ymir_exc.errors.MonitorError` otherwise; a value
+within :data:`PERCENT_TOLERANCE` outside it, float rounding such as ``1.0000000000000002``, is
+clamped into it).
 The state written is the one given: ``percent=1.0`` stays "running" unless ``state`` says done
 (the platform finishes a task that exits 0).
 """
@@ -47,6 +49,12 @@ class YmirTask(IntEnum):
     INFER = 3
 
 
+#: upstream's module constant: the "running" state, as an int (``ExecutorState.ES_RUNNING``)
+TASK_STATE_RUNNING = 2
+
+#: a percent this close outside [0, 1] (float rounding, e.g. ``1.0000000000000002``) is clamped into it
+PERCENT_TOLERANCE = 1e-6
+
 _TASK_LETTER = {YmirTask.TRAINING: "t", YmirTask.MINING: "m", YmirTask.INFER: "i"}
 _last_percent: Dict[str, float] = {}
 #: a call that changes nothing but the timestamp rewrites monitor.txt at most this often
@@ -59,9 +67,9 @@ def _check_percent(percent: Any) -> float:
     if isinstance(percent, bool) or not isinstance(percent, numbers.Real):
         raise MonitorError(f"percent must be a number in [0, 1], got {percent!r}", key="percent")
     p = float(percent)
-    if not math.isfinite(p) or not 0.0 <= p <= 1.0:
+    if not math.isfinite(p) or not -PERCENT_TOLERANCE <= p <= 1.0 + PERCENT_TOLERANCE:
         raise MonitorError(f"percent must be a fraction in [0, 1], got {percent!r}", key="percent")
-    return p
+    return min(max(p, 0.0), 1.0)  # float rounding just outside [0, 1] is clamped into it
 
 
 def format_monitor_line(task_id: str, timestamp: float, percent: float, state: int, return_code: int) -> str:
@@ -76,13 +84,13 @@ def write_monitor_logger(percent: float, state: ExecutorState = ExecutorState.ES
     """Rewrite monitor.txt with the task's progress.
 
     Args:
-        percent: fraction 0-1 of the whole task.
+        percent: fraction 0-1 of the whole task (within 1e-6 outside [0, 1] is clamped).
         state: ExecutorState (2 running, 3 done, 4 error), written as given.
         return_code: ExecutorReturnCode; 0 unless the state is error.
         msg: optional text (error message, traceback) written after the first line.
 
     Raises:
-        MonitorError: percent is not a number in [0, 1].
+        MonitorError: percent is not a number in [0, 1] (more than 1e-6 outside it).
         EnvFileError: env.yaml cannot be read.
     """
     p = _check_percent(percent)

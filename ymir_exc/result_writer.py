@@ -101,13 +101,15 @@ class Box(BaseModel):
 
 
 class Annotation(BaseModel):
-    """One detected object: class name (one of class_names), score in [0, 1], box.
+    """One detected object: class name (one of class_names), score, box.
 
-    As upstream (pydantic 1): the score is converted with ``float()`` (numbers, numeric
-    strings); a number or bytes given as the class name becomes its string.
+    As upstream (pydantic 1): the score is converted with ``float()`` (numbers, numpy scalars,
+    numeric strings) and any float constructs; a number or bytes given as the class name
+    becomes its string. The score must be in [0, 1] when the infer result is written
+    (:func:`write_infer_result` raises ``ResultError`` naming the key otherwise).
 
     Raises:
-        pydantic.ValidationError: a score that is not a number, or not in [0, 1].
+        pydantic.ValidationError: a score that ``float()`` cannot convert.
 
     Example::
 
@@ -137,10 +139,25 @@ class Annotation(BaseModel):
     @field_validator("score", mode="before")
     @classmethod
     def _score(cls, v: Any) -> float:
-        f = _to_float(v)
-        if not math.isfinite(f) or not 0.0 <= f <= 1.0:
-            raise ValueError(f"score must be a finite number in [0, 1], got {v!r}")
-        return f
+        return _to_float(v)  # the [0, 1] range is checked when the result is written
+
+
+#: upstream's module constant: most stages result.yaml keeps (10 latest + the best);
+#: the same as :data:`ymir_exc.formats.MAX_MODEL_STAGES`
+_MAX_MODEL_STAGES_COUNT_ = 11
+
+
+def _metric_scalar(value: Any) -> Any:
+    """A metric given as a one-element array (YOLOv5 passes ``map50=best_fitness``, a numpy
+    array of shape (1,)), a 0-d array or a numpy scalar, as its Python number (``.item()``);
+    anything else unchanged."""
+    if getattr(value, "ndim", None) is None or not callable(getattr(value, "item", None)):
+        return value
+    size = getattr(value, "size", None)
+    if callable(size):  # a torch tensor: size() is its shape
+        numel = getattr(value, "numel", None)
+        size = numel() if callable(numel) else None
+    return value.item() if size == 1 else value
 
 
 def multiple_model_stages_supportable(env_config: Optional[env.EnvConfig] = None) -> bool:
@@ -266,8 +283,11 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
             ``/out/models/``, or absolute paths (outside the models dir they are copied into
             ``/out/models/<stage>/``). Every file must exist.
         evaluation_result: metrics, e.g. ``{"mAP": 0.61, "mAR": 0.7, "tp": 60}``; fractions in
-            [0, 1], counts tp/fp/fn as ints. Primary metric: maskAP > mIoU > mAP.
-        mAP: sets ``evaluation_result["mAP"]`` (fraction 0-1; 0 is a metric).
+            [0, 1], counts tp/fp/fn as ints. Primary metric: maskAP > mIoU > mAP. Any other
+            metric may be exactly -1 (COCO's "not computed", e.g. ``mAP_s`` with no small
+            object), written as given. A one-element numpy array counts as its number.
+        mAP: sets ``evaluation_result["mAP"]`` (fraction 0-1; 0 is a metric; a one-element
+            array, e.g. YOLOv5's ``best_fitness``, counts as its number).
         timestamp: unix seconds; default now. The best stage is the max of (metric,
             timestamp); on a full tie the stage later in result.yaml wins, as upstream.
         attachments: ``{section: [files]}`` (e.g. plots), relative to
@@ -281,8 +301,8 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
 
     Raises:
         ResultError: bad or too long stage name, no or missing files, a reserved key in evaluation_result, no
-            primary metric, a metric outside [0, 1], a corrupt existing result.yaml. Nothing is
-            written then.
+            primary metric, a metric outside [0, 1] (but -1 for a non-primary one), a corrupt
+            existing result.yaml. Nothing is written then.
     """
     from ymir_exc.formats import STAGE_RESERVED_KEYS, check_evaluation_value, primary_metric_key, to_builtin
 
@@ -291,18 +311,19 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
     name = _normalise_stage_name(stage_name)
     if isinstance(files, (str, os.PathLike)) or not files:
         raise ResultError(f"files must be a non-empty list of paths, got {files!r}", key=f"model_stages.{name}.files")
-    metrics: Dict[str, Any] = dict(to_builtin(evaluation_result or {}))
+    metrics: Dict[str, Any] = dict(to_builtin({k: _metric_scalar(v) for k, v in dict(evaluation_result or {}).items()}))
     clash = STAGE_RESERVED_KEYS.intersection(metrics)
     if clash:
         raise ResultError(f"evaluation_result may not set {sorted(clash)}", key="evaluation_result")
     if mAP is not None:  # as upstream: mAP= sets evaluation_result["mAP"]
-        metrics["mAP"] = to_builtin(mAP)
+        metrics["mAP"] = to_builtin(_metric_scalar(mAP))
+    primary = primary_metric_key(metrics)
     for k, v in metrics.items():
         try:
-            metrics[k] = check_evaluation_value(k, v)
+            metrics[k] = check_evaluation_value(k, v, primary=k == primary)
         except ValueError as e:
             raise ResultError(str(e), key=f"model_stages.{name}.{k}") from None
-    if primary_metric_key(metrics) is None:
+    if primary is None:
         raise ResultError(f"stage {name!r} has no primary metric: give mAP (or maskAP / mIoU) as a fraction in [0, 1]",
                           key=f"model_stages.{name}.mAP")
     ts = int(time.time()) if timestamp is None else to_builtin(timestamp)
@@ -599,7 +620,12 @@ def _all_numbers(values: List[Any]) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+    """A real number (numpy scalars included, bool excluded), or a 0-d numeric numpy array
+    (e.g. ``np.asarray(score)``; upstream wrote its ``str``, which is the number)."""
+    if isinstance(v, numbers.Real):
+        return not isinstance(v, bool)
+    kind = getattr(getattr(v, "dtype", None), "kind", None)
+    return getattr(v, "ndim", None) == 0 and kind is not None and kind in "iuf"
 
 
 # ------------------------------------------------------------------ inference
@@ -645,10 +671,14 @@ def write_infer_result(infer_result: Any, algorithm: str = "detection") -> None:
 
     Raises:
         NotSupportedError: ``algorithm="classification"``.
-        ResultError: two paths with the same basename (names both), a class name not in
-            config.yaml's ``class_names`` (when set), a bad score or box; for segmentation, a
+        ResultError: an algorithm that is not one of :data:`INFER_ALGORITHMS` (as upstream's
+            assert); two paths with the same basename (names both), a class name not in
+            config.yaml's ``class_names`` (when set), a score that is not a finite number in
+            [0, 1] (names ``<basename>[i].score``), a bad box; for segmentation, a
             structure that breaks the format (names the key). Nothing is written then.
     """
+    if algorithm not in INFER_ALGORITHMS:
+        raise ResultError(f"unknown algorithm {algorithm!r}: one of {', '.join(INFER_ALGORITHMS)}", key="algorithm")
     if algorithm == "classification":
         raise NotSupportedError("write_infer_result(algorithm='classification') is not supported (nor upstream): "
                                 "write detection or segmentation results", key="algorithm")
@@ -695,6 +725,10 @@ def write_infer_result(infer_result: Any, algorithm: str = "detection") -> None:
             anns = given
         else:
             anns = [_validated_annotation(a, f"{key}[{i}]") for i, a in enumerate(given)]
+        scores = list(map(_SCORE, anns))
+        if not all(map(_in_unit_range, scores)):  # NaN fails the comparison too
+            i = next(i for i, s in enumerate(scores) if not _in_unit_range(s))
+            raise ResultError(f"score must be a finite number in [0, 1], got {scores[i]!r}", key=f"{key}[{i}].score")
         boxes = ",".join(filter(None, map(box_json, anns)))
         if known is not None:
             names = list(map(_CLASS_NAME, anns))
@@ -733,6 +767,13 @@ def to_builtin_json(value: Any) -> Any:
 
 
 _CLASS_NAME = attrgetter("class_name")
+_SCORE = attrgetter("score")
+
+
+def _in_unit_range(score: float) -> bool:
+    return 0.0 <= score <= 1.0
+#: the ``algorithm`` values write_infer_result knows (upstream's list; classification is not implemented)
+INFER_ALGORITHMS = ("classification", "detection", "segmentation")
 
 
 def _class_names_or_none() -> Optional[List[str]]:

@@ -24,6 +24,7 @@ from ymir_exc import env, monitor
 from ymir_exc import result_writer as rw
 from ymir_exc._io import atomic_copy
 from ymir_exc.errors import ConfigFileError, ResultError
+from ymir_exc.monitor import YmirTask, write_monitor_logger_for_multiple_tasks  # noqa: F401 - upstream's util has them
 
 logger = logging.getLogger("ymir_exc")
 
@@ -300,32 +301,51 @@ class YmirStageWeight:
         return w0 + w1 + w2 * p
 
 
+def _stage_weights(weights: Union[YmirStageWeight, Sequence[float], None]) -> YmirStageWeight:
+    """A :class:`YmirStageWeight` from one, from a list / tuple of 3 floats (as upstream's
+    ``isinstance(stage_weights, List)``), or the default for None."""
+    if isinstance(weights, YmirStageWeight):
+        return weights
+    if weights is None or isinstance(weights, (list, tuple)):
+        return YmirStageWeight(weights=weights)
+    raise ValueError(f"stage weights must be a YmirStageWeight or a list of 3 floats, got {weights!r}")
+
+
 def get_ymir_process(stage: Union[YmirStage, str, int], p: float, task_idx: int = 0, task_num: int = 1,
-                     weights: Optional[YmirStageWeight] = None, *,
-                     stage_weights: Optional[YmirStageWeight] = None) -> float:
+                     weights: Union[YmirStageWeight, Sequence[float], None] = None, *,
+                     stage_weights: Union[YmirStageWeight, Sequence[float], None] = None) -> float:
     """Map a phase's own progress ``p`` (0-1) to the task's progress (0-1), as upstream:
     ``task_idx / task_num + (1 / task_num) * weights.get_stage_process(stage, p)``.
 
-    ``stage_weights`` is accepted as an alias of ``weights``.
+    ``weights`` is a :class:`YmirStageWeight` or a list / tuple ``[preprocess, task,
+    postprocess]`` (default: :class:`YmirStageWeight` ()); ``stage_weights`` is accepted as an
+    alias of ``weights``.
 
     Raises:
-        ValueError: p outside [0, 1], or an unknown stage.
+        ValueError: p outside [0, 1], an unknown stage, or weights that are not 3 non-negative
+            fractions summing to 1.
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p must be in [0, 1], got {p}")
-    w = weights or stage_weights or YmirStageWeight()
+    w = _stage_weights(weights if weights is not None else stage_weights)
     return task_idx / task_num + (1.0 / task_num) * w.get_stage_process(stage, p)
 
 
 def write_ymir_monitor_process(cfg: edict, task: Union[str, monitor.YmirTask], naive_stage_percent: float,
-                               stage: Union[YmirStage, str], stage_weights: Optional[YmirStageWeight] = None,
+                               stage: Union[YmirStage, str],
+                               stage_weights: Union[YmirStageWeight, Sequence[float], None] = None,
                                task_order: str = "tmi") -> None:
     """Report progress ``naive_stage_percent`` (0-1) of phase ``stage`` of ``task``: the phase
     mapping of :func:`get_ymir_process`, then
     :func:`ymir_exc.monitor.write_monitor_logger_for_multiple_tasks`.
 
+    Args:
+        stage_weights: a :class:`YmirStageWeight`, or a list / tuple of the 3 phase weights
+            (``[0.1, 0.8, 0.1]``, as upstream accepts); None for the default.
+
     Raises:
-        ValueError / MonitorError: a percent outside [0, 1], an unknown stage or task name.
+        ValueError / MonitorError: a percent outside [0, 1], an unknown stage or task name, bad
+            stage weights.
     """
     percent = get_ymir_process(stage, naive_stage_percent, weights=stage_weights)
     monitor.write_monitor_logger_for_multiple_tasks(cfg, task, min(max(percent, 0.0), 1.0), order=task_order)

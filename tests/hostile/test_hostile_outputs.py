@@ -153,7 +153,7 @@ def test_monitor_left_running_after_exit_0_fails_the_run(tmp_path, host, capsys)
     rc, _ = _run(tmp_path, host, """
         good_training(); monitor(state=2, percent=0.5)
     """)
-    assert rc == 3 and "state 2 after exit status 0; expected 3" in capsys.readouterr().err
+    assert rc == 3 and "state 2 at percent 0.50 after exit status 0; expected 3" in capsys.readouterr().err
     host.store.get(host.good_hash)
 
 

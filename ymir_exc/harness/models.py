@@ -406,6 +406,31 @@ class ModelStore:
             raise ModelError(f"model {ref!r} not found (see ymir-exc models list)", path=str(self.location))
         return prefixed[0]
 
+    def resolve_latest(self, executor: Optional[str] = None) -> Tuple[Path, bool]:
+        """What ``--model latest`` means for a run of ``executor``: the newest package that
+        executor produced (``task_context.executor`` of its ymir-info.yaml); when it produced
+        none, the newest package of any executor.
+
+        Returns:
+            ``(stored file, whether it is the executor's own)``; ``own`` is True when
+            ``executor`` is None.
+
+        Raises:
+            ModelError: the store is empty.
+        """
+        newest = self.resolve("latest")
+        if executor is None:
+            return newest, True
+        stored = [p for p in self.location.iterdir() if p.is_file() and not p.name.startswith(".")]
+        for p in sorted(stored, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True):
+            try:
+                produced_by = self.get(p.name, verify=False).info.task_context.get("executor")
+            except ModelError:  # a corrupted file is no candidate (``models list`` reports it)
+                continue
+            if produced_by == executor:
+                return p, True
+        return newest, False
+
     def remove(self, ref: str) -> str:
         """Delete one stored package (``latest``, a full sha1 or a unique prefix); returns its hash.
 

@@ -104,7 +104,7 @@ def run_task(executor: LocalExecutor, runtime: str, tasks: Sequence[str], ds: Da
     if not outcome.run.ok or not collect_outputs:
         return outcome
     env = collect.task_env(prepared.env, prepared.work_dir)  # not in/env.yaml: a local executor may change it
-    outcome.problems += collect.check_monitor(env, task_id)
+    outcome.problems += collect.check_monitor(env, task_id, outcome.run.exit_code)
     if "training" in order:
         outcome.training = collect.collect_training(env, prepared.config, executor.name, store)
         outcome.problems += outcome.training.problems
