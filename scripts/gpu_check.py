@@ -17,9 +17,13 @@ of inference (the forward passes: the executor's own figure; for plain ``predict
 the GPU memory peak (``nvidia-smi`` sampled every 0.2 s, minus the memory in use before the
 run) and the best validation mAP50. ``--quick``: fewer epochs and candidates (sized for under 2
 minutes on a recent GPU, the full run for under 5; not yet measured on one). ``--cpu`` rehearses
-every step on the CPU, ``--no-install`` uses ``--python`` as it is (no venv).
+every step on the CPU, ``--no-install`` uses ``--python`` as it is (no venv). ``--dry-run``
+prints the plan (``--wheels`` optional there). Wheels made for another Python (their ``cp312``
+tag against a Python 3.11 ``--python``) are reported with the ``--python`` to use, before
+anything is installed.
 
-Exit status: 0 done, 2 bad arguments or a missing wheels folder, 1 a step failed.
+Exit status: 0 done, 2 bad arguments, a missing wheels folder or wheels for another Python, 1 a
+step failed.
 """
 
 from __future__ import annotations
@@ -66,8 +70,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         prog="scripts/gpu-check.sh",
         description="det-yolo-tmi on a GPU, offline: install the missing wheels into a venv, train / mine / "
                     "infer through ymir-exc run --gpu-id and with plain Ultralytics, print one table.")
-    ap.add_argument("--wheels", required=True, metavar="DIR",
-                    help="folder of wheels made by scripts/gpu-wheels.sh (installed with --no-index --no-deps)")
+    ap.add_argument("--wheels", metavar="DIR",
+                    help="folder of wheels made by scripts/gpu-wheels.sh (installed with --no-index --no-deps); "
+                         "required except with --dry-run")
     ap.add_argument("--quick", action="store_true",
                     help=f"{SIZES['quick'][0]} epochs, {SIZES['quick'][1]} candidates (default "
                          f"{SIZES['full'][0]} epochs, {SIZES['full'][1]} candidates)")
@@ -86,6 +91,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if not re.fullmatch(r"\d+", args.gpu_id):
         ap.error(f"--gpu-id: one GPU index, e.g. 0; got {args.gpu_id!r}")
+    if args.wheels is None:
+        if not args.dry_run:
+            ap.error("--wheels DIR is required (except with --dry-run); make DIR with: bash scripts/gpu-wheels.sh DIR")
+        args.epochs, args.candidates = SIZES["quick" if args.quick else "full"]
+        return args
     if not os.path.isdir(args.wheels):
         ap.error(f"--wheels {args.wheels}: no such folder (make it with: bash scripts/gpu-wheels.sh DIR)")
     if not wheel_files(args.wheels):
@@ -94,9 +104,55 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def wheel_files(folder: str) -> List[str]:
-    """The ``.whl`` files of ``folder``, sorted."""
-    return sorted(glob.glob(os.path.join(folder, "*.whl")))
+def wheel_files(folder: Optional[str]) -> List[str]:
+    """The ``.whl`` files of ``folder``, sorted ([] for None)."""
+    return sorted(glob.glob(os.path.join(folder, "*.whl"))) if folder else []
+
+
+def cpython_tags(wheels: Sequence[str]) -> Dict[str, List[str]]:
+    """``{"cp312": [wheel file names]}``: the CPython version tags of compiled wheels (PEP 427
+    file names ``name-version[-build]-python-abi-platform.whl``; ``py3`` wheels have none)."""
+    out: Dict[str, List[str]] = {}
+    for w in wheels:
+        parts = os.path.basename(w)[:-len(".whl")].split("-")
+        if len(parts) < 5:
+            continue
+        for tag in parts[-3].split("."):
+            if re.fullmatch(r"cp\d+", tag):
+                out.setdefault(tag, []).append(os.path.basename(w))
+    return out
+
+
+def python_version(python: str) -> Optional[str]:
+    """``"3.12"`` for the interpreter ``python`` (run once), None when it does not run."""
+    try:
+        proc = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    out = proc.stdout.strip()
+    return out if proc.returncode == 0 and re.fullmatch(r"\d+\.\d+", out) else None
+
+
+def tag_mismatch(args: argparse.Namespace) -> Optional[str]:
+    """Why the wheels cannot go into a venv on ``--python`` (their CPython tag is another
+    version's), with the ``--python`` to give instead; None when they fit, or nothing is installed."""
+    if args.no_install or not args.wheels:
+        return None
+    tags = cpython_tags(wheel_files(args.wheels))
+    have = python_version(args.python)
+    if not tags or have is None:
+        return None
+    want = "cp" + have.replace(".", "")
+    wrong = {t: ws for t, ws in tags.items() if t != want}
+    if not wrong:
+        return None
+    tag, ws = sorted(wrong.items())[0]
+    version = f"{tag[2]}.{tag[3:]}"
+    return (f"the wheels in {args.wheels} are for CPython {version} ({tag}: {', '.join(ws[:3])}) but --python "
+            f"{args.python} is Python {have}: pip would refuse them. Give --python python{version} (a Python "
+            f"{version} with torch), or make the wheels for {have}: bash scripts/gpu-wheels.sh --python-version "
+            f"{have} DIR")
 
 
 def dist_name(wheel: str) -> str:
@@ -121,10 +177,11 @@ def plan(args: argparse.Namespace) -> List[str]:
     py = args.python if args.no_install else venv_python(args.venv)
     cfg = f"epochs={args.epochs} img_size={IMG_SIZE} batch_size={TRAIN_BATCH} patience=0"
     gpu = "(CPU rehearsal)" if args.cpu else f"--gpu-id {args.gpu_id}"
+    source = (f"install from {args.wheels}, --no-index --no-deps, the wheels whose distribution the venv lacks: "
+              + ", ".join(wheels)) if args.wheels else \
+        "install from --wheels DIR (not given; make it with: bash scripts/gpu-wheels.sh DIR), --no-index --no-deps"
     install = ([f"no venv, no install (--no-install): {py} as it is"] if args.no_install else [
-        f"venv {args.venv} on {args.python} with --system-site-packages (kept if present)",
-        f"install from {args.wheels}, --no-index --no-deps, the wheels whose distribution the venv lacks: "
-        + ", ".join(wheels)])
+        f"venv {args.venv} on {args.python} with --system-site-packages (kept if present)", source])
     return install + [
         f"check: {py} imports {', '.join(NEEDED_IMPORTS)}; " + ("CPU" if args.cpu else f"torch sees GPU {args.gpu_id}"),
         f"ours: {py} -m ymir_exc.cli run {TEMPLATE} {gpu} --task training ({cfg}, trees sample)",
@@ -375,8 +432,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("gpu-check plan:")
     for i, s in enumerate(steps, 1):
         print(f"  {i}. {s}")
+    mismatch = tag_mismatch(args)
+    if mismatch:
+        print(f"gpu-check: warning: {mismatch}", file=sys.stderr, flush=True)
     if args.dry_run:
         return 0
+    if mismatch:
+        print("gpu-check: stopped before installing anything", file=sys.stderr)
+        return 2
     t0 = time.time()
     work = Path(args.work or tempfile.mkdtemp(prefix="ymir-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -337,6 +337,7 @@ def test_loop_with_seeds_plots_mean_and_spread_and_records_selections(tmp_path):
                     "--seeds", "0,1", "--out", "lp", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
+    assert doc["complete"] is True  # a finished loop says so, as an interrupted one says False
     rounds = doc["rounds"]
     assert sorted((r["seed"], r["strategy"], r["round"]) for r in rounds) == sorted(
         (s, st, k) for s in (0, 1) for st in ("entropy", "random") for k in (0, 1))

@@ -141,7 +141,12 @@ def test_coco_annotations(tmp_path):
                              "categories": [{"id": 7, "name": "dog"}],
                              "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [1, 2, 3, 4]}]}))
     boxes = dr.load_coco_annotations(str(p), ["cat", "dog"])
-    assert [(b.class_name, b.x, b.y, b.w, b.h) for b in boxes["a.jpg"]] == [("dog", 1, 2, 3, 4)]
+    assert [(b.class_name, b.x, b.y, b.w, b.h) for b in boxes["x/a.jpg"]] == [("dog", 1, 2, 3, 4)]
+    lookup = dr.coco_boxes_lookup(boxes, str(p))
+    # the image's folder need not be the json's: a unique base name still finds its boxes
+    assert [(b.class_name, b.x) for b in lookup("/in/assets/x/a.jpg")] == [("dog", 1)]
+    assert [(b.class_name, b.x) for b in lookup("/elsewhere/a.jpg")] == [("dog", 1)]
+    assert lookup("/in/assets/x/b.jpg") == []
 
 
 def test_filter_broken_images_reports_and_drops(tmp_path, capsys):

@@ -151,3 +151,57 @@ def test_bench_yolo_rows_pass_the_device_to_ymir_exc_run_as_gpu_id(tmp_path):
         assert "--gpu-id" not in argv("cpu")
     finally:
         sys.modules.pop(spec.name, None)
+
+
+def test_dry_run_without_wheels_shows_the_plan():
+    p = _run("--dry-run", "--quick")
+    assert p.returncode == 0, p.stderr
+    assert "gpu-check plan:" in p.stdout and "install from --wheels DIR (not given" in p.stdout
+    assert f"epochs={gpu_check.SIZES['quick'][0]} " in p.stdout
+
+
+def _wheels_for(folder, tag: str):
+    folder.mkdir()
+    (folder / f"pydantic_core-2.50.5-{tag}-{tag}-manylinux2014_x86_64.whl").write_bytes(b"PK")
+    (folder / "ymir_exc-2.1.0-py3-none-any.whl").write_bytes(b"PK")
+    return folder
+
+
+def test_wheels_for_another_python_are_reported_before_installing(tmp_path):
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    other = "3.12" if here != "3.12" else "3.11"
+    wheels = _wheels_for(tmp_path / "w", "cp" + other.replace(".", ""))
+    venv = tmp_path / "venv"
+    dry = _run("--wheels", str(wheels), "--dry-run", "--venv", str(venv))
+    assert dry.returncode == 0 and "gpu-check plan:" in dry.stdout
+    assert f"for CPython {other}" in dry.stderr and f"is Python {here}" in dry.stderr
+    assert f"--python python{other}" in dry.stderr and f"gpu-wheels.sh --python-version {here}" in dry.stderr
+    real = _run("--wheels", str(wheels), "--venv", str(venv), "--cpu", "--work", str(tmp_path / "work"))
+    assert real.returncode == 2 and "stopped before installing" in real.stderr
+    assert not venv.exists()  # nothing made, nothing installed
+
+
+def test_wheels_for_this_python_raise_no_warning(tmp_path):
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    wheels = _wheels_for(tmp_path / "w", tag)
+    p = _run("--wheels", str(wheels), "--dry-run", "--venv", str(tmp_path / "venv"))
+    assert p.returncode == 0 and "warning" not in p.stderr
+    assert gpu_check.cpython_tags(gpu_check.wheel_files(str(wheels))) == {
+        tag: [f"pydantic_core-2.50.5-{tag}-{tag}-manylinux2014_x86_64.whl"]}
+
+
+def test_gpu_wheels_takes_a_python_version(tmp_path):
+    script = REPO / "scripts" / "gpu-wheels.sh"
+    bad = subprocess.run(["bash", str(script), "--python-version", "3"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "expected X.Y" in bad.stderr
+    # with a pip that only records its arguments: the version and ABI reach `pip download`
+    fake = tmp_path / "python"
+    log = tmp_path / "argv.log"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\nexit 1\n")
+    fake.chmod(0o755)
+    p = subprocess.run(["bash", str(script), "--python-version", "3.11", str(tmp_path / "out")], capture_output=True,
+                       text=True, timeout=30, env=dict(os.environ, PYTHON=str(fake)))
+    assert p.returncode != 0  # the fake pip fails at once
+    first = log.read_text().splitlines()[0]
+    assert "--python-version 3.11" in first and "--abi cp311" in first and f"--dest {tmp_path / 'out'}" in first
+    assert "for CPython 3.11 (cp311)" in p.stdout

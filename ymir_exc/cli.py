@@ -13,8 +13,11 @@ Exit status: 0 success; 1 the executor failed; 2 bad arguments or input (a named
 traceback); 3 the executor's outputs break the contract (monitor.txt included; ``verify``: a check
 failed; a warning, such as no tensorboard logs, does not); 70 an internal error of ymir-exc (one
 line on stderr, the traceback in a log file whose path it names); 130 interrupted (Ctrl-C; the executor's process group is stopped and state 4
-written first). With ``--json`` (run, verify, models list / show, loop) stdout holds one JSON
-document and every other line goes to stderr.
+written first); 143 terminated (SIGTERM, e.g. from ``timeout`` or a CI runner: handled as Ctrl-C,
+temp dirs removed, loop.json kept). With ``--json`` (run, verify, models, loop) stdout holds one
+JSON document (on an error ``{"error": ..., "exit_status": N}``) and every other line goes to
+stderr. A closed stdout or stderr (``ymir-exc run ... | head -1``) does not stop the work: that
+stream is switched to /dev/null and the exit status still reflects the task.
 """
 
 from __future__ import annotations
@@ -39,17 +42,53 @@ EXIT_USAGE = 2
 EXIT_BAD_OUTPUT = 3
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 #: set by main() for --json: human lines then go to stderr, stdout holds one JSON document
 _JSON_MODE = False
 
 
+#: set by main() when ``--json`` is on the command line, so an argparse error prints a document too
+_JSON_WANTED = False
+#: the signal (SIGTERM) that interrupted the command, once one did; None for Ctrl-C or none
+_SIGNAL: Optional[int] = None
+
+
 def _out(msg: str = "") -> None:
-    print(msg, file=sys.stderr if _JSON_MODE else sys.stdout, flush=True)
+    from ymir_exc.harness.output import write_line
+
+    write_line(msg, sys.stderr if _JSON_MODE else sys.stdout)
 
 
 def _err(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    from ymir_exc.harness.output import write_line
+
+    write_line(msg, sys.stderr)
+
+
+def _interrupted_status() -> int:
+    """130 after Ctrl-C, 143 after SIGTERM."""
+    return 128 + _SIGNAL if _SIGNAL else EXIT_INTERRUPTED
+
+
+def _resolve(ref: str, runtime: str) -> Any:
+    """``resolve_executor``, then for an image one read of its manifest, so that a name that is
+    neither a folder nor a runnable image is refused the same way by run, verify, loop and
+    inspect (a named error, exit 2) before anything is prepared.
+
+    Raises:
+        FileNotFoundError: no such folder and the engine cannot run it as an image (the message
+            lists the bundled executors, the closest name and the engine's error).
+    """
+    from ymir_exc.harness.executors import _not_found, resolve_executor
+
+    executor, rt = resolve_executor(ref, runtime)
+    if executor.kind == "image":
+        try:
+            executor.read_text("manifest.yaml")
+        except RuntimeError as e:
+            raise FileNotFoundError(f"{_not_found(ref, engines_tried=False)}; as an image: {e}") from None
+    return executor, rt
 
 
 # ------------------------------------------------------------------ sample
@@ -92,11 +131,20 @@ def _load_user_config(path: Optional[str], sets: Optional[List[str]] = None) -> 
 
 
 def _checked_config(args: argparse.Namespace, executor: Any) -> Dict[str, Any]:
-    """The user's config after the unknown-key check (see ``check_config_keys``)."""
+    """The user's config after the unknown-key check (see ``check_config_keys``), without the
+    reserved keys the platform sets (each dropped with a warning naming where it came from:
+    ``--config FILE`` or ``--set KEY=...``)."""
     from ymir_exc.harness.executors import check_config_keys
+    from ymir_exc.harness.workspace import RESERVED_KEYS
 
-    cfg = _load_user_config(args.config, getattr(args, "set", None))
+    sets = getattr(args, "set", None)
+    cfg = _load_user_config(args.config, sets)
     check_config_keys(cfg, executor, allow_unknown=getattr(args, "allow_unknown_keys", False))
+    set_keys = {item.partition("=")[0].strip() for item in sets or []}
+    for k in [k for k in cfg if k in RESERVED_KEYS]:
+        origin = f"--set {k}=..." if k in set_keys else f"--config {args.config}"
+        _err(f"warning: {origin} sets the reserved key {k!r}; ignored (the platform sets it)")
+        del cfg[k]
     return cfg
 
 
@@ -130,8 +178,18 @@ def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
              + (f"state {mon.state}, return code {mon.return_code}" if mon else "missing"))
         if mon and mon.message:
             _err("  " + mon.message.splitlines()[0])
+        tail = result.log_tail(20)
         _err(f"last lines of {result.log_path}:")
-        _err(result.log_tail(20))
+        _err(tail)
+        named = _assets_named(tail, prepared.stats.sources if prepared.stats else {})
+        if named:
+            _err("images named in those lines (asset -> your file):")
+            for asset, src in named.items():
+                _err(f"  {asset} -> {src}")
+        if prepared.stats and prepared.stats.sources:
+            mapping = prepared.work_dir / "assets.tsv"
+            _err(f"every asset's source image: {mapping}")
+            summary["assets_tsv"] = str(mapping)
         summary["monitor"] = mon.raw if mon else None
         return summary
     _out(f"executor finished in {result.seconds:.1f} s")
@@ -157,7 +215,7 @@ def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
         sources = prepared.stats.sources if prepared.stats else {}
         for i, (p, sc) in enumerate(mrep.ranked[:k], 1):
             src = sources.get(os.path.basename(p))
-            _out(f"  {i:3d}  {sc:.6f}  {p}" + (f"  ({os.path.basename(src)})" if src else ""))
+            _out(f"  {i:3d}  {sc:<12.6g}  {p}" + (f"  ({os.path.basename(src)})" if src else ""))
         summary["topk"] = [{"path": p, "score": sc} for p, sc in mrep.ranked[:k]]
     if outcome.infer is not None:
         irep = outcome.infer
@@ -172,6 +230,29 @@ def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
         summary.update(infer_boxes=irep.boxes, infer_images=irep.images)
     summary["problems"] = outcome.problems
     return summary
+
+
+def _assets_named(text: str, sources: Dict[str, str]) -> Dict[str, str]:
+    """``{asset file name: the user's image}`` for each asset (``<sha1>.<ext>``, as in
+    ``in/assets``) that ``text`` (an executor's last log lines) names, in order of appearance."""
+    import re
+
+    found: Dict[str, str] = {}
+    for m in re.finditer(r"[0-9a-f]{40}\.[A-Za-z0-9]+", text):
+        if m.group(0) in sources:
+            found.setdefault(m.group(0), sources[m.group(0)])
+    return found
+
+
+def _write_asset_map(prepared: Any) -> None:
+    """``W/assets.tsv``: one ``asset<TAB>source image`` line per asset of the task, so an error
+    that names an asset (``in/assets/ab/<sha1>.jpg``) can be traced to the user's file."""
+    from ymir_exc._io import atomic_write
+
+    sources = prepared.stats.sources if prepared.stats else {}
+    if sources:
+        atomic_write(prepared.work_dir / "assets.tsv",
+                     "".join(f"{a}\t{src}\n" for a, src in sorted(sources.items())))
 
 
 def _run_dataset(args: argparse.Namespace, tasks: List[str]) -> Any:
@@ -229,14 +310,14 @@ def _write_user_results(outcome: Any, ds: Any, summary: Dict[str, Any], save_vis
 def cmd_run(args: argparse.Namespace) -> int:
     import shlex
 
-    from ymir_exc.harness.executors import check_mining_algorithm, resolve_executor
+    from ymir_exc.harness.executors import check_mining_algorithm
     from ymir_exc.harness.models import ModelStore
     from ymir_exc.harness.pipeline import run_task
 
     tasks = [t for t in ("training", "mining", "infer") if t in (args.task or ["training"])]
     if args.save_vis and "infer" not in tasks:
         raise ValueError("--save-vis draws inference boxes: add --task infer")
-    executor, runtime = resolve_executor(args.executor, args.runtime)
+    executor, runtime = _resolve(args.executor, args.runtime)
     templates = executor.templates()
     for t in tasks:
         if t not in templates:
@@ -253,6 +334,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="ymir-exc-dry-run-")) if dry else (Path(args.work_dir) if args.work_dir else None)
 
     def announce(prepared: Any) -> None:
+        _write_asset_map(prepared)
         for w in prepared.warnings:
             _err(f"warning: {w}")
         what = f"{len(ds.candidate)} image(s) of --source {args.source}" if args.source else ds.summary()
@@ -291,7 +373,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.run is not None and outcome.run.ok and ("mining" in tasks or "infer" in tasks):
         _write_user_results(outcome, ds, summary, args.save_vis)
     if outcome.run is not None and outcome.run.interrupted:
-        code = EXIT_INTERRUPTED
+        code = _interrupted_status()
     elif outcome.run is None or not outcome.run.ok:
         code = EXIT_EXECUTOR_FAILED
     else:
@@ -369,14 +451,18 @@ def cmd_models(args: argparse.Namespace) -> int:
         args.json_doc = {"location": str(store.location), "models": [_model_doc(m) for m in models]}
         return 0
     if args.models_cmd == "rm":
+        removed = []
         for ref in args.hash:
-            _out(f"removed {store.remove(ref)}")
+            removed.append(store.remove(ref))
+            _out(f"removed {removed[-1]}")
+        args.json_doc = {"location": str(store.location), "removed": removed}
         return 0
     if args.models_cmd == "prune":
         gone = store.prune(args.keep)
         _out(f"removed {len(gone)} package(s), kept the {args.keep} newest in {store.location}")
         for h in gone:
             _out(f"  {h}")
+        args.json_doc = {"location": str(store.location), "removed": gone}
         return 0
     m = store.get(args.hash)
     _out(f"model {m.hash}  ({m.path})")
@@ -394,9 +480,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ inspect / verify
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from ymir_exc.harness.executors import TEMPLATE_FILES, resolve_executor
+    from ymir_exc.harness.executors import TEMPLATE_FILES
 
-    executor, runtime = resolve_executor(args.executor, args.runtime)
+    executor, runtime = _resolve(args.executor, args.runtime)
     _out(f"# executor {executor.name} [{runtime}]")
     status = 0
     for name in ["manifest.yaml"] + list(TEMPLATE_FILES.values()):
@@ -418,11 +504,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ymir_exc.harness.executors import resolve_executor
     from ymir_exc.harness.models import ModelStore
+    from ymir_exc.harness.output import pipe_safe
     from ymir_exc.harness.verify import verify
 
-    executor, runtime = resolve_executor(args.executor, args.runtime)
+    executor, runtime = _resolve(args.executor, args.runtime)
     user_config = _checked_config(args, executor)
     ds = _dataset_from_args(args)
     store = ModelStore(args.model_location) if args.model_location else None
@@ -442,7 +528,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for c in checks:
         colour = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[c.status]
         table.add_row(c.scenario, c.name, f"[{colour}]{c.status}[/{colour}]", c.detail)
-    Console(width=max(120, shutil.get_terminal_size().columns), stderr=_JSON_MODE).print(table)
+    console = Console(width=max(120, shutil.get_terminal_size().columns), stderr=_JSON_MODE)
+    pipe_safe(console.file, lambda: console.print(table))
     failed = [c for c in checks if c.failed]
     warned = [c for c in checks if c.status == "WARN"]
     passed = len(checks) - len(failed) - len(warned)
@@ -483,11 +570,11 @@ def _parse_seeds(text: str) -> List[int]:
 def cmd_loop(args: argparse.Namespace) -> int:
     import time
 
-    from ymir_exc.harness.executors import check_mining_algorithm, resolve_executor
+    from ymir_exc.harness.executors import check_mining_algorithm
     from ymir_exc.harness.loop import RESUME_KEYS, read_json, run_loop, table, write_json, write_outputs
     from ymir_exc.harness.models import ModelStore
 
-    executor, runtime = resolve_executor(args.executor, args.runtime)
+    executor, runtime = _resolve(args.executor, args.runtime)
     user_config = _checked_config(args, executor)
     ds = _dataset_from_args(args)
     out = Path(args.out or Path("ymir-work") / f"loop-{time.strftime('%Y%m%d%H%M%S')}").resolve()
@@ -542,17 +629,19 @@ def cmd_loop(args: argparse.Namespace) -> int:
                            user_config=user_config, continue_training=meta["continue_training"],
                            show=not args.quiet, log=_out, done=done, on_round=saved)
     except KeyboardInterrupt:
-        write_json(results, out, meta, complete=False)
+        path = write_json(results, out, meta, complete=False)
         _err(f"interrupted: {len(results)} finished round(s) kept in {out / 'loop.json'}; "
              f"continue with: ymir-exc loop {args.executor} --out {out} --resume")
-        return EXIT_INTERRUPTED
+        args.json_doc = {"meta": meta, "complete": False, "loop_json": str(path), "plot": None,
+                         "rounds": json.loads(path.read_text(encoding="utf-8"))["rounds"]}
+        return _interrupted_status()
     meta["seconds"] = round(time.monotonic() - t0, 1)
     paths = write_outputs(results, out, meta)
     _out("")
     _out(table(results))
     _out(f"figures: {paths['json']}" + (f"; plot: {paths['png']}" if "png" in paths else
                                           " (no plot: pip install matplotlib)"))
-    args.json_doc = {"meta": meta, "loop_json": str(paths["json"]), "plot": str(paths.get("png", "")) or None,
+    args.json_doc = {"meta": meta, "complete": True, "loop_json": str(paths["json"]), "plot": str(paths.get("png", "")) or None,
                      "rounds": json.loads(paths["json"].read_text(encoding="utf-8"))["rounds"]}
     return 0
 
@@ -612,8 +701,20 @@ def _add_json_arg(p: argparse.ArgumentParser) -> None:
                    help="print one JSON document on stdout (everything else goes to stderr)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one addition: with ``--json`` on the command line, a usage error (exit 2)
+    also prints ``{"error": ..., "exit_status": 2}`` on stdout."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        if _JSON_WANTED:
+            from ymir_exc.harness.output import write_line
+
+            write_line(json.dumps({"error": f"{self.prog}: {message}", "exit_status": EXIT_USAGE}, indent=2))
+        return super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ymir-exc", description="Run and check YMIR executors locally.")
+    p = _Parser(prog="ymir-exc", description="Run and check YMIR executors locally.")
     p.add_argument("--version", action="version", version=f"ymir-exc {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -657,12 +758,11 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list, show, import and remove model packages")
     location_help = "model store (default $YMIR_EXC_MODEL_LOCATION or ~/.ymir-exc/models)"
     m.add_argument("--model-location", help=location_help)
+    _add_json_arg(m)
     msub = m.add_subparsers(dest="models_cmd", required=True)
     ls = msub.add_parser("list", help="stored packages, newest first")
-    _add_json_arg(ls)
     sh = msub.add_parser("show", help="one package's stages, metrics and classes")
     sh.add_argument("hash", help="sha1, unique prefix (min 6) or 'latest'")
-    _add_json_arg(sh)
     im = msub.add_parser("import", help="import a model package (tar.gz with ymir-info.yaml)")
     im.add_argument("--package-path", required=True)
     im.add_argument("--max-members", type=int, default=10_000, help="refuse more members (default 10000)")
@@ -677,8 +777,10 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("hash", nargs="+", help="sha1, unique prefix (min 6) or 'latest'")
     pr = msub.add_parser("prune", help="delete all but the newest packages")
     pr.add_argument("--keep", type=int, required=True, metavar="N", help="how many of the newest to keep")
-    for sp in (ls, sh, im, rm, pr):  # the group's option is accepted after the sub command too
+    for sp in (ls, sh, im, rm, pr):  # the group's options are accepted after the sub command too
         sp.add_argument("--model-location", default=argparse.SUPPRESS, help=location_help)
+        sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print one JSON document on stdout (everything else goes to stderr)")
     m.set_defaults(func=cmd_models)
 
     ins = sub.add_parser("inspect", help="print an executor's manifest and templates")
@@ -733,14 +835,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM handler of :func:`main`: take the Ctrl-C path (see ``runtime.Terminated``)."""
+    from ymir_exc.harness.runtime import Terminated
+
+    global _SIGNAL
+    _SIGNAL = signum
+    raise Terminated(signum)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    global _JSON_MODE
-    args = build_parser().parse_args(argv)
-    _JSON_MODE = bool(getattr(args, "json", False))
+    """The ``ymir-exc`` command: parse ``argv`` (default ``sys.argv[1:]``) and run the command
+    with the exit-status policy of the module docstring (SIGTERM handled as Ctrl-C, exit 143)."""
+    import signal
+
+    global _JSON_MODE, _JSON_WANTED, _SIGNAL
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _JSON_WANTED = "--json" in argv
+    _SIGNAL = None
     try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (main() called from a library's thread)
+        previous = None
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except BrokenPipeError:  # `ymir-exc --help | head -1`: the text was for a reader who left
+            from ymir_exc.harness.output import silence
+
+            silence(sys.stdout)
+            return 0
+        except KeyboardInterrupt:
+            return _interrupted_status()
+        _JSON_MODE = bool(getattr(args, "json", False))
         return guarded(args.func, args)
     finally:
-        _JSON_MODE = False
+        _JSON_MODE = _JSON_WANTED = False
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 #: errors of the input (files, arguments, packages), shown as one line with exit status 2
@@ -750,25 +882,31 @@ INPUT_ERRORS = (YmirExcError, FileNotFoundError, FileExistsError, NotADirectoryE
 
 def guarded(func: Any, args: argparse.Namespace) -> int:
     """Run a command with the exit-status policy of the module docstring: a named input error is
-    one line and exit 2; Ctrl-C exits 130; anything else is an internal error: one line naming a
-    log file (``$YMIR_EXC_LOG_DIR``, else the temp folder) that holds the traceback, exit 70.
-    With ``--json`` the command's document (``args.json_doc``) is printed on stdout."""
+    one line and exit 2; Ctrl-C exits 130, SIGTERM 143; anything else is an internal error: one
+    line naming a log file (``$YMIR_EXC_LOG_DIR``, else the temp folder) that holds the traceback,
+    exit 70. With ``--json`` the command's document (``args.json_doc``) is printed on stdout; a
+    command that ends in an error without one prints ``{"error": ..., "exit_status": N}``.
+    Output to a closed pipe never ends the command (see :mod:`ymir_exc.harness.output`)."""
+    error: Optional[str] = None
     try:
         code = func(args)
-        if _JSON_MODE:
-            print(json.dumps(getattr(args, "json_doc", None), indent=2, default=str), flush=True)
-        return code
-    except BrokenPipeError:  # e.g. `ymir-exc inspect X | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except KeyboardInterrupt:
-        _err("ymir-exc: interrupted")
-        return EXIT_INTERRUPTED
+        code = _interrupted_status()
+        error = "terminated (SIGTERM)" if _SIGNAL else "interrupted (Ctrl-C)"
+        _err(f"ymir-exc: {error}")
     except INPUT_ERRORS as e:
+        code, error = EXIT_USAGE, str(e)
         _err(f"ymir-exc: error: {e}")
-        return EXIT_USAGE
     except Exception as e:  # noqa: BLE001 - the one place that turns a bug into a log file
-        return _internal_error(e)
+        code, error = _internal_error(e), f"internal error: {type(e).__name__}: {e}"
+    if _JSON_MODE:
+        from ymir_exc.harness.output import write_line
+
+        doc = getattr(args, "json_doc", None)
+        if doc is None and error is not None:
+            doc = {"error": error, "exit_status": code}
+        write_line(json.dumps(doc, indent=2, default=str))
+    return code
 
 
 def _internal_error(e: BaseException) -> int:

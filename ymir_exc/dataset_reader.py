@@ -28,7 +28,7 @@ import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ymir_exc import env
 from ymir_exc.env import DatasetType
@@ -432,12 +432,16 @@ def parse_voc_annotation(path: str, class_names: Sequence[str]) -> List[BBox]:
 
 
 def load_coco_annotations(path: str, class_names: Sequence[str]) -> Dict[str, List[BBox]]:
-    """Parse a COCO json (``seg-coco:raw``) into ``{image file_name basename: [BBox]}``.
+    """Parse a COCO json (``seg-coco:raw``) into ``{image file_name, as written in the json: [BBox]}``.
 
-    Category names map to ``class_names`` by name; ``bbox`` is ``[x, y, w, h]`` in pixels.
+    Boxes are matched to images by image id, so images with the same base name in different
+    folders (``images/a/0001.jpg``, ``images/b/0001.jpg``) keep their own boxes. Look an image
+    file up with :func:`coco_boxes_lookup`. Category names map to ``class_names`` by name;
+    ``bbox`` is ``[x, y, w, h]`` in pixels.
 
     Raises:
-        AnnotationError: missing / invalid json, a category not in class_names, a bad bbox.
+        AnnotationError: missing / invalid json, a category not in class_names, a bad bbox, two
+            images with the same ``file_name`` or the same ``id`` (key ``images[i]...`` named).
     """
     try:
         with open(path, "r", encoding="utf-8") as f:
@@ -449,7 +453,20 @@ def load_coco_annotations(path: str, class_names: Sequence[str]) -> Dict[str, Li
     index = {name: i for i, name in enumerate(class_names)}
     try:
         cats = {c["id"]: c["name"] for c in data.get("categories", [])}
-        images = {im["id"]: os.path.basename(im["file_name"]) for im in data.get("images", [])}
+        images: Dict[Any, str] = {}
+        first: Dict[str, int] = {}
+        for i, im in enumerate(data.get("images", [])):
+            file_name, image_id = im["file_name"], im["id"]
+            if not isinstance(file_name, str) or not file_name:
+                raise AnnotationError("file_name must be a non-empty string", path=path, key=f"images[{i}].file_name")
+            if file_name in first:
+                raise AnnotationError(f"file_name {file_name!r} is also images[{first[file_name]}]'s: each image "
+                                      f"needs its own file_name (boxes are matched to image files by it)",
+                                      path=path, key=f"images[{i}].file_name")
+            if image_id in images:
+                raise AnnotationError(f"image id {image_id!r} is used twice", path=path, key=f"images[{i}].id")
+            first[file_name] = i
+            images[image_id] = file_name
         result: Dict[str, List[BBox]] = {name: [] for name in images.values()}
         for k, ann in enumerate(data.get("annotations", [])):
             key = f"annotations[{k}]"
@@ -461,12 +478,55 @@ def load_coco_annotations(path: str, class_names: Sequence[str]) -> Dict[str, Li
             if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
                 raise AnnotationError(f"bad bbox {ann['bbox']}", path=path, key=f"{key}.bbox")
             box = _box_from_corners(index[name], class_names, (x, y, x + w - 1, y + h - 1), path, None)
-            result.setdefault(images[ann["image_id"]], []).append(box)
+            if ann["image_id"] not in images:
+                raise AnnotationError(f"image_id {ann['image_id']!r} names no image in 'images'", path=path,
+                                      key=f"{key}.image_id")
+            result[images[ann["image_id"]]].append(box)
     except (KeyError, TypeError, ValueError, AttributeError) as e:  # AttributeError: null / a list for an object
         if isinstance(e, AnnotationError):
             raise
         raise AnnotationError(f"malformed COCO structure: {e!r}", path=path) from None
     return result
+
+
+def _name_parts(name: str) -> Tuple[str, ...]:
+    """A file name's path components (``\\`` read as ``/``; no root, no ``.``)."""
+    return tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
+
+
+def coco_boxes_lookup(boxes: Dict[str, List[BBox]], where: str = "") -> Callable[[str], List[BBox]]:
+    """A function ``image path -> [BBox]`` over :func:`load_coco_annotations`' result.
+
+    An image's entry is the one whose ``file_name`` is the path's ending, component by component
+    (``images/a/0001.jpg`` names ``/data/images/a/0001.jpg``, not ``/data/images/b/0001.jpg``);
+    the longest such ending wins. Failing that, the one entry with the path's base name (a json
+    that names images by absolute paths elsewhere). An image no entry names has no boxes.
+
+    Raises (from the returned function):
+        AnnotationError: several entries share the path's base name and none is its ending
+            (``where``: the json, named in the error).
+    """
+    by_base: Dict[str, List[Tuple[Tuple[str, ...], str]]] = {}
+    for name in boxes:
+        parts = _name_parts(name)
+        if parts:
+            by_base.setdefault(parts[-1], []).append((parts, name))
+
+    def lookup(image_path: str) -> List[BBox]:
+        parts = _name_parts(image_path)
+        entries = by_base.get(parts[-1], []) if parts else []
+        ends = [(len(p), n) for p, n in entries if len(p) <= len(parts) and parts[len(parts) - len(p):] == p]
+        if ends:
+            return boxes[max(ends)[1]]
+        if len(entries) == 1:
+            return boxes[entries[0][1]]
+        if entries:
+            raise AnnotationError(f"image {image_path}: {len(entries)} images of the json have its base name "
+                                  f"({', '.join(sorted(n for _, n in entries)[:5])}) and none names its folder",
+                                  path=where or None, key="images.file_name")
+        return []
+
+    return lookup
 
 
 def annotation_format(export_format: Optional[str]) -> str:
@@ -515,7 +575,7 @@ def read_items(dataset_type: Union[DatasetType, str], cfg: Any = None, *,
     if isinstance(class_names, str) or not all(isinstance(n, str) and n for n in class_names):
         raise ConfigFileError(f"class_names must be a list of names, got {class_names!r}", key="class_names")
     fmt = annotation_format(export_format)
-    coco: Optional[Dict[str, List[BBox]]] = None
+    coco: Optional[Callable[[str], List[BBox]]] = None
     for asset, annotation in item_paths(dataset_type, env_config):
         if fmt == "ark":
             boxes = parse_ark_annotation(annotation, class_names)
@@ -523,8 +583,8 @@ def read_items(dataset_type: Union[DatasetType, str], cfg: Any = None, *,
             boxes = parse_voc_annotation(annotation, class_names)
         else:
             if coco is None:
-                coco = load_coco_annotations(annotation, class_names)
-            boxes = coco.get(os.path.basename(asset), [])
+                coco = coco_boxes_lookup(load_coco_annotations(annotation, class_names), annotation)
+            boxes = coco(asset)
         yield DatasetItem(asset, annotation, boxes)
 
 

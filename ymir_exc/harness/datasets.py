@@ -28,7 +28,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 
 import yaml
 
-from ymir_exc.dataset_reader import BBox, load_coco_annotations, parse_ark_annotation, parse_voc_annotation
+from ymir_exc.dataset_reader import (BBox, coco_boxes_lookup, load_coco_annotations, parse_ark_annotation,
+                                     parse_voc_annotation)
 from ymir_exc.errors import AnnotationError, ConfigFileError, ImageError, IndexFileError, YmirExcError
 
 DUPLICATE_POLICIES = ("error", "first", "merge")
@@ -226,7 +227,7 @@ def load_in_dir(path: str, class_names: Optional[Sequence[str]] = None) -> Datas
     roots = [in_dir]
     index = {s: in_dir / f"{s}-index.tsv" for s in ("train", "val", "candidate")}
     if not any(p.is_file() for p in index.values()):
-        raise IndexFileError("no train-index.tsv, val-index.tsv or candidate-index.tsv here", path=str(in_dir))
+        raise IndexFileError(_not_a_dataset(in_dir), path=str(in_dir))
     if class_names is None:
         cfg_path = in_dir / "config.yaml"
         if cfg_path.is_file():
@@ -238,7 +239,7 @@ def load_in_dir(path: str, class_names: Optional[Sequence[str]] = None) -> Datas
                 raise ConfigFileError("class_names must be a list of strings", path=str(cfg_path), key="class_names")
     names: List[str] = list(class_names or [])
 
-    coco_cache: Dict[str, Dict[str, List[BBox]]] = {}
+    coco_cache: Dict[str, Any] = {}  # json -> image path -> boxes (coco_boxes_lookup)
 
     def boxes_of(annotation: str, image: str, src: Path, n: int) -> List[BBox]:
         real = os.path.realpath(annotation)
@@ -252,8 +253,8 @@ def load_in_dir(path: str, class_names: Optional[Sequence[str]] = None) -> Datas
             return parse_voc_annotation(annotation, names)
         if annotation.endswith(".json"):
             if annotation not in coco_cache:
-                coco_cache[annotation] = load_coco_annotations(annotation, names)
-            return coco_cache[annotation].get(os.path.basename(image), [])
+                coco_cache[annotation] = coco_boxes_lookup(load_coco_annotations(annotation, names), annotation)
+            return coco_cache[annotation](image)
         if not names:
             raise AnnotationError("ark annotations need class names: pass --class-names or put class_names "
                                   "in in/config.yaml", path=annotation)
@@ -283,6 +284,24 @@ def load_in_dir(path: str, class_names: Optional[Sequence[str]] = None) -> Datas
     if not names:
         raise AnnotationError("no class names found: pass --class-names", path=str(in_dir))
     return Dataset(root.name, names, splits["train"], splits["val"], splits["candidate"])
+
+
+def _not_a_dataset(folder: Path) -> str:
+    """Why a folder given as ``--dataset`` is none: the layouts accepted, and ``--source`` for a
+    folder of images without labels (a VOC ``JPEGImages/`` folder: its parent is the dataset)."""
+    msg = ("not a dataset: no train-index.tsv, val-index.tsv or candidate-index.tsv here. --dataset takes a YMIR "
+           "in/ folder (train/val/candidate-index.tsv), a VOC folder (JPEGImages/ + Annotations/), a COCO .json, "
+           "a YOLO data.yaml or a sample name (" + ", ".join(SAMPLE_NAMES) + ")")
+    if folder.name == "JPEGImages" and (folder.parent / "Annotations").is_dir():
+        return msg + f"; for this VOC dataset give its parent: --dataset {folder.parent}"
+    try:
+        has_images = any(q.suffix.lower() in IMAGE_EXTS for q in folder.iterdir() if q.is_file())
+    except OSError:
+        has_images = False
+    if has_images:
+        msg += (f"; for images without labels (mining / infer) use --source {folder} instead "
+                f"(training needs labels)")
+    return msg
 
 
 def _discover_voc_names(path: str, names: List[str]) -> None:
@@ -430,7 +449,7 @@ def load_coco(path: str, image_root: Optional[str] = None) -> Dataset:
             raise AnnotationError(f"image {im['file_name']!r} not found {where}", path=str(p),
                                   key=f"images[id={im['id']}]")
         size = check_image(str(img), roots, str(p))
-        item_boxes = boxes.get(os.path.basename(im["file_name"]), [])
+        item_boxes = boxes[im["file_name"]]  # by the image's own entry (file_names are unique)
         _check_box_range(item_boxes, size, str(p))
         items.append(Item(str(img), item_boxes))
     train, val = _split_val(items)

@@ -73,6 +73,14 @@ OBJECT_TYPE_METRIC = {2: "mAP", 3: "mIoU", 4: "maskAP"}
 MIN_PREFIX = 6
 
 
+def _natural(names: Any) -> List[str]:
+    """``names`` sorted with their digit runs read as numbers: epoch_1, epoch_2, epoch_10."""
+    import re
+
+    return sorted(names, key=lambda n: [(0, int(t), "") if t.isdigit() else (1, 0, t)
+                                        for t in re.split(r"(\d+)", str(n)) if t])
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -515,7 +523,8 @@ class ModelStore:
         model = self.get(ref)
         stage = stage or model.info.best_stage_name
         if stage not in model.info.stages:
-            raise ModelError(f"stage {stage!r} not in package {model.hash[:12]} (stages: {sorted(model.info.stages)})")
+            raise ModelError(f"stage {stage!r} not in package {model.hash[:12]} "
+                             f"(stages: {_natural(model.info.stages)})")
         dest = Path(dest_models_dir)
         dest.mkdir(parents=True, exist_ok=True)
         with tarfile.open(model.path, mode="r:gz") as tar:

@@ -33,10 +33,21 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from ymir_exc.code import ExecutorReturnCode, ExecutorState
+from ymir_exc.harness.output import write_line
 from ymir_exc.monitor import format_monitor_line
 
 POLL_SECONDS = 0.2
 KILL_GRACE_SECONDS = 10.0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``kill``, a CI runner) turned into the Ctrl-C path: the ``ymir-exc``
+    command installs a handler that raises it, so the executor's process group is stopped, state 4
+    written and temp dirs removed as for Ctrl-C (exit status 143 instead of 130)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 @dataclass
@@ -187,7 +198,7 @@ class _Display:
             self.last_step = step
             el = time.monotonic() - self.t0
             eta = f", eta {el / percent - el:.0f}s" if 0 < percent < 1 else ""
-            print(f"{self.label}: {percent * 100:5.1f}% ({el:.1f}s{eta})", file=sys.stderr, flush=True)
+            write_line(f"{self.label}: {percent * 100:5.1f}% ({el:.1f}s{eta})", sys.stderr)
 
     def close(self) -> None:
         if self.progress is not None:
@@ -234,7 +245,8 @@ def _pdeathsig_preexec() -> Optional[Callable[[], None]]:
 
 class _Stopper:
     """Stops a run: ``terminate()`` (SIGTERM or ``engine stop``), waits up to the grace period,
-    then ``kill()``. A Ctrl-C during the wait calls ``kill()`` at once instead of raising."""
+    then ``kill()``. A Ctrl-C during the wait calls ``kill()`` at once instead of raising; so does
+    a SIGTERM when a Python handler is installed for it (the ``ymir-exc`` command's)."""
 
     def __init__(self, proc: subprocess.Popen, terminate: Callable[[], None], kill: Callable[[], None],
                  grace: float = KILL_GRACE_SECONDS) -> None:
@@ -246,13 +258,17 @@ class _Stopper:
         def hurry(signum: int, frame: object) -> None:
             if not hurried:
                 hurried.append(True)
-                print("ymir-exc: second Ctrl-C: killing the executor now", file=sys.stderr, flush=True)
+                write_line("ymir-exc: second interruption: killing the executor now", sys.stderr)
             self.kill()
 
-        try:
-            previous = signal.signal(signal.SIGINT, hurry)
-        except ValueError:  # not the main thread: no handler, plain wait
-            previous = None
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                if sig == signal.SIGTERM and not callable(signal.getsignal(sig)):
+                    continue  # SIGTERM's default action stays (the CLI installs a handler; a library user may not)
+                previous[sig] = signal.signal(sig, hurry)
+            except ValueError:  # not the main thread: no handler, plain wait
+                break
         try:
             self.terminate()
             try:
@@ -261,8 +277,8 @@ class _Stopper:
                 self.kill()
                 self.proc.wait()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _stop(proc: subprocess.Popen, kill_group: bool = True) -> None:
@@ -291,6 +307,7 @@ def follow(proc: subprocess.Popen, monitor_path: Path, log_path: Path, *, label:
     errors: List[str] = []
     last_raw = None
     timed_out = interrupted = False
+    why_interrupted = "interrupted by the user (Ctrl-C)"
 
     def poll() -> None:
         nonlocal last_raw
@@ -321,9 +338,12 @@ def follow(proc: subprocess.Popen, monitor_path: Path, log_path: Path, *, label:
                 proc.wait(POLL_SECONDS)  # returns as soon as the executor ends
             except subprocess.TimeoutExpired:
                 pass
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         interrupted = True
-        print("\ninterrupted: stopping the executor ...", file=sys.stderr, flush=True)
+        if isinstance(e, Terminated):
+            why_interrupted = f"stopped by {signal.Signals(e.signum).name}"
+        write_line(f"\ninterrupted ({'Ctrl-C' if not isinstance(e, Terminated) else signal.Signals(e.signum).name}): "
+                   "stopping the executor ...", sys.stderr)
         (stop or (lambda: _stop(proc)))()
     finally:
         poll()
@@ -338,7 +358,7 @@ def follow(proc: subprocess.Popen, monitor_path: Path, log_path: Path, *, label:
     mon = read_monitor(monitor_path)
     failed = timed_out or interrupted or code != 0
     if failed and (mon is None or mon.state != ExecutorState.ES_ERROR):
-        why = (f"timed out after {timeout:.0f} s" if timed_out else "interrupted by the user (Ctrl-C)"
+        why = (f"timed out after {timeout:.0f} s" if timed_out else why_interrupted
                if interrupted else _exit_description(code) + (" without writing state 4" if mon else
                                                               " without writing monitor.txt"))
         line = format_monitor_line(mon.task_id if mon else task_id, time.time(), mon.percent if mon else 0.0,

@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from ymir_exc.harness.datasets import IMAGE_EXTS, Dataset, Item
+from ymir_exc.errors import ImageError
+from ymir_exc.harness.datasets import IMAGE_EXTS, Dataset, Item, check_image
 
 SPLITS = ("val", "unlabeled", "all")
 
@@ -25,10 +26,12 @@ def source_images(spec: str) -> List[str]:
     Args:
         spec: a folder (its images, recursively), a glob (``photos/**/*.jpg``; ``**`` recurses)
             or one image file. Images are recognised by extension (jpg, jpeg, png, bmp, webp,
-            tif, tiff; any case).
+            tif, tiff; any case), then each is checked with Pillow (its header must parse).
 
     Raises:
         FileNotFoundError: nothing matches, or the folder / glob holds no image.
+        ImageError: a file with an image's extension that Pillow cannot read (every such file
+            named, as the user gave it, up to 10).
     """
     p = Path(spec).expanduser()
     if p.is_dir():
@@ -47,6 +50,15 @@ def source_images(spec: str) -> List[str]:
         where = f"glob {spec}"
     if not found:
         raise FileNotFoundError(f"--source {spec}: the {where} holds no image ({', '.join(IMAGE_EXTS)})")
+    bad = []
+    for q in sorted(set(found)):
+        try:
+            check_image(str(q), [Path(os.path.realpath(q)).parent])
+        except ImageError as e:
+            bad.append(e.message)
+    if bad:
+        raise ImageError(f"{len(bad)} file(s) with an image extension are no image: " + "; ".join(bad[:10])
+                         + (" ..." if len(bad) > 10 else "") + "; remove or fix them", path=f"--source {spec}")
     return sorted({str(q.resolve()) for q in found})
 
 
