@@ -39,7 +39,7 @@ def run_bounded(body: str, *args: str) -> tuple:
                           env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     last = proc.stdout.strip().splitlines()[-1].split()
-    return proc.stdout, float(last[1]), int(last[3])
+    return proc.stdout + proc.stderr, float(last[1]), int(last[3])
 
 
 def _env(tmp_path):
@@ -100,3 +100,92 @@ def test_tokens_up_to_the_bound_and_long_number_arrays_pass(tmp_path):
     (tmp_path / "out" / "infer-result.json").write_text(
         '{"detection": {"a.jpg": {"boxes": [], "deep": %s1%s}}}' % ("[" * 60, "]" * 60))
     assert collect.check_infer(env, ["tree"]).problems == []
+
+
+def laughs(levels: int = 10, indent: str = "") -> str:
+    """A "billion laughs" YAML mapping: ``levels`` anchors, each a list of 9 aliases of the previous
+    one (9**10 = 3.5 billion strings once expanded) in under 400 bytes."""
+    lines = [f"{indent}a: &a [" + ",".join(["lol"] * 9) + "]"]
+    for i in range(1, levels):
+        prev, name = chr(ord("a") + i - 1), chr(ord("a") + i)
+        lines.append(f"{indent}{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_parse_yaml_text_refuses_alias_bombs_but_not_shared_objects():
+    import yaml
+
+    from ymir_exc.env import MAX_YAML_NODES, parse_yaml_text, yaml_expanded_nodes
+    from ymir_exc.errors import ConfigFileError
+
+    with pytest.raises(ConfigFileError, match=f"cfg.yaml: not valid YAML: its aliases expand to more than "
+                                              f"{MAX_YAML_NODES} nodes"):
+        parse_yaml_text("class_names: [a]\nbomb:\n" + laughs(indent="  "), ConfigFileError, "cfg.yaml")
+    with pytest.raises(ConfigFileError, match="recursive alias"):
+        parse_yaml_text("a: &a [1, *a]\n", ConfigFileError, "cfg.yaml")
+    with pytest.raises(ConfigFileError, match="nested too deeply"):
+        parse_yaml_text("[" * 20000, ConfigFileError, "cfg.yaml")
+    shared = {"k": [1, 2, 3]}
+    text = yaml.safe_dump({"x": shared, "y": [shared] * 100})  # safe_dump writes &id001 / *id001
+    assert "*id001" in text and parse_yaml_text(text, ConfigFileError, "c.yaml")["y"][99] == shared
+    one = 1 + 1 + (1 + 3)  # {"k": [1, 2, 3]}: the mapping, its key, the list and its 3 items
+    assert yaml_expanded_nodes({"x": shared, "y": [shared] * 100}) == 1 + (1 + one) + (1 + 1 + 100 * one)
+    assert yaml_expanded_nodes(yaml.safe_load(laughs(3))) == 1 + 3 + (1 + 9) + (1 + 9 * 10) + (1 + 9 * 91)
+
+
+IMPORT = """
+from ymir_exc.cli import main
+print("RC", main(sys.argv[1:]))
+"""
+
+
+def test_alias_bomb_in_ymir_info_is_refused_by_models_import(tmp_path):
+    import io
+    import tarfile
+
+    from hostile_util import Host
+
+    host = Host(tmp_path / "host")
+    info = ("unknown:\n" + laughs(indent="  ") + "executor_config:\n  class_names: [tree]\n  bomb: *j\n"
+            "task_context: {executor: x}\nstages: {s1: {stage_name: s1, files: [w.pt], timestamp: 1, mAP: 0.5}}\n"
+            "best_stage_name: s1\npackage_version: 2.0.0\n")
+    assert len(laughs()) < 400
+    pkg = tmp_path / "bomb.tar.gz"
+    with tarfile.open(pkg, "w:gz") as tar:
+        for name, data in (("s1/w.pt", b"w"), ("ymir-info.yaml", info.encode())):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    out, seconds, peak = run_bounded(IMPORT, "models", "--model-location", str(host.store.location), "import",
+                                     "--package-path", str(pkg))
+    print("measured", seconds, "s", peak, "MiB")
+    assert "RC 2" in out and "ymir-info.yaml is not valid YAML: its aliases expand to more than" in out, out
+    assert seconds < 10 and peak < 200  # before: 9 GB and still growing
+    host.assert_unchanged()
+
+
+RUN = """
+from ymir_exc.cli import main
+print("RC", main(sys.argv[1:]))
+"""
+
+
+def test_alias_bomb_in_result_yaml_fails_the_run(tmp_path):
+    from hostile_util import Host, make_executor
+
+    host = Host(tmp_path / "host")
+    result = (laughs() + "evaluate_config:\n  bomb: *j\nbest_stage_name: s1\n"
+              "model_stages: {s1: {stage_name: s1, files: [w.pt], timestamp: 1, mAP: 0.5}}\n")
+    ex = make_executor(tmp_path / "ex", f"""
+        os.makedirs(OUT + "/models", exist_ok=True)
+        open(OUT + "/models/w.pt", "wb").write(b"w")
+        open(OUT + "/models/result.yaml", "w").write({result!r})
+        monitor()
+    """)
+    out, seconds, peak = run_bounded(RUN, "run", str(ex), "--dataset", str(host.voc), "--work-dir",
+                                     str(tmp_path / "w"), "--model-location", str(host.store.location), "--quiet")
+    print("measured", seconds, "s", peak, "MiB")
+    assert "RC 3" in out and "result.yaml: not valid YAML: its aliases expand to more than" in out, out
+    assert seconds < 30 and peak < 300
+    assert sorted(p.name for p in host.store.location.iterdir()) == [host.good_hash]  # nothing packed
+    host.assert_unchanged()

@@ -38,11 +38,11 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-import yaml
 from pydantic import ValidationError
 
 from ymir_exc import __version__
-from ymir_exc.env import EnvConfig, parse_env_file
+from ymir_exc.env import EnvConfig, parse_env_file, parse_yaml_text
+from ymir_exc.errors import ResultError
 from ymir_exc.formats import (LegacyTrainingResult, ModelStage, TrainingResult, check_coco_result,
                               primary_metric_key)
 from ymir_exc.code import ExecutorState
@@ -145,9 +145,9 @@ def check_training(env: EnvConfig) -> TrainingReport:
         rep.problems.append(f"{path}: larger than {RESULT_YAML_MAX_BYTES >> 20} MiB")
         return rep
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        rep.problems.append(f"{path}: not valid YAML: {e}")
+        raw = parse_yaml_text(text, ResultError, path)
+    except ResultError as e:
+        rep.problems.append(str(e))
         return rep
     if env.protocol_tuple < (1, 0, 0):
         try:

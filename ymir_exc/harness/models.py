@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import yaml
 from pydantic import ValidationError
 
+from ymir_exc.env import parse_yaml_text
 from ymir_exc.errors import ModelError
 from ymir_exc.formats import ModelPackageInfo, ModelStage, best_stage, primary_metric_key, to_builtin
 
@@ -290,9 +291,10 @@ def scan_package(path: Union[str, Path], limits: ImportLimits = ImportLimits()
                     f = tar.extractfile(m)
                     assert f is not None
                     try:
-                        info = yaml.safe_load(f.read(limits.max_info_bytes + 1).decode("utf-8"))
-                    except (yaml.YAMLError, UnicodeDecodeError) as e:
+                        text = f.read(limits.max_info_bytes + 1).decode("utf-8")
+                    except UnicodeDecodeError as e:
                         raise ModelError(f"{INFO_NAME} is not valid YAML: {e}", path=where) from None
+                    info = parse_yaml_text(text, ModelError, where, problem=f"{INFO_NAME} is not valid YAML")
     except (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError, OSError) as e:
         raise ModelError(f"not a tar.gz model package: {e}", path=where) from None
     if INFO_NAME not in files:
