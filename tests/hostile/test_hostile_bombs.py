@@ -189,3 +189,15 @@ def test_alias_bomb_in_result_yaml_fails_the_run(tmp_path):
     assert seconds < 30 and peak < 300
     assert sorted(p.name for p in host.store.location.iterdir()) == [host.good_hash]  # nothing packed
     host.assert_unchanged()
+
+
+def test_local_out_folder_is_not_world_writable(tmp_path):
+    """Only a container (which may run as another --user, or a mapped uid) gets a 0o777 out/; in a
+    local run any local user could otherwise drop files or links into it while the executor runs."""
+    from ymir_exc.harness.datasets import load_sample
+    from ymir_exc.harness.workspace import prepare
+
+    local = prepare(tmp_path / "l", load_sample("trees"), ["training"], {"training": {}}, task_id="t")
+    assert (local.out_dir.stat().st_mode & 0o777) == 0o755
+    box = prepare(tmp_path / "c", load_sample("trees"), ["training"], {"training": {}}, task_id="t", container=True)
+    assert (box.out_dir.stat().st_mode & 0o777) == 0o777
