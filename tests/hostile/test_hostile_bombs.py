@@ -201,3 +201,39 @@ def test_local_out_folder_is_not_world_writable(tmp_path):
     assert (local.out_dir.stat().st_mode & 0o777) == 0o755
     box = prepare(tmp_path / "c", load_sample("trees"), ["training"], {"training": {}}, task_id="t", container=True)
     assert (box.out_dir.stat().st_mode & 0o777) == 0o777
+
+
+def test_bomb_split_into_members_under_the_member_limit_is_refused(tmp_path, monkeypatch):
+    """17 members of 63 MiB of zeros (each under --bomb-member-size) in a ~1 MB package: refused by
+    the total (over 1 GiB and 100 x the package), without extracting anything."""
+    import io
+    import tarfile
+
+    from hostile_util import Host
+
+    host = Host(tmp_path / "host")
+    pkg = tmp_path / "split.tar.gz"
+    zeros = bytes(63 << 20)
+    with tarfile.open(pkg, "w:gz", compresslevel=1) as tar:
+        info = (b"executor_config: {class_names: [tree]}\ntask_context: {executor: x}\n"
+                b"stages: {s1: {stage_name: s1, files: [w.pt], timestamp: 1, mAP: 0.5}}\nbest_stage_name: s1\n")
+        for name, data in [("ymir-info.yaml", info)] + [(f"s1/z{i}.bin", zeros) for i in range(17)]:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    del zeros
+    assert pkg.stat().st_size < (1 << 30) / 100
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    out, seconds, peak = run_bounded(IMPORT, "models", "--model-location", str(host.store.location), "import",
+                                     "--package-path", str(pkg))
+    print("measured", pkg.stat().st_size, "bytes", seconds, "s", peak, "MiB")
+    assert "RC 2" in out and f"over {1 << 30} bytes in all: refused as a decompression bomb" in out, out
+    assert seconds < 15 and peak < 200  # before: imported after 90 s
+    assert list(tmp.iterdir()) == []
+    host.assert_unchanged()
+    from ymir_exc.harness.models import ImportLimits, scan_package
+
+    info, members = scan_package(pkg, ImportLimits(bomb_total_bytes=2 << 30))  # the floor is a limit to raise
+    assert len(members) == 18 and info["best_stage_name"] == "s1"
