@@ -237,3 +237,21 @@ def test_bomb_split_into_members_under_the_member_limit_is_refused(tmp_path, mon
 
     info, members = scan_package(pkg, ImportLimits(bomb_total_bytes=2 << 30))  # the floor is a limit to raise
     assert len(members) == 18 and info["best_stage_name"] == "s1"
+
+
+def test_deep_infer_result_fails_the_run_before_predictions_are_written(tmp_path):
+    """The run collects (and refuses) infer-result.json before predictions.json is built from it."""
+    from hostile_util import Host, make_executor
+
+    host = Host(tmp_path / "host")
+    ex = make_executor(tmp_path / "ex", """
+        open(OUT + "/infer-result.json", "w").write('{"detection": ' + "[" * 200000 + "]" * 200000 + "}")
+        monitor()
+    """)
+    out, seconds, peak = run_bounded(RUN, "run", str(ex), "--dataset", str(host.voc), "--work-dir",
+                                     str(tmp_path / "w"), "--model-location", str(host.store.location), "--quiet",
+                                     "--task", "infer", "--model", host.good_hash)
+    print("measured", seconds, "s", peak, "MiB")
+    assert "RC 3" in out and "infer-result.json: nested deeper than 64 levels (refused)" in out, out
+    assert not (tmp_path / "w" / "predictions.json").exists() and seconds < 30 and peak < 300
+    host.assert_unchanged()

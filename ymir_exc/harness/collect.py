@@ -19,7 +19,11 @@ are read or packed; a symbolic link anywhere on the way (the file, ``models/``, 
 folder), a path leaving the tree, a fifo or a device is a named problem, never followed.
 result.tsv and infer-result.json are streamed (ijson); what is kept per result line or image is
 fixed-size (a 16-byte blake2b digest of the path or key, a score, a file offset), so memory is
-bounded by about 200 MB plus 40 bytes per line or image whatever the files hold.
+bounded by about 200 MB plus 40 bytes per line or image whatever the files hold. Before ijson
+builds any prefix, infer-result.json is refused when a string, key or number is longer than
+:data:`MAX_JSON_TOKEN_BYTES` or the nesting is deeper than :data:`MAX_JSON_DEPTH` (ijson's costs
+grow with the square of both); result.yaml is read with :func:`ymir_exc.env.parse_yaml_text`,
+which refuses alias bombs.
 """
 
 from __future__ import annotations
