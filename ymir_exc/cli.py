@@ -433,7 +433,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         from ymir_exc.harness.models import ImportLimits
 
         limits = ImportLimits(max_info_bytes=args.max_info_size, max_members=args.max_members,
-                              max_expansion=args.max_expansion, bomb_member_bytes=args.bomb_member_size)
+                              max_expansion=args.max_expansion, bomb_member_bytes=args.bomb_member_size,
+                              bomb_total_bytes=args.bomb_total_size)
         m = store.import_package(args.package_path, limits)
         _out(f"pack success, model hash: {m.hash}, best_stage_name: {m.info.best_stage_name}, "
              f"{m.metric_name()}: {m.mAP()}")
@@ -770,9 +771,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="refuse a larger ymir-info.yaml (default 1 MiB)")
     im.add_argument("--max-expansion", type=float, default=100.0, metavar="RATIO",
                     help="refuse members adding up to more than RATIO x the package's size while one is over "
-                         "--bomb-member-size (default 100; 0 disables)")
+                         "--bomb-member-size or all add up to over --bomb-total-size (default 100; 0 disables)")
     im.add_argument("--bomb-member-size", type=int, default=64 << 20, metavar="BYTES",
                     help="see --max-expansion (default 64 MiB)")
+    im.add_argument("--bomb-total-size", type=int, default=1 << 30, metavar="BYTES",
+                    help="see --max-expansion (default 1 GiB)")
     rm = msub.add_parser("rm", help="delete stored packages")
     rm.add_argument("hash", nargs="+", help="sha1, unique prefix (min 6) or 'latest'")
     pr = msub.add_parser("prune", help="delete all but the newest packages")

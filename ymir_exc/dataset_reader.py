@@ -448,7 +448,7 @@ def load_coco_annotations(path: str, class_names: Sequence[str]) -> Dict[str, Li
             data = json.load(f)
     except FileNotFoundError:
         raise AnnotationError("COCO annotation file not found", path=path) from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise AnnotationError(f"not valid JSON: {e}", path=path) from None
     index = {name: i for i, name in enumerate(class_names)}
     try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from enum import IntEnum
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -145,20 +145,74 @@ def parse_protocol_version(version: str) -> Tuple[int, ...]:
     return parts
 
 
+#: a YAML document whose aliases expand to more nodes than this is refused (a few hundred bytes of
+#: nested aliases, "billion laughs", would otherwise expand to billions of nodes in any copy)
+MAX_YAML_NODES = 1_000_000
+
+
+def yaml_expanded_nodes(data: Any, limit: int = MAX_YAML_NODES) -> int:
+    """How many nodes ``data`` (from ``yaml.safe_load``) holds once every alias is expanded: each
+    scalar, mapping, sequence and mapping key counts 1. Time and memory O(unique containers): a
+    shared container is counted once and its size reused (memoised by ``id``).
+
+    Returns:
+        the count, or ``limit + 1`` as soon as it is known to exceed ``limit``.
+    Raises:
+        ValueError: the structure contains itself (a recursive alias such as ``&a [*a]``).
+    """
+    sizes: Dict[int, Optional[int]] = {}  # id -> expanded size; None while its children are counted
+    stack: List[Tuple[Any, bool]] = [(data, False)]
+    while stack:
+        obj, children_done = stack.pop()
+        if not isinstance(obj, (dict, list)):
+            continue
+        children = [x for kv in obj.items() for x in kv] if isinstance(obj, dict) else obj
+        if children_done:
+            n = 1 + sum(sizes.get(id(c)) or 1 for c in children)  # type: ignore[misc]
+            if n > limit:
+                return limit + 1
+            sizes[id(obj)] = n
+            continue
+        if id(obj) in sizes:
+            if sizes[id(obj)] is None:
+                raise ValueError("a recursive alias (the structure contains itself)")
+            continue
+        sizes[id(obj)] = None
+        stack.append((obj, True))
+        stack.extend((c, False) for c in children if isinstance(c, (dict, list)))
+    return sizes.get(id(data)) or 1
+
+
 def parse_yaml_text(text: str, error_cls: type, path: str, *, problem: str = "not valid YAML",
                     suffix: str = "") -> Any:
     """``yaml.safe_load(text)``; a syntax error becomes ``error_cls`` naming ``path`` and the line.
+    This is the one reader of untrusted YAML (config.yaml, result.yaml, ymir-info.yaml, img-man
+    files, ...): besides syntax it refuses nesting too deep for the parser and aliases that expand
+    to more than :data:`MAX_YAML_NODES` nodes (anchors and aliases that stay under it, as
+    ``yaml.safe_dump`` writes for shared objects, are fine).
 
     Raises:
-        error_cls: ``"<problem>: <what PyYAML says><suffix>"`` with the 1-based line when known.
+        error_cls: ``"<problem>: <what PyYAML says><suffix>"`` with the 1-based line when known;
+            ``"... expand to more than N nodes (refused)"``; ``"nested too deeply ..."``.
     """
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         what = getattr(e, "problem", None) or str(e)
         raise error_cls(f"{problem}: {what}{suffix}", path=path, line=line) from None
+    except RecursionError:
+        raise error_cls(f"{problem}: nested too deeply to parse{suffix}", path=path) from None
+    try:
+        if yaml_expanded_nodes(data) > MAX_YAML_NODES:
+            raise error_cls(f"{problem}: its aliases expand to more than {MAX_YAML_NODES} nodes (refused as "
+                            f"an alias bomb){suffix}", path=path)
+    except ValueError as e:
+        if isinstance(e, error_cls):
+            raise
+        raise error_cls(f"{problem}: {e} (refused){suffix}", path=path) from None
+    return data
 
 
 def load_yaml_file(path: str, error_cls: type = ConfigFileError, *, what: str = "file") -> Any:

@@ -4,8 +4,10 @@ boxes, orphan xml, missing YOLO labels). Each: the named error, exit 2 through t
 run: nothing is prepared), nothing outside the work dir changed."""
 
 import json
+import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -248,3 +250,21 @@ def test_yolo_label_not_utf8_names_the_line(tmp_path, capsys, host):
     (d / "labels" / "0.txt").write_bytes(b"0 0.5 0.5 0.2 0.2\n0 \xff 0.5 0.2 0.2\n")
     (d / "data.yaml").write_text(f"path: {d}\ntrain: images\nval: images\nnames: [tree]\n")
     _assert_refused(tmp_path, capsys, host, d / "data.yaml", AnnotationError, r"0.txt:2: not UTF-8")
+
+
+def test_ymir_annotation_that_is_a_link_to_a_host_file_says_so(tmp_path, capsys, host):
+    root, in_dir = _in_dir(tmp_path)
+    annotation = (in_dir / "train-index.tsv").read_text().split("\n", 1)[0].split("\t")[1]
+    ann = in_dir / os.path.relpath(annotation, "/in") if annotation.startswith("/in/") else in_dir / annotation
+    ann.unlink()
+    ann.symlink_to(host.secret)
+    err = _assert_refused(tmp_path, capsys, host, root, IndexFileError,
+                          rf"train-index.tsv:1: annotation .* is a link to {host.secret}, outside the dataset's folder")
+    assert "lies outside" not in err
+
+
+def test_coco_json_nested_too_deeply_names_the_file(tmp_path, capsys, host):
+    spec = _coco(tmp_path, "a.jpg")
+    spec.write_text('{"images": ' + "[" * 30000 + "]" * 30000 + "}")
+    err = _assert_refused(tmp_path, capsys, host, spec, AnnotationError, "nested too deeply")
+    assert str(spec) in err and "recursion" not in err

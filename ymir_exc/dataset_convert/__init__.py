@@ -416,7 +416,7 @@ def find_blank_area_in_dataset(ymir_cfg: Any = None, max_sample_num: int = 100) 
                     by_image.setdefault(a["image_id"], []).append(a)
             except FileNotFoundError:
                 raise AnnotationError("COCO annotation file not found", path=ann_path) from None
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
                 raise AnnotationError(f"not a valid COCO json: {e!r}", path=ann_path) from None
             loaded[ann_path] = (images, by_image)
         images, by_image = loaded[ann_path]

@@ -21,7 +21,11 @@ are read or packed; a symbolic link anywhere on the way (the file, ``models/``, 
 folder), a path leaving the tree, a fifo or a device is a named problem, never followed.
 result.tsv and infer-result.json are streamed (ijson); what is kept per result line or image is
 fixed-size (a 16-byte blake2b digest of the path or key, a score, a file offset), so memory is
-bounded by about 200 MB plus 40 bytes per line or image whatever the files hold.
+bounded by about 200 MB plus 40 bytes per line or image whatever the files hold. Before ijson
+builds any prefix, infer-result.json is refused when a string, key or number is longer than
+:data:`MAX_JSON_TOKEN_BYTES` or the nesting is deeper than :data:`MAX_JSON_DEPTH` (ijson's costs
+grow with the square of both); result.yaml is read with :func:`ymir_exc.env.parse_yaml_text`,
+which refuses alias bombs.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import stat
 from array import array
 from collections import Counter
@@ -39,11 +44,11 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-import yaml
 from pydantic import ValidationError
 
 from ymir_exc import __version__
-from ymir_exc.env import EnvConfig, parse_env_file
+from ymir_exc.env import EnvConfig, parse_env_file, parse_yaml_text
+from ymir_exc.errors import ResultError
 from ymir_exc.formats import (LegacyTrainingResult, ModelStage, TrainingResult, check_coco_result,
                               primary_metric_key)
 from ymir_exc.code import ExecutorState
@@ -146,9 +151,9 @@ def check_training(env: EnvConfig) -> TrainingReport:
         rep.problems.append(f"{path}: larger than {RESULT_YAML_MAX_BYTES >> 20} MiB")
         return rep
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        rep.problems.append(f"{path}: not valid YAML: {e}")
+        raw = parse_yaml_text(text, ResultError, path)
+    except ResultError as e:
+        rep.problems.append(str(e))
         return rep
     if env.protocol_tuple < (1, 0, 0):
         try:
@@ -565,20 +570,106 @@ def _box_problem(b: Any, class_names: List[str]) -> Optional[str]:
     return None
 
 
+#: infer-result.json nested deeper than this is refused before any prefix-building parse (the
+#: format needs fewer than 10 levels; ijson's ``parse`` takes memory quadratic in the depth)
+MAX_JSON_DEPTH = 64
+#: a string, key or number in infer-result.json longer than this (bytes) is refused, like a
+#: result.tsv line over :data:`MAX_LINE_BYTES` (ijson's C lexer takes time quadratic in a token's length)
+MAX_JSON_TOKEN_BYTES = 64 << 10
+_SCAN_CHUNK = 4 << 20
+_STRING_BODY = re.compile(rb'(?:[^"\\]|\\.){0,%d}' % (MAX_JSON_TOKEN_BYTES + 1), re.DOTALL)
+_NUMBER_BYTE = np.zeros(256, dtype=bool)
+_NUMBER_BYTE[list(b"-+.0123456789eE")] = True
+
+
+def _longest_run(chunk: bytes, is_quote: bool) -> Tuple[int, int, int]:
+    """(bytes before the first break, longest run between breaks, bytes after the last break) of
+    ``chunk``, where a break is a ``"`` (``is_quote``) or a byte that cannot be part of a number."""
+    a = np.frombuffer(chunk, dtype=np.uint8)
+    breaks = np.flatnonzero(a == 0x22 if is_quote else ~_NUMBER_BYTE[a])
+    if not len(breaks):
+        return len(a), len(a), len(a)
+    inner = int(np.diff(breaks).max()) - 1 if len(breaks) > 1 else 0
+    return int(breaks[0]), max(inner, int(breaks[0]), len(a) - 1 - int(breaks[-1])), len(a) - 1 - int(breaks[-1])
+
+
+def _quote_gaps_short(f: Any) -> bool:
+    """Fast pass (numpy, no Python step per token): True when no run of more than
+    :data:`MAX_JSON_TOKEN_BYTES` bytes lacks a ``"`` and no ``\\"`` occurs, so that no string or
+    number can be that long; False when a closer look is needed."""
+    carry = 0  # bytes since the last quote, from earlier chunks
+    prev_last = b""
+    while True:
+        chunk = f.read(_SCAN_CHUNK)
+        if not chunk:
+            return True
+        if b'\\"' in chunk or (prev_last == b"\\" and chunk[:1] == b'"'):
+            return False
+        head, longest, tail = _longest_run(chunk, True)
+        if max(longest, carry + head) > MAX_JSON_TOKEN_BYTES:
+            return False
+        carry = carry + tail if tail == len(chunk) else tail
+        prev_last = chunk[-1:]
+
+
+def _long_token(f: Any) -> bool:
+    """Whether a string (or key) or a number in the JSON file ``f`` is longer than
+    :data:`MAX_JSON_TOKEN_BYTES`. Linear time: at most one Python step per string, the rest in C;
+    memory: a few chunks of :data:`_SCAN_CHUNK` bytes."""
+    if _quote_gaps_short(f):
+        return False
+    f.seek(0)
+    buf, pos = b"", 0
+    while True:
+        q = buf.find(b'"', pos)
+        end = len(buf) if q < 0 else q
+        if end - pos > MAX_JSON_TOKEN_BYTES and _longest_run(buf[pos:end], False)[1] > MAX_JSON_TOKEN_BYTES:
+            return True  # a number that long (outside strings only digits, signs, dots and e make one)
+        if q < 0:  # keep the last bytes: a number may go on in the next chunk
+            data = f.read(_SCAN_CHUNK)
+            if not data:
+                return False
+            buf, pos = buf[max(pos, len(buf) - MAX_JSON_TOKEN_BYTES):] + data, 0
+            continue
+        m = _STRING_BODY.match(buf, q + 1)
+        if m.end() - q - 1 > MAX_JSON_TOKEN_BYTES:
+            return True
+        if m.end() < len(buf) and buf[m.end()] == 0x22:
+            pos = m.end() + 1
+            continue
+        data = f.read(_SCAN_CHUNK)  # the string goes on past the chunk: look again from its quote
+        if not data:
+            return False  # unterminated: the JSON parse says so
+        buf, pos = buf[q:] + data, 0
+
+
 def _json_layout_problem(f: Any, section: str) -> Optional[str]:
-    """Stream the whole file once: None when it is valid JSON whose top level is an object with
-    an object ``section``; else what is wrong."""
+    """Stream the whole file: None when it is valid JSON whose top level is an object with an
+    object ``section``, no string or number longer than :data:`MAX_JSON_TOKEN_BYTES` and no
+    nesting deeper than :data:`MAX_JSON_DEPTH`; else what is wrong. Time linear in the file's
+    size, memory bounded (``ijson.basic_parse`` builds no prefixes)."""
     import ijson
 
+    if _long_token(f):
+        return f"a string or number longer than {MAX_JSON_TOKEN_BYTES} bytes (refused)"
+    f.seek(0)
     top = None
     found = None
+    depth = 0
+    want = False  # the previous event was the top-level key ``section``
     try:
-        for prefix, event, value in ijson.parse(f, use_float=True):
-            if prefix == "" and top is None:
+        for event, value in ijson.basic_parse(f, use_float=True):
+            if top is None:
                 top = event
-            elif prefix == section and found is None and event in ("start_map", "start_array", "string", "number",
-                                                                     "boolean", "null"):
+            if want and found is None:
                 found = event
+            want = depth == 1 and event == "map_key" and value == section
+            if event in ("start_map", "start_array"):
+                depth += 1
+                if depth > MAX_JSON_DEPTH:
+                    return f"nested deeper than {MAX_JSON_DEPTH} levels (refused)"
+            elif event in ("end_map", "end_array"):
+                depth -= 1
     except ijson.JSONError as e:
         return f"not valid JSON: {e}"
     if top != "start_map":

@@ -244,8 +244,10 @@ def load_in_dir(path: str, class_names: Optional[Sequence[str]] = None) -> Datas
     def boxes_of(annotation: str, image: str, src: Path, n: int) -> List[BBox]:
         real = os.path.realpath(annotation)
         if not _inside(real, os.path.realpath(in_dir)):
-            raise IndexFileError(f"annotation {annotation} lies outside the dataset's folder {in_dir}: refused",
-                                 path=str(src), line=n)
+            where = (f"is a link to {real}, outside the dataset's folder {in_dir}"
+                     if _inside(os.path.abspath(annotation), os.path.abspath(in_dir)) else
+                     f"lies outside the dataset's folder {in_dir}")
+            raise IndexFileError(f"annotation {annotation} {where}: refused", path=str(src), line=n)
         if annotation.endswith(".xml"):
             # names found in the xml are appended, so an unknown class is reported (or dropped)
             # by remap_classes with the whole list instead of failing on the first file
@@ -352,7 +354,8 @@ def load_voc(path: str) -> Dataset:
     for stem, x in xmls.items():
         if stem in images:
             if os.path.islink(x) and not _inside(os.path.realpath(x), str(root)):
-                raise AnnotationError(f"annotation lies outside the dataset's folder {root}: refused", path=str(x))
+                raise AnnotationError(f"annotation is a link to {os.path.realpath(x)}, outside the dataset's "
+                                      f"folder {root}: refused", path=str(x))
             labeled[stem] = Item(str(images[stem]), parse_voc_annotation(str(x), names))
     orphans = [stem for stem in xmls if stem not in images]
     notes = [f"{len(orphans)} xml file(s) in Annotations/ without an image in JPEGImages/ skipped "
@@ -436,6 +439,8 @@ def load_coco(path: str, image_root: Optional[str] = None) -> Dataset:
         raise AnnotationError(f"not UTF-8: {e.reason} at byte {e.start}", path=str(p)) from None
     except ValueError as e:
         raise AnnotationError(f"not valid JSON: {e}", path=str(p)) from None
+    except RecursionError:
+        raise AnnotationError("not valid JSON: nested too deeply to parse (refused)", path=str(p)) from None
     _validate_coco(data, str(p))
     roots = [Path(image_root).resolve()] if image_root else [p.parent, p.parent.parent]
     cats = sorted(data.get("categories", []), key=lambda c: c["id"])

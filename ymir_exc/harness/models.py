@@ -13,7 +13,8 @@ Import reads the tar headers first, streaming (nothing is extracted until every 
 besides the unsafe members above it refuses duplicate names, a file that is also a folder of
 another member (``w.pt`` beside ``w.pt/x``), a stage name longer than 100 bytes of UTF-8, more
 than 10,000 members, a ``ymir-info.yaml`` over 1 MiB, and a "bomb": members whose sizes add up to
-more than 100 times the package file's size while one of them is over 64 MiB. Each limit is an
+more than 100 times the package file's size while one of them is over 64 MiB or all of them add
+up to over 1 GiB. Each limit is an
 :class:`ImportLimits` field (``ymir-exc models import --max-members`` ...). Packing reads only
 regular files and never follows a link.
 """
@@ -36,6 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import yaml
 from pydantic import ValidationError
 
+from ymir_exc.env import parse_yaml_text
 from ymir_exc.errors import ModelError
 from ymir_exc.formats import ModelPackageInfo, ModelStage, best_stage, primary_metric_key, to_builtin
 
@@ -55,13 +57,16 @@ class ImportLimits:
         max_members: most members (files and folders).
         max_expansion: the members' sizes may add up to this many times the package file's
             size (0: no such rule) ...
-        bomb_member_bytes: ... unless no member is over this many bytes.
+        bomb_member_bytes: ... unless no member is over this many bytes ...
+        bomb_total_bytes: ... and they add up to at most this many bytes (many members just under
+            ``bomb_member_bytes`` are a bomb too).
     """
 
     max_info_bytes: int = 1 << 20
     max_members: int = 10_000
     max_expansion: float = 100.0
     bomb_member_bytes: int = 64 << 20
+    bomb_total_bytes: int = 1 << 30
 
 
 #: what reading a package already in the store accepts: it passed import (perhaps with limits
@@ -286,10 +291,13 @@ def scan_package(path: Union[str, Path], limits: ImportLimits = ImportLimits()
                 total += m.size
                 biggest = max(biggest, m.size)
                 if limits.max_expansion and total > limits.max_expansion * max(package_size, 1) \
-                        and biggest > limits.bomb_member_bytes:
+                        and (biggest > limits.bomb_member_bytes or total > limits.bomb_total_bytes):
+                    why = (f"{biggest} bytes in one member" if biggest > limits.bomb_member_bytes
+                           else f"over {limits.bomb_total_bytes} bytes in all")
                     raise ModelError(f"members add up to {total} bytes, over {limits.max_expansion:g} times the "
-                                     f"package's {package_size} bytes, and {biggest} bytes in one member: "
-                                     f"refused as a decompression bomb (limit: --max-expansion)", path=where)
+                                     f"package's {package_size} bytes, and {why}: refused as a decompression "
+                                     f"bomb (limits: --max-expansion, --bomb-member-size, --bomb-total-size)",
+                                     path=where)
                 files[name] = m
                 if name == INFO_NAME:
                     if m.size > limits.max_info_bytes:
@@ -298,9 +306,10 @@ def scan_package(path: Union[str, Path], limits: ImportLimits = ImportLimits()
                     f = tar.extractfile(m)
                     assert f is not None
                     try:
-                        info = yaml.safe_load(f.read(limits.max_info_bytes + 1).decode("utf-8"))
-                    except (yaml.YAMLError, UnicodeDecodeError) as e:
+                        text = f.read(limits.max_info_bytes + 1).decode("utf-8")
+                    except UnicodeDecodeError as e:
                         raise ModelError(f"{INFO_NAME} is not valid YAML: {e}", path=where) from None
+                    info = parse_yaml_text(text, ModelError, where, problem=f"{INFO_NAME} is not valid YAML")
     except (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError, OSError) as e:
         raise ModelError(f"not a tar.gz model package: {e}", path=where) from None
     if INFO_NAME not in files:

@@ -9,8 +9,9 @@ and write state 4 to monitor.txt if the executor did not.
 
 Process hygiene (local runtime): the executor runs in its own session / process group; the whole
 group is stopped on timeout or Ctrl-C (a second Ctrl-C sends SIGKILL at once instead of waiting
-for the grace period), and is killed after the executor exits, so children it leaves behind do
-not outlive the task. On Linux the executor also gets ``PR_SET_PDEATHSIG`` = SIGKILL, so a
+for the grace period), and is killed after the executor exits, so children it leaves behind in
+that group do not outlive the task (one that leaves the group, with ``setsid`` or a double fork,
+escapes this). On Linux the executor also gets ``PR_SET_PDEATHSIG`` = SIGKILL, so a
 harness killed with SIGKILL does not leave it running; any group still alive when the harness's
 Python exits is killed by an ``atexit`` hook. An executor that dies without writing state 4 (a
 crash, a segfault, a timeout) gets state 4 written by the harness. monitor.txt is read and

@@ -439,7 +439,7 @@ def prepare(work_dir: Path, ds: Dataset, tasks: Sequence[str], templates: Dict[s
         raise FileExistsError(f"{out_dir} is not empty: choose a new --work-dir")
     in_dir.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(out_dir, 0o777)  # a container may run as another --user
+    os.chmod(out_dir, 0o777 if container else 0o755)  # a container may run as another --user (rootless: a mapped uid)
     task_id = task_id or make_task_id(tasks)
     warnings: List[str] = []
 
