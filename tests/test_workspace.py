@@ -134,3 +134,26 @@ def test_many_images_same_result_on_the_threaded_path(tmp_path):
         assert os.path.samefile(image, item.image_path)
         (b,) = parse_ark_annotation(anno.strip(), ["tree"])
         assert (b.x, b.y, b.w, b.h) == (item.boxes[0].x, 1, 3, 4)
+
+
+def test_changed_links_ignores_a_link_made_by_someone_else_but_not_new_bytes(tmp_path):
+    """Another run linking the same image changes its ctime, not its bytes: not a change. Bytes
+    rewritten with the mtime restored are (the asset's name is the sha1 of the original)."""
+    import hashlib
+
+    from ymir_exc.harness.workspace import changed_links, snapshot_links
+
+    src = tmp_path / "img.jpg"
+    src.write_bytes(b"original bytes")
+    sha1 = hashlib.sha1(b"original bytes").hexdigest()
+    asset = tmp_path / f"{sha1}.jpg"
+    os.link(src, asset)
+    snap = snapshot_links([(str(src), str(asset))])
+    os.link(src, tmp_path / "someone-elses-link.jpg")  # ctime changes, bytes do not
+    os.unlink(tmp_path / "someone-elses-link.jpg")
+    assert changed_links(snap) == []
+    st = os.stat(src)
+    with open(asset, "r+b") as f:  # same size, other bytes, mtime put back
+        f.write(b"X")
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert changed_links(snap) == [str(src)]

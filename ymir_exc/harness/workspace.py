@@ -7,7 +7,8 @@ annotations of the same image bytes are written once; nothing is downloaded.
 
 A hard-linked asset is the user's own file: an executor run locally (no read-only ``/in``) that
 writes into it changes the dataset. :func:`snapshot_links` records each linked asset's size,
-mtime and inode change time after ``prepare``; :func:`changed_links` lists those that changed,
+mtime and inode change time after ``prepare``; :func:`changed_links` lists those whose size or
+mtime changed, or whose ctime changed and whose bytes no longer match the sha1 they are named by,
 and the pipeline fails the run with that list. ``assets="copy"`` or ``"reflink"`` avoids the
 risk entirely.
 """
@@ -159,31 +160,44 @@ class InDirStats:
     linked: List[Tuple[str, str]] = field(default_factory=list)
 
 
-def snapshot_links(linked: Sequence[Tuple[str, str]]) -> Dict[str, Tuple[int, int, int]]:
-    """``{source image: (size, mtime_ns, ctime_ns)}`` of hard-linked assets (take it right after
-    :func:`prepare`: making the links changed their ctime)."""
+def snapshot_links(linked: Sequence[Tuple[str, str]]) -> Dict[str, Tuple[int, int, int, str]]:
+    """``{source image: (size, mtime_ns, ctime_ns, sha1)}`` of hard-linked assets, the sha1 read
+    from the asset's name (``<sha1>.<ext>``). Take it right after :func:`prepare`: making the
+    links changed their ctime."""
     out = {}
-    for src, _asset in linked:
+    for src, asset in linked:
         try:
             st = os.stat(src)
         except OSError:
             continue
-        out[src] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        out[src] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, os.path.basename(asset).split(".", 1)[0])
     return out
 
 
-def changed_links(snapshot: Dict[str, Tuple[int, int, int]]) -> List[str]:
-    """The source images of :func:`snapshot_links` whose size, mtime or inode change time differ
-    now (or that are gone): files an executor changed through the hard links."""
+def changed_links(snapshot: Dict[str, Tuple[int, int, int, str]]) -> List[str]:
+    """The source images of :func:`snapshot_links` that an executor changed through the hard
+    links (or that are gone).
+
+    Size or mtime differing means changed. A changed inode change time alone is not proof: any
+    other process that adds or removes a hard link to the same file (another run preparing the
+    same dataset, a clean-up of an old work dir) changes it too. So such a file is hashed again
+    and compared with the sha1 its asset is named by: only different bytes count as a change
+    (this also catches an executor that restored the mtime after writing)."""
     changed = []
-    for src, before in snapshot.items():
+    for src, (size, mtime, ctime, sha1) in snapshot.items():
         try:
             st = os.stat(src)
         except OSError:
             changed.append(src)
             continue
-        if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != before:
+        if (st.st_size, st.st_mtime_ns) != (size, mtime):
             changed.append(src)
+        elif st.st_ctime_ns != ctime:
+            try:
+                if sha1_file(src) != sha1:
+                    changed.append(src)
+            except OSError:
+                changed.append(src)
     return changed
 
 
