@@ -1,16 +1,23 @@
-"""Mining and inference: one model load, one batched forward pass over the candidates.
+"""Mining and inference: one model load per rank, one batched forward pass over the candidates.
 
 The two tasks share everything the platform lets them share: when env.yaml enables both, the
 mining pass also computes the inference detections (same images, same forward pass; only the
-NMS thresholds differ), so the infer task only writes them. Progress: mining owns [0, 0.5],
-inference [0.5, 1] (``ymir_exc.monitor.write_monitor_logger_for_multiple_tasks``).
+NMS thresholds differ) into part files, and the infer task only merges them. What is shared lives
+in a :class:`Predictor` object the entry point creates, not in module state. Progress: mining
+owns [0, 0.5], inference [0.5, 1] (``ymir_exc.monitor.write_monitor_logger_for_multiple_tasks``).
+
+Ranks (torch.distributed): one process per GPU of ``gpu_id`` (NCCL), or ``num_workers`` CPU
+processes (gloo) when no GPU is given (default 1: everything runs in this process). Rank ``r``
+takes candidates ``r, r + N, ...``, streams its scores and boxes to part files, and rank 0 merges
+them (k-way, :mod:`ymir_exc.streaming`) once all are done; monitor.txt shows the candidates done
+by all ranks together; a rank that raises fails the task (state 4) with its message.
 
 Pipeline per batch of ``batch_size`` candidates (the next batch is decoded by ``workers``
 threads while the current one runs through the network):
 
 1. decode with OpenCV (BGR, EXIF orientation applied, as Ultralytics does);
-2. letterbox to ``img_size`` (Ultralytics ``LetterBox``; minimal padding when every image of
-   the batch has the same shape, like Ultralytics' predictor);
+2. letterbox to ``img_size`` x ``img_size`` (Ultralytics ``LetterBox``, the same padding for
+   every image: an image's result does not depend on its batch or its rank);
 3. forward pass (Ultralytics ``AutoBackend``: .pt, and .onnx / TorchScript when their runtime is
    installed) giving the dense head output ``(B, 4 + C, anchors)``;
 4. NMS (Ultralytics ``non_max_suppression``) with the task's thresholds, boxes scaled back to
