@@ -29,7 +29,7 @@ import os
 import re
 import time
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -671,10 +671,38 @@ class _DetectionEncoder:
         self.known = set(self.class_names) if self.class_names else None
         self.encode_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
         self.names_json: Dict[str, str] = {}
-        self.degenerate = 0
         self.origin: Dict[str, str] = {}
         self.digests: Optional[set] = set() if digests_only else None
         self.entry_head = "{" + self.encode_str(self.box_key) + ":["
+        self.box_json = self._box_json_fn()
+
+    @property
+    def degenerate(self) -> int:
+        """Boxes dropped so far (w or h <= 0)."""
+        return self._degenerate[0]
+
+    def _box_json_fn(self) -> Callable[[Annotation], str]:
+        """``box_json(annotation)``: one box's JSON text, or "" for a degenerate box (counted).
+        A closure over locals (no attribute lookups per box: a million boxes per call)."""
+        names_json, encode_str = self.names_json, self.encode_str
+        degenerate = self._degenerate = [0]
+        inf = math.inf
+
+        def box_json(a: Annotation) -> str:
+            b = a.box
+            name, score, x, y, w, h = a.class_name, a.score, b.x, b.y, b.w, b.h
+            if w <= 0 or h <= 0:
+                degenerate[0] += 1
+                return ""
+            if type(score) is float and -inf < score < inf and type(x) is int and type(y) is int \
+                    and type(w) is int and type(h) is int and type(name) is str:
+                n = names_json.get(name)
+                if n is None:
+                    n = names_json[name] = encode_str(name)
+                return f'{{"class_name":{n},"score":{score!r},"box":{{"x":{x},"y":{y},"w":{w},"h":{h}}}}}'
+            return _json({"class_name": name, "score": score, "box": {"x": x, "y": y, "w": w, "h": h}})
+
+        return box_json
 
     def head(self, algorithm: Any) -> str:
         if type(algorithm) is str:
@@ -684,20 +712,6 @@ class _DetectionEncoder:
     def warn_degenerate(self, who: str) -> None:
         if self.degenerate:
             logger.warning("%s: dropped %d box(es) with w or h <= 0", who, self.degenerate)
-
-    def box_json(self, a: Annotation) -> str:
-        b = a.box
-        name, score, x, y, w, h = a.class_name, a.score, b.x, b.y, b.w, b.h
-        if w <= 0 or h <= 0:
-            self.degenerate += 1
-            return ""
-        if type(score) is float and -math.inf < score < math.inf and type(x) is int and type(y) is int \
-                and type(w) is int and type(h) is int and type(name) is str:
-            n = self.names_json.get(name)
-            if n is None:
-                n = self.names_json[name] = self.encode_str(name)
-            return f'{{"class_name":{n},"score":{score!r},"box":{{"x":{x},"y":{y},"w":{w},"h":{h}}}}}'
-        return _json({"class_name": name, "score": score, "box": {"x": x, "y": y, "w": w, "h": h}})
 
     def entry(self, asset_path: Any, given: Any) -> str:
         """``"<basename>":{"boxes":[...]}`` for one image.
