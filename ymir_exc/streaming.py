@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
+import numbers
 import os
 import sys
 from contextlib import ExitStack
@@ -141,20 +142,18 @@ class InferResultWriter:
 
 def _check_pair(path: Any, score: Any, where: str) -> float:
     """The score as a float; ResultError for what write_mining_result refuses."""
-    import numbers
-
-    if isinstance(score, bool) or not isinstance(score, numbers.Real):
+    if type(score) is float:
+        f = score
+    elif isinstance(score, bool) or not isinstance(score, numbers.Real):
         raise ResultError(f"score of {path!r} is not a number: {score!r}", key=where)
-    f = float(score)
-    if not math.isfinite(f):
+    else:
+        f = float(score)
+    if not -math.inf < f < math.inf:
         raise ResultError(f"score of {path!r} is not finite: {score!r}", key=where)
-    if not isinstance(path, str) or not path or "\t" in path or "\n" in path or "\r" in path:
-        raise ResultError(f"asset path {path!r} is empty or holds a tab / newline", key=where)
+    if type(path) is not str or not path or "\t" in path or "\n" in path or "\r" in path:
+        if not isinstance(path, str) or not path or "\t" in path or "\n" in path or "\r" in path:
+            raise ResultError(f"asset path {path!r} is empty or holds a tab / newline", key=where)
     return f
-
-
-def _part_line(index: int, path: str, score: float) -> str:
-    return f"{score!r}\t{index}\t{path}\n"
 
 
 def read_mining_part(part: str) -> Iterator[Tuple[float, int, str]]:
@@ -189,10 +188,15 @@ def write_mining_part(part: str, rows: Iterable[Tuple[int, str, float]]) -> int:
         ResultError: a bad path or score (as :func:`~ymir_exc.result_writer.write_mining_result`).
     """
     items = [(-_check_pair(p, s, f"mining_result[{i}]"), int(i), p) for i, p, s in rows]
+    return _write_sorted(part, items)
+
+
+def _write_sorted(part: str, items: List[Tuple[float, int, str]]) -> int:
+    """Sort ``(-score, index, path)`` items and write them as a part file."""
     items.sort()
     with atomic_file(part, fsync=False) as write:
         for start in range(0, len(items), 4096):
-            write("".join(_part_line(i, p, -ns) for ns, i, p in items[start:start + 4096]))
+            write("".join([f"{-ns!r}\t{i}\t{p}\n" for ns, i, p in items[start:start + 4096]]))
     return len(items)
 
 
@@ -257,7 +261,7 @@ class MiningResultWriter:
     def __init__(self, path: Optional[str] = None, run_items: int = 200_000) -> None:
         self.path = path or env.current_env().output.mining_result_file
         self._run_items = max(1, int(run_items))
-        self._rows: List[Tuple[int, str, float]] = []
+        self._rows: List[Tuple[float, int, str]] = []  # (-score, index, path), validated
         self._parts: List[str] = []
         self._count = 0
         self._open = False
@@ -275,8 +279,8 @@ class MiningResultWriter:
         """
         if not self._open:
             raise RuntimeError("MiningResultWriter.add outside its with block")
-        f = _check_pair(asset_path, score, f"mining_result[{self._count}]")
-        self._rows.append((self._count, asset_path, f))
+        f = _check_pair(asset_path, score, "mining_result[%d]" % self._count)
+        self._rows.append((-f, self._count, asset_path))
         self._count += 1
         if len(self._rows) >= self._run_items:
             self._spill()
@@ -290,7 +294,7 @@ class MiningResultWriter:
         folder, base = os.path.split(self.path)
         part = os.path.join(folder or ".", f".{base}.{os.getpid()}.run{len(self._parts)}.part")
         self._parts.append(part)
-        write_mining_part(part, self._rows)
+        _write_sorted(part, self._rows)
         self._rows = []
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
