@@ -537,6 +537,17 @@ def test_two_gloo_ranks_give_the_one_rank_results(trained, tmp_path, algorithm):
     # candidate order: ties across the ranks' parts keep it)
     mon = parse_monitor((work / "out" / "monitor.txt").read_text())
     assert (mon.state, mon.percent) == (3, 1.0)
+    if algorithm == "aldd":  # inference alone on 2 ranks: rank 0 merges the infer parts
+        infer_work = tmp_path / "two-infer"
+        cfg_file = _config(tmp_path / "two-infer.yaml", img_size=96, conf_threshold=0.001, max_det=20, batch_size=2,
+                           num_workers=2)
+        rc = main(["run", str(YOLO), "--task", "infer", "--model", "latest", "--config", cfg_file, "--work-dir",
+                   str(infer_work), "--model-location", str(trained["store"]), "--split", "all", "--quiet"])
+        assert rc == 0, (infer_work / "out" / "ymir-executor-out.log").read_text()[-3000:]
+        det3 = json.loads((infer_work / "out" / "infer-result.json").read_text())["detection"]
+        assert sorted(det3) == sorted(det1)
+        for key in det1:
+            assert [b["box"] for b in det3[key]["boxes"]] == [b["box"] for b in det1[key]["boxes"]]
 
 
 def test_a_failing_rank_fails_the_task_with_state_4_and_its_message(app, trained, ws, monkeypatch):
