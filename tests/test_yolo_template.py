@@ -462,3 +462,119 @@ def test_a_read_only_config_dir_prepared_at_build_time_seeds_the_writable_one(tm
         assert os.environ["YOLO_OFFLINE"] == "1"
     finally:
         sys.path.remove(str(YOLO / "app"))
+
+
+# ------------------------------------------------------------------ ranks: torch.distributed
+
+def test_ranks_are_one_per_gpu_with_nccl_or_num_workers_cpu_processes_with_gloo(app):
+    """The NCCL path is checked for its arguments only (no GPU here); gloo runs below."""
+    predict, _ = app
+    from ymir_yolo.params import PredictParams
+
+    from ymir_exc.errors import ConfigFileError
+
+    gpu = predict.shard_plan(PredictParams.from_config({"gpu_id": "0,1", "num_workers": 4}))
+    assert (gpu.backend, gpu.world_size, gpu.devices) == ("nccl", 2, ("0", "1"))
+    assert gpu.init_args(1, 29512) == {"backend": "nccl", "init_method": "tcp://127.0.0.1:29512", "rank": 1,
+                                       "world_size": 2}
+    assert gpu.device(1) == "1"
+    cpu = predict.shard_plan(PredictParams.from_config({"gpu_id": "", "num_workers": "3"}))
+    assert (cpu.backend, cpu.world_size, cpu.devices) == ("gloo", 3, ("cpu", "cpu", "cpu"))
+    assert predict.shard_plan(PredictParams.from_config({})).world_size == 1  # the default: one process
+    with pytest.raises(ConfigFileError, match="num_workers"):
+        PredictParams.from_config({"num_workers": 0})
+    items = [f"im{i}" for i in range(11)]
+    shards = [list(predict.shard_of(items, r, 3)) for r in range(3)]
+    assert sorted(i for s in shards for i, _ in s) == list(range(11))  # disjoint, all of them
+    assert shards[1] == [(1, "im1"), (4, "im4"), (7, "im7"), (10, "im10")]  # deterministic
+
+
+def test_no_module_level_state_carries_results_between_tasks(app):
+    predict, _ = app
+    state = [n for n, v in vars(predict).items() if n.startswith("_") and isinstance(v, (dict, list, set))
+             and not n.startswith("__")]
+    assert state == []
+
+
+def _mine_and_infer(trained, tmp_path, name, **cfg):
+    work = tmp_path / name
+    cfg_file = _config(tmp_path / f"{name}.yaml", img_size=96, conf_threshold=0.001, mining_conf_threshold=0.001,
+                       max_det=20, batch_size=2, **cfg)
+    rc = main(["run", str(YOLO), "--task", "mining", "--task", "infer", "--model", "latest", "--config", cfg_file,
+               "--work-dir", str(work), "--model-location", str(trained["store"]), "--split", "all", "--quiet"])
+    assert rc == 0, (work / "out" / "ymir-executor-out.log").read_text()[-3000:]
+    rows = [line.split("\t") for line in (work / "out" / "result.tsv").read_text().splitlines()]
+    det = json.loads((work / "out" / "infer-result.json").read_text())["detection"]
+    return work, [(os.path.basename(p), float(s)) for p, s in rows], det
+
+
+@pytest.mark.parametrize("algorithm", ["aldd", "entropy"])
+def test_two_gloo_ranks_give_the_one_rank_results(trained, tmp_path, algorithm):
+    _, one, det1 = _mine_and_infer(trained, tmp_path, f"one-{algorithm}", mining_algorithm=algorithm)
+    work, two, det2 = _mine_and_infer(trained, tmp_path, f"two-{algorithm}", mining_algorithm=algorithm,
+                                      num_workers=2)
+    log = (work / "out" / "ymir-executor-out.log").read_text()
+    assert "2 ranks (gloo) on cpu, cpu" in log and log.count("loaded on cpu") == 2  # one model per rank
+    assert re.search(r"rank 1/2: \d+ candidates", log)
+    # the same scores within 1e-6 and the same ranking, up to the order of scores closer than
+    # that (the ranks' other batches and thread counts change float sums at ~1e-10)
+    score1, score2 = dict(one), dict(two)
+    assert sorted(score2) == sorted(score1)
+    assert max(abs(score1[p] - score2[p]) for p in score1) <= 1e-6
+    for (p1, _), (p2, _) in zip(one, two):
+        assert p1 == p2 or abs(score1[p1] - score1[p2]) <= 1e-6, (p1, p2)
+    assert list(det2) == list(det1)  # candidate order
+    for key in det1:
+        b1, b2 = det1[key]["boxes"], det2[key]["boxes"]
+        assert [b["box"] for b in b2] == [b["box"] for b in b1] and [b["class_name"] for b in b2] == \
+            [b["class_name"] for b in b1]
+        assert all(abs(x["score"] - y["score"]) <= 1e-6 for x, y in zip(b1, b2))
+    assert sum(len(v["boxes"]) for v in det1.values()) > 0  # boxes to compare
+    assert len(one) == 59  # --split all: every image of the sample
+    if algorithm == "aldd":
+        assert len({s for _, s in one}) > 1  # scores to rank
+    # (entropy: the 2-epoch model gives every image the same score, so the ranking is the
+    # candidate order: ties across the ranks' parts keep it)
+    mon = parse_monitor((work / "out" / "monitor.txt").read_text())
+    assert (mon.state, mon.percent) == (3, 1.0)
+    if algorithm == "aldd":  # inference alone on 2 ranks: rank 0 merges the infer parts
+        infer_work = tmp_path / "two-infer"
+        cfg_file = _config(tmp_path / "two-infer.yaml", img_size=96, conf_threshold=0.001, max_det=20, batch_size=2,
+                           num_workers=2)
+        rc = main(["run", str(YOLO), "--task", "infer", "--model", "latest", "--config", cfg_file, "--work-dir",
+                   str(infer_work), "--model-location", str(trained["store"]), "--split", "all", "--quiet"])
+        assert rc == 0, (infer_work / "out" / "ymir-executor-out.log").read_text()[-3000:]
+        det3 = json.loads((infer_work / "out" / "infer-result.json").read_text())["detection"]
+        assert sorted(det3) == sorted(det1)
+        for key in det1:
+            assert [b["box"] for b in det3[key]["boxes"]] == [b["box"] for b in det1[key]["boxes"]]
+
+
+def test_a_failing_rank_fails_the_task_with_state_4_and_its_message(app, trained, ws, monkeypatch):
+    """Rank 1 of 2 meets an unreadable image (bad_image_policy: error): the task ends in state 4
+    with the image's return code and the rank's message; the other rank is stopped."""
+    import shutil
+
+    from ymir_exc import settings
+    from ymir_exc.executor import Executor
+
+    predict, _ = app
+    monkeypatch.setenv("DEFAULT_ENV_FILE_PATH", str(ws.env_file))  # the spawned ranks read the same files
+    models = ws.in_dir / "models"
+    models.mkdir()
+    shutil.copy(trained["out"] / "models" / "best.pt", models / "best.pt")
+    good = [item.image_path for item in load_sample().candidate[:5]]
+    bad = ws.root / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    paths = good[:3] + [str(bad)] + good[3:]  # index 3: rank 1's shard
+    (ws.in_dir / "candidate-index.tsv").write_text("".join(p + "\n" for p in paths))
+    ws.write_env(run_training=False, run_mining=True)
+    ws.write_config(class_names=["tree"], model_params_path=["best.pt"], img_size=96, batch_size=2,
+                    mining_algorithm="entropy", num_workers=2, gpu_id="")
+    assert settings.DEFAULT_ENV_FILE_PATH == str(ws.env_file)
+    predictor = predict.Predictor()
+    assert Executor(mining=predictor.mining).run() == 1
+    mon = parse_monitor(ws.monitor_text())
+    assert (mon.state, mon.return_code) == (4, 300003)
+    assert "rank 1 of 2 failed: ImageError" in mon.message and str(bad) in mon.message
+    assert not (ws.out_dir / "result.tsv").exists()

@@ -297,12 +297,15 @@ def _write_user_results(outcome: Any, ds: Any, summary: Dict[str, Any], save_vis
         _out(f"mining.tsv: {path}  (path, score, rank; {len(rows)} images)")
     if outcome.infer is not None and not outcome.infer.problems:
         path = prepared.work_dir / "predictions.json"
-        doc = write_predictions(path, outcome.infer.results, sources, list(prepared.config["class_names"]))
+        from ymir_exc.harness.collect import task_env
+
+        infer_file = task_env(prepared.env, prepared.work_dir).output.infer_result_file
+        counts = write_predictions(path, infer_file, sources, list(prepared.config["class_names"]))
         summary["predictions_json"] = str(path)
-        _out(f"predictions.json: {path}  ({len(doc['images'])} images, {len(doc['annotations'])} boxes; "
+        _out(f"predictions.json: {path}  ({counts['images']} images, {counts['annotations']} boxes; "
              f"file_name = your path)")
         if save_vis:
-            written = draw(Path(save_vis), doc)
+            written = draw(Path(save_vis), json.loads(path.read_text(encoding="utf-8")))
             summary["save_vis"] = str(Path(save_vis).resolve())
             _out(f"boxes drawn on {len(written)} copies in {Path(save_vis).resolve()}")
 

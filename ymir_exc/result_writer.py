@@ -20,6 +20,7 @@ What differs from upstream, and why, is listed in docs/differences-from-upstream
 from __future__ import annotations
 
 import decimal
+import hashlib
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ import os
 import re
 import time
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -686,41 +687,93 @@ def write_infer_result(infer_result: Any, algorithm: str = "detection") -> None:
     if algorithm == "segmentation":
         _write_segmentation(infer_result, env_config)
         return
-    box_key = "boxes" if env_config.protocol_tuple >= (1, 0, 0) else "annotations"
-    class_names = _class_names_or_none()
-    known = set(class_names) if class_names else None
-    # the JSON text is built here, one string per box (same bytes as json.dumps of the nested
-    # dicts with separators (",", ":")): a million boxes would otherwise be three million dicts
-    encode_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
-    names_json: Dict[str, str] = {}
+    enc = _DetectionEncoder(env_config)
+    parts = list(map(enc.entry, infer_result.keys(), infer_result.values()))
+    text = enc.head(algorithm) + ",".join(parts) + "}}"
+    enc.warn_degenerate("write_infer_result")
+    atomic_write(env_config.output.infer_result_file, text)
 
-    degenerate = [0]
 
-    def box_json(a: Annotation) -> str:
-        b = a.box
-        name, score, x, y, w, h = a.class_name, a.score, b.x, b.y, b.w, b.h
-        if w <= 0 or h <= 0:
-            degenerate[0] += 1
-            return ""
-        if type(score) is float and -math.inf < score < math.inf and type(x) is int and type(y) is int \
-                and type(w) is int and type(h) is int and type(name) is str:
-            n = names_json.get(name)
-            if n is None:
-                n = names_json[name] = encode_str(name)
-            return f'{{"class_name":{n},"score":{score!r},"box":{{"x":{x},"y":{y},"w":{w},"h":{h}}}}}'
-        return _json({"class_name": name, "score": score, "box": {"x": x, "y": y, "w": w, "h": h}})
+class _DetectionEncoder:
+    """The JSON text of a detection infer result, one image entry at a time (shared by
+    :func:`write_infer_result` and :class:`ymir_exc.streaming.InferResultWriter`, so both give
+    the same bytes): ``head(algorithm)``, the ``entry()`` strings joined by ``,``, then ``}}``.
 
-    parts: List[str] = []
-    origin: Dict[str, str] = {}
-    entry_head = "{" + encode_str(box_key) + ":["
-    for asset_path, given in infer_result.items():
+    The text is built here, one string per box (same bytes as json.dumps of the nested dicts
+    with separators (",", ":")): a million boxes would otherwise be three million dicts.
+    Duplicate basenames are caught as entries are made: ``origin`` maps each basename to its
+    path, or (``digests_only``) a set holds a 16-byte BLAKE2b digest per basename.
+    """
+
+    def __init__(self, env_config: env.EnvConfig, digests_only: bool = False) -> None:
+        self.box_key = "boxes" if env_config.protocol_tuple >= (1, 0, 0) else "annotations"
+        self.class_names = _class_names_or_none()
+        self.known = set(self.class_names) if self.class_names else None
+        self.encode_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
+        self.names_json: Dict[str, str] = {}
+        self.origin: Dict[str, str] = {}
+        self.digests: Optional[set] = set() if digests_only else None
+        self.entry_head = "{" + self.encode_str(self.box_key) + ":["
+        self.box_json = self._box_json_fn()
+
+    @property
+    def degenerate(self) -> int:
+        """Boxes dropped so far (w or h <= 0)."""
+        return self._degenerate[0]
+
+    def _box_json_fn(self) -> Callable[[Annotation], str]:
+        """``box_json(annotation)``: one box's JSON text, or "" for a degenerate box (counted).
+        A closure over locals (no attribute lookups per box: a million boxes per call)."""
+        names_json, encode_str = self.names_json, self.encode_str
+        degenerate = self._degenerate = [0]
+        inf = math.inf
+
+        def box_json(a: Annotation) -> str:
+            b = a.box
+            name, score, x, y, w, h = a.class_name, a.score, b.x, b.y, b.w, b.h
+            if w <= 0 or h <= 0:
+                degenerate[0] += 1
+                return ""
+            if type(score) is float and -inf < score < inf and type(x) is int and type(y) is int \
+                    and type(w) is int and type(h) is int and type(name) is str:
+                n = names_json.get(name)
+                if n is None:
+                    n = names_json[name] = encode_str(name)
+                return f'{{"class_name":{n},"score":{score!r},"box":{{"x":{x},"y":{y},"w":{w},"h":{h}}}}}'
+            return _json({"class_name": name, "score": score, "box": {"x": x, "y": y, "w": w, "h": h}})
+
+        return box_json
+
+    def head(self, algorithm: Any) -> str:
+        if type(algorithm) is str:
+            return "{" + self.encode_str(algorithm) + ":{"
+        return _json({algorithm: {}})[:-3] + "{"  # json.dumps turns a non-str key into a string its own way
+
+    def warn_degenerate(self, who: str) -> None:
+        if self.degenerate:
+            logger.warning("%s: dropped %d box(es) with w or h <= 0", who, self.degenerate)
+
+    def entry(self, asset_path: Any, given: Any) -> str:
+        """``"<basename>":{"boxes":[...]}`` for one image.
+
+        Raises:
+            ResultError: no basename, a basename seen before, a bad annotation, a class name
+                not in class_names.
+        """
         key = os.path.basename(str(asset_path))
         if not key:
             raise ResultError(f"asset path {asset_path!r} has no basename", key="infer_result")
-        if key in origin:
-            raise ResultError(f"two results share the basename {key!r}: {origin[key]!r} and {asset_path!r}",
-                              key="infer_result")
-        origin[key] = str(asset_path)
+        if self.digests is None:
+            if key in self.origin:
+                raise ResultError(f"two results share the basename {key!r}: {self.origin[key]!r} and {asset_path!r}",
+                                  key="infer_result")
+            self.origin[key] = str(asset_path)
+        else:
+            d = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            if d in self.digests:
+                raise ResultError(f"two results share the basename {key!r} (the second: {asset_path!r})",
+                                  key="infer_result")
+            self.digests.add(d)
         if type(given) in (list, tuple) and set(map(type, given)) <= {Annotation}:
             anns = given
         else:
@@ -729,21 +782,14 @@ def write_infer_result(infer_result: Any, algorithm: str = "detection") -> None:
         if not all(map(_in_unit_range, scores)):  # NaN fails the comparison too
             i = next(i for i, s in enumerate(scores) if not _in_unit_range(s))
             raise ResultError(f"score must be a finite number in [0, 1], got {scores[i]!r}", key=f"{key}[{i}].score")
-        boxes = ",".join(filter(None, map(box_json, anns)))
-        if known is not None:
+        boxes = ",".join(filter(None, map(self.box_json, anns)))
+        if self.known is not None:
             names = list(map(_CLASS_NAME, anns))
-            if not known.issuperset(names):
-                i = next(i for i, n in enumerate(names) if n not in known)
-                raise ResultError(f"class_name {names[i]!r} not in class_names {class_names}",
+            if not self.known.issuperset(names):
+                i = next(i for i, n in enumerate(names) if n not in self.known)
+                raise ResultError(f"class_name {names[i]!r} not in class_names {self.class_names}",
                                   key=f"{key}[{i}].class_name")
-        parts.append(f"{encode_str(key)}:{entry_head}{boxes}]}}")
-    if type(algorithm) is str:
-        text = "{" + encode_str(algorithm) + ":{" + ",".join(parts) + "}}"
-    else:  # json.dumps turns a non-str key into a string its own way
-        text = _json({algorithm: {}})[:-3] + "{" + ",".join(parts) + "}}"
-    if degenerate[0]:
-        logger.warning("write_infer_result: dropped %d box(es) with w or h <= 0", degenerate[0])
-    atomic_write(env_config.output.infer_result_file, text)
+        return f"{self.encode_str(key)}:{self.entry_head}{boxes}]}}"
 
 
 def _write_segmentation(infer_result: Any, env_config: env.EnvConfig) -> None:

@@ -112,7 +112,7 @@ def run_task(executor: LocalExecutor, runtime: str, tasks: Sequence[str], ds: Da
         outcome.mining = collect.check_mining(env)
         outcome.problems += outcome.mining.problems
     if "infer" in order:
-        # the kept boxes feed predictions.json (keyed back to the user's paths)
-        outcome.infer = collect.check_infer(env, list(prepared.config["class_names"]), keep_results=True)
+        # counts only: predictions.json streams infer-result.json again (harness.predictions)
+        outcome.infer = collect.check_infer(env, list(prepared.config["class_names"]))
         outcome.problems += outcome.infer.problems
     return outcome

@@ -12,17 +12,19 @@ The executor sees each image as ``/in/assets/<h[-2:]>/<sha1>.<ext>``; the platfo
 Example::
 
     sources = asset_sources(prepared.stats.sources, [i.image_path for i in ds.candidate])
-    write_predictions(work / "predictions.json", infer_report.results, sources, class_names)
+    write_predictions(work / "predictions.json", env.output.infer_result_file, sources, class_names)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
-from ymir_exc._io import atomic_write
+from ymir_exc._io import atomic_file, atomic_write
 
 
 def asset_sources(stats_sources: Mapping[str, str], candidates: Sequence[str]) -> Dict[str, List[str]]:
@@ -67,26 +69,151 @@ def build_predictions(results: Mapping[str, List[Dict[str, Any]]], sources: Mapp
             image_id = len(images) + 1
             images.append({"id": image_id, "file_name": path, "width": w, "height": h})
             for b in results.get(asset, []):
-                ann: Dict[str, Any] = {"image_id": image_id, "category_id": cat[b["class_name"]]}
-                if "box" in b:  # detection
-                    box = b["box"]
-                    ann["bbox"] = [box["x"], box["y"], box["w"], box["h"]]
-                else:  # segmentation: the executor's COCO mask (RLE or polygons) and its bbox, if any
-                    ann["segmentation"] = b["segmentation"]
-                    if b.get("bbox") is not None:
-                        ann["bbox"] = list(b["bbox"])
-                ann["score"] = float(b["score"])
-                annotations.append(ann)
+                annotations.append(_annotation(image_id, b, cat))
     return {"images": images, "categories": [{"id": i, "name": n} for n, i in cat.items()],
             "annotations": annotations}
 
 
-def write_predictions(path: Path, results: Mapping[str, List[Dict[str, Any]]], sources: Mapping[str, List[str]],
-                      class_names: Sequence[str]) -> Dict[str, Any]:
-    """Write ``predictions.json`` atomically; returns the document."""
-    doc = build_predictions(results, sources, class_names)
-    atomic_write(path, json.dumps(doc, indent=1))
-    return doc
+def _item_text(obj: Dict[str, Any]) -> str:
+    """``obj`` as ``json.dumps(doc, indent=1)`` writes it two levels deep (an item of a top-level list)."""
+    return "  " + json.dumps(obj, indent=1).replace("\n", "\n  ")
+
+
+class _StreamedResults:
+    """Kept boxes of infer-result.json's ``detection``, streamed (ijson) in the file's order and
+    looked up by asset name in the sources' order. Entries read ahead of their turn (the file's
+    order differs) are spooled to a temp file, with only their offset kept in memory; in the usual
+    case (the executor wrote the candidates in order) nothing is spooled."""
+
+    def __init__(self, f: Any, class_names: Sequence[str]) -> None:
+        import ijson
+
+        from ymir_exc.harness.collect import _box_problem
+
+        self._problem = _box_problem
+        self._names = list(class_names)
+        self._it = ijson.kvitems(f, "detection", use_float=True)
+        self._spool = tempfile.TemporaryFile()
+        self._offsets: Dict[str, Tuple[int, int]] = {}
+        self._end = 0
+
+    def _kept(self, entry: Any) -> List[Dict[str, Any]]:
+        boxes = entry.get("boxes", entry.get("annotations")) if isinstance(entry, dict) else None
+        if not isinstance(boxes, list):
+            return []
+        return [b for b in boxes if self._problem(b, self._names) is None]
+
+    def get(self, key: str) -> List[Dict[str, Any]]:
+        """The kept boxes of ``key`` ([] when the file has no entry for it); each key once."""
+        where = self._offsets.pop(key, None)
+        if where is not None:
+            self._spool.seek(where[0])
+            return json.loads(self._spool.read(where[1]))
+        for k, entry in self._it:
+            kept = self._kept(entry)
+            if k == key:
+                return kept
+            data = json.dumps(kept).encode("utf-8")
+            self._spool.seek(self._end)
+            self._spool.write(data)
+            self._offsets[k] = (self._end, len(data))
+            self._end += len(data)
+        return []
+
+    def close(self) -> None:
+        self._spool.close()
+
+
+def write_predictions(path: Path, results: Union[str, os.PathLike, Mapping[str, List[Dict[str, Any]]]],
+                      sources: Mapping[str, List[str]], class_names: Sequence[str]) -> Dict[str, int]:
+    """Write ``predictions.json`` atomically, the same bytes as
+    ``json.dumps(build_predictions(...), indent=1)``, one image at a time.
+
+    Args:
+        path: the target.
+        results: the executor's infer-result.json (a path: streamed, its valid boxes kept as
+            :func:`ymir_exc.harness.collect.check_infer` keeps them; a segmentation result is read
+            whole), or ``{asset name: kept boxes}`` as :func:`build_predictions` takes.
+        sources: from :func:`asset_sources`.
+        class_names: the model's classes; category ids are 1-based positions in it.
+
+    Returns:
+        ``{"images": n, "annotations": m}``: how many of each were written.
+
+    Raises:
+        OSError: the file cannot be written (the previous one is left).
+        ValueError: an infer-result.json that is not valid JSON (ijson's error).
+    """
+    from ymir_exc.harness.workspace import image_size
+
+    cat = {n: i + 1 for i, n in enumerate(class_names)}
+    stack = contextlib.ExitStack()
+    with stack:
+        if isinstance(results, Mapping):
+            lookup = lambda asset: results.get(asset, [])  # noqa: E731
+        else:
+            from ymir_exc.harness.collect import _json_has_top_key
+
+            f = stack.enter_context(open(results, "rb"))
+            if _json_has_top_key(f, "detection"):
+                f.seek(0)
+                streamed = _StreamedResults(f, class_names)
+                stack.callback(streamed.close)
+                lookup = streamed.get
+            else:  # a COCO-style segmentation result has no per-image key to stream by
+                seg = _segmentation_results(f, class_names)
+                lookup = lambda asset: seg.get(asset, [])  # noqa: E731
+        anns = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
+        n_images = n_anns = 0
+        with atomic_file(path) as write:
+            write('{\n "images": [')
+            for asset, paths in sources.items():
+                boxes = lookup(asset)
+                for p in paths:
+                    w, h = image_size(p)
+                    n_images += 1
+                    write(("\n" if n_images == 1 else ",\n")
+                          + _item_text({"id": n_images, "file_name": p, "width": w, "height": h}))
+                    for b in boxes:
+                        n_anns += 1
+                        anns.write(("\n" if n_anns == 1 else ",\n") + _item_text(_annotation(n_images, b, cat)))
+            write("\n ],\n" if n_images else "],\n")
+            categories = [{"id": i, "name": n} for n, i in cat.items()]
+            write(' "categories": [' + ",".join("\n" + _item_text(c) for c in categories)
+                  + ("\n ],\n" if categories else "],\n"))
+            write(' "annotations": [')
+            anns.seek(0)
+            while True:
+                chunk = anns.read(1 << 20)
+                if not chunk:
+                    break
+                write(chunk)
+            write("\n ]\n}" if n_anns else "]\n}")
+    return {"images": n_images, "annotations": n_anns}
+
+
+def _annotation(image_id: int, b: Dict[str, Any], cat: Mapping[str, int]) -> Dict[str, Any]:
+    ann: Dict[str, Any] = {"image_id": image_id, "category_id": cat[b["class_name"]]}
+    if "box" in b:  # detection
+        box = b["box"]
+        ann["bbox"] = [box["x"], box["y"], box["w"], box["h"]]
+    else:  # segmentation: the executor's COCO mask (RLE or polygons) and its bbox, if any
+        ann["segmentation"] = b["segmentation"]
+        if b.get("bbox") is not None:
+            ann["bbox"] = list(b["bbox"])
+    ann["score"] = float(b["score"])
+    return ann
+
+
+def _segmentation_results(f: Any, class_names: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
+    """``{basename: [{"class_name", "score", "segmentation"[, "bbox"]}]}`` of a COCO-style result,
+    as :func:`ymir_exc.harness.collect.check_infer` keeps them."""
+    from ymir_exc.harness.collect import InferReport, _Candidates, _check_segmentation
+
+    f.seek(0)
+    rep = _check_segmentation(InferReport(results={}), f, getattr(f, "name", "infer-result.json"),
+                              list(class_names), _Candidates([], None))
+    return rep.results or {}
 
 
 def mining_rows(ranked: Sequence[Tuple[str, float]], sources: Mapping[str, List[str]]) -> List[Tuple[str, float, int]]:

@@ -30,25 +30,39 @@ def training(cfg):
     run(cfg)
 
 
-def mining(cfg):
-    from ymir_yolo.offline import apply_settings
+class Prediction:
+    """Mining and inference of this run: one :class:`ymir_yolo.predict.Predictor`, created on
+    first use (so that training alone never imports torch here), shared by both tasks."""
 
-    apply_settings()
-    from ymir_yolo.predict import mining as run
+    def __init__(self):
+        self.predictor = None
 
-    run(cfg)
+    def _get(self):
+        from ymir_yolo.offline import apply_settings
 
+        apply_settings()
+        if self.predictor is None:
+            from ymir_yolo.predict import Predictor
 
-def infer(cfg):
-    from ymir_yolo.offline import apply_settings
+            self.predictor = Predictor()
+        return self.predictor
 
-    apply_settings()
-    from ymir_yolo.predict import infer as run
+    def mining(self, cfg):
+        self._get().mining(cfg)
 
-    run(cfg)
+    def infer(self, cfg):
+        self._get().infer(cfg)
+
+    def close(self):
+        if self.predictor is not None:
+            self.predictor.close()
 
 
 if __name__ == "__main__":
     from ymir_exc.executor import Executor
 
-    Executor(training=training, mining=mining, infer=infer).main()
+    prediction = Prediction()
+    try:
+        Executor(training=training, mining=prediction.mining, infer=prediction.infer).main()
+    finally:
+        prediction.close()

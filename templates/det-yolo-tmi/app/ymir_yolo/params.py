@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ymir_exc.errors import ConfigFileError
 
@@ -173,6 +173,10 @@ class PredictParams:
     half: bool = False
     bad_image_policy: str = "error"
     device: str = "cpu"
+    #: every device of gpu_id (one rank each), or ``("cpu",)``
+    devices: Tuple[str, ...] = ("cpu",)
+    #: CPU processes (ranks, torch.distributed gloo) when no GPU is given
+    num_workers: int = 1
     # inference
     conf_threshold: float = 0.25
     nms_iou: float = 0.7
@@ -197,6 +201,8 @@ class PredictParams:
             half=_bool(param, "half", d.half) and device != "cpu",
             bad_image_policy=_choice(param, "bad_image_policy", d.bad_image_policy, BAD_IMAGE_POLICIES),
             device=device.split(",")[0] if device != "cpu" else device,
+            devices=tuple(device.split(",")),
+            num_workers=_int(param, "num_workers", d.num_workers, 1),
             conf_threshold=_float(param, "conf_threshold", d.conf_threshold, 0.0, 1.0),
             nms_iou=_float(param, "nms_iou", d.nms_iou, 0.0, 1.0),
             max_det=_int(param, "max_det", d.max_det, 1),
