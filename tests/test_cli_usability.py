@@ -333,14 +333,14 @@ def test_loop_refuses_an_unknown_mining_algorithm_before_training(tmp_path, exec
 
 
 def test_loop_with_seeds_plots_mean_and_spread_and_records_selections(tmp_path):
-    proc = ymir_exc(*LOOP, "--rounds", "1", "--mining-algorithm", "entropy", "--baseline", "random",
+    proc = ymir_exc(*LOOP, "--rounds", "1", "--mining-algorithm", "entropy", "--baseline", "random-harness",
                     "--seeds", "0,1", "--out", "lp", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["complete"] is True  # a finished loop says so, as an interrupted one says False
     rounds = doc["rounds"]
     assert sorted((r["seed"], r["strategy"], r["round"]) for r in rounds) == sorted(
-        (s, st, k) for s in (0, 1) for st in ("entropy", "random") for k in (0, 1))
+        (s, st, k) for s in (0, 1) for st in ("entropy", "random-harness") for k in (0, 1))
     assert "loop: entropy seed 1 round 1/1" in proc.stderr  # the progress line names strategy, seed, round
     train = {p for p in (i.image_path for i in load_sample().train)}
     for r in rounds:

@@ -404,3 +404,19 @@ def test_start_py_end_to_end(tmp_path):
     assert r.returncode == 1
     first = (out3 / "monitor.txt").read_text().splitlines()[0].split("\t")
     assert first[3:] == ["4", "300004"]
+
+
+def test_training_seed_picks_which_negatives_are_kept(tmp_path):
+    """``seed`` shifts the every-n-th negative subsample when there are more than max_negatives."""
+    train = make_items(tmp_path, 3, 300)
+    w = {}
+    for seed in (0, 1, 2):
+        t = dm.Trainer(train, [], ["tree"], dm.HyperParams(epochs=1, iters_per_epoch=3, max_negatives=500, seed=seed))
+        t.run_epoch()
+        w[seed] = t.class_models[0].weights.copy()
+    assert not np.allclose(w[0], w[1])
+    same = dm.Trainer(train, [], ["tree"], dm.HyperParams(epochs=1, iters_per_epoch=3, max_negatives=500, seed=1))
+    same.run_epoch()
+    assert np.array_equal(same.class_models[0].weights, w[1])  # reproducible
+    with pytest.raises(ConfigFileError, match="seed"):
+        dm.HyperParams.from_config({"seed": -1})

@@ -578,3 +578,70 @@ def test_a_failing_rank_fails_the_task_with_state_4_and_its_message(app, trained
     assert (mon.state, mon.return_code) == (4, 300003)
     assert "rank 1 of 2 failed: ImageError" in mon.message and str(bad) in mon.message
     assert not (ws.out_dir / "result.tsv").exists()
+
+
+def test_entropy_ranks_80_class_detections_by_the_detected_class(app):
+    """Hand-made 80-class case: the background classes are set to mislead a sum over all classes."""
+    import torch
+
+    _, scoring = app
+
+    def det(top: float, rest: float) -> torch.Tensor:
+        p = torch.full((1, 80), rest)
+        p[0, 7] = top
+        return p
+
+    images = [det(0.5, 0.01), det(0.9, 0.2), det(0.99, 0.4), det(0.7, 0.001)]
+    h = lambda p: -(p * math.log(p) + (1 - p) * math.log(1 - p))  # noqa: E731
+    expected = sorted(range(4), key=lambda i: -h(float(images[i][0, 7])))  # by the detected class alone
+    scores = scoring.entropy_scores(images)
+    assert sorted(range(4), key=lambda i: -scores[i]) == expected == [0, 3, 1, 2]
+    assert scores[0] == pytest.approx(math.log(2), abs=1e-5)
+    summed = [float(scoring.binary_entropy(p).sum()) for p in images]  # every class's entropy, summed
+    assert sorted(range(4), key=lambda i: -summed[i]) != expected
+    # the cap: at most max_det detections, each <= ln 2
+    many = torch.full((10, 80), 0.5)
+    assert scoring.entropy_scores([many], max_det=3)[0] == pytest.approx(3 * math.log(2), abs=1e-5)
+
+
+def _dense(levels):
+    """[(B, C, h, w) per stride] -> (B, C, A), grid by grid, row-major."""
+    import torch
+
+    return torch.cat([m.flatten(2) for m in levels], dim=2)
+
+
+def test_aldd_scores_an_image_the_same_alone_and_padded_in_a_batch(app):
+    import torch
+
+    _, scoring = app
+    g = torch.Generator().manual_seed(0)
+    strides = (8, 16, 32)
+    alone = [torch.rand(1, 2, 320 // s, 256 // s, generator=g) for s in strides]  # a 320 x 256 (h x w) input
+    other = [torch.rand(1, 2, 320 // s, 320 // s, generator=g) for s in strides]
+    padded = []
+    for m, o, s in zip(alone, other, strides):
+        canvas = torch.full((1, 2, 320 // s, 320 // s), 1e-4)  # letterbox padding: about 0, as a model gives
+        canvas[..., 32 // s: 32 // s + 256 // s] = m  # LetterBox centres it: 32 px each side
+        padded.append(torch.cat([canvas, o]))
+    one = scoring.aldd_scores(_dense(alone), (320, 256), strides, orig_hw=[(320, 256)], img_size=320)
+    batch = scoring.aldd_scores(_dense(padded), (320, 320), strides, orig_hw=[(320, 256), (400, 400)], img_size=320)
+    assert scoring.letterbox_region((320, 256), (320, 320), 320) == (0, 32, 320, 256)
+    assert batch[0].item() == pytest.approx(one.item(), rel=1e-5)
+    # without the image sizes the padded cells (and the edge they make) enter the score
+    assert abs(scoring.aldd_scores(_dense(padded), (320, 320), strides)[0].item() - one.item()) > 0.05 * one.item()
+
+
+def test_aldd_window_must_be_odd_and_at_least_3(app):
+    from ymir_exc.errors import ConfigFileError
+    from ymir_yolo.params import PredictParams
+
+    _, scoring = app
+    assert PredictParams.from_config({"aldd_window": 5}).aldd_window == 5
+    for bad in (1, 4):
+        with pytest.raises(ConfigFileError, match="aldd_window"):
+            PredictParams.from_config({"aldd_window": bad})
+    import torch
+
+    with pytest.raises(ValueError, match=">= 3"):
+        scoring.aldd_scores(torch.zeros(1, 1, 64 + 16 + 4), (64, 64), window=1)

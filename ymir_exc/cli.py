@@ -574,8 +574,9 @@ def _parse_seeds(text: str) -> List[int]:
 def cmd_loop(args: argparse.Namespace) -> int:
     import time
 
-    from ymir_exc.harness.executors import check_mining_algorithm
-    from ymir_exc.harness.loop import RESUME_KEYS, read_json, run_loop, table, write_json, write_outputs
+    from ymir_exc.harness.executors import check_mining_algorithm, resolve_executor
+    from ymir_exc.harness.loop import (BASELINE, METRICS, RESUME_KEYS, metrics_of, parse_test_split, read_json,
+                                       run_loop, split_test, table, verdict, write_json, write_outputs)
     from ymir_exc.harness.models import ModelStore
 
     executor, runtime = _resolve(args.executor, args.runtime)
@@ -583,8 +584,14 @@ def cmd_loop(args: argparse.Namespace) -> int:
     ds = _dataset_from_args(args)
     out = Path(args.out or Path("ymir-work") / f"loop-{time.strftime('%Y%m%d%H%M%S')}").resolve()
     seeds = _parse_seeds(args.seeds) if args.seeds else None
+    test_split = parse_test_split(args.test_split) if args.test_split else None
+    if args.baseline == "random":
+        _err(f"--baseline random is deprecated: it is the harness-side baseline, now named {BASELINE} "
+             f"(use --mining-algorithm random for the executor's own random mining)")
+        args.baseline = BASELINE
     wanted = {"executor": executor.name, "dataset": ds.name, "initial": args.initial, "rounds": args.rounds,
               "topk": args.topk, "continue_training": args.continue_training or None, "seeds": seeds,
+              "test_split": test_split,
               "strategies": list(dict.fromkeys((args.mining_algorithm or []) + ([args.baseline] if args.baseline
                                                                                else []))) or None}
     done: List[Any] = []
@@ -600,6 +607,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
                              f"gives {user_config!r}; leave --config / --set out to keep the loop's")
         user_config = stored_config
         meta = {k: meta[k] for k in RESUME_KEYS if k in meta}
+        meta.setdefault("test_split", None)
         meta.update(config=user_config, val_images=len(ds.val))
     else:
         if (out / "loop.json").is_file():
@@ -614,11 +622,12 @@ def cmd_loop(args: argparse.Namespace) -> int:
         meta = {k: v for k, v in wanted.items()}
         meta.update(continue_training=args.continue_training, seeds=seeds or [args.seed], config=user_config,
                     val_images=len(ds.val))
-    check_mining_algorithm(executor, [s for s in meta["strategies"] if s != "random"])
+    check_mining_algorithm(executor, [s for s in meta["strategies"] if s != BASELINE])
+    meta["test_images"] = len(split_test(ds, meta["test_split"])[1])
     store = ModelStore(args.model_location or out / "models")
     _out(f"loop: {executor.name} [{runtime}] on {ds.summary()}")
     _out(f"  initial {meta['initial']}, rounds {meta['rounds']}, top-{meta['topk']}, strategies {meta['strategies']}, "
-         f"seeds {meta['seeds']}; out {out}" + (f"; resuming after {len(done)} finished round(s)" if done else ""))
+         f"seeds {meta['seeds']}; test {meta['test_images']} images; out {out}" + (f"; resuming after {len(done)} finished round(s)" if done else ""))
     t0 = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     results: List[Any] = list(done)
@@ -631,7 +640,8 @@ def cmd_loop(args: argparse.Namespace) -> int:
         results = run_loop(executor, runtime, ds, initial=meta["initial"], rounds=meta["rounds"], topk=meta["topk"],
                            strategies=meta["strategies"], seeds=meta["seeds"], out_dir=out, store=store,
                            user_config=user_config, continue_training=meta["continue_training"],
-                           show=not args.quiet, log=_out, done=done, on_round=saved)
+                           show=not args.quiet, log=_out, done=done, on_round=saved,
+                           test_split=meta["test_split"])
     except KeyboardInterrupt:
         path = write_json(results, out, meta, complete=False)
         _err(f"interrupted: {len(results)} finished round(s) kept in {out / 'loop.json'}; "
@@ -641,8 +651,12 @@ def cmd_loop(args: argparse.Namespace) -> int:
         return _interrupted_status()
     meta["seconds"] = round(time.monotonic() - t0, 1)
     paths = write_outputs(results, out, meta)
-    _out("")
-    _out(table(results))
+    for metric in metrics_of(results):
+        _out("")
+        _out(f"{METRICS[metric]}:")
+        _out(table(results, metric))
+        for line in verdict(results, metric):
+            _out(line)
     _out(f"figures: {paths['json']}" + (f"; plot: {paths['png']}" if "png" in paths else
                                           " (no plot: pip install matplotlib)"))
     args.json_doc = {"meta": meta, "complete": True, "loop_json": str(paths["json"]), "plot": str(paths.get("png", "")) or None,
@@ -823,8 +837,14 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--mining-algorithm", action="append",
                     help="the executor's mining_algorithm, e.g. entropy; repeat to compare several "
                          "(checked against the manifest's list before anything runs)")
-    lp.add_argument("--baseline", choices=["random"], help="also run the same rounds selecting at random")
-    lp.add_argument("--seed", type=int, default=0, help="the initial split's seed (default 0)")
+    lp.add_argument("--baseline", choices=["random-harness", "random"],
+                    help="random-harness: also run the same rounds with the harness picking at random "
+                         "('random' is a deprecated alias; --mining-algorithm random is the executor's own)")
+    lp.add_argument("--test-split", metavar="N|FRACTION",
+                    help="hold out N labeled training images (or a fraction, e.g. 0.2) as a test set, never "
+                         "trained on nor used to pick a stage; the loop reports test mAP50")
+    lp.add_argument("--seed", type=int, default=0,
+                    help="the seed of the initial split, the baseline's picks and the training (default 0)")
     lp.add_argument("--seeds", metavar="S,S,...", help="several seeds, e.g. 0,1,2: the plot shows mean and spread")
     lp.add_argument("--continue-training", action="store_true", help="train from the previous round's model")
     _add_config_args(lp)

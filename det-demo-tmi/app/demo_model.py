@@ -29,7 +29,9 @@ Pipeline (``C`` classes, ``K`` box shapes, ``d`` = ``downscale``)::
     score: p_c(window) = sigmoid(w_c . z + b_c)                 (one-vs-rest, one model per class)
 
 Training (per class): window label y = 1 when IoU(window, a box of class c) >= 0.5, else 0;
-negatives kept deterministically (every n-th, at most ``max_negatives``); class-balanced weights
+negatives kept deterministically (every n-th, at most ``max_negatives``, starting at the window
+``seed mod n``: the training ``seed`` picks which negatives when there are more than
+``max_negatives``, and changes nothing otherwise); class-balanced weights
 a_i = 1 / (2 N_pos) for positives, 1 / (2 N_neg) for negatives; minimise
 ``L = sum_i a_i * logloss(y_i, p_i) + l2 / 2 * |w|^2`` by full-batch gradient descent from w = 0
 (``epochs`` x ``iters_per_epoch`` steps of ``learning_rate``). The balanced weights make the fit
@@ -104,12 +106,13 @@ class HyperParams:
     conf_threshold: float = 0.1  #: detections need p >= this
     mining_algorithm: str = "entropy"  #: 'entropy' or 'random'
     random_seed: int = 0         #: seed of the 'random' mining score
+    seed: int = 0                #: training seed: which every-n-th negatives are kept (offset seed mod n)
 
     _RANGES = {
         "downscale": (1, 64), "num_anchors": (1, 32), "stride": (1, 1024), "epochs": (1, 1000),
         "iters_per_epoch": (1, 100000), "learning_rate": (1e-9, 100.0), "l2": (0.0, 100.0),
         "max_negatives": (1, 10 ** 9), "nms_iou": (0.0, 1.0), "max_det": (1, 100000),
-        "conf_threshold": (0.0, 1.0), "random_seed": (-(2 ** 63), 2 ** 63 - 1),
+        "conf_threshold": (0.0, 1.0), "random_seed": (-(2 ** 63), 2 ** 63 - 1), "seed": (0, 2 ** 63 - 1),
     }
 
     @classmethod
@@ -617,7 +620,7 @@ class Trainer:
             neg_idx = np.nonzero(~y)[0]
             n_neg_all = neg_idx.size
             step = max(1, math.ceil(neg_idx.size / p.max_negatives))
-            neg_idx = neg_idx[::step]
+            neg_idx = neg_idx[p.seed % step::step]
             idx = np.sort(np.concatenate([pos_idx, neg_idx]))
             f, y = f[idx], y[idx].astype(np.float64)
             mean = f.mean(axis=0) if f.shape[0] else np.zeros(nf)

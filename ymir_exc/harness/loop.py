@@ -1,44 +1,66 @@
 """``ymir-exc loop``: the data-centric iteration YMIR exists for, measured.
 
-Split a dataset's labeled training images into a small initial set and a pool whose labels are
-hidden. Each round: train (from scratch, or continuing from the previous round's model), evaluate
-on the fixed val set (the executor's reported mAP of its best stage, i.e. mAP50 on val for the
-bundled executors), mine the top-k of the pool with the executor's mining task, "label" them by
-revealing their held-out ground truth, and merge them into the training set. ``--baseline
-random`` runs the same rounds selecting k pool images at random (same seed, same initial set).
+Split a dataset's labeled training images into a held-out test set (``--test-split``), a small
+initial set and a pool whose labels are hidden. Each round: train (from scratch, or continuing
+from the previous round's model), read the executor's reported mAP of its best stage on the
+fixed val set (val picks the stage), score that stage and the last stage on the test set (the
+executor's infer task, mAP50 by :mod:`ymir_exc.metrics`), mine the top-k of the pool with the
+executor's mining task, "label" them by revealing their held-out ground truth, and merge them
+into the training set. ``--baseline random-harness`` runs the same rounds selecting k pool
+images at random in the harness, from a stream of its own (:func:`baseline_pick`); an
+executor's own ``random`` mining is an algorithm like any other.
+
+Per seed (``--seeds 0,1,2``): the initial split, the baseline's picks and the executor's
+training seed (the training config key ``seed``, when the executor's template declares it) all
+follow the seed; round 0 is trained once and shared by every strategy (it is the same training).
+The test set is the same for every seed. Images are checked by content (sha1): no image may be
+in two of train / val / test / pool (:func:`check_disjoint`).
 
 Every step goes through the same prepare / run / collect as ``ymir-exc run``; every round's model
-is a stored model package. ``--seeds 0,1,2`` repeats the whole comparison with several initial
-splits. Outputs: a table, ``loop.json`` (rewritten after every round: settings, every figure and
-the images each round selected, so ``--resume`` continues an interrupted loop) and a PNG plot of
-mAP50 against the number of labeled images (mean and spread over the seeds; matplotlib).
+is a stored model package. Outputs: a table, ``loop.json`` (rewritten after every round: settings,
+every figure and the images each round selected, so ``--resume`` continues an interrupted loop)
+and a PNG plot of mAP50 against the number of labeled images (mean and spread over the seeds;
+matplotlib).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ymir_exc._io import atomic_write
+from ymir_exc.errors import AnnotationError
 from ymir_exc.harness.datasets import Dataset, Item
 from ymir_exc.harness.executors import LocalExecutor
 from ymir_exc.harness.models import ModelStore
 from ymir_exc.harness.pipeline import TaskOutcome, run_task
 
 #: settings a resumed loop must share with the one it continues
-RESUME_KEYS = ("executor", "dataset", "initial", "rounds", "topk", "strategies", "seeds", "continue_training")
+RESUME_KEYS = ("executor", "dataset", "initial", "rounds", "topk", "strategies", "seeds", "continue_training",
+               "test_split")
+#: the harness-side random baseline's strategy name (``--baseline random-harness``)
+BASELINE = "random-harness"
+#: score threshold of the test-set inference (when the executor's infer template declares
+#: ``conf_threshold``): low, so the precision / recall curve behind mAP50 is complete, as
+#: Ultralytics' and the demo's own validation do
+TEST_CONF_THRESHOLD = 0.001
+#: the training config key a loop sets to the seed, when the executor's training template has it
+SEED_KEY = "seed"
 
 
 @dataclass
 class RoundResult:
-    """One (strategy, seed, round): labeled count, mAP50 on val, the model and what was selected
-    (full image paths, in the order they were picked)."""
+    """One (strategy, seed, round): labeled count, the best stage's mAP50 on val (``mAP``), test
+    mAP50 of the best and the last stage (None without a test split), the model and what was
+    selected (full image paths, in the order they were picked). ``shared``: round 0, trained once
+    for the seed and reported under every strategy."""
 
     strategy: str
     round: int
@@ -49,14 +71,59 @@ class RoundResult:
     mine_seconds: float = 0.0
     selected: List[str] = field(default_factory=list)
     seed: int = 0
+    best_stage: str = ""
+    last_stage: str = ""
+    test_best: Optional[float] = None
+    test_last: Optional[float] = None
+    shared: bool = False
 
 
 class LoopError(RuntimeError):
     """A step of the loop failed; the message says which round, strategy and step."""
 
 
+def parse_test_split(text: str) -> float:
+    """``--test-split``: a count (``12``) or a fraction in (0, 1) (``0.2``) of the labeled
+    training images. Returns the number as given (int-valued float for a count).
+
+    Raises:
+        ValueError: not a positive integer nor a fraction in (0, 1).
+    """
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"--test-split {text!r}: expected a number of images (12) or a fraction (0.2)") from None
+    if not math.isfinite(v) or v <= 0 or (v >= 1 and v != int(v)):
+        raise ValueError(f"--test-split {text!r}: expected a number of images (12) or a fraction in (0, 1)")
+    return v
+
+
+def split_test(ds: Dataset, test_split: Optional[float]) -> Tuple[Dataset, List[Item]]:
+    """(the dataset without its test images, the test images): ``test_split`` images (a count, or
+    a fraction of ``ds.train`` rounded) of the labeled training images, drawn by a fixed stream
+    (``random.Random("ymir-exc-loop:test")`` over the images sorted by path), the same for every
+    seed. ``None`` or 0: no test set.
+
+    Raises:
+        ValueError: the test set would take every training image (or none).
+    """
+    if not test_split:
+        return ds, []
+    n = int(test_split) if test_split >= 1 else round(test_split * len(ds.train))
+    if not 0 < n < len(ds.train):
+        raise ValueError(f"--test-split {test_split:g} gives {n} test images; the dataset has {len(ds.train)} "
+                         f"training images (a test set needs at least 1 and must leave some)")
+    order = sorted(ds.train, key=lambda i: i.image_path)
+    random.Random("ymir-exc-loop:test").shuffle(order)
+    test = order[:n]
+    chosen = {id(i) for i in test}
+    rest = [i for i in ds.train if id(i) not in chosen]
+    return Dataset(ds.name, list(ds.class_names), rest, list(ds.val), list(ds.candidate), list(ds.notes)), test
+
+
 def split_initial(ds: Dataset, initial: int, seed: int) -> tuple:
-    """(initial labeled items, pool items): a seeded shuffle of the training images.
+    """(initial labeled items, pool items): a seeded shuffle (``random.Random(seed)``) of the
+    training images sorted by path.
 
     Raises:
         ValueError: ``initial`` is not smaller than the number of training images.
@@ -67,6 +134,38 @@ def split_initial(ds: Dataset, initial: int, seed: int) -> tuple:
     order = sorted(ds.train, key=lambda i: i.image_path)
     random.Random(seed).shuffle(order)
     return order[:initial], order[initial:]
+
+
+def baseline_pick(pool: Sequence[Item], topk: int, seed: int, rnd: int) -> List[Item]:
+    """The harness baseline's ``topk`` picks of ``pool`` in round ``rnd``: a uniform sample
+    without replacement of the pool sorted by path, drawn from
+    ``random.Random(f"{seed}:baseline:{rnd}")``. That stream is independent of the split's
+    (``random.Random(seed)``; Python hashes a str seed with SHA-512) and of the pool's order, and
+    one per round, so a resumed loop draws what an uninterrupted one would."""
+    order = sorted(pool, key=lambda i: i.image_path)
+    picked = random.Random(f"{seed}:baseline:{rnd}").sample(range(len(order)), topk)
+    return [order[i] for i in sorted(picked)]
+
+
+def check_disjoint(splits: Dict[str, Sequence[Item]]) -> None:
+    """Refuse any image that is in two of ``splits`` (e.g. train / val / test / pool), by path or
+    by content (sha1 of the bytes; computed once and kept in ``Item.sha1``).
+
+    Raises:
+        AnnotationError: the overlapping files, named with their splits (key ``splits``).
+    """
+    from ymir_exc.harness.workspace import sha1_file
+
+    where: Dict[str, List[Tuple[str, str]]] = {}
+    for name, items in splits.items():
+        for it in items:
+            if it.sha1 is None:
+                it.sha1 = sha1_file(it.image_path)
+            where.setdefault(it.sha1, []).append((name, it.image_path))
+    clashes = [" = ".join(f"{p} ({n})" for n, p in v) for v in where.values() if len({n for n, _ in v}) > 1]
+    if clashes:
+        raise AnnotationError(f"{len(clashes)} image(s) are in more than one of {' / '.join(splits)} (same bytes): "
+                              + "; ".join(clashes[:10]) + (" ..." if len(clashes) > 10 else ""), key="splits")
 
 
 def _require_ok(outcome: TaskOutcome, what: str) -> None:
@@ -82,22 +181,32 @@ def _require_ok(outcome: TaskOutcome, what: str) -> None:
 
 
 def round_dir(out_dir: Path, strategy: str, seed: int, r: int, several_seeds: bool) -> Path:
-    """``OUT/<strategy>/round_<r>`` (one seed) or ``OUT/seed_<s>/<strategy>/round_<r>``."""
-    return (out_dir / f"seed_{seed}" if several_seeds else out_dir) / strategy / f"round_{r}"
+    """``OUT/<strategy>/round_<r>`` (one seed) or ``OUT/seed_<s>/<strategy>/round_<r>``; round 0,
+    shared by the strategies, is ``OUT[/seed_<s>]/round_0``."""
+    base = out_dir / f"seed_{seed}" if several_seeds else out_dir
+    return base / "round_0" if r == 0 else base / strategy / f"round_{r}"
+
+
+def training_seed_key(executor: LocalExecutor) -> Optional[str]:
+    """``seed`` when the executor's training template declares it (the loop then sets it to the
+    loop's seed), else None."""
+    return SEED_KEY if SEED_KEY in (executor.templates().get("training") or {}) else None
 
 
 def run_loop(executor: LocalExecutor, runtime: str, ds: Dataset, *, initial: int, rounds: int, topk: int,
              strategies: List[str], seed: int = 0, out_dir: Path, store: ModelStore,
              user_config: Optional[Dict[str, Any]] = None, continue_training: bool = False,
              show: bool = False, log: Callable[[str], None] = print, seeds: Optional[Sequence[int]] = None,
-             done: Optional[List[RoundResult]] = None,
+             done: Optional[List[RoundResult]] = None, test_split: Optional[float] = None,
              on_round: Optional[Callable[[List[RoundResult]], None]] = None) -> List[RoundResult]:
-    """Run the loop for every seed and strategy (``random`` = harness-side random selection;
-    anything else is the executor's ``mining_algorithm``).
+    """Run the loop for every seed and strategy (:data:`BASELINE` = harness-side random
+    selection; anything else, ``random`` included, is the executor's ``mining_algorithm``).
 
     Args:
-        seeds: the initial splits to run (default ``[seed]``); each seed gives the same initial
-            set to every strategy.
+        seeds: the seeds to run (default ``[seed]``); each seed gives the same initial set and
+            the same round-0 model to every strategy, and is the training seed (config key
+            ``seed``) when the executor declares one.
+        test_split: held-out test images (count or fraction, :func:`split_test`); None: none.
         done: rounds already finished (from loop.json): they are not run again, and their
             selections rebuild the labeled set, so a resumed loop continues where it stopped.
         on_round: called with every result so far after each finished round (writes loop.json).
@@ -106,17 +215,29 @@ def run_loop(executor: LocalExecutor, runtime: str, ds: Dataset, *, initial: int
         one RoundResult per (seed, strategy, round), in run order.
 
     Raises:
-        ValueError: bad sizes; LoopError: a step failed; KeyboardInterrupt: Ctrl-C (the
-        results so far were handed to ``on_round``).
+        ValueError: bad sizes; AnnotationError: an image in two splits; LoopError: a step
+        failed; KeyboardInterrupt: Ctrl-C (the results so far were handed to ``on_round``).
     """
     seeds = list(seeds) if seeds else [seed]
     several = len(seeds) > 1
+    ds, test = split_test(ds, test_split)
     results: List[RoundResult] = list(done or [])
     finished = {(r.seed, r.strategy, r.round): r for r in results}
+    seed_key = training_seed_key(executor)
+    if seed_key is None:
+        log(f"loop: {executor.name} declares no training key {SEED_KEY!r}: every seed trains with the executor's "
+            f"own training randomness")
+    elif user_config and seed_key in user_config:
+        log(f"loop: the config's {seed_key}: {user_config[seed_key]!r} is replaced by the loop's seed")
     for s in seeds:
         init, pool0 = split_initial(ds, initial, s)
         if rounds * topk > len(pool0):
             raise ValueError(f"{rounds} rounds x top-{topk} = {rounds * topk} images, but the pool holds {len(pool0)}")
+        check_disjoint({"initial": init, "pool": pool0, "val": ds.val, "test": test})
+        cfg = dict(user_config or {})
+        if seed_key is not None:
+            cfg[seed_key] = s
+        round0: Optional[RoundResult] = next((r for r in results if r.seed == s and r.round == 0), None)
         for strategy in strategies:
             labeled, pool = list(init), list(pool0)
             prev_model: Optional[str] = None
@@ -131,27 +252,26 @@ def run_loop(executor: LocalExecutor, runtime: str, ds: Dataset, *, initial: int
                     prev_model = prior.model_hash
                     continue
                 base = round_dir(out_dir, strategy, s, r, several)
-                if base.exists():  # an interrupted attempt: start this round afresh
-                    shutil.rmtree(base)
-                log(f"loop: {tag}: training on {len(labeled)} labeled images")
-                train_ds = Dataset(f"{ds.name}-{strategy}-s{s}-r{r}", ds.class_names, labeled, ds.val, [])
-                cfg = dict(user_config or {})
-                trained = run_task(executor, runtime, ["training"], train_ds, work_dir=base / "train", store=store,
-                                   user_config=cfg, model_ref=prev_model if continue_training else None, show=show)
-                _require_ok(trained, f"{tag}: training")
-                assert trained.training is not None and trained.training.model_hash is not None
-                assert trained.run is not None
-                res = RoundResult(strategy, r, len(labeled), trained.training.mAP, trained.training.model_hash,
-                                  round(trained.run.seconds, 2), seed=s)
+                if r == 0 and round0 is not None:  # the same training for every strategy
+                    res = replace(round0, strategy=strategy, selected=[], mine_seconds=0.0, shared=True)
+                    log(f"loop: {tag}: round 0 shared (model {res.model_hash[:12]})")
+                else:
+                    if base.exists():  # an interrupted attempt: start this round afresh
+                        shutil.rmtree(base)
+                    check_disjoint({"train": labeled, "val": ds.val, "test": test, "pool": pool})
+                    res = _train_and_test(executor, runtime, ds, labeled, test, strategy, s, r, cfg, base, store,
+                                          show, prev_model if continue_training else None, tag, log)
+                    if r == 0:
+                        round0 = res
                 prev_model = res.model_hash
                 if r < rounds:
-                    if strategy == "random":
-                        picked = random.Random(f"{s}-{r}").sample(range(len(pool)), topk)
-                        chosen = [pool[i] for i in sorted(picked)]
+                    if strategy == BASELINE:
+                        chosen = baseline_pick(pool, topk, s, r)
                     else:
                         log(f"loop: {tag}: mining {len(pool)} pool images ({strategy})")
                         chosen, res.mine_seconds = _mine(executor, runtime, ds, pool, strategy, cfg, res.model_hash,
-                                                         base / "mine", store, show, topk, tag)
+                                                         base / f"mine-{strategy}" if r == 0 else base / "mine",
+                                                         store, show, topk, tag)
                     ids = {id(i) for i in chosen}
                     pool = [i for i in pool if id(i) not in ids]
                     labeled = labeled + chosen  # "labeling": their held-out ground truth is revealed
@@ -159,13 +279,76 @@ def run_loop(executor: LocalExecutor, runtime: str, ds: Dataset, *, initial: int
                 results.append(res)
                 if on_round is not None:  # saved before it is announced
                     on_round(results)
-                log(f"{strategy:>10}  seed {s}  round {r}  labeled {res.labeled:4d}  mAP50 {res.mAP:.4f}  "
+                figures = f"val mAP50 {res.mAP:.4f}" + ("" if res.test_best is None else
+                                                        f"  test mAP50 best {res.test_best:.4f} "
+                                                        f"last {res.test_last:.4f}")
+                log(f"{strategy:>10}  seed {s}  round {r}  labeled {res.labeled:4d}  {figures}  "
                     f"model {res.model_hash[:12]}")
     return results
 
 
+def _train_and_test(executor: LocalExecutor, runtime: str, ds: Dataset, labeled: List[Item], test: List[Item],
+                    strategy: str, s: int, r: int, cfg: Dict[str, Any], base: Path, store: ModelStore, show: bool,
+                    model_ref: Optional[str], tag: str, log: Callable[[str], None]) -> RoundResult:
+    """Train on ``labeled`` (val picks the best stage), then score the best and the last stage on
+    ``test`` (when there is one)."""
+    log(f"loop: {tag}: training on {len(labeled)} labeled images")
+    train_ds = Dataset(f"{ds.name}-s{s}-r{r}", ds.class_names, labeled, ds.val, [])
+    trained = run_task(executor, runtime, ["training"], train_ds, work_dir=base / "train", store=store,
+                       user_config=cfg, model_ref=model_ref, show=show)
+    _require_ok(trained, f"{tag}: training")
+    rep = trained.training
+    assert rep is not None and rep.model_hash is not None and trained.run is not None
+    last = max(rep.stages.values(), key=lambda st: st.timestamp).stage_name if rep.stages else rep.best_stage_name
+    res = RoundResult(strategy, r, len(labeled), rep.mAP, rep.model_hash, round(trained.run.seconds, 2), seed=s,
+                      best_stage=rep.best_stage_name, last_stage=last)
+    if test:
+        log(f"loop: {tag}: scoring stages {rep.best_stage_name}" + (f" and {last}" if last != rep.best_stage_name
+                                                                      else "") + f" on {len(test)} test images")
+        res.test_best = score_on_test(executor, runtime, ds, test, f"{rep.model_hash}@{rep.best_stage_name}", cfg,
+                                      base / "test-best", store, show, tag)
+        res.test_last = res.test_best if last == rep.best_stage_name else score_on_test(
+            executor, runtime, ds, test, f"{rep.model_hash}@{last}", cfg, base / "test-last", store, show, tag)
+    return res
+
+
+def score_on_test(executor: LocalExecutor, runtime: str, ds: Dataset, test: List[Item], model_ref: str,
+                  cfg: Dict[str, Any], work: Path, store: ModelStore, show: bool, tag: str) -> float:
+    """mAP50 of ``model_ref`` (``HASH@STAGE``) on ``test``: the executor's infer task on the test
+    images (their labels stay in the harness; ``conf_threshold`` lowered to
+    :data:`TEST_CONF_THRESHOLD` when the infer template declares it), then
+    :func:`ymir_exc.metrics.evaluate_detections` (VOC AP at IoU 0.5, mean over the classes with
+    ground truth) against the test labels.
+
+    Raises:
+        LoopError: the infer task failed or its output breaks the contract.
+    """
+    from ymir_exc.metrics import evaluate_detections
+
+    test_ds = Dataset(f"{ds.name}-test", ds.class_names, [], [], [Item(i.image_path) for i in test])
+    icfg = dict(cfg)
+    if "conf_threshold" in (executor.templates().get("infer") or {}):
+        icfg["conf_threshold"] = TEST_CONF_THRESHOLD
+    out = run_task(executor, runtime, ["infer"], test_ds, work_dir=work, store=store, user_config=icfg,
+                   model_ref=model_ref, show=show)
+    _require_ok(out, f"{tag}: test inference ({model_ref})")
+    assert out.infer is not None and out.infer.results is not None
+    sources = out.prepared.stats.sources if out.prepared.stats else {}
+    truth = {i.image_path: i.boxes for i in test}
+    found: Dict[str, List[Tuple[str, float, int, int, int, int]]] = {}
+    for key, boxes in out.infer.results.items():
+        src = sources.get(os.path.basename(key))
+        if src not in truth:
+            raise LoopError(f"{tag}: test inference returned {key!r}, not a test image")
+        found[src] = [(b["class_name"], float(b["score"]), b["box"]["x"], b["box"]["y"], b["box"]["w"], b["box"]["h"])
+                      for b in boxes if "box" in b]
+    return float(evaluate_detections(found, truth, classes=list(ds.class_names))["mAP"])
+
+
 def _mine(executor: LocalExecutor, runtime: str, ds: Dataset, pool: List[Item], strategy: str, cfg: Dict[str, Any],
           model: str, work: Path, store: ModelStore, show: bool, topk: int, tag: str) -> Tuple[List[Item], float]:
+    if work.exists():  # an interrupted attempt
+        shutil.rmtree(work)
     mine_ds = Dataset(f"{ds.name}-pool", ds.class_names, [], [], [Item(i.image_path) for i in pool])
     mined = run_task(executor, runtime, ["mining"], mine_ds, work_dir=work, store=store,
                      user_config=dict(cfg, mining_algorithm=strategy), model_ref=model, show=show)
@@ -187,25 +370,38 @@ def _mine(executor: LocalExecutor, runtime: str, ds: Dataset, pool: List[Item], 
     return chosen, round(mined.run.seconds, 2)
 
 
-def _series(results: List[RoundResult], strategy: str) -> List[Tuple[int, int, List[float]]]:
-    """[(round, labeled, [mAP per seed])] of one strategy."""
+#: the figures a table / plot can show: RoundResult attribute -> what it is
+METRICS = {"test_best": "mAP50 on test, stage picked on val", "test_last": "mAP50 on test, last stage",
+           "mAP": "mAP50 on val, best stage"}
+
+
+def _series(results: List[RoundResult], strategy: str, metric: str = "mAP") -> List[Tuple[int, int, List[float]]]:
+    """[(round, labeled, [``metric`` per seed])] of one strategy (rounds without it left out)."""
     by_round: Dict[int, List[RoundResult]] = {}
     for r in results:
-        if r.strategy == strategy:
+        if r.strategy == strategy and getattr(r, metric) is not None:
             by_round.setdefault(r.round, []).append(r)
-    return [(k, v[0].labeled, [x.mAP for x in v]) for k, v in sorted(by_round.items())]
+    return [(k, v[0].labeled, [getattr(x, metric) for x in v]) for k, v in sorted(by_round.items())]
 
 
-def table(results: List[RoundResult]) -> str:
-    """round | labeled | mAP50 per strategy (mean +- standard deviation over seeds), as text."""
+def metrics_of(results: List[RoundResult]) -> List[str]:
+    """The :data:`METRICS` the results carry, test first."""
+    return [m for m in METRICS if any(getattr(r, m) is not None for r in results)]
+
+
+def table(results: List[RoundResult], metric: str = "mAP") -> str:
+    """round | labeled | ``metric`` per strategy (mean +- population standard deviation over
+    seeds), as text."""
     strategies = list(dict.fromkeys(r.strategy for r in results))
     several = len({r.seed for r in results}) > 1
-    width = 16 if several else 10
+    width = max([16 if several else 10] + [len(s) for s in strategies])
     rounds = sorted({r.round for r in results})
-    series = {s: {k: (n, v) for k, n, v in _series(results, s)} for s in strategies}
+    series = {s: {k: (n, v) for k, n, v in _series(results, s, metric)} for s in strategies}
     lines = ["round  labeled  " + "  ".join(f"{s:>{width}}" for s in strategies)]
     for k in rounds:
-        labeled = next(series[s][k][0] for s in strategies if k in series[s])
+        labeled = next((series[s][k][0] for s in strategies if k in series[s]), None)
+        if labeled is None:
+            continue
         cells = []
         for s in strategies:
             if k not in series[s]:
@@ -216,6 +412,30 @@ def table(results: List[RoundResult]) -> str:
             cells.append(f"{cell:>{width}}")
         lines.append(f"{k:5d}  {labeled:7d}  " + "  ".join(cells))
     return "\n".join(lines)
+
+
+def verdict(results: List[RoundResult], metric: str = "mAP", baseline: str = BASELINE) -> List[str]:
+    """One line per mining strategy at the last round: its mean gap to ``baseline`` against the
+    spread (the larger of the two population standard deviations over seeds), and whether the
+    gap exceeds it. Empty without the baseline."""
+    last = max((r.round for r in results), default=0)
+    vals: Dict[str, List[float]] = {}
+    for r in results:
+        if r.round == last and getattr(r, metric) is not None:
+            vals.setdefault(r.strategy, []).append(getattr(r, metric))
+    if baseline not in vals:
+        return []
+    b = vals[baseline]
+    out = []
+    for s, v in vals.items():
+        if s == baseline:
+            continue
+        gap = statistics.fmean(v) - statistics.fmean(b)
+        spread = max(statistics.pstdev(v), statistics.pstdev(b))
+        word = "exceeds" if abs(gap) > spread else "does not exceed"
+        out.append(f"{s} - {baseline} at round {last} ({METRICS[metric]}): {gap:+.4f}, which {word} the spread "
+                   f"over {len(v)} seed(s) ({spread:.4f})")
+    return out
 
 
 def write_json(results: List[RoundResult], out_dir: Path, meta: Dict[str, Any], complete: bool) -> Path:
@@ -243,9 +463,11 @@ def read_json(out_dir: Path) -> Tuple[Dict[str, Any], List[RoundResult]]:
 
 
 def plot(results: List[RoundResult], meta: Dict[str, Any]) -> Any:
-    """The loop's figure (a matplotlib Figure): mAP50 against labeled images per strategy, the
-    mean over seeds with its min-max band, random drawn dashed as the baseline, y from 0, ticks
-    at the labeled counts, the val size and seeds in the caption.
+    """The loop's figure (a matplotlib Figure): one panel per figure the results carry (test
+    mAP50 of the val-picked stage, test mAP50 of the last stage; val mAP50 alone without a test
+    split) against labeled images per strategy, the mean over seeds with its min-max band, the
+    harness baseline drawn dashed, y from 0, ticks at the labeled counts, the test / val sizes and
+    seeds in the caption.
 
     Raises:
         ImportError: matplotlib is not installed.
@@ -255,30 +477,34 @@ def plot(results: List[RoundResult], meta: Dict[str, Any]) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    ticks = set()
-    for s in dict.fromkeys(r.strategy for r in results):
-        pts = _series(results, s)
-        xs = [n for _, n, _ in pts]
-        ticks.update(xs)
-        mean = [statistics.fmean(v) for _, _, v in pts]
-        baseline = s == "random"
-        line, = ax.plot(xs, mean, marker="o", linestyle="--" if baseline else "-",
-                        label=f"{s} (baseline)" if baseline else s)
-        if any(len(v) > 1 for _, _, v in pts):
-            ax.fill_between(xs, [min(v) for _, _, v in pts], [max(v) for _, _, v in pts], alpha=0.2,
-                            color=line.get_color())
-    ax.set_xticks(sorted(ticks))
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("labeled training images")
-    ax.set_ylabel("mAP50 on val")
+    panels = [m for m in metrics_of(results) if m != "mAP"] or ["mAP"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.4), dpi=120, squeeze=False)
+    for ax, metric in zip(axes[0], panels):
+        ticks = set()
+        for s in dict.fromkeys(r.strategy for r in results):
+            pts = _series(results, s, metric)
+            xs = [n for _, n, _ in pts]
+            ticks.update(xs)
+            mean = [statistics.fmean(v) for _, _, v in pts]
+            baseline = s == BASELINE
+            line, = ax.plot(xs, mean, marker="o", linestyle="--" if baseline else "-",
+                            label=f"{s} (baseline)" if baseline else s)
+            if any(len(v) > 1 for _, _, v in pts):
+                ax.fill_between(xs, [min(v) for _, _, v in pts], [max(v) for _, _, v in pts], alpha=0.2,
+                                color=line.get_color())
+        ax.set_xticks(sorted(ticks))
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("labeled training images")
+        ax.set_ylabel(METRICS[metric])
+        ax.set_title(f"{meta.get('executor', '')} on {meta.get('dataset', '')}")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
     seeds = sorted({r.seed for r in results})
-    ax.set_title(f"{meta.get('executor', '')} on {meta.get('dataset', '')}")
-    caption = f"val: {meta.get('val_images', '?')} images; top-{meta.get('topk', '?')} per round; " + (
+    test = f"test: {meta['test_images']} images (never trained on, never used to pick a stage); " \
+        if meta.get("test_images") else ""
+    caption = test + f"val: {meta.get('val_images', '?')} images; top-{meta.get('topk', '?')} per round; " + (
         f"mean and min-max over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]}")
     fig.text(0.5, 0.01, caption, ha="center", fontsize=8)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 

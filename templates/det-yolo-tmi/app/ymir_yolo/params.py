@@ -65,6 +65,19 @@ def _bool(param: Mapping[str, Any], key: str, default: bool) -> bool:
     raise ConfigFileError(f"must be true or false, got {v!r}", key=key)
 
 
+def _aldd_window(param: Mapping[str, Any], default: int) -> int:
+    """``aldd_window``: an odd integer >= 3 (1 would make every ALDD score 0: a cell's own
+    neighbourhood has no disagreement).
+
+    Raises:
+        ConfigFileError: key ``aldd_window``, not an odd integer >= 3.
+    """
+    v = _int(param, "aldd_window", default, 3)
+    if v % 2 != 1:
+        raise ConfigFileError(f"must be odd (the window is centred on a cell), got {v}", key="aldd_window")
+    return v
+
+
 def _choice(param: Mapping[str, Any], key: str, default: str, choices: Sequence[str]) -> str:
     v = str(_get(param, key, default)).strip().lower()
     if v not in choices:
@@ -211,6 +224,6 @@ class PredictParams:
             mining_nms_iou=_float(param, "mining_nms_iou", d.mining_nms_iou, 0.0, 1.0),
             mining_max_det=_int(param, "mining_max_det", d.mining_max_det, 1),
             random_seed=_int(param, "random_seed", d.random_seed, 0),
-            aldd_window=_int(param, "aldd_window", d.aldd_window, 1),
+            aldd_window=_aldd_window(param, d.aldd_window),
             aldd_pool=_int(param, "aldd_pool", d.aldd_pool, 1),
         )

@@ -276,12 +276,13 @@ def run_pass(paths: Sequence[str], detector: Detector, params: PredictParams, *,
                                                      max_det=params.mining_max_det, nc=detector.nc,
                                                      max_time_img=NMS_SECONDS_PER_IMAGE, return_idxs=True)
                     probs = [y[b, 4:, keep[b].view(-1).long()].T for b in range(len(rows))]
-                    for k, p, v in zip(pos, rows, scoring.entropy_scores(probs)):
+                    for k, p, v in zip(pos, rows, scoring.entropy_scores(probs, params.mining_max_det)):
                         put_score(k, p, v)
                 elif mining == "aldd":
                     try:
                         s = scoring.aldd_scores(y[:, 4:, :], input_hw, detector.strides, params.aldd_window,
-                                                params.aldd_pool)
+                                                params.aldd_pool, [batch.originals[i] for i in batch.index],
+                                                math.ceil(params.img_size / detector.stride) * detector.stride)
                     except ValueError as e:
                         raise ModelError(f"ALDD needs the dense YOLO head output: {e}", path=detector.weights) from e
                     for k, p, v in zip(pos, rows, s.tolist()):
