@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import pytest
 import yaml
@@ -23,18 +23,33 @@ class Workspace:
         self.env_file = self.in_dir / "env.yaml"
         self.config_file = self.in_dir / "config.yaml"
 
-    def write_env(self, protocol_version: Optional[str] = "1.1.0", **overrides: Any) -> Dict[str, Any]:
+    def write_env(self, protocol_version: str | None = "1.1.0", **overrides: Any) -> dict[str, Any]:
         i, o = str(self.in_dir), str(self.out_dir)
-        env: Dict[str, Any] = {
-            "task_id": "t-test", "run_training": True, "run_mining": False, "run_infer": False,
-            "input": {"root_dir": i, "assets_dir": f"{i}/assets", "annotations_dir": f"{i}/annotations",
-                      "models_dir": f"{i}/models", "config_file": str(self.config_file),
-                      "training_index_file": f"{i}/train-index.tsv", "val_index_file": f"{i}/val-index.tsv",
-                      "candidate_index_file": f"{i}/candidate-index.tsv"},
-            "output": {"root_dir": o, "models_dir": f"{o}/models", "tensorboard_dir": f"{o}/tensorboard",
-                       "training_result_file": f"{o}/models/result.yaml", "mining_result_file": f"{o}/result.tsv",
-                       "infer_result_file": f"{o}/infer-result.json", "monitor_file": f"{o}/monitor.txt",
-                       "executor_log_file": f"{o}/ymir-executor-out.log"},
+        env: dict[str, Any] = {
+            "task_id": "t-test",
+            "run_training": True,
+            "run_mining": False,
+            "run_infer": False,
+            "input": {
+                "root_dir": i,
+                "assets_dir": f"{i}/assets",
+                "annotations_dir": f"{i}/annotations",
+                "models_dir": f"{i}/models",
+                "config_file": str(self.config_file),
+                "training_index_file": f"{i}/train-index.tsv",
+                "val_index_file": f"{i}/val-index.tsv",
+                "candidate_index_file": f"{i}/candidate-index.tsv",
+            },
+            "output": {
+                "root_dir": o,
+                "models_dir": f"{o}/models",
+                "tensorboard_dir": f"{o}/tensorboard",
+                "training_result_file": f"{o}/models/result.yaml",
+                "mining_result_file": f"{o}/result.tsv",
+                "infer_result_file": f"{o}/infer-result.json",
+                "monitor_file": f"{o}/monitor.txt",
+                "executor_log_file": f"{o}/ymir-executor-out.log",
+            },
         }
         if protocol_version is not None:
             env["protocol_version"] = protocol_version
@@ -46,13 +61,13 @@ class Workspace:
         cfg.setdefault("class_names", ["cat", "dog"])
         self.config_file.write_text(yaml.safe_dump(cfg), encoding="utf-8")
 
-    def model_file(self, name: str, stage: Optional[str] = None, content: bytes = b"weights") -> Path:
+    def model_file(self, name: str, stage: str | None = None, content: bytes = b"weights") -> Path:
         p = self.out_dir / "models" / (stage or "") / name
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(content)
         return p
 
-    def result(self) -> Dict[str, Any]:
+    def result(self) -> dict[str, Any]:
         return yaml.safe_load((self.out_dir / "models" / "result.yaml").read_text())
 
     def monitor_text(self) -> str:

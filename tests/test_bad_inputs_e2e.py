@@ -6,26 +6,32 @@ import subprocess
 import sys
 
 import yaml
+from conftest import REPO
 
 from ymir_exc.harness.datasets import load_sample
 from ymir_exc.harness.executors import LocalExecutor
 from ymir_exc.harness.runtime import parse_monitor
 from ymir_exc.harness.workspace import prepare
 
-from conftest import REPO
-
 DEMO = LocalExecutor(str(REPO / "det-demo-tmi"))
 
 
 def _prepared(tmp_path, export_format="det-ark:raw"):
-    return prepare(tmp_path / "w", load_sample("trees"), ["training"], DEMO.templates(),
-                   user_config={"export_format": export_format, "epochs": 1}, task_id="t-bad")
+    return prepare(
+        tmp_path / "w",
+        load_sample("trees"),
+        ["training"],
+        DEMO.templates(),
+        user_config={"export_format": export_format, "epochs": 1},
+        task_id="t-bad",
+    )
 
 
 def _run(p):
     env = dict(os.environ, DEFAULT_ENV_FILE_PATH=str(p.env_file), DEFAULT_CONFIG_FILE_PATH=str(p.config_file))
-    proc = subprocess.run([sys.executable, str(DEMO.folder / "app" / "start.py")], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(DEMO.folder / "app" / "start.py")], env=env, capture_output=True, text=True, timeout=300
+    )
     return proc, parse_monitor((p.out_dir / "monitor.txt").read_text())
 
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List
 
 import pytest
 from PIL import Image
@@ -24,7 +23,7 @@ SAMPLE_IMAGES = sorted((REPO / "ymir_exc" / "samples" / "trees" / "images").glob
 SLOW = REPO / "tests" / "executors" / "slow"
 
 
-def argv0() -> List[str]:
+def argv0() -> list[str]:
     return [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "ymir_exc.cli"]
 
 
@@ -38,7 +37,7 @@ def ymir_exc(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(argv0() + list(args), cwd=cwd, env=env_for(cwd), capture_output=True, text=True, **kw)
 
 
-def photos(folder: Path, n: int = 4) -> List[Path]:
+def photos(folder: Path, n: int = 4) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, src in enumerate(SAMPLE_IMAGES[:n]):
@@ -60,7 +59,7 @@ def store(tmp_path_factory) -> Path:
 # ------------------------------------------------------------------ 1. closed pipes
 
 
-def run_into_closed_pipe(args: List[str], cwd: Path, which: str = "stdout") -> int:
+def run_into_closed_pipe(args: list[str], cwd: Path, which: str = "stdout") -> int:
     """Run ``ymir-exc`` with ``which`` (stdout or stderr) writing into a pipe whose reader has
     already gone: every write to it fails with EPIPE. Returns the exit status."""
     r, w = os.pipe()
@@ -74,8 +73,9 @@ def run_into_closed_pipe(args: List[str], cwd: Path, which: str = "stdout") -> i
 
 @pytest.mark.parametrize("which", ["stdout", "stderr"])
 def test_training_into_a_closed_pipe_still_trains_and_says_so(tmp_path, which):
-    code = run_into_closed_pipe(["run", "det-demo-tmi", "--task", "training", "--work-dir", "w",
-                                 "--model-location", "models"], tmp_path, which)
+    code = run_into_closed_pipe(
+        ["run", "det-demo-tmi", "--task", "training", "--work-dir", "w", "--model-location", "models"], tmp_path, which
+    )
     assert code == 0
     summary = json.loads((tmp_path / "w" / "ymir-exc-run.json").read_text())
     assert summary["exit_status"] == 0 and summary["model_hash"]
@@ -84,10 +84,13 @@ def test_training_into_a_closed_pipe_still_trains_and_says_so(tmp_path, which):
 
 def test_mining_piped_into_head_writes_mining_tsv_and_the_run_summary(tmp_path, store):
     photos(tmp_path / "photos")
-    cmd = (f"{' '.join(map(str, argv0()))} run det-demo-tmi --task mining --source photos --model latest "
-           f"--model-location {store} --work-dir w | head -2; exit ${{PIPESTATUS[0]}}")
-    proc = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True,
-                          timeout=600)
+    cmd = (
+        f"{' '.join(map(str, argv0()))} run det-demo-tmi --task mining --source photos --model latest "
+        f"--model-location {store} --work-dir w | head -2; exit ${{PIPESTATUS[0]}}"
+    )
+    proc = subprocess.run(
+        ["bash", "-c", cmd], cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 2
     rows = (tmp_path / "w" / "mining.tsv").read_text().splitlines()
@@ -123,10 +126,11 @@ def wait_for_running(root: Path, proc: subprocess.Popen, timeout: float = 120) -
     raise AssertionError("the executor never reported progress")
 
 
-def terminate(args: List[str], cwd: Path) -> tuple:
+def terminate(args: list[str], cwd: Path) -> tuple:
     """Start ``ymir-exc args``, SIGTERM it once its executor runs; (exit status, stdout, stderr, monitor.txt)."""
-    proc = subprocess.Popen(argv0() + args, cwd=cwd, env=env_for(cwd), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv0() + args, cwd=cwd, env=env_for(cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     monitor = wait_for_running(cwd, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
@@ -149,8 +153,24 @@ def test_sigterm_to_verify_removes_its_temp_dirs(tmp_path):
 
 
 def test_sigterm_to_loop_keeps_loop_json_and_json_prints_the_partial_document(tmp_path):
-    code, out, err, monitor = terminate(["loop", str(SLOW), "--initial", "8", "--rounds", "1", "--topk", "5",
-                                         "--mining-algorithm", "entropy", "--out", "lp", "--json"], tmp_path)
+    code, out, err, monitor = terminate(
+        [
+            "loop",
+            str(SLOW),
+            "--initial",
+            "8",
+            "--rounds",
+            "1",
+            "--topk",
+            "5",
+            "--mining-algorithm",
+            "entropy",
+            "--out",
+            "lp",
+            "--json",
+        ],
+        tmp_path,
+    )
     assert code == 143, err
     assert monitor.read_text().splitlines()[0].split("\t")[3] == "4"
     doc = json.loads(out)
@@ -171,11 +191,18 @@ def coco_with_same_base_names(root: Path) -> Path:
         w, h = Image.open(p).size
         images.append({"id": k + 1, "file_name": f"images/{folder}/0001.jpg", "width": w, "height": h})
         for j in range(boxes):
-            anns.append({"id": len(anns) + 1, "image_id": k + 1, "category_id": 1,
-                         "bbox": [10 + 20 * j, 10 + k, 15, 15], "area": 225, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": k + 1,
+                    "category_id": 1,
+                    "bbox": [10 + 20 * j, 10 + k, 15, 15],
+                    "area": 225,
+                    "iscrowd": 0,
+                }
+            )
     path = root / "coco.json"
-    path.write_text(json.dumps({"images": images, "annotations": anns,
-                                "categories": [{"id": 1, "name": "tree"}]}))
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "tree"}]}))
     return path
 
 
@@ -221,20 +248,33 @@ def test_source_refuses_a_file_that_is_not_an_image_naming_it(tmp_path, store):
     fake = tmp_path / "photos" / "sub" / "fake.jpg"
     fake.parent.mkdir()
     fake.write_bytes(b"\xff\xd8\xff\xe0" + b"garbage" * 100)
-    proc = ymir_exc("run", "det-demo-tmi", "--task", "infer", "--source", "photos", "--model", "latest",
-                    "--model-location", str(store), "--work-dir", "w", cwd=tmp_path)
+    proc = ymir_exc(
+        "run",
+        "det-demo-tmi",
+        "--task",
+        "infer",
+        "--source",
+        "photos",
+        "--model",
+        "latest",
+        "--model-location",
+        str(store),
+        "--work-dir",
+        "w",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "photos/sub/fake.jpg" in proc.stderr and "not an image Pillow can read" in proc.stderr
     assert not (tmp_path / "w").exists()  # refused before anything was prepared
 
 
-FAILING_START = '''
+FAILING_START = """
 import os, sys, yaml
 env = yaml.safe_load(open(os.environ["DEFAULT_ENV_FILE_PATH"]))
 first = open(env["input"]["training_index_file"]).readline().split("\\t")[0]
 print(f"OSError: cannot identify image file {first!r}", flush=True)
 sys.exit(1)
-'''
+"""
 
 
 def test_a_failure_naming_an_asset_maps_it_back_to_the_users_file(tmp_path):
@@ -301,7 +341,9 @@ def test_run_json_with_bad_arguments_prints_an_error_document(tmp_path):
     assert doc["exit_status"] == 2 and "invalid choice: 'bogus'" in doc["error"]
     named = ymir_exc("run", "det-demo-tmi", "--dataset", "nowhere", "--json", cwd=tmp_path)
     assert named.returncode == 2 and json.loads(named.stdout) == {
-        "error": named.stderr.strip().removeprefix("ymir-exc: error: "), "exit_status": 2}
+        "error": named.stderr.strip().removeprefix("ymir-exc: error: "),
+        "exit_status": 2,
+    }
 
 
 def test_a_reserved_key_in_set_is_blamed_on_set(tmp_path):
@@ -315,8 +357,18 @@ def test_a_reserved_key_in_set_is_blamed_on_set(tmp_path):
 
 
 def test_an_unknown_stage_lists_the_stages_in_natural_order(tmp_path, store):
-    proc = ymir_exc("run", "det-demo-tmi", "--task", "infer", "--model", "latest@epoch_99", "--model-location",
-                    str(store), "--dry-run", cwd=tmp_path)
+    proc = ymir_exc(
+        "run",
+        "det-demo-tmi",
+        "--task",
+        "infer",
+        "--model",
+        "latest@epoch_99",
+        "--model-location",
+        str(store),
+        "--dry-run",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     listed = proc.stderr.split("(stages: ")[1].split(")")[0]
     names = [n.strip(" '[]") for n in listed.split(",")]
@@ -331,7 +383,7 @@ def test_models_accepts_json_before_or_after_the_sub_command(tmp_path, store, or
     assert len(json.loads(proc.stdout)["models"]) == 1
 
 
-TINY_MINER = '''
+TINY_MINER = """
 from ymir_exc import dataset_reader as dr, env, monitor, result_writer as rw
 from ymir_exc.executor import Executor
 
@@ -344,7 +396,7 @@ def mine(cfg):
 
 if __name__ == "__main__":
     Executor(mining=mine).main()
-'''
+"""
 
 
 def test_mining_top_k_keeps_the_significant_digits_of_tiny_scores(tmp_path, store):
@@ -355,8 +407,22 @@ def test_mining_top_k_keeps_the_significant_digits_of_tiny_scores(tmp_path, stor
     (ex / "img-man" / "mining-template.yaml").write_text("epochs: 1\n")
     (ex / "app" / "start.py").write_text(TINY_MINER)
     photos(tmp_path / "photos", 3)
-    proc = ymir_exc("run", str(ex), "--task", "mining", "--source", "photos", "--model", "latest",
-                    "--model-location", str(store), "--work-dir", "w", "--quiet", cwd=tmp_path)
+    proc = ymir_exc(
+        "run",
+        str(ex),
+        "--task",
+        "mining",
+        "--source",
+        "photos",
+        "--model",
+        "latest",
+        "--model-location",
+        str(store),
+        "--work-dir",
+        "w",
+        "--quiet",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [ln.split() for ln in proc.stdout.splitlines() if ln.strip()[:1] in "123" and "photo" in ln]
     assert [ln[1] for ln in lines] == ["2.67e-07", "1.78e-07", "8.9e-08"]

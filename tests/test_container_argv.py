@@ -44,8 +44,10 @@ def calls(tmp_path: Path) -> list:
     return (tmp_path / "calls.log").read_text().splitlines()
 
 
-@pytest.mark.parametrize("server, podman", [("Podman Engine;Conmon;OCI Runtime (runc);", True),
-                                            ("Engine;containerd;runc;docker-init;", False)])
+@pytest.mark.parametrize(
+    "server, podman",
+    [("Podman Engine;Conmon;OCI Runtime (runc);", True), ("Engine;containerd;runc;docker-init;", False)],
+)
 def test_rm_is_done_by_the_harness_against_podmans_docker_api(tmp_path, monkeypatch, server, podman):
     exe = fake_docker(tmp_path, server)
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/sock")

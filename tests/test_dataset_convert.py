@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ymir_exc.dataset_convert import (convert_ymir_to_coco, convert_ymir_to_yolov5, image_size,
-                                      yolo_label_lines)
+from ymir_exc.dataset_convert import convert_ymir_to_coco, convert_ymir_to_yolov5, image_size, yolo_label_lines
 from ymir_exc.dataset_reader import BBox
 from ymir_exc.errors import AnnotationError, ConfigFileError, ImageError, IndexFileError
 from ymir_exc.util import get_merged_config
@@ -33,8 +32,11 @@ def _image(path: Path, size=(64, 32), exif_orientation=None) -> str:
 
 
 def _voc(path: Path, boxes) -> str:
-    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
-                   f"<ymax>{d}</ymax></bndbox></object>" for n, a, b, c, d in boxes)
+    objs = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+        f"<ymax>{d}</ymax></bndbox></object>"
+        for n, a, b, c, d in boxes
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"<annotation>{objs}</annotation>", encoding="utf-8")
     return str(path)
@@ -45,8 +47,10 @@ def tiny(ws):
     """2 train images (one without boxes) and 1 val image, VOC annotations, classes cat/dog."""
     a = ws.in_dir / "assets"
     n = ws.in_dir / "annotations"
-    train = [(_image(a / "aa" / "img1.jpg"), _voc(n / "aa" / "img1.xml", [("cat", 0, 0, 31, 15), ("dog", 10, 4, 19, 9)])),
-             (_image(a / "bb" / "img2.png", (40, 40)), _voc(n / "bb" / "img2.xml", []))]
+    train = [
+        (_image(a / "aa" / "img1.jpg"), _voc(n / "aa" / "img1.xml", [("cat", 0, 0, 31, 15), ("dog", 10, 4, 19, 9)])),
+        (_image(a / "bb" / "img2.png", (40, 40)), _voc(n / "bb" / "img2.xml", [])),
+    ]
     val = [(_image(a / "cc" / "img3.jpg"), _voc(n / "cc" / "img3.xml", [("dog", 32, 16, 63, 31)]))]
     (ws.in_dir / "train-index.tsv").write_text("".join(f"{i}\t{x}\n" for i, x in train))
     (ws.in_dir / "val-index.tsv").write_text("".join(f"{i}\t{x}\n" for i, x in val))
@@ -172,9 +176,11 @@ def test_coco_category_ids_from_zero(tiny):
 
 def test_coco_reads_seg_coco_export(tiny):
     a = tiny.in_dir / "assets"
-    coco = {"images": [{"id": 7, "file_name": "img1.jpg", "width": 64, "height": 32}],
-            "categories": [{"id": 3, "name": "dog"}],
-            "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [2, 3, 10, 5]}]}
+    coco = {
+        "images": [{"id": 7, "file_name": "img1.jpg", "width": 64, "height": 32}],
+        "categories": [{"id": 3, "name": "dog"}],
+        "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [2, 3, 10, 5]}],
+    }
     ann = tiny.in_dir / "annotations" / "coco-annotations.json"
     ann.write_text(json.dumps(coco))
     (tiny.in_dir / "train-index.tsv").write_text(f"{a / 'aa' / 'img1.jpg'}\t{ann}\n")
@@ -185,7 +191,8 @@ def test_coco_reads_seg_coco_export(tiny):
 
 
 def test_dataset_convert_imports_neither_torch_nor_ultralytics():
-    code = ("import sys, ymir_exc.dataset_convert; "
-            "print([m for m in ('torch', 'ultralytics', 'cv2') if m in sys.modules])")
+    code = (
+        "import sys, ymir_exc.dataset_convert; print([m for m in ('torch', 'ultralytics', 'cv2') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

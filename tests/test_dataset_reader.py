@@ -72,16 +72,19 @@ def test_empty_ark_file_means_no_boxes(tmp_path):
     assert dr.parse_ark_annotation(_ark(tmp_path, ""), ["cat"]) == []
 
 
-@pytest.mark.parametrize("line,key,match", [
-    ("0, 1, 2, 3", None, "4 field"),
-    ("0, 1, x, 3, 4", "ymin", "not a number"),
-    ("2, 1, 2, 3, 4", "class_idx", "outside"),
-    ("-1, 1, 2, 3, 4", "class_idx", "outside"),
-    ("0, -5, 2, 3, 4", "xmin", "negative"),
-    ("0, 10, 2, 3, 4", "xmax", "inverted"),
-    ("0, 1, 20, 3, 4", "ymax", "inverted"),
-    ("0, 1, 2, nan, 4", "xmax", "finite"),
-])
+@pytest.mark.parametrize(
+    "line,key,match",
+    [
+        ("0, 1, 2, 3", None, "4 field"),
+        ("0, 1, x, 3, 4", "ymin", "not a number"),
+        ("2, 1, 2, 3, 4", "class_idx", "outside"),
+        ("-1, 1, 2, 3, 4", "class_idx", "outside"),
+        ("0, -5, 2, 3, 4", "xmin", "negative"),
+        ("0, 10, 2, 3, 4", "xmax", "inverted"),
+        ("0, 1, 20, 3, 4", "ymax", "inverted"),
+        ("0, 1, 2, nan, 4", "xmax", "finite"),
+    ],
+)
 def test_bad_ark_lines_name_file_line_and_key(tmp_path, line, key, match):
     path = _ark(tmp_path, "0, 1, 1, 5, 5\n" + line + "\n")
     with pytest.raises(AnnotationError, match=match) as e:
@@ -137,9 +140,15 @@ def test_coco_annotations(tmp_path):
     import json
 
     p = tmp_path / "coco.json"
-    p.write_text(json.dumps({"images": [{"id": 1, "file_name": "x/a.jpg"}],
-                             "categories": [{"id": 7, "name": "dog"}],
-                             "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [1, 2, 3, 4]}]}))
+    p.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "x/a.jpg"}],
+                "categories": [{"id": 7, "name": "dog"}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [1, 2, 3, 4]}],
+            }
+        )
+    )
     boxes = dr.load_coco_annotations(str(p), ["cat", "dog"])
     assert [(b.class_name, b.x, b.y, b.w, b.h) for b in boxes["x/a.jpg"]] == [("dog", 1, 2, 3, 4)]
     lookup = dr.coco_boxes_lookup(boxes, str(p))

@@ -5,13 +5,12 @@ import json
 import shutil
 
 import pytest
+from conftest import REPO
 
 from ymir_exc.cli import main
 from ymir_exc.errors import AnnotationError
 from ymir_exc.harness.datasets import load_dataset, load_sample
 from ymir_exc.harness.workspace import image_size
-
-from conftest import REPO
 
 SAMPLE = load_sample("trees")
 TRAIN, VAL = SAMPLE.train[:8], SAMPLE.val[:3]
@@ -48,8 +47,16 @@ def make_coco(root):
         w, h = image_size(it.image_path)
         images.append({"id": i + 1, "file_name": name, "width": w, "height": h})
         for b in it.boxes:
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 5, "bbox": [b.x, b.y, b.w, b.h],
-                         "area": b.w * b.h, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": 5,
+                    "bbox": [b.x, b.y, b.w, b.h],
+                    "area": b.w * b.h,
+                    "iscrowd": 0,
+                }
+            )
     path = root / "instances.json"
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 5, "name": "tree"}]}))
     return path
@@ -62,8 +69,12 @@ def make_yolo(root):
         for i, it in enumerate(items):
             shutil.copy(it.image_path, root / "images" / split / f"{i}.jpg")
             w, h = image_size(it.image_path)
-            (root / "labels" / split / f"{i}.txt").write_text("".join(
-                f"0 {(b.x + b.w / 2) / w:.6f} {(b.y + b.h / 2) / h:.6f} {b.w / w:.6f} {b.h / h:.6f}\n" for b in it.boxes))
+            (root / "labels" / split / f"{i}.txt").write_text(
+                "".join(
+                    f"0 {(b.x + b.w / 2) / w:.6f} {(b.y + b.h / 2) / h:.6f} {b.w / w:.6f} {b.h / h:.6f}\n"
+                    for b in it.boxes
+                )
+            )
     path = root / "data.yaml"
     path.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames: {{0: tree}}\n")
     return path
@@ -86,7 +97,7 @@ def test_yolo_data_yaml_reads_boxes_within_a_pixel(tmp_path):
     ds = load_dataset(str(make_yolo(tmp_path / "yolo")))
     got, ref = _all_boxes(ds), sorted((b.class_name, b.x, b.y, b.w, b.h) for it in TRAIN + VAL for b in it.boxes)
     assert len(got) == len(ref)
-    assert all(abs(a - b) <= 1 for g, r in zip(got, ref) for a, b in zip(g[1:], r[1:]))
+    assert all(abs(a - b) <= 1 for g, r in zip(got, ref, strict=True) for a, b in zip(g[1:], r[1:], strict=True))
 
 
 def test_unknown_classes_stop_with_the_list_or_are_ignored_or_aliased(tmp_path):
@@ -103,8 +114,21 @@ def test_unknown_classes_stop_with_the_list_or_are_ignored_or_aliased(tmp_path):
 @pytest.mark.parametrize("maker", [make_voc, make_coco, make_yolo])
 def test_demo_trains_on_each_dataset_format(tmp_path, capsys, maker):
     spec = maker(tmp_path / "data")
-    rc = main(["run", str(REPO / "det-demo-tmi"), "--dataset", str(spec), "--work-dir", str(tmp_path / "w"),
-               "--model-location", str(tmp_path / "m"), "--quiet", "--config", str(_epochs(tmp_path))])
+    rc = main(
+        [
+            "run",
+            str(REPO / "det-demo-tmi"),
+            "--dataset",
+            str(spec),
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--model-location",
+            str(tmp_path / "m"),
+            "--quiet",
+            "--config",
+            str(_epochs(tmp_path)),
+        ]
+    )
     assert rc == 0, capsys.readouterr()
     assert "pack success, model hash:" in capsys.readouterr().out
 

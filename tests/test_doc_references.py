@@ -13,12 +13,21 @@ SUFFIXES = (".py", ".md", ".sh", ".toml", ".yaml", ".yml", ".cfg")
 
 def project_files():
     """Tracked and untracked-but-not-ignored text files of the repository (git's view)."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for rel in sorted(set(out.splitlines())):
         path = REPO / rel
-        if path.is_file() and (path.suffix in SUFFIXES or path.name in ("run", "Dockerfile")) \
-                and rel != "CHANGELOG.md" and not rel.startswith("ymir_exc/samples/"):
+        if (
+            path.is_file()
+            and (path.suffix in SUFFIXES or path.name in ("run", "Dockerfile"))
+            and rel != "CHANGELOG.md"
+            and not rel.startswith("ymir_exc/samples/")
+        ):
             yield rel, path.read_text(encoding="utf-8", errors="replace")
 
 
@@ -35,9 +44,12 @@ def test_slug_follows_markdowns_rules():
 
 def test_no_reference_to_files_a_clone_does_not_have():
     pattern = re.compile(r"CONTRACT\.md|\.\./shared|shared/|\b[Ii]ssues? #?\d")
-    hits = [f"{rel}:{n}: {line.strip()}" for rel, text in project_files()
-            for n, line in enumerate(text.splitlines(), 1) if pattern.search(line)
-            and rel != "tests/test_doc_references.py"]
+    hits = [
+        f"{rel}:{n}: {line.strip()}"
+        for rel, text in project_files()
+        for n, line in enumerate(text.splitlines(), 1)
+        if pattern.search(line) and rel != "tests/test_doc_references.py"
+    ]
     assert not hits, "\n".join(hits)
 
 

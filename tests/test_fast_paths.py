@@ -18,13 +18,13 @@ from ymir_exc import result_writer as rw
 from ymir_exc.env import DatasetType
 from ymir_exc.errors import IndexFileError, ResultError
 
-
 # ------------------------------------------------------------------ item_paths
+
 
 def _reference_item_paths(path, need_annotation):
     """item_paths as it was: one line at a time."""
     try:
-        f = open(path, "r", encoding="utf-8")
+        f = open(path, encoding="utf-8")
     except FileNotFoundError:
         raise IndexFileError("index file not found", path=path) from None
     except OSError as e:
@@ -105,6 +105,7 @@ def test_item_paths_is_lazy_and_closable(ws):
 
 # ------------------------------------------------------------------ write_mining_result
 
+
 def _reference_mining_text(mining_result):
     """write_mining_result as it was (validation order, messages, bytes), returning the text."""
     import numpy as np
@@ -131,7 +132,7 @@ def _reference_mining_text(mining_result):
         raise ResultError(f"asset path {dup!r} appears more than once", key="mining_result")
     order = np.argsort(-scores, kind="stable")
     sorted_scores = scores[order].tolist()
-    return "".join([f"{paths[i]}\t{s!r}\n" for i, s in zip(order.tolist(), sorted_scores)])
+    return "".join([f"{paths[i]}\t{s!r}\n" for i, s in zip(order.tolist(), sorted_scores, strict=True)])
 
 
 class _PathStr(str):
@@ -150,9 +151,19 @@ def _random_mining(rnd):
         pairs.append((p, s) if rnd.random() < 0.9 else [p, s])
     if n and rnd.random() < 0.3:  # one broken item
         i = rnd.randrange(n)
-        pairs[i] = rnd.choice([(pairs[i][0], float("nan")), (pairs[i][0], float("inf")), (pairs[i][0], "0.5"),
-                               (pairs[i][0], True), ("", 0.1), ("/a\tb", 0.1), ("/a\nb", 0.1),
-                               (pairs[rnd.randrange(n)][0], 0.3), (_PathStr("/sub/class.jpg"), 0.2)])
+        pairs[i] = rnd.choice(
+            [
+                (pairs[i][0], float("nan")),
+                (pairs[i][0], float("inf")),
+                (pairs[i][0], "0.5"),
+                (pairs[i][0], True),
+                ("", 0.1),
+                ("/a\tb", 0.1),
+                ("/a\nb", 0.1),
+                (pairs[rnd.randrange(n)][0], 0.3),
+                (_PathStr("/sub/class.jpg"), 0.2),
+            ]
+        )
     if rnd.random() < 0.1:
         return tuple(pairs)
     if rnd.random() < 0.1:
@@ -185,44 +196,59 @@ def test_write_mining_result_matches_the_reference(ws):
 
 # ------------------------------------------------------------------ write_infer_result
 
+
 def _reference_infer_text(infer_result, algorithm, box_key, known, class_names):
     """write_infer_result as it was, returning the text."""
     if algorithm not in ("classification", "detection", "segmentation"):  # upstream's assert
-        raise ResultError(f"unknown algorithm {algorithm!r}: one of classification, detection, segmentation",
-                          key="algorithm")
+        raise ResultError(
+            f"unknown algorithm {algorithm!r}: one of classification, detection, segmentation", key="algorithm"
+        )
     result, origin = {}, {}
-    for asset_path, annotations in infer_result.items():
+    for asset_path, anns in infer_result.items():
         key = os.path.basename(str(asset_path))
         if not key:
             raise ResultError(f"asset path {asset_path!r} has no basename", key="infer_result")
         if key in origin:
-            raise ResultError(f"two results share the basename {key!r}: {origin[key]!r} and {asset_path!r}",
-                              key="infer_result")
+            raise ResultError(
+                f"two results share the basename {key!r}: {origin[key]!r} and {asset_path!r}", key="infer_result"
+            )
         origin[key] = str(asset_path)
-        boxes = [rw._annotation_dict(a, f"{key}[{i}]") for i, a in enumerate(annotations)]
+        boxes = [rw._annotation_dict(a, f"{key}[{i}]") for i, a in enumerate(anns)]
         for i, b in enumerate(boxes):  # the score range is checked at write time (NaN fails too)
             if not 0.0 <= b["score"] <= 1.0:
-                raise ResultError(f"score must be a finite number in [0, 1], got {b['score']!r}",
-                                  key=f"{key}[{i}].score")
+                raise ResultError(
+                    f"score must be a finite number in [0, 1], got {b['score']!r}", key=f"{key}[{i}].score"
+                )
         if known is not None:
             for i, b in enumerate(boxes):
                 if b["class_name"] not in known:
-                    raise ResultError(f"class_name {b['class_name']!r} not in class_names {class_names}",
-                                      key=f"{key}[{i}].class_name")
+                    raise ResultError(
+                        f"class_name {b['class_name']!r} not in class_names {class_names}", key=f"{key}[{i}].class_name"
+                    )
         # boxes with w or h <= 0 are dropped at write time
         result[key] = {box_key: [b for b in boxes if b["box"]["w"] > 0 and b["box"]["h"] > 0]}
     return json.dumps({algorithm: result}, ensure_ascii=False, separators=(",", ":"))
 
 
 def _random_annotation(rnd, names):
-    box = {"x": rnd.randrange(-5, 900), "y": rnd.randrange(0, 900), "w": rnd.randrange(1, 300),
-           "h": rnd.randrange(1, 300)}
+    box = {
+        "x": rnd.randrange(-5, 900),
+        "y": rnd.randrange(0, 900),
+        "w": rnd.randrange(1, 300),
+        "h": rnd.randrange(1, 300),
+    }
     score = rnd.choice([0.0, 1.0, 1, 0.5, round(rnd.random(), 3), rnd.random()])
     ann = {"class_name": rnd.choice(names), "score": score, "box": box}
     r = rnd.random()
     if r < 0.05:  # a bad one, as a dict
-        ann = rnd.choice([{**ann, "score": 1.5}, {**ann, "box": {**box, "w": 0}}, {**ann, "class_name": 3},
-                          {**ann, "box": {**box, "x": 1.5}}])
+        ann = rnd.choice(
+            [
+                {**ann, "score": 1.5},
+                {**ann, "box": {**box, "w": 0}},
+                {**ann, "class_name": 3},
+                {**ann, "box": {**box, "x": 1.5}},
+            ]
+        )
         return ann
     if r < 0.25:
         return ann
@@ -240,13 +266,13 @@ def test_write_infer_result_matches_the_reference(ws):
     for trial in range(120):
         protocol = rnd.choice(["1.1.0", None])
         ws.write_env(protocol_version=protocol)
-        class_names = rnd.choice([["cat", "dog"], ["cat", "dog", "é \"x\"", "tree\\n"], []])
+        class_names = rnd.choice([["cat", "dog"], ["cat", "dog", 'é "x"', "tree\\n"], []])
         ws.write_config(class_names=class_names)
         names = (class_names or ["cat"]) + (["horse"] if rnd.random() < 0.1 else [])
         data = {}
         for i in range(rnd.choice([0, 1, 3, 40])):
             folder = rnd.choice(["/in/a", "/in/b", "/in/ü"])
-            name = rnd.choice([f"{i}.jpg", f"ü {i}.png", f"{i}\"q.jpg"]) if rnd.random() < 0.98 else ""
+            name = rnd.choice([f"{i}.jpg", f"ü {i}.png", f'{i}"q.jpg']) if rnd.random() < 0.98 else ""
             anns = [_random_annotation(rnd, names) for _ in range(rnd.choice([0, 1, 10]))]
             data[f"{folder}/{name}"] = anns if rnd.random() < 0.9 else tuple(anns)
         algorithm = rnd.choice(["detection", "detection", "detection", "detection", "seg é", None, 5])
@@ -268,20 +294,75 @@ def test_write_infer_result_matches_the_reference(ws):
 
 # ------------------------------------------------------------------ result.yaml
 
+
 def _random_yaml_value(rnd, depth=0):
     import math
 
-    scalars = ["epoch_1", "w.pt", "a/b-c.d_e", "yes", "No", "null", "on", "1.0", "", "a b", "x: y", "-a", "é",
-               "_x", "e5", "E", "inf", ".nan", "a" * 130, "~", "#c", "3", 0, 1, -7, 10 ** 20, True, False, None,
-               0.0, -0.0, 1.5, 1e17, 1e-7, 12345678.9, math.nan, math.inf, -math.inf, 0.1 + 0.2, 3.0,
-               "word " * 30, "a\nb", "tab\there", "x" * 90, "ü" * 50, "'q'", '"q"', "a:b", "@x", "2020-01-01"]
+    scalars = [
+        "epoch_1",
+        "w.pt",
+        "a/b-c.d_e",
+        "yes",
+        "No",
+        "null",
+        "on",
+        "1.0",
+        "",
+        "a b",
+        "x: y",
+        "-a",
+        "é",
+        "_x",
+        "e5",
+        "E",
+        "inf",
+        ".nan",
+        "a" * 130,
+        "~",
+        "#c",
+        "3",
+        0,
+        1,
+        -7,
+        10**20,
+        True,
+        False,
+        None,
+        0.0,
+        -0.0,
+        1.5,
+        1e17,
+        1e-7,
+        12345678.9,
+        math.nan,
+        math.inf,
+        -math.inf,
+        0.1 + 0.2,
+        3.0,
+        "word " * 30,
+        "a\nb",
+        "tab\there",
+        "x" * 90,
+        "ü" * 50,
+        "'q'",
+        '"q"',
+        "a:b",
+        "@x",
+        "2020-01-01",
+    ]
     r = rnd.random()
     if depth < 3 and r < 0.2:
-        return {rnd.choice(["k", "stage_name", "mAP", "yes", "a b", "x" * 130, "1", "é", "_"]) + str(i):
-                _random_yaml_value(rnd, depth + 1) for i in range(rnd.choice([0, 1, 3]))}
+        return {
+            rnd.choice(["k", "stage_name", "mAP", "yes", "a b", "x" * 130, "1", "é", "_"]) + str(i): _random_yaml_value(
+                rnd, depth + 1
+            )
+            for i in range(rnd.choice([0, 1, 3]))
+        }
     if depth < 3 and r < 0.35:
-        return [rnd.choice(scalars) if rnd.random() < 0.9 else _random_yaml_value(rnd, depth + 1)
-                for _ in range(rnd.choice([0, 1, 4]))]
+        return [
+            rnd.choice(scalars) if rnd.random() < 0.9 else _random_yaml_value(rnd, depth + 1)
+            for _ in range(rnd.choice([0, 1, 4]))
+        ]
     return rnd.choice(scalars)
 
 
@@ -289,9 +370,11 @@ def test_result_yaml_text_is_what_safe_dump_writes():
     import yaml
 
     rnd = random.Random(13)
-    for trial in range(3000):
-        data = {f"key{i}" if rnd.random() < 0.8 else rnd.choice(["yes", "a b", "é", "1"]): _random_yaml_value(rnd)
-                for i in range(rnd.choice([1, 2, 5]))}
+    for _ in range(3000):
+        data = {
+            f"key{i}" if rnd.random() < 0.8 else rnd.choice(["yes", "a b", "é", "1"]): _random_yaml_value(rnd)
+            for i in range(rnd.choice([1, 2, 5]))
+        }
         assert rw._yaml_dump(data) == yaml.safe_dump(data, sort_keys=False, allow_unicode=True), data
 
 
@@ -316,8 +399,13 @@ def test_model_stages_with_the_cache_match_without_it(ws, monkeypatch):
             if rnd2.random() < 0.3:
                 metrics.update(mAR=rnd2.random(), tp=rnd2.randrange(9))
             try:
-                rw.write_model_stage(f"s{rnd2.randrange(15)}", ["w.pt"], evaluation_result=metrics,
-                                     timestamp=rnd2.randrange(1000), evaluate_config={"iou": 0.5} if i == 7 else None)
+                rw.write_model_stage(
+                    f"s{rnd2.randrange(15)}",
+                    ["w.pt"],
+                    evaluation_result=metrics,
+                    timestamp=rnd2.randrange(1000),
+                    evaluate_config={"iou": 0.5} if i == 7 else None,
+                )
             except ResultError as e:
                 texts.append(str(e))
             texts.append(path.read_text())
@@ -326,10 +414,11 @@ def test_model_stages_with_the_cache_match_without_it(ws, monkeypatch):
     with_cache = run(True)
     monkeypatch.setattr(rw, "_yaml_dump", lambda d: yaml.safe_dump(d, sort_keys=False, allow_unicode=True))
     assert with_cache == run(False)
-    assert rnd  # noqa
+    assert rnd
 
 
 # ------------------------------------------------------------------ monitor
+
 
 def test_monitor_skips_only_rewrites_that_would_change_nothing_but_the_time(ws, monkeypatch):
     path = ws.out_dir / "monitor.txt"

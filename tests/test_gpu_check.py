@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 SCRIPT = REPO / "scripts" / "gpu-check.sh"
@@ -18,16 +17,26 @@ import gpu_check  # noqa: E402
 
 
 def _run(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, cwd=str(REPO),
-                          env=dict(os.environ, PYTHON=sys.executable), timeout=60, **kw)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO),
+        env=dict(os.environ, PYTHON=sys.executable),
+        timeout=60,
+        **kw,
+    )
 
 
 @pytest.fixture
 def wheels(tmp_path):
     d = tmp_path / "wheels"
     d.mkdir()
-    for name in ("ultralytics-8.4.190-py3-none-any.whl", "pydantic_core-2.50.5-cp312-cp312-manylinux2014_x86_64.whl",
-                 "ymir_exc-2.1.0-py3-none-any.whl"):
+    for name in (
+        "ultralytics-8.4.190-py3-none-any.whl",
+        "pydantic_core-2.50.5-cp312-cp312-manylinux2014_x86_64.whl",
+        "ymir_exc-2.1.0-py3-none-any.whl",
+    ):
         (d / name).write_bytes(b"PK")
     return d
 
@@ -69,8 +78,14 @@ def test_dry_run_prints_the_plan_and_touches_nothing(wheels, tmp_path):
     assert not venv.exists()
     for name in os.listdir(wheels):
         assert name in full.stdout
-    assert f"epochs={gpu_check.SIZES['full'][0]} " in full.stdout and f"{gpu_check.SIZES['full'][1]} candidates" in full.stdout
-    assert f"epochs={gpu_check.SIZES['quick'][0]} " in quick.stdout and f"{gpu_check.SIZES['quick'][1]} candidates" in quick.stdout
+    assert (
+        f"epochs={gpu_check.SIZES['full'][0]} " in full.stdout
+        and f"{gpu_check.SIZES['full'][1]} candidates" in full.stdout
+    )
+    assert (
+        f"epochs={gpu_check.SIZES['quick'][0]} " in quick.stdout
+        and f"{gpu_check.SIZES['quick'][1]} candidates" in quick.stdout
+    )
     assert "--gpu-id 0 --task training" in full.stdout and "--gpu-id 1 --task training" in quick.stdout
     assert "--system-site-packages" in full.stdout and "--no-index --no-deps" in full.stdout
     assert "bench" in full.stdout and "yolo_plain.py" in full.stdout
@@ -85,11 +100,13 @@ def test_dist_names_follow_the_wheel_file_names():
 def test_epoch_time_and_map50_come_from_ultralytics_results_csv(tmp_path):
     # Ultralytics 8.4's header (time: cumulative seconds at the end of each epoch)
     csv = tmp_path / "results.csv"
-    csv.write_text("epoch,time,train/box_loss,metrics/precision(B),metrics/recall(B),metrics/mAP50(B),metrics/mAP50-95(B)\n"
-                   "1,5.0,3.1,0.01,0.02,0.001,0.0\n"
-                   "2,6.5,3.0,0.1,0.2,0.120,0.05\n"
-                   "3,8.5,2.9,0.2,0.3,0.300,0.1\n"
-                   "4,10.0,2.8,0.2,0.3,0.250,0.1\n")
+    csv.write_text(
+        "epoch,time,train/box_loss,metrics/precision(B),metrics/recall(B),metrics/mAP50(B),metrics/mAP50-95(B)\n"
+        "1,5.0,3.1,0.01,0.02,0.001,0.0\n"
+        "2,6.5,3.0,0.1,0.2,0.120,0.05\n"
+        "3,8.5,2.9,0.2,0.3,0.300,0.1\n"
+        "4,10.0,2.8,0.2,0.3,0.250,0.1\n"
+    )
     assert gpu_check.epoch_seconds(csv) == pytest.approx(1.5)  # median of 1.5, 2.0, 1.5; epoch 1 left out
     assert gpu_check.best_map50(csv) == pytest.approx(0.3)
     one = tmp_path / "one.csv"
@@ -98,9 +115,11 @@ def test_epoch_time_and_map50_come_from_ultralytics_results_csv(tmp_path):
 
 
 def test_rates_and_model_hash_come_from_the_executor_s_lines():
-    text = ("pack success, model hash: " + "ab" * 20 + ", best_stage_name: best, mAP: 0.3\n"
-            "det-yolo-tmi: mining done in 1.25 s (377.6 images/s)\n"
-            "det-yolo-tmi: inference done in 0.80 s (590.0 images/s)\n")
+    text = (
+        "pack success, model hash: " + "ab" * 20 + ", best_stage_name: best, mAP: 0.3\n"
+        "det-yolo-tmi: mining done in 1.25 s (377.6 images/s)\n"
+        "det-yolo-tmi: inference done in 0.80 s (590.0 images/s)\n"
+    )
     assert gpu_check.executor_rate(text, "mining") == pytest.approx(377.6)
     assert gpu_check.executor_rate(text, "inference") == pytest.approx(590.0)
     assert gpu_check.executor_rate("nothing", "mining") is None
@@ -110,10 +129,12 @@ def test_rates_and_model_hash_come_from_the_executor_s_lines():
 
 
 def test_table_has_one_row_per_side_and_says_n_a_for_a_missing_figure():
-    t = gpu_check.table({"ours": {"epoch_s": 1.234, "mining_ips": 400.4, "infer_ips": 500.0, "mem_mib": 2048,
-                                  "map50": 0.4567},
-                         "plain": {"epoch_s": 1.2, "mining_ips": None, "infer_ips": 480.0, "mem_mib": None,
-                                   "map50": 0.5}})
+    t = gpu_check.table(
+        {
+            "ours": {"epoch_s": 1.234, "mining_ips": 400.4, "infer_ips": 500.0, "mem_mib": 2048, "map50": 0.4567},
+            "plain": {"epoch_s": 1.2, "mining_ips": None, "infer_ips": 480.0, "mem_mib": None, "map50": 0.5},
+        }
+    )
     lines = t.splitlines()
     assert len(lines) == 4 and "GPU memory peak" in lines[0]
     assert lines[2] == "| ours | 1.23 | 400 | 500 | 2048 | 0.457 |"
@@ -121,14 +142,19 @@ def test_table_has_one_row_per_side_and_says_n_a_for_a_missing_figure():
 
 
 def test_gpu_wheels_help():
-    p = subprocess.run(["bash", str(REPO / "scripts" / "gpu-wheels.sh"), "--help"], capture_output=True, text=True,
-                       timeout=30)
+    p = subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu-wheels.sh"), "--help"], capture_output=True, text=True, timeout=30
+    )
     assert p.returncode == 0 and "--no-deps" in p.stdout and "60 MB" in p.stdout
 
 
 def test_bench_device_option_is_checked():
-    p = subprocess.run([sys.executable, str(REPO / "bench" / "bench.py"), "--device", "cuda:0", "--only", "yolo"],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench.py"), "--device", "cuda:0", "--only", "yolo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2 and "--device" in p.stderr
 
 
@@ -142,8 +168,17 @@ def test_bench_yolo_rows_pass_the_device_to_ymir_exc_run_as_gpu_id(tmp_path):
         spec.loader.exec_module(bench_module)
 
         def argv(device: str):
-            ctx = bench_module.Context(smoke=True, repeat=1, sizes={}, cache=tmp_path, tmp_root=str(tmp_path),
-                                       ours_python="python", upstream_python=None, upstream_note="", device=device)
+            ctx = bench_module.Context(
+                smoke=True,
+                repeat=1,
+                sizes={},
+                cache=tmp_path,
+                tmp_root=str(tmp_path),
+                ours_python="python",
+                upstream_python=None,
+                upstream_note="",
+                device=device,
+            )
             return bench_module._ours_argv(ctx, str(tmp_path), ["training"], {"epochs": 1}, str(tmp_path / "m"), [])
 
         gpu = argv("0")
@@ -187,7 +222,8 @@ def test_wheels_for_this_python_raise_no_warning(tmp_path):
     p = _run("--wheels", str(wheels), "--dry-run", "--venv", str(tmp_path / "venv"))
     assert p.returncode == 0 and "warning" not in p.stderr
     assert gpu_check.cpython_tags(gpu_check.wheel_files(str(wheels))) == {
-        tag: [f"pydantic_core-2.50.5-{tag}-{tag}-manylinux2014_x86_64.whl"]}
+        tag: [f"pydantic_core-2.50.5-{tag}-{tag}-manylinux2014_x86_64.whl"]
+    }
 
 
 def test_gpu_wheels_takes_a_python_version(tmp_path):
@@ -197,10 +233,15 @@ def test_gpu_wheels_takes_a_python_version(tmp_path):
     # with a pip that only records its arguments: the version and ABI reach `pip download`
     fake = tmp_path / "python"
     log = tmp_path / "argv.log"
-    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\nexit 1\n")
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexit 1\n')
     fake.chmod(0o755)
-    p = subprocess.run(["bash", str(script), "--python-version", "3.11", str(tmp_path / "out")], capture_output=True,
-                       text=True, timeout=30, env=dict(os.environ, PYTHON=str(fake)))
+    p = subprocess.run(
+        ["bash", str(script), "--python-version", "3.11", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, PYTHON=str(fake)),
+    )
     assert p.returncode != 0  # the fake pip fails at once
     first = log.read_text().splitlines()[0]
     assert "--python-version 3.11" in first and "--abi cp311" in first and f"--dest {tmp_path / 'out'}" in first

@@ -7,12 +7,11 @@ import sys
 
 import pytest
 import yaml
+from conftest import REPO
 
 from ymir_exc.cli import main
 from ymir_exc.harness.datasets import load_sample
 from ymir_exc.harness.runtime import container_argv, parse_monitor
-
-from conftest import REPO
 
 DEMO = str(REPO / "det-demo-tmi")
 PACK = re.compile(r"^pack success, model hash: ([0-9a-f]{40}), best_stage_name: (\w+), mAP: ([0-9.e-]+)$", re.M)
@@ -23,14 +22,36 @@ def trained(tmp_path_factory):
     """One training run shared by the tests of this module."""
     root = tmp_path_factory.mktemp("e2e")
     store = root / "models"
-    proc = subprocess.run([sys.executable, "-m", "ymir_exc.cli", "run", DEMO, "--task", "training", "--work-dir",
-                           str(root / "train"), "--model-location", str(store), "--quiet"],
-                          capture_output=True, text=True, cwd=root)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ymir_exc.cli",
+            "run",
+            DEMO,
+            "--task",
+            "training",
+            "--work-dir",
+            str(root / "train"),
+            "--model-location",
+            str(store),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     m = PACK.search(proc.stdout)
     assert m, proc.stdout
-    return {"root": root, "store": store, "hash": m.group(1), "stage": m.group(2), "mAP": float(m.group(3)),
-            "stdout": proc.stdout}
+    return {
+        "root": root,
+        "store": store,
+        "hash": m.group(1),
+        "stage": m.group(2),
+        "mAP": float(m.group(3)),
+        "stdout": proc.stdout,
+    }
 
 
 def test_training_packs_a_model_named_by_its_sha1(trained):
@@ -47,8 +68,25 @@ def test_training_packs_a_model_named_by_its_sha1(trained):
 
 def test_mining_and_infer_with_the_trained_model(trained, capsys):
     work = trained["root"] / "mi"
-    rc = main(["run", DEMO, "--task", "mining", "--task", "infer", "--model", trained["hash"][:10], "--work-dir",
-               str(work), "--model-location", str(trained["store"]), "--quiet", "--topk", "5"])
+    rc = main(
+        [
+            "run",
+            DEMO,
+            "--task",
+            "mining",
+            "--task",
+            "infer",
+            "--model",
+            trained["hash"][:10],
+            "--work-dir",
+            str(work),
+            "--model-location",
+            str(trained["store"]),
+            "--quiet",
+            "--topk",
+            "5",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     sample = load_sample()
@@ -56,7 +94,7 @@ def test_mining_and_infer_with_the_trained_model(trained, capsys):
     n = len([i for i in sample.candidate if i.image_path not in labeled])  # mining's default: --split unlabeled
     assert n == 5
     lines = (work / "out" / "result.tsv").read_text().splitlines()
-    scores = [float(l.split("\t")[1]) for l in lines]
+    scores = [float(line.split("\t")[1]) for line in lines]
     assert len(lines) == n and scores == sorted(scores, reverse=True)
     det = json.loads((work / "out" / "infer-result.json").read_text())["detection"]
     assert len(det) == n
@@ -91,8 +129,17 @@ def test_verify_fails_for_a_crashing_executor_but_its_crash_check_passes(tmp_pat
 
 
 def test_a_crashing_executor_ends_in_state_4_and_exit_1(tmp_path, capsys):
-    rc = main(["run", str(REPO / "tests/executors/crash"), "--work-dir", str(tmp_path / "w"), "--quiet",
-               "--model-location", str(tmp_path / "m")])
+    rc = main(
+        [
+            "run",
+            str(REPO / "tests/executors/crash"),
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--quiet",
+            "--model-location",
+            str(tmp_path / "m"),
+        ]
+    )
     assert rc == 1
     mon = parse_monitor((tmp_path / "w" / "out" / "monitor.txt").read_text())
     assert (mon.state, mon.return_code) == (4, 160004) and "crashes on purpose" in mon.message
@@ -101,8 +148,9 @@ def test_a_crashing_executor_ends_in_state_4_and_exit_1(tmp_path, capsys):
 
 
 def test_timeout_stops_the_executor_and_leaves_state_4(tmp_path, capsys):
-    rc = main(["run", str(REPO / "tests/executors/slow"), "--work-dir", str(tmp_path / "w"), "--quiet",
-               "--timeout", "1"])
+    rc = main(
+        ["run", str(REPO / "tests/executors/slow"), "--work-dir", str(tmp_path / "w"), "--quiet", "--timeout", "1"]
+    )
     assert rc == 1
     mon = parse_monitor((tmp_path / "w" / "out" / "monitor.txt").read_text())
     assert mon.state == 4 and "timed out" in mon.message
@@ -110,11 +158,36 @@ def test_timeout_stops_the_executor_and_leaves_state_4(tmp_path, capsys):
 
 
 def test_container_argv_is_the_platforms(tmp_path):
-    argv = container_argv("docker", "ymir/demo:1", tmp_path / "in", tmp_path / "out", "t123", user="1000:1000",
-                          gpu_ids="3,5", shm_size="32G", network_none=True)
-    assert argv == ["docker", "run", "--rm", "-v", f"{tmp_path}/in:/in:ro", "-v", f"{tmp_path}/out:/out",
-                    "--user", "1000:1000", "--gpus", '"device=3,5"', "--shm-size=32G", "--name", "t123",
-                    "--network", "none", "ymir/demo:1"]
+    argv = container_argv(
+        "docker",
+        "ymir/demo:1",
+        tmp_path / "in",
+        tmp_path / "out",
+        "t123",
+        user="1000:1000",
+        gpu_ids="3,5",
+        shm_size="32G",
+        network_none=True,
+    )
+    assert argv == [
+        "docker",
+        "run",
+        "--rm",
+        "-v",
+        f"{tmp_path}/in:/in:ro",
+        "-v",
+        f"{tmp_path}/out:/out",
+        "--user",
+        "1000:1000",
+        "--gpus",
+        '"device=3,5"',
+        "--shm-size=32G",
+        "--name",
+        "t123",
+        "--network",
+        "none",
+        "ymir/demo:1",
+    ]
     cpu = container_argv("podman", "img", tmp_path / "in", tmp_path / "out", "t1")
     assert "--gpus" not in cpu and "--network" not in cpu and cpu[-1] == "img"
 

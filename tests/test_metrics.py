@@ -39,10 +39,11 @@ def test_iou_matrix_of_continuous_boxes():
     assert iou[0].tolist() == pytest.approx([50 / 150, 0.0, 1.0, 81 / 119])
 
 
-TRUTH = {"a.jpg": [("tree", 0, 0, 10, 10), ("tree", 20, 20, 10, 10)],
-         "b.jpg": [("tree", 0, 0, 10, 10), ("car", 50, 50, 10, 10)]}
-FOUND = {"a.jpg": [("tree", 0.9, 0, 0, 10, 10), ("tree", 0.6, 21, 21, 10, 10)],
-         "b.jpg": [("tree", 0.8, 30, 30, 5, 5)]}
+TRUTH = {
+    "a.jpg": [("tree", 0, 0, 10, 10), ("tree", 20, 20, 10, 10)],
+    "b.jpg": [("tree", 0, 0, 10, 10), ("car", 50, 50, 10, 10)],
+}
+FOUND = {"a.jpg": [("tree", 0.9, 0, 0, 10, 10), ("tree", 0.6, 21, 21, 10, 10)], "b.jpg": [("tree", 0.8, 30, 30, 5, 5)]}
 
 
 def test_map_of_two_images_and_two_classes():
@@ -66,14 +67,15 @@ def test_a_duplicate_detection_is_a_false_positive():
 
 def test_iou_of_exactly_the_threshold_counts_and_just_below_does_not():
     truth = {"a.jpg": [("tree", 0, 0, 10, 10)]}
-    assert metrics.evaluate_detections({"a.jpg": [("tree", 1.0, 0, 0, 10, 5)]}, truth)["tp"] == 1   # IoU 50/100
-    assert metrics.evaluate_detections({"a.jpg": [("tree", 1.0, 0, 0, 10, 4)]}, truth)["tp"] == 0   # IoU 40/100
+    assert metrics.evaluate_detections({"a.jpg": [("tree", 1.0, 0, 0, 10, 5)]}, truth)["tp"] == 1  # IoU 50/100
+    assert metrics.evaluate_detections({"a.jpg": [("tree", 1.0, 0, 0, 10, 4)]}, truth)["tp"] == 0  # IoU 40/100
 
 
 def test_a_box_in_another_image_or_of_another_class_is_not_a_match():
     truth = {"a.jpg": [("tree", 0, 0, 10, 10)], "b.jpg": []}
-    m = metrics.evaluate_detections({"b.jpg": [("tree", 0.9, 0, 0, 10, 10)], "a.jpg": [("car", 0.9, 0, 0, 10, 10)]},
-                                    truth)
+    m = metrics.evaluate_detections(
+        {"b.jpg": [("tree", 0.9, 0, 0, 10, 10)], "a.jpg": [("car", 0.9, 0, 0, 10, 10)]}, truth
+    )
     assert m["ap"] == {"car": None, "tree": 0.0} and m["mAP"] == 0.0 and (m["tp"], m["fp"], m["fn"]) == (0, 2, 1)
 
 
@@ -95,7 +97,7 @@ def test_typed_items_and_detections_are_accepted():
 def test_classes_fix_the_reported_order_and_include_unseen_ones():
     m = metrics.evaluate_detections(FOUND, TRUTH, classes=["tree", "car", "dog"])
     assert list(m["ap"]) == ["tree", "car", "dog"] and m["ap"]["dog"] is None
-    assert m["mAP"] == pytest.approx((5 / 9) / 2)   # dog has no ground truth: not in the mean
+    assert m["mAP"] == pytest.approx((5 / 9) / 2)  # dog has no ground truth: not in the mean
 
 
 def test_no_ground_truth_at_all_gives_zero():

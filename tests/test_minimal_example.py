@@ -30,8 +30,19 @@ def test_minimal_example_passes_verify(tmp_path, capsys):
 
 
 def test_minimal_example_training_reports_a_computed_map(tmp_path, capsys):
-    rc = main(["run", str(EXAMPLE), "--task", "training", "--work-dir", str(tmp_path / "w"), "--quiet",
-               "--model-location", str(tmp_path / "m")])
+    rc = main(
+        [
+            "run",
+            str(EXAMPLE),
+            "--task",
+            "training",
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--quiet",
+            "--model-location",
+            str(tmp_path / "m"),
+        ]
+    )
     assert rc == 0, capsys.readouterr()
     result = yaml.safe_load((tmp_path / "w" / "out" / "models" / "result.yaml").read_text())
     stage = result["model_stages"]["last"]

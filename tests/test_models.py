@@ -7,21 +7,36 @@ import yaml
 from ymir_exc.errors import ModelError
 from ymir_exc.harness.models import INFO_NAME, ModelStore, build_info, write_reproducible_targz
 
-INFO = {"executor_config": {"class_names": ["cat", "dog"]},
-        "task_context": {"executor": "img", "producer": "me", "mAP": 0.6},
-        "stages": {"stage_2000": {"stage_name": "stage_2000", "files": ["model-2000.params", "model-symbol.json"],
-                                  "mAP": 0.6, "timestamp": 1655975205, "mAR": 0.6, "TP": 60, "FP": 30, "FN": 30}},
-        "best_stage_name": "stage_2000", "package_version": "2.0.0"}
+INFO = {
+    "executor_config": {"class_names": ["cat", "dog"]},
+    "task_context": {"executor": "img", "producer": "me", "mAP": 0.6},
+    "stages": {
+        "stage_2000": {
+            "stage_name": "stage_2000",
+            "files": ["model-2000.params", "model-symbol.json"],
+            "mAP": 0.6,
+            "timestamp": 1655975205,
+            "mAR": 0.6,
+            "TP": 60,
+            "FP": 30,
+            "FN": 30,
+        }
+    },
+    "best_stage_name": "stage_2000",
+    "package_version": "2.0.0",
+}
 
 
 def _tar(path, members, info=INFO, extra=None):
     with tarfile.open(path, "w:gz") as tar:
+
         def add(name, data, **kw):
             ti = tarfile.TarInfo(name)
             ti.size = len(data)
             for k, v in kw.items():
                 setattr(ti, k, v)
             tar.addfile(ti, io.BytesIO(data))
+
         for name, data in members.items():
             add(name, data)
         if info is not None:
@@ -38,8 +53,12 @@ def test_same_members_pack_to_the_same_hash(tmp_path):
     store = ModelStore(tmp_path / "store")
     f = tmp_path / "w.pt"
     f.write_bytes(b"weights")
-    info = build_info({"class_names": ["a"]}, {"executor": "x"},
-                      {"s1": {"stage_name": "s1", "files": ["w.pt"], "timestamp": 1, "mAP": 0.5}}, "s1")
+    info = build_info(
+        {"class_names": ["a"]},
+        {"executor": "x"},
+        {"s1": {"stage_name": "s1", "files": ["w.pt"], "timestamp": 1, "mAP": 0.5}},
+        "s1",
+    )
     h1 = store.pack([("s1/w.pt", str(f))], info)
     f.touch()  # a new mtime must not change the package
     h2 = store.pack([("s1/w.pt", str(f))], info)
@@ -68,8 +87,12 @@ def test_unpack_extracts_the_chosen_stage(tmp_path):
 
 
 def test_legacy_1_1_0_package_is_upgraded(tmp_path):
-    info = {"executor_config": {"class_names": ["cat"]}, "task_context": {"executor": "old", "mAP": 0.3},
-            "models": ["model.params", "model.json"], "package_version": "1.1.0"}
+    info = {
+        "executor_config": {"class_names": ["cat"]},
+        "task_context": {"executor": "old", "mAP": 0.3},
+        "models": ["model.params", "model.json"],
+        "package_version": "1.1.0",
+    }
     store = ModelStore(tmp_path / "store")
     m = store.import_package(_tar(tmp_path / "old.tar.gz", {"model.params": b"1", "model.json": b"2"}, info))
     assert m.info.best_stage_name == "default_best_stage" and m.mAP() == 0.3
@@ -84,13 +107,16 @@ def _member(name, type_=tarfile.REGTYPE, linkname="", size=0):
     return ti
 
 
-@pytest.mark.parametrize("bad,match", [
-    (_member("../evil.sh", size=1), r"'\.\.'"),
-    (_member("/etc/evil", size=1), "absolute"),
-    (_member("stage_2000/link", tarfile.SYMTYPE, "/etc/passwd"), "symlink"),
-    (_member("stage_2000/hard", tarfile.LNKTYPE, "stage_2000/model-symbol.json"), "hard link"),
-    (_member("dev", tarfile.CHRTYPE), "special"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (_member("../evil.sh", size=1), r"'\.\.'"),
+        (_member("/etc/evil", size=1), "absolute"),
+        (_member("stage_2000/link", tarfile.SYMTYPE, "/etc/passwd"), "symlink"),
+        (_member("stage_2000/hard", tarfile.LNKTYPE, "stage_2000/model-symbol.json"), "hard link"),
+        (_member("dev", tarfile.CHRTYPE), "special"),
+    ],
+)
 def test_unsafe_members_are_refused(tmp_path, bad, match):
     store = ModelStore(tmp_path / "store")
     with pytest.raises(ModelError, match=match):

@@ -61,8 +61,9 @@ def test_ymir_stage_progress_mapping(ws):
     w = util.YmirStageWeight([0.1, 0.8, 0.1])
     assert util.get_ymir_process(util.YmirStage.TASK, 0.5, weights=w) == pytest.approx(0.1 + 0.4)
     assert util.get_ymir_process(util.YmirStage.POSTPROCESS, 1.0, task_idx=1, task_num=2) == pytest.approx(1.0)
-    util.write_ymir_monitor_process(util.get_merged_config(), "training", 0.5, util.YmirStage.PREPROCESS,
-                                    stage_weights=w)
+    util.write_ymir_monitor_process(
+        util.get_merged_config(), "training", 0.5, util.YmirStage.PREPROCESS, stage_weights=w
+    )
     assert _fields(ws)[2] == "0.05"
 
 
@@ -95,8 +96,8 @@ def test_tensorboard_keeps_every_step_written_within_one_second(ws):
         data = f.read_bytes()
         pos = 0
         while pos < len(data):  # TFRecord: u64 length, u32 crc, payload, u32 crc
-            (n,) = struct.unpack("<Q", data[pos:pos + 8])
-            ev = Event.FromString(data[pos + 12:pos + 12 + n])
+            (n,) = struct.unpack("<Q", data[pos : pos + 8])
+            ev = Event.FromString(data[pos + 12 : pos + 12 + n])
             pos += 12 + n + 4
             if ev.summary.value:
                 steps.append(ev.step)

@@ -42,8 +42,9 @@ def test_streamed_predictions_are_the_in_memory_document_s_bytes(ws, tmp_path, i
     from ymir_exc.env import parse_env_file
 
     env = parse_env_file(str(ws.env_file))
-    kept = collect.check_infer(env, ["cat", "dog"], candidates=["/x/a.png", "/x/b.png", "/x/c.png", "/x/z.png"],
-                               keep_results=True).results
+    kept = collect.check_infer(
+        env, ["cat", "dog"], candidates=["/x/a.png", "/x/b.png", "/x/c.png", "/x/z.png"], keep_results=True
+    ).results
     sources = {"a.png": [images[0], images[3]], "b.png": [images[1]], "c.png": [images[2]], "missing.png": []}
     expected = json.dumps(build_predictions(kept, sources, ["cat", "dog"]), indent=1)
     out = tmp_path / "predictions.json"
@@ -66,14 +67,27 @@ def test_no_images_and_no_classes_match_json_dumps(tmp_path):
 
 def test_segmentation_results_are_keyed_back_too(tmp_path, images):
     infer = tmp_path / "infer-result.json"
-    infer.write_text(json.dumps({
-        "images": [{"id": 7, "file_name": "a.png"}],
-        "annotations": [{"image_id": 7, "category_id": 0, "segmentation": [[1, 1, 5, 1, 5, 5]], "score": 0.5,
-                         "bbox": [1, 1, 4, 4]}],
-        "categories": [{"id": 0, "name": "cat"}]}))
+    infer.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 7, "file_name": "a.png"}],
+                "annotations": [
+                    {
+                        "image_id": 7,
+                        "category_id": 0,
+                        "segmentation": [[1, 1, 5, 1, 5, 5]],
+                        "score": 0.5,
+                        "bbox": [1, 1, 4, 4],
+                    }
+                ],
+                "categories": [{"id": 0, "name": "cat"}],
+            }
+        )
+    )
     out = tmp_path / "p.json"
     counts = write_predictions(out, str(infer), {"a.png": [images[0]]}, ["cat"])
     doc = json.loads(out.read_text())
     assert counts == {"images": 1, "annotations": 1}
-    assert doc["annotations"] == [{"image_id": 1, "category_id": 1, "segmentation": [[1, 1, 5, 1, 5, 5]],
-                                   "bbox": [1, 1, 4, 4], "score": 0.5}]
+    assert doc["annotations"] == [
+        {"image_id": 1, "category_id": 1, "segmentation": [[1, 1, 5, 1, 5, 5]], "bbox": [1, 1, 4, 4], "score": 0.5}
+    ]

@@ -31,16 +31,20 @@ def run_python(code: str) -> str:
 
 
 def test_import_ymir_exc_loads_no_submodule_until_a_name_is_used():
-    out = run_python("import sys, ymir_exc\n"
-                     "print(sorted(m for m in sys.modules if m.startswith('ymir_exc') or m in ('pydantic', 'numpy')))")
+    out = run_python(
+        "import sys, ymir_exc\n"
+        "print(sorted(m for m in sys.modules if m.startswith('ymir_exc') or m in ('pydantic', 'numpy')))"
+    )
     assert out == "['ymir_exc', 'ymir_exc._crash']"
 
 
 def test_using_every_public_name_pulls_no_torch_harness_cli_or_tensorboardx():
-    out = run_python("import sys, ymir_exc\n"
-                     "[getattr(ymir_exc, n) for n in ymir_exc.__all__]\n"
-                     "print([m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'ymir_exc.harness', "
-                     "'ymir_exc.cli', 'tensorboardX', 'ultralytics'))])")
+    out = run_python(
+        "import sys, ymir_exc\n"
+        "[getattr(ymir_exc, n) for n in ymir_exc.__all__]\n"
+        "print([m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'ymir_exc.harness', "
+        "'ymir_exc.cli', 'tensorboardX', 'ultralytics'))])"
+    )
     assert out == "[]"
 
 

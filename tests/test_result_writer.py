@@ -15,8 +15,14 @@ def test_model_stage_written_with_best_stage_and_top_level_metric(ws):
     rw.write_model_stage("epoch_2", ["b.pt"], evaluation_result={"mAP": 0.5, "mAR": 0.6, "tp": 3}, timestamp=200)
     r = ws.result()
     assert r["best_stage_name"] == "epoch_2" and r["mAP"] == 0.5
-    assert r["model_stages"]["epoch_2"] == {"stage_name": "epoch_2", "files": ["b.pt"], "timestamp": 200,
-                                            "mAP": 0.5, "mAR": 0.6, "tp": 3}
+    assert r["model_stages"]["epoch_2"] == {
+        "stage_name": "epoch_2",
+        "files": ["b.pt"],
+        "timestamp": 200,
+        "mAP": 0.5,
+        "mAR": 0.6,
+        "tp": 3,
+    }
     TrainingResult.model_validate(r)
 
 
@@ -70,14 +76,17 @@ def test_absolute_paths_are_stored_relative_and_outside_files_copied(ws, tmp_pat
     assert (ws.out_dir / "models" / "s1" / "last.pt").read_bytes() == b"x"
 
 
-@pytest.mark.parametrize("ev,match", [
-    ({"stage_name": "x", "mAP": 0.1}, "may not set"),
-    ({"files": [], "mAP": 0.1}, "may not set"),
-    ({"mAP": 1.5}, r"\[0, 1\]"),
-    ({"mAP": float("nan")}, r"\[0, 1\]"),
-    ({"mAP": 0.5, "tp": -1}, ">= 0"),
-    ({"mAR": 0.5}, "no primary metric"),
-])
+@pytest.mark.parametrize(
+    "ev,match",
+    [
+        ({"stage_name": "x", "mAP": 0.1}, "may not set"),
+        ({"files": [], "mAP": 0.1}, "may not set"),
+        ({"mAP": 1.5}, r"\[0, 1\]"),
+        ({"mAP": float("nan")}, r"\[0, 1\]"),
+        ({"mAP": 0.5, "tp": -1}, ">= 0"),
+        ({"mAR": 0.5}, "no primary metric"),
+    ],
+)
 def test_bad_evaluation_results(ws, ev, match):
     ws.model_file("w.pt")
     with pytest.raises(ResultError, match=match):
@@ -86,8 +95,9 @@ def test_bad_evaluation_results(ws, ev, match):
 
 def test_numpy_numbers_are_converted(ws):
     ws.model_file("w.pt")
-    rw.write_model_stage("s1", ["w.pt"], evaluation_result={"mAP": np.float32(0.25), "tp": np.int64(4)},
-                         timestamp=np.int64(5))
+    rw.write_model_stage(
+        "s1", ["w.pt"], evaluation_result={"mAP": np.float32(0.25), "tp": np.int64(4)}, timestamp=np.int64(5)
+    )
     text = (ws.out_dir / "models" / "result.yaml").read_text()
     assert "numpy" not in text and ws.result()["model_stages"]["s1"]["tp"] == 4
 
@@ -119,8 +129,7 @@ def test_corrupt_existing_result_yaml_is_kept_and_reported(ws):
 def test_attachments_and_evaluate_config(ws):
     ws.model_file("w.pt")
     ws.model_file("pr.png", "attachments/images")
-    rw.write_model_stage("s1", ["w.pt"], mAP=0.1, attachments={"images": ["pr.png"]},
-                         evaluate_config={"iou_thr": 0.5})
+    rw.write_model_stage("s1", ["w.pt"], mAP=0.1, attachments={"images": ["pr.png"]}, evaluate_config={"iou_thr": 0.5})
     r = ws.result()
     assert r["attachments"] == {"images": ["pr.png"]} and r["evaluate_config"] == {"iou_thr": 0.5}
 
@@ -139,17 +148,20 @@ def test_legacy_protocol_writes_model_and_map_of_the_best(ws):
 def test_mining_result_is_sorted_by_score_descending_and_stable(ws):
     rw.write_mining_result([("/in/a.jpg", 0.1), ("/in/b.jpg", np.float32(0.9)), ("/in/c.jpg", 0.1), ("/in/d e.jpg", 1)])
     lines = (ws.out_dir / "result.tsv").read_text().splitlines()
-    assert [l.split("\t")[0] for l in lines] == ["/in/d e.jpg", "/in/b.jpg", "/in/a.jpg", "/in/c.jpg"]
-    assert all(float(l.split("\t")[1]) >= 0 for l in lines)
+    assert [line.split("\t")[0] for line in lines] == ["/in/d e.jpg", "/in/b.jpg", "/in/a.jpg", "/in/c.jpg"]
+    assert all(float(line.split("\t")[1]) >= 0 for line in lines)
 
 
-@pytest.mark.parametrize("pairs,match", [
-    ([("/a", float("nan"))], "not finite"),
-    ([("/a", float("inf"))], "not finite"),
-    ([("/a", "0.5")], "not a number"),
-    ([("/a", 0.1), ("/a", 0.2)], "more than once"),
-    ([("/a\tb", 0.1)], "tab"),
-])
+@pytest.mark.parametrize(
+    "pairs,match",
+    [
+        ([("/a", float("nan"))], "not finite"),
+        ([("/a", float("inf"))], "not finite"),
+        ([("/a", "0.5")], "not a number"),
+        ([("/a", 0.1), ("/a", 0.2)], "more than once"),
+        ([("/a\tb", 0.1)], "tab"),
+    ],
+)
 def test_bad_mining_results(ws, pairs, match):
     with pytest.raises(ResultError, match=match):
         rw.write_mining_result(pairs)
@@ -165,9 +177,12 @@ def _ann(name="dog", score=0.9, **box):
 def test_infer_result_keys_are_basenames_with_boxes(ws):
     rw.write_infer_result({"/in/assets/aa/x.jpg": [_ann()], "/in/assets/bb/y.jpg": []})
     data = json.loads((ws.out_dir / "infer-result.json").read_text())
-    assert data == {"detection": {"x.jpg": {"boxes": [{"class_name": "dog", "score": 0.9,
-                                                       "box": {"x": 1, "y": 2, "w": 3, "h": 4}}]},
-                                  "y.jpg": {"boxes": []}}}
+    assert data == {
+        "detection": {
+            "x.jpg": {"boxes": [{"class_name": "dog", "score": 0.9, "box": {"x": 1, "y": 2, "w": 3, "h": 4}}]},
+            "y.jpg": {"boxes": []},
+        }
+    }
 
 
 def test_infer_result_legacy_key_is_annotations(ws):
@@ -190,7 +205,7 @@ def test_float_boxes_are_truncated_as_upstream_and_degenerate_boxes_construct():
     with pytest.raises(ValueError):
         rw.Box(x=float("nan"), y=0, w=1, h=3)
     with pytest.raises(ValueError):
-        rw.Box(x="1.5", y=0, w=1, h=3)   # int("1.5") fails in pydantic 1 too
+        rw.Box(x="1.5", y=0, w=1, h=3)  # int("1.5") fails in pydantic 1 too
 
 
 def test_a_score_outside_0_1_constructs_and_is_refused_when_written(ws):

@@ -1,4 +1,5 @@
 """Integrity checks for the bundled "trees" sample (stdlib only)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,9 +31,9 @@ def jpeg_size(path: Path) -> tuple[int, int]:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             i += 2
             continue
-        (length,) = struct.unpack(">H", data[i + 2:i + 4])
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
         if marker in _SOF:
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
             return width, height
         if marker == 0xDA:  # start of scan before any SOF
             break
@@ -50,8 +51,15 @@ def splits() -> dict[str, list[str]]:
 
 
 def test_layout():
-    for name in ("train.txt", "val.txt", "candidate.txt", "classes.txt", "manifest.json",
-                 "README.md", "LICENSE-deepforest.txt"):
+    for name in (
+        "train.txt",
+        "val.txt",
+        "candidate.txt",
+        "classes.txt",
+        "manifest.json",
+        "README.md",
+        "LICENSE-deepforest.txt",
+    ):
         assert (SAMPLE / name).is_file(), name
     assert read_list("classes.txt") == ["tree"]
     assert "MIT License" in (SAMPLE / "LICENSE-deepforest.txt").read_text()

@@ -13,17 +13,31 @@ from hypothesis import strategies as st
 
 from ymir_exc import result_writer as rw
 from ymir_exc.errors import NotSupportedError, ResultError
-from ymir_exc.streaming import (InferResultWriter, MiningResultWriter, merge_mining_parts, read_mining_part,
-                                write_mining_part)
+from ymir_exc.streaming import (
+    InferResultWriter,
+    MiningResultWriter,
+    merge_mining_parts,
+    read_mining_part,
+    write_mining_part,
+)
 
-NAMES = st.text(alphabet=st.characters(blacklist_characters="\t\n\r/\x00", blacklist_categories=("Cs",)),
-                min_size=1, max_size=12)
-SCORES = st.one_of(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
-                   st.sampled_from([0.0, -0.0, 0.5, 1.0, 1e-300]), st.integers(-5, 5))
-BOX = st.fixed_dictionaries({"x": st.integers(-5, 500), "y": st.integers(-5, 500), "w": st.integers(-2, 300),
-                             "h": st.integers(-2, 300)})
-ANN = st.builds(lambda n, s, b: {"class_name": n, "score": s, "box": b}, st.sampled_from(["cat", "dog"]),
-                st.floats(min_value=0, max_value=1), BOX)
+NAMES = st.text(
+    alphabet=st.characters(blacklist_characters="\t\n\r/\x00", blacklist_categories=("Cs",)), min_size=1, max_size=12
+)
+SCORES = st.one_of(
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+    st.sampled_from([0.0, -0.0, 0.5, 1.0, 1e-300]),
+    st.integers(-5, 5),
+)
+BOX = st.fixed_dictionaries(
+    {"x": st.integers(-5, 500), "y": st.integers(-5, 500), "w": st.integers(-2, 300), "h": st.integers(-2, 300)}
+)
+ANN = st.builds(
+    lambda n, s, b: {"class_name": n, "score": s, "box": b},
+    st.sampled_from(["cat", "dog"]),
+    st.floats(min_value=0, max_value=1),
+    BOX,
+)
 ONCE = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -62,13 +76,18 @@ def test_infer_writer_legacy_protocol_matches_too(ws):
     assert _bytes(ws, "infer-result.json") == one_shot and b'"annotations"' in one_shot
 
 
-@pytest.mark.parametrize("adds,match", [
-    ([("/a/x.jpg", []), ("/b/x.jpg", [])], "share the basename 'x.jpg'"),
-    ([("/a/x.jpg", [{"class_name": "horse", "score": 0.5, "box": {"x": 0, "y": 0, "w": 1, "h": 1}}])],
-     "not in class_names"),
-    ([("/a/x.jpg", [{"class_name": "dog", "score": 1.5, "box": {"x": 0, "y": 0, "w": 1, "h": 1}}])], "score"),
-    ([("/a/", [])], "no basename"),
-])
+@pytest.mark.parametrize(
+    "adds,match",
+    [
+        ([("/a/x.jpg", []), ("/b/x.jpg", [])], "share the basename 'x.jpg'"),
+        (
+            [("/a/x.jpg", [{"class_name": "horse", "score": 0.5, "box": {"x": 0, "y": 0, "w": 1, "h": 1}}])],
+            "not in class_names",
+        ),
+        ([("/a/x.jpg", [{"class_name": "dog", "score": 1.5, "box": {"x": 0, "y": 0, "w": 1, "h": 1}}])], "score"),
+        ([("/a/", [])], "no basename"),
+    ],
+)
 def test_infer_writer_errors_leave_the_previous_file(ws, adds, match):
     (ws.out_dir / "infer-result.json").write_text("previous")
     with pytest.raises(ResultError, match=match):
@@ -133,14 +152,17 @@ def test_mining_ties_keep_the_input_order_across_parts(ws):
     assert _bytes(ws, "result.tsv") == b"/in/c\t1.0\n/in/a\t0.5\n/in/b\t0.5\n/in/d\t0.5\n"
 
 
-@pytest.mark.parametrize("pairs,match", [
-    ([("/a", float("nan"))], "not finite"),
-    ([("/a", "0.5")], "not a number"),
-    ([("/a", True)], "not a number"),
-    ([("/a", 0.1), ("/a", 0.2)], "more than once"),
-    ([("/a\tb", 0.1)], "tab"),
-    ([("", 0.1)], "empty"),
-])
+@pytest.mark.parametrize(
+    "pairs,match",
+    [
+        ([("/a", float("nan"))], "not finite"),
+        ([("/a", "0.5")], "not a number"),
+        ([("/a", True)], "not a number"),
+        ([("/a", 0.1), ("/a", 0.2)], "more than once"),
+        ([("/a\tb", 0.1)], "tab"),
+        ([("", 0.1)], "empty"),
+    ],
+)
 def test_mining_writer_refuses_what_the_one_shot_writer_refuses(ws, pairs, match):
     with pytest.raises(ResultError, match=match):
         rw.write_mining_result(pairs)

@@ -28,6 +28,7 @@ def test_typed_task_reads_items_and_writes_every_result(ws):
 
 # ---------------------------------------------------------------- Executor hands out a Task
 
+
 def _mining_and_infer(ws):
     img = ws.in_dir / "a.jpg"
     (ws.in_dir / "candidate-index.tsv").write_text(f"{img}\n")

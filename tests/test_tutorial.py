@@ -30,12 +30,23 @@ def test_bash_block_extraction_takes_only_bash_fences():
 def followed(tmp_path_factory):
     """Run the tutorial's bash blocks in a fresh folder; returns (folder, [output per block])."""
     work = tmp_path_factory.mktemp("tutorial")
-    env = dict(os.environ, YMIR_EXC_MODEL_LOCATION=str(work / "models"),
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env = dict(
+        os.environ,
+        YMIR_EXC_MODEL_LOCATION=str(work / "models"),
+        PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    )
     outputs = []
     for i, block in enumerate(bash_blocks(TUTORIAL.read_text(encoding="utf-8"))):
-        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=work, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300, check=False)
+        proc = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block],
+            cwd=work,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+            check=False,
+        )
         assert proc.returncode == 0, f"tutorial block {i + 1} failed:\n{block}\n--- output:\n{proc.stdout}"
         outputs.append(proc.stdout)
     return work, outputs
@@ -44,16 +55,22 @@ def followed(tmp_path_factory):
 def test_tutorial_has_the_steps_it_promises():
     blocks = bash_blocks(TUTORIAL.read_text(encoding="utf-8"))
     commands = "".join(blocks)
-    for step in ("ymir-exc run my-executor --task training", "ymir-exc verify my-executor",
-                 "ymir-exc run my-executor --task mining --task infer --model latest"):
+    for step in (
+        "ymir-exc run my-executor --task training",
+        "ymir-exc verify my-executor",
+        "ymir-exc run my-executor --task mining --task infer --model latest",
+    ):
         assert step in commands
 
 
 def test_tutorial_writes_the_minimal_example_byte_for_byte(followed):
     work, _ = followed
     written = sorted(p.relative_to(work / "my-executor") for p in (work / "my-executor").rglob("*") if p.is_file())
-    expected = sorted(p.relative_to(EXAMPLE) for p in EXAMPLE.rglob("*") if p.is_file()
-                      and p.parts[len(EXAMPLE.parts)] in ("app", "img-man") and "__pycache__" not in p.parts)
+    expected = sorted(
+        p.relative_to(EXAMPLE)
+        for p in EXAMPLE.rglob("*")
+        if p.is_file() and p.parts[len(EXAMPLE.parts)] in ("app", "img-man") and "__pycache__" not in p.parts
+    )
     assert written == expected
     for rel in expected:
         assert (work / "my-executor" / rel).read_bytes() == (EXAMPLE / rel).read_bytes(), rel

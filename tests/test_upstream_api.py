@@ -27,10 +27,19 @@ from ymir_exc.errors import MonitorError, NotSupportedError, ResultError
 
 
 def test_every_upstream_return_code_name_exists_with_its_value():
-    upstream = {"RC_EXEC_NO_ERROR": 0, "RC_EXEC_CONFIG_ERROR": 300001, "RC_EXEC_DATASET_ERROR": 300002,
-                "RC_EXEC_UNKNOWN_IMAGE_FORMAT": 300003, "RC_EXEC_MODEL_ERROR": 300004,
-                "RC_EXEC_CUDA_GPU_ERROR": 300101, "RC_EXEC_NO_GPU": 300102, "RC_EXEC_OOM": 300103,
-                "RC_EXEC_NAN_ERROR": 300201, "RC_EXEC_NETWORK_ERROR": 300301, "RC_CMD_CONTAINER_ERROR": 160004}
+    upstream = {
+        "RC_EXEC_NO_ERROR": 0,
+        "RC_EXEC_CONFIG_ERROR": 300001,
+        "RC_EXEC_DATASET_ERROR": 300002,
+        "RC_EXEC_UNKNOWN_IMAGE_FORMAT": 300003,
+        "RC_EXEC_MODEL_ERROR": 300004,
+        "RC_EXEC_CUDA_GPU_ERROR": 300101,
+        "RC_EXEC_NO_GPU": 300102,
+        "RC_EXEC_OOM": 300103,
+        "RC_EXEC_NAN_ERROR": 300201,
+        "RC_EXEC_NETWORK_ERROR": 300301,
+        "RC_CMD_CONTAINER_ERROR": 160004,
+    }
     assert {k: int(getattr(RC, k)) for k in upstream} == upstream
     assert (ExecutorState.ES_RUNNING, ExecutorState.ES_ERROR) == (2, 4)
 
@@ -156,8 +165,9 @@ def test_filter_saved_files_makes_absolute_paths_relative_then_filters(ws, tmp_p
     models = ws.out_dir / "models"
     outside = tmp_path / "o" / "best.pt"
     with caplog.at_level(logging.WARNING, logger="ymir_exc"):
-        kept = util.filter_saved_files(cfg, [str(models / "w" / "best.pt"), str(models / "last.pt"), "m.onnx",
-                                             str(outside)])
+        kept = util.filter_saved_files(
+            cfg, [str(models / "w" / "best.pt"), str(models / "last.pt"), "m.onnx", str(outside)]
+        )
     assert kept == ["w/best.pt", "m.onnx", os.path.relpath(outside, models)]
     assert "[unclosed" in caplog.text
 
@@ -171,8 +181,9 @@ def test_format_saved_files_copies_sub_folder_outside_and_linked_files_under_the
     real.write_text("real")
     os.symlink(real, ws.out_dir / "models" / "link.pt")
     cfg = util.get_merged_config()
-    names = util.format_saved_files(cfg, ["top.pt", str(ws.out_dir / "models/weights/best.pt"), str(outside),
-                                          "link.pt"])
+    names = util.format_saved_files(
+        cfg, ["top.pt", str(ws.out_dir / "models/weights/best.pt"), str(outside), "link.pt"]
+    )
     assert names == ["top.pt", "best.pt", "x.pth", "real.pt"]
     m = ws.out_dir / "models"
     assert (m / "best.pt").read_text() == "weights/best.pt" and (m / "x.pth").read_text() == "x"
@@ -207,7 +218,7 @@ def test_multiple_model_stages_supportable_protocol_then_ymir_version(ws, monkey
     assert rw.multiple_model_stages_supportable() is True
     ws.write_env(protocol_version=None)
     monkeypatch.delenv("YMIR_VERSION", raising=False)
-    assert rw.multiple_model_stages_supportable() is False       # default "1.1.0"
+    assert rw.multiple_model_stages_supportable() is False  # default "1.1.0"
     monkeypatch.setenv("YMIR_VERSION", "1.2.0")
     assert rw.multiple_model_stages_supportable() is True
 
@@ -217,7 +228,7 @@ def test_write_model_stage_rules(ws):
     for bad_name, bad_files in (("", ["w.pt"]), ("s", []), ("1abc", ["w.pt"]), ("a b", ["w.pt"])):
         with pytest.raises(ValueError):
             rw.write_model_stage(bad_name, bad_files, mAP=0.1)
-    rw.write_model_stage("epoch-1", ["w.pt"], mAP=0, timestamp=10)     # '-' -> '_'; 0 is a metric
+    rw.write_model_stage("epoch-1", ["w.pt"], mAP=0, timestamp=10)  # '-' -> '_'; 0 is a metric
     assert ws.result()["model_stages"]["epoch_1"]["mAP"] == 0.0
     # primary metric maskAP > mIoU > mAP: the best and the top-level key follow it
     rw.write_model_stage("a", ["w.pt"], evaluation_result={"mAP": 0.9, "mIoU": 0.2}, timestamp=11)
@@ -299,13 +310,18 @@ def _coco_rle_string(counts):
 def test_rle_counts_and_decode_without_pycocotools():
     from ymir_exc.formats import decode_rle, rle_counts
 
-    assert rle_counts({"size": [2, 2], "counts": "04"}) == [0, 4]         # '0' -> 0, '4' -> 4
+    assert rle_counts({"size": [2, 2], "counts": "04"}) == [0, 4]  # '0' -> 0, '4' -> 4
     runs = [3, 40, 1, 17, 2, 33, 4]
     assert rle_counts({"size": [10, 10], "counts": _coco_rle_string(runs)}) == runs
     # runs alternate 0 / 1 from 0, column-major: [1, 2, 3] over 2x3 is columns [0,1], [1,0], [0,0]
     assert decode_rle({"size": [2, 3], "counts": [1, 2, 3]}).tolist() == [[0, 1, 0], [1, 0, 0]]
-    for bad in ({"size": [2, 2], "counts": [1, 2]}, {"size": [2, 2], "counts": "0~"}, {"size": [2], "counts": []},
-                {"size": [2, 2], "counts": "0" + chr(48 + 0x20)}, {"counts": [4]}):
+    for bad in (
+        {"size": [2, 2], "counts": [1, 2]},
+        {"size": [2, 2], "counts": "0~"},
+        {"size": [2], "counts": []},
+        {"size": [2, 2], "counts": "0" + chr(48 + 0x20)},
+        {"counts": [4]},
+    ):
         with pytest.raises(ValueError):
             rle_counts(bad)
     assert "pycocotools" not in sys.modules
@@ -314,19 +330,25 @@ def test_rle_counts_and_decode_without_pycocotools():
 def _coco(**ann):
     a = {"id": 1, "image_id": 1, "category_id": 1, "segmentation": {"size": [2, 2], "counts": [1, 3]}}
     a.update(ann)
-    return {"images": [{"id": 1, "file_name": "a.jpg", "height": 2, "width": 2}],
-            "categories": [{"id": 1, "name": "cat"}], "annotations": [a]}
+    return {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 2, "width": 2}],
+        "categories": [{"id": 1, "name": "cat"}],
+        "annotations": [a],
+    }
 
 
-@pytest.mark.parametrize("ann,key", [
-    ({"image_id": 9}, "annotations[0].image_id"),
-    ({"category_id": 2}, "annotations[0].category_id"),
-    ({"score": 1.5}, "annotations[0].score"),
-    ({"segmentation": {"size": [2, 2], "counts": [1, 2]}}, "annotations[0].segmentation"),
-    ({"segmentation": {"size": [3, 2], "counts": [6]}}, "annotations[0].segmentation"),
-    ({"segmentation": [[0, 0, 1]]}, "annotations[0].segmentation"),
-    ({"bbox": [0, 0, -1, 2]}, "annotations[0].bbox"),
-])
+@pytest.mark.parametrize(
+    "ann,key",
+    [
+        ({"image_id": 9}, "annotations[0].image_id"),
+        ({"category_id": 2}, "annotations[0].category_id"),
+        ({"score": 1.5}, "annotations[0].score"),
+        ({"segmentation": {"size": [2, 2], "counts": [1, 2]}}, "annotations[0].segmentation"),
+        ({"segmentation": {"size": [3, 2], "counts": [6]}}, "annotations[0].segmentation"),
+        ({"segmentation": [[0, 0, 1]]}, "annotations[0].segmentation"),
+        ({"bbox": [0, 0, -1, 2]}, "annotations[0].bbox"),
+    ],
+)
 def test_segmentation_result_is_validated_before_writing(ws, ann, key):
     with pytest.raises(ResultError) as e:
         rw.write_infer_result(_coco(**ann), algorithm="segmentation")
@@ -372,7 +394,7 @@ def test_get_gpu_memory_imports_torch_only_when_called(monkeypatch):
     code = "import sys, ymir_exc.sysinfo; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
     fake = types.ModuleType("torch")
-    fake.cuda = types.SimpleNamespace(mem_get_info=lambda d: (3 * 2 ** 30, 8 * 2 ** 30))
+    fake.cuda = types.SimpleNamespace(mem_get_info=lambda d: (3 * 2**30, 8 * 2**30))
     monkeypatch.setitem(sys.modules, "torch", fake)
     from ymir_exc.sysinfo import get_gpu_memory
 
@@ -394,8 +416,9 @@ def _seg_dataset(ws, tmp_path, full: bool):
         # left half as a polygon, right half as an RLE (columns 2 and 3: runs [4, 4])
         anns.append({"id": 2 * i + 1, "image_id": i + 1, "category_id": 1, "segmentation": [[0, 0, 1, 0, 1, 1, 0, 1]]})
         right = [4, 4] if (full or i < 2) else [4, 2, 2]
-        anns.append({"id": 2 * i + 2, "image_id": i + 1, "category_id": 1,
-                     "segmentation": {"size": [2, 4], "counts": right}})
+        anns.append(
+            {"id": 2 * i + 2, "image_id": i + 1, "category_id": 1, "segmentation": {"size": [2, 4], "counts": right}}
+        )
     coco_path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "cat"}]}))
     (ws.in_dir / "train-index.tsv").write_text("".join(lines))
 
@@ -441,7 +464,7 @@ def test_a_failing_copy_leaves_no_partial_stage_file(ws, tmp_path, monkeypatch):
 
     def failing_copyfile(a, b, *args, **kwargs):
         with open(b, "wb") as f:
-            f.write(b"x" * 100)   # a partial copy, then the disk is full
+            f.write(b"x" * 100)  # a partial copy, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device", b)
 
     monkeypatch.setattr(shutil, "copyfile", failing_copyfile)
@@ -463,7 +486,7 @@ def test_stage_names_at_most_100_bytes(ws):
     ws.model_file("w.pt")
     rw.write_model_stage("s" * 100, ["w.pt"], mAP=0.5)
     with pytest.raises(ResultError, match="100") as e:
-        rw.write_model_stage("é" * 51, ["w.pt"], mAP=0.5)     # 102 bytes of UTF-8
+        rw.write_model_stage("é" * 51, ["w.pt"], mAP=0.5)  # 102 bytes of UTF-8
     assert e.value.key == "stage_name"
 
 
@@ -480,7 +503,7 @@ def test_stale_temp_files_of_dead_writers_are_removed_by_the_next_write(ws, monk
     rw.write_mining_result([("/a.jpg", 0.5)])
     assert target.read_text() == "/a.jpg\t0.5\n"
     assert not stale.exists() and alive.exists() and other.exists()
-    stale.write_text("junk")           # once per process and target
+    stale.write_text("junk")  # once per process and target
     rw.write_mining_result([("/a.jpg", 0.5)])
     assert stale.exists()
 
@@ -542,7 +565,7 @@ def test_item_paths_and_counts_by_split_name(ws):
         assert dr.images_count(cfg, split) == n
     with pytest.raises(ValueError):
         dr.images_count(cfg, "everything")
-    assert dr.bboxes_count(cfg, "train") == 4   # annotation lines of the ark files
+    assert dr.bboxes_count(cfg, "train") == 4  # annotation lines of the ark files
 
 
 def test_a_full_disk_names_the_target_and_keeps_the_old_file(ws, monkeypatch):
@@ -563,13 +586,18 @@ def test_a_full_disk_names_the_target_and_keeps_the_old_file(ws, monkeypatch):
 
 def test_annotation_class_name_coerced_as_pydantic_1():
     box = rw.Box(x=1, y=1, w=1, h=1)
-    assert [rw.Annotation(class_name=v, score=0.5, box=box).class_name for v in (3, 1.5, b"cat", "dog")] == \
-        ["3", "1.5", "cat", "dog"]
+    assert [rw.Annotation(class_name=v, score=0.5, box=box).class_name for v in (3, 1.5, b"cat", "dog")] == [
+        "3",
+        "1.5",
+        "cat",
+        "dog",
+    ]
     with pytest.raises(ValueError):
         rw.Annotation(class_name=None, score=0.5, box=box)
 
 
 # ------------------------------------------------------------------ values upstream accepts
+
 
 def test_upstream_module_constants_exist_with_their_values():
     # upstream monitor.py: TASK_STATE_RUNNING = 2; result_writer.py: _MAX_MODEL_STAGES_COUNT_ = 11
@@ -582,8 +610,10 @@ def test_upstream_module_constants_exist_with_their_values():
     assert util.write_monitor_logger_for_multiple_tasks is monitor.write_monitor_logger_for_multiple_tasks
 
 
-@pytest.mark.parametrize("percent,written", [(1.0000000000000002, "1.00"), (1 + 1e-7, "1.00"), (-1e-9, "0.00"),
-                                             (np.float64(1.0) + np.float64(2e-16), "1.00")])
+@pytest.mark.parametrize(
+    "percent,written",
+    [(1.0000000000000002, "1.00"), (1 + 1e-7, "1.00"), (-1e-9, "0.00"), (np.float64(1.0) + np.float64(2e-16), "1.00")],
+)
 def test_percent_float_rounding_is_clamped(ws, percent, written):
     monitor.write_monitor_logger(percent=percent)
     assert ws.monitor_text().split("\t")[2:4] == [written, "2"]
@@ -620,11 +650,10 @@ def test_annotation_score_range_is_checked_when_written(ws):
 
 def test_zero_d_arrays_are_mining_scores(ws):
     # upstream: f"{path}\t{score}" after sorting by score; str(np.array(0.7)) is "0.7"
-    rw.write_mining_result([("/in/a.jpg", np.array(0.3)), ("/in/b.jpg", np.array(0.7)),
-                            ("/in/c.jpg", 0.5)])
+    rw.write_mining_result([("/in/a.jpg", np.array(0.3)), ("/in/b.jpg", np.array(0.7)), ("/in/c.jpg", 0.5)])
     lines = (ws.out_dir / "result.tsv").read_text().splitlines()
-    assert [l.split("\t")[0] for l in lines] == ["/in/b.jpg", "/in/c.jpg", "/in/a.jpg"]
-    assert [float(l.split("\t")[1]) for l in lines] == [0.7, 0.5, 0.3]
+    assert [line.split("\t")[0] for line in lines] == ["/in/b.jpg", "/in/c.jpg", "/in/a.jpg"]
+    assert [float(line.split("\t")[1]) for line in lines] == [0.7, 0.5, 0.3]
     with pytest.raises(ResultError):  # a shape-(1,) score: upstream wrote "[0.3]", which the platform misreads
         rw.write_mining_result([("/in/a.jpg", np.array([0.3]))])
 

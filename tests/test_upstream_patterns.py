@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Dict, Optional
 
 import pytest
 import yaml
@@ -58,23 +57,36 @@ ymir_saved_file_patterns: '{patterns}'
 """
 
 
-def _work_dir(tmp_path: Path, *, training: bool = True, mining: bool = False, infer: bool = False,
-              sync_bn: str = "true", patterns: str = "") -> Path:
+def _work_dir(
+    tmp_path: Path,
+    *,
+    training: bool = True,
+    mining: bool = False,
+    infer: bool = False,
+    sync_bn: str = "true",
+    patterns: str = "",
+) -> Path:
     w = tmp_path / "w"
     (w / "in").mkdir(parents=True)
     (w / "out" / "models").mkdir(parents=True)
-    (w / "in" / "env.yaml").write_text(ENV_YAML.format(w=w, training=str(training).lower(),
-                                                       mining=str(mining).lower(), infer=str(infer).lower()))
+    (w / "in" / "env.yaml").write_text(
+        ENV_YAML.format(w=w, training=str(training).lower(), mining=str(mining).lower(), infer=str(infer).lower())
+    )
     (w / "in" / "config.yaml").write_text(CONFIG_YAML.format(sync_bn=sync_bn, patterns=patterns))
     return w
 
 
-def _run(w: Path, code: str, extra_env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
-    env = {"DEFAULT_ENV_FILE_PATH": str(w / "in" / "env.yaml"), "DEFAULT_CONFIG_FILE_PATH": "/nonexistent/config.yaml",
-           "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(w)}
+def _run(w: Path, code: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {
+        "DEFAULT_ENV_FILE_PATH": str(w / "in" / "env.yaml"),
+        "DEFAULT_CONFIG_FILE_PATH": "/nonexistent/config.yaml",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(w),
+    }
     env.update(extra_env or {})
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                          cwd=str(w), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, cwd=str(w), timeout=120
+    )
 
 
 def _result(w: Path) -> dict:
@@ -83,8 +95,10 @@ def _result(w: Path) -> dict:
 
 def _without_timestamps(result: dict) -> dict:
     out = dict(result)
-    out["model_stages"] = {k: {kk: (sorted(vv) if kk == "files" else vv) for kk, vv in v.items() if kk != "timestamp"}
-                           for k, v in result["model_stages"].items()}
+    out["model_stages"] = {
+        k: {kk: (sorted(vv) if kk == "files" else vv) for kk, vv in v.items() if kk != "timestamp"}
+        for k, v in result["model_stages"].items()
+    }
     return out
 
 
@@ -165,19 +179,36 @@ def test_mmdet_style_training_with_saved_file_patterns(tmp_path):
     # files directly in the models dir that match: best_bbox_mAP_epoch_2.pth and cfg.py
     assert "epoch_2" in proc.stderr and "no file left" in proc.stderr
     assert _without_timestamps(_result(w)) == {
-        "best_stage_name": "last", "mAP": 0.31,
-        "model_stages": {"last": {"stage_name": "last", "files": ["best_bbox_mAP_epoch_2.pth", "cfg.py"],
-                                  "mAP": 0.31}}}
+        "best_stage_name": "last",
+        "mAP": 0.31,
+        "model_stages": {"last": {"stage_name": "last", "files": ["best_bbox_mAP_epoch_2.pth", "cfg.py"], "mAP": 0.31}},
+    }
 
 
 def test_segmentation_demo_infer_result_is_written_as_given(tmp_path):
     w = _work_dir(tmp_path, training=False, infer=True)
-    coco = {"images": [{"id": 1, "file_name": "a.jpg", "width": 4, "height": 2}],
-            "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "cat"}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 3,
-                             "segmentation": {"size": [2, 4], "counts": [1, 3, 4]}},
-                            {"id": 2, "image_id": 1, "category_id": 2, "iscrowd": 0, "area": 2,
-                             "segmentation": {"size": [2, 4], "counts": "0240"}}]}
+    coco = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 4, "height": 2}],
+        "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "cat"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "area": 3,
+                "segmentation": {"size": [2, 4], "counts": [1, 3, 4]},
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 2,
+                "iscrowd": 0,
+                "area": 2,
+                "segmentation": {"size": [2, 4], "counts": "0240"},
+            },
+        ],
+    }
     code = f"""
     from ymir_exc import result_writer as rw
     rw.write_infer_result(infer_result={coco!r}, algorithm="segmentation")
@@ -203,17 +234,26 @@ def test_detection_infer_as_the_demos_write_it(tmp_path):
     assert proc.returncode == 0, proc.stderr
     # upstream: {"detection": {basename: {"boxes": [...]}}}, pydantic 1 int(): 1.9 -> 1; the
     # zero-width box is dropped at write time (an allowed difference), with a warning
-    assert json.loads((w / "out" / "infer-result.json").read_text()) == {"detection": {
-        "a.jpg": {"boxes": [{"class_name": "cat", "score": 0.8, "box": {"x": 10, "y": 21, "w": 31, "h": 39}},
-                            {"class_name": "person", "score": 0.5, "box": {"x": 1, "y": 2, "w": 3, "h": 4}}]},
-        "b.jpg": {"boxes": []}}}
+    assert json.loads((w / "out" / "infer-result.json").read_text()) == {
+        "detection": {
+            "a.jpg": {
+                "boxes": [
+                    {"class_name": "cat", "score": 0.8, "box": {"x": 10, "y": 21, "w": 31, "h": 39}},
+                    {"class_name": "person", "score": 0.5, "box": {"x": 1, "y": 2, "w": 3, "h": 4}},
+                ]
+            },
+            "b.jpg": {"boxes": []},
+        }
+    }
     assert "dropped 1 box" in proc.stderr
 
 
 @pytest.mark.parametrize("code", [300002, 300103])
 def test_sample_app_error_code_is_what_monitor_ends_with(tmp_path, code):
     w = _work_dir(tmp_path)
-    proc = _run(w, f"""
+    proc = _run(
+        w,
+        f"""
     from ymir_exc import monitor
     from ymir_exc.code import ExecutorReturnCode, ExecutorState
     monitor.write_monitor_logger(percent=0.3)
@@ -222,14 +262,17 @@ def test_sample_app_error_code_is_what_monitor_ends_with(tmp_path, code):
     except ValueError:
         monitor.write_monitor_logger(percent=0.3, state=ExecutorState.ES_ERROR, return_code={code})
         raise
-    """)
+    """,
+    )
     assert proc.returncode != 0 and "bad dataset" in proc.stderr
     assert _monitor_fields(w)[2:] == ["0.30", "4", str(code)]
 
 
 def test_sample_app_error_code_survives_the_typed_executor_wrapper(tmp_path):
     w = _work_dir(tmp_path)
-    proc = _run(w, """
+    proc = _run(
+        w,
+        """
     from ymir_exc import monitor
     from ymir_exc.code import ExecutorReturnCode, ExecutorState
     from ymir_exc.executor import Executor
@@ -237,19 +280,23 @@ def test_sample_app_error_code_survives_the_typed_executor_wrapper(tmp_path):
         monitor.write_monitor_logger(0.4, ExecutorState.ES_ERROR, ExecutorReturnCode.RC_EXEC_NO_GPU)
         raise RuntimeError("boom")
     Executor(training=train).main()
-    """)
+    """,
+    )
     assert proc.returncode == 1
     assert _monitor_fields(w)[2:] == ["0.40", "4", "300102"]
 
 
 def test_progress_dozens_of_times_per_epoch_maps_as_upstream(tmp_path):
     w = _work_dir(tmp_path)
-    proc = _run(w, """
+    proc = _run(
+        w,
+        """
     from ymir_exc.util import YmirStage, get_merged_config, write_ymir_monitor_process
     cfg = get_merged_config()
     for i in range(60):
         write_ymir_monitor_process(cfg, task="training", naive_stage_percent=i / 100, stage=YmirStage.TASK)
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     # last call p = 0.59: 0.00001 + 0.99998 * 0.59 = 0.58999... -> "0.59", running, code 0
     assert _monitor_fields(w)[:1] == ["t0000001"] and _monitor_fields(w)[2:] == ["0.59", "2", "0"]
@@ -257,14 +304,17 @@ def test_progress_dozens_of_times_per_epoch_maps_as_upstream(tmp_path):
 
 def test_mining_then_infer_progress_halves(tmp_path):
     w = _work_dir(tmp_path, training=False, mining=True, infer=True)
-    proc = _run(w, """
+    proc = _run(
+        w,
+        """
     from ymir_exc import monitor
     from ymir_exc.util import YmirStage, get_merged_config, write_ymir_monitor_process
     cfg = get_merged_config()
     write_ymir_monitor_process(cfg, task="mining", naive_stage_percent=1.0, stage=YmirStage.POSTPROCESS)
     print(open(cfg.ymir.output.monitor_file).read().split()[2])
     monitor.write_monitor_logger_for_multiple_tasks(cfg, "infer", percent=0.5)
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     # mining (first of "tmi") maps to [0, 0.5]: 1.0 -> 0.50; infer to [0.5, 1]: 0.5 -> 0.75
     assert proc.stdout.split() == ["0.50"]
@@ -273,7 +323,9 @@ def test_mining_then_infer_progress_halves(tmp_path):
 
 def test_config_access_and_mutation_as_executors_do(tmp_path):
     w = _work_dir(tmp_path, training=False, mining=True)
-    proc = _run(w, """
+    proc = _run(
+        w,
+        """
     from ymir_exc import env
     from ymir_exc.util import get_merged_config
     cfg = get_merged_config()
@@ -283,24 +335,36 @@ def test_config_access_and_mutation_as_executors_do(tmp_path):
     cfg.ymir.run_infer = True                 # and of the env object
     e = env.get_current_env()
     e.run_mining = False
-    print(env.get_current_env().run_infer, env.get_current_env().run_mining, get_merged_config().param.batch_size_per_gpu)
-    """)
+    cur = env.get_current_env()
+    print(cur.run_infer, cur.run_mining, get_merged_config().param.batch_size_per_gpu)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:3] == ["['person', 'cat'] 4 7", "True True", "False True 4"]
 
 
 # ------------------------------------------------------------------ the harness runs upstream executors
 
+
 def test_ymir_exc_run_accepts_an_upstream_executor_ending_running_at_1(tmp_path, capsys):
     # every upstream start.py ends with monitor.write_monitor_logger(percent=1.0): state 2 at 1.00,
     # then exit 0, which the platform marks done; `ymir-exc run` must agree with `verify`
+    from conftest import REPO
+
     from ymir_exc.cli import main
     from ymir_exc.harness.runtime import parse_monitor
 
-    from conftest import REPO
-
-    rc = main(["run", str(REPO / "tests/executors/upstream-style"), "--work-dir", str(tmp_path / "w"),
-               "--model-location", str(tmp_path / "store"), "--quiet"])
+    rc = main(
+        [
+            "run",
+            str(REPO / "tests/executors/upstream-style"),
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--model-location",
+            str(tmp_path / "store"),
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr()
     assert rc == 0, out.out + out.err
     mon = parse_monitor((tmp_path / "w" / "out" / "monitor.txt").read_text())
@@ -308,15 +372,18 @@ def test_ymir_exc_run_accepts_an_upstream_executor_ending_running_at_1(tmp_path,
     assert "pack success" in out.out
 
 
-@pytest.mark.parametrize("line,exit_code,problem", [
-    ("t1\t{t}\t1.00\t3\t0\n", 0, None),         # done
-    ("t1\t{t}\t0.40\t3\t0\n", 0, None),         # done (the state says so) at any percent
-    ("t1\t{t}\t1.00\t2\t0\n", 0, None),         # upstream's end: running at 1.00, exit 0
-    ("t1\t{t}\t0.50\t2\t0\n", 0, "state 2 at percent 0.50"),
-    ("t1\t{t}\t1.00\t2\t0\n", 1, "after exit status 1"),
-    ("t1\t{t}\t1.00\t4\t300001\n", 0, "state 4"),
-    ("garbage", 0, "not a monitor file"),
-])
+@pytest.mark.parametrize(
+    "line,exit_code,problem",
+    [
+        ("t1\t{t}\t1.00\t3\t0\n", 0, None),  # done
+        ("t1\t{t}\t0.40\t3\t0\n", 0, None),  # done (the state says so) at any percent
+        ("t1\t{t}\t1.00\t2\t0\n", 0, None),  # upstream's end: running at 1.00, exit 0
+        ("t1\t{t}\t0.50\t2\t0\n", 0, "state 2 at percent 0.50"),
+        ("t1\t{t}\t1.00\t2\t0\n", 1, "after exit status 1"),
+        ("t1\t{t}\t1.00\t4\t300001\n", 0, "state 4"),
+        ("garbage", 0, "not a monitor file"),
+    ],
+)
 def test_collect_monitor_check_accepts_running_at_1_and_exit_0_only(tmp_path, line, exit_code, problem):
     import time
 
@@ -357,31 +424,50 @@ def test_mmdet_hook_passes_coco_minus_one_for_absent_sizes(tmp_path):
     # upstream: the stage is {stage_name, files, timestamp, **evaluation_result}; best = the only
     # stage; top-level mAP = its mAP; -1.0 is written as given
     assert _without_timestamps(_result(w)) == {
-        "best_stage_name": "best", "mAP": 0.201,
-        "model_stages": {"best": {"stage_name": "best", "files": ["best_bbox_mAP_epoch_3.pth"], "mAP": 0.201,
-                                  "mAP_50": 0.45, "mAP_75": 0.18, "mAP_s": -1.0, "mAP_m": 0.25, "mAP_l": -1.0}}}
+        "best_stage_name": "best",
+        "mAP": 0.201,
+        "model_stages": {
+            "best": {
+                "stage_name": "best",
+                "files": ["best_bbox_mAP_epoch_3.pth"],
+                "mAP": 0.201,
+                "mAP_50": 0.45,
+                "mAP_75": 0.18,
+                "mAP_s": -1.0,
+                "mAP_m": 0.25,
+                "mAP_l": -1.0,
+            }
+        },
+    }
     # and the harness's check of result.yaml (what `ymir-exc run` collects) agrees
     from ymir_exc.env import parse_env_file
     from ymir_exc.harness import collect
-
     from ymir_exc.harness.models import ModelStore
 
     store = ModelStore(tmp_path / "store")
-    rep = collect.collect_training(parse_env_file(str(w / "in" / "env.yaml")), {"class_names": ["person", "cat"]},
-                                   "mmdet", store)
+    rep = collect.collect_training(
+        parse_env_file(str(w / "in" / "env.yaml")), {"class_names": ["person", "cat"]}, "mmdet", store
+    )
     assert rep.problems == [] and rep.best_stage_name == "best" and rep.mAP == 0.201
     # the model package keeps the -1 (ymir-info.yaml validates it the same way)
     stage = store.get(rep.model_hash).info.stages["best"].evaluation_result()
     assert (stage["mAP"], stage["mAP_s"], stage["mAP_l"]) == (0.201, -1.0, -1.0)
 
 
-@pytest.mark.parametrize("metrics,key", [({"mAP": -1.0, "mAP_50": 0.4}, "mAP"),          # the primary metric
-                                         ({"maskAP": -1.0, "mAP": 0.3}, "maskAP"),       # primary: maskAP
-                                         ({"mAP": 0.2, "mAP_s": -0.5}, "mAP_s"),         # only exactly -1
-                                         ({"mAP": 0.2, "mAP_s": 1.5}, "mAP_s")])
+@pytest.mark.parametrize(
+    "metrics,key",
+    [
+        ({"mAP": -1.0, "mAP_50": 0.4}, "mAP"),  # the primary metric
+        ({"maskAP": -1.0, "mAP": 0.3}, "maskAP"),  # primary: maskAP
+        ({"mAP": 0.2, "mAP_s": -0.5}, "mAP_s"),  # only exactly -1
+        ({"mAP": 0.2, "mAP_s": 1.5}, "mAP_s"),
+    ],
+)
 def test_minus_one_is_only_accepted_for_non_primary_metrics(tmp_path, metrics, key):
     w = _work_dir(tmp_path)
-    proc = _run(w, f"""
+    proc = _run(
+        w,
+        f"""
     from ymir_exc import result_writer as rw
     from ymir_exc.errors import ResultError
     open({str(w / "out" / "models" / "m.pth")!r}, "w").write("w")
@@ -389,7 +475,8 @@ def test_minus_one_is_only_accepted_for_non_primary_metrics(tmp_path, metrics, k
         rw.write_model_stage("best", ["m.pth"], evaluation_result={metrics!r})
     except ResultError as e:
         print("ResultError", e.key)
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["ResultError", f"model_stages.best.{key}"]
     assert not (w / "out" / "models" / "result.yaml").exists()
@@ -397,7 +484,9 @@ def test_minus_one_is_only_accepted_for_non_primary_metrics(tmp_path, metrics, k
 
 def test_yolov5_passes_best_fitness_as_a_one_element_array(tmp_path):
     w = _work_dir(tmp_path)
-    proc = _run(w, """
+    proc = _run(
+        w,
+        """
     import os
     import numpy as np
     from ymir_exc.util import get_merged_config, write_ymir_training_result
@@ -409,26 +498,34 @@ def test_yolov5_passes_best_fitness_as_a_one_element_array(tmp_path):
     assert best_fitness.shape == (1,)
     write_ymir_training_result(cfg, map50=best_fitness, id="best", files=[os.path.join(d, "best.pt")])
     write_ymir_training_result(cfg, map50=np.array(0.25), id="last", files=[os.path.join(d, "best.pt")])
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     # upstream (PyYAML of a size-1 array aside) means the number: mAP 0.6 and 0.25; best = 0.6
     assert _without_timestamps(_result(w)) == {
-        "best_stage_name": "best", "mAP": 0.6,
-        "model_stages": {"best": {"stage_name": "best", "files": ["best.pt"], "mAP": 0.6},
-                         "last": {"stage_name": "last", "files": ["best.pt"], "mAP": 0.25}}}
+        "best_stage_name": "best",
+        "mAP": 0.6,
+        "model_stages": {
+            "best": {"stage_name": "best", "files": ["best.pt"], "mAP": 0.6},
+            "last": {"stage_name": "last", "files": ["best.pt"], "mAP": 0.25},
+        },
+    }
 
 
 @pytest.mark.parametrize("weights", ["[0.1, 0.8, 0.1]", "(0.1, 0.8, 0.1)", "YmirStageWeight([0.1, 0.8, 0.1])"])
 def test_stage_weights_given_as_a_list(tmp_path, weights):
     w = _work_dir(tmp_path)
-    proc = _run(w, f"""
+    proc = _run(
+        w,
+        f"""
     from ymir_exc.util import (YmirStage, YmirStageWeight, get_merged_config, get_ymir_process,
                                write_ymir_monitor_process)
     cfg = get_merged_config()
     print(round(get_ymir_process(YmirStage.POSTPROCESS, 0.5, weights={weights}), 6))
     write_ymir_monitor_process(cfg, task="training", naive_stage_percent=0.5, stage=YmirStage.TASK,
                                stage_weights={weights})
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     # postprocess at 0.5: 0.1 + 0.8 + 0.1 * 0.5 = 0.95; task at 0.5: 0.1 + 0.8 * 0.5 = 0.50
     assert proc.stdout.split() == ["0.95"]
@@ -437,7 +534,9 @@ def test_stage_weights_given_as_a_list(tmp_path, weights):
 
 def test_bad_stage_weights_are_refused(tmp_path):
     w = _work_dir(tmp_path)
-    proc = _run(w, """
+    proc = _run(
+        w,
+        """
     from ymir_exc.util import YmirStage, get_merged_config, write_ymir_monitor_process
     cfg = get_merged_config()
     for bad in ([0.5, 0.8, 0.1], [0.5, 0.5], "0.1,0.8,0.1"):
@@ -445,7 +544,8 @@ def test_bad_stage_weights_are_refused(tmp_path):
             write_ymir_monitor_process(cfg, task="training", naive_stage_percent=0.5, stage="task", stage_weights=bad)
         except ValueError as e:
             print("ValueError")
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["ValueError"] * 3
     assert not (w / "out" / "monitor.txt").exists()
@@ -453,14 +553,17 @@ def test_bad_stage_weights_are_refused(tmp_path):
 
 def test_unknown_infer_algorithm_is_a_named_error(tmp_path):
     w = _work_dir(tmp_path, training=False, infer=True)
-    proc = _run(w, """
+    proc = _run(
+        w,
+        """
     from ymir_exc import result_writer as rw
     from ymir_exc.errors import ResultError
     try:
         rw.write_infer_result({"/in/a.jpg": []}, algorithm="foo")
     except ResultError as e:
         print(e.key, "|", e)
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     # upstream: assert algorithm in ['classification', 'detection', 'segmentation']
     key, _, msg = proc.stdout.partition(" | ")
@@ -471,37 +574,55 @@ def test_unknown_infer_algorithm_is_a_named_error(tmp_path):
 
 # ------------------------------------------------------------------ harness: --model latest, verify's warnings
 
+
 def _pack_foreign(store_dir: Path, executor: str, mtime: float) -> str:
     """A valid package produced by ``executor``, stored with modification time ``mtime``."""
     from ymir_exc.harness.models import ModelStore, build_info
 
     f = store_dir.parent / f"{executor}.bin"
     f.write_bytes(executor.encode())
-    info = build_info({"class_names": ["tree"]}, {"executor": executor},
-                      {"s1": {"stage_name": "s1", "files": ["w.bin"], "timestamp": 1, "mAP": 0.5}}, "s1")
+    info = build_info(
+        {"class_names": ["tree"]},
+        {"executor": executor},
+        {"s1": {"stage_name": "s1", "files": ["w.bin"], "timestamp": 1, "mAP": 0.5}},
+        "s1",
+    )
     h = ModelStore(store_dir).pack([("s1/w.bin", str(f))], info)
     os.utime(store_dir / h, (mtime, mtime))
     return h
 
 
 def test_model_latest_prefers_the_executors_own_newest_package(tmp_path, capsys):
+    from conftest import REPO
+
     from ymir_exc.cli import main
     from ymir_exc.harness.models import ModelStore
-
-    from conftest import REPO
 
     store = tmp_path / "store"
     up = str(REPO / "tests/executors/upstream-style")
     assert main(["run", up, "--work-dir", str(tmp_path / "train"), "--model-location", str(store), "--quiet"]) == 0
     own = ModelStore(store).resolve("latest").name
-    foreign = _pack_foreign(store, "other-exec", (store / own).stat().st_mtime + 60)   # newer, another executor
-    assert ModelStore(store).resolve("latest").name == foreign                       # the newest overall
+    foreign = _pack_foreign(store, "other-exec", (store / own).stat().st_mtime + 60)  # newer, another executor
+    assert ModelStore(store).resolve("latest").name == foreign  # the newest overall
     assert ModelStore(store).resolve_latest("upstream-style") == (store / own, True)
     assert ModelStore(store).resolve_latest("nobody") == (store / foreign, False)
     capsys.readouterr()
     # mining with the foreign package would fail (it holds no model.json): latest must be the own one
-    rc = main(["run", up, "--task", "mining", "--model", "latest", "--work-dir", str(tmp_path / "mine"),
-               "--model-location", str(store), "--quiet"])
+    rc = main(
+        [
+            "run",
+            up,
+            "--task",
+            "mining",
+            "--model",
+            "latest",
+            "--work-dir",
+            str(tmp_path / "mine"),
+            "--model-location",
+            str(store),
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr()
     assert rc == 0, out.out + out.err
     assert "note:" not in out.err
@@ -517,28 +638,31 @@ def test_model_latest_falls_back_to_the_newest_of_any_executor_with_a_note(tmp_p
     old = _pack_foreign(store, "exec-a", 1_000_000)
     new = _pack_foreign(store, "exec-b", 2_000_000)
     s = ModelStore(store)
-    assert _latest_of(s, "latest@s1", "exec-a") == f"{old}@s1"      # its own, though older
+    assert _latest_of(s, "latest@s1", "exec-a") == f"{old}@s1"  # its own, though older
     assert capsys.readouterr().err == ""
-    assert _latest_of(s, "latest", "exec-c") == new                  # none of its own: the newest
+    assert _latest_of(s, "latest", "exec-c") == new  # none of its own: the newest
     err = capsys.readouterr().err
     assert "note:" in err and "exec-c" in err and new[:12] in err and "exec-b" in err
-    assert _latest_of(s, old[:8], "exec-c") == old[:8]               # other refs pass through
+    assert _latest_of(s, old[:8], "exec-c") == old[:8]  # other refs pass through
 
 
 def test_verify_reports_missing_tensorboard_logs_as_a_warning(tmp_path, capsys):
     import shutil
 
-    from ymir_exc.cli import main
-
     from conftest import REPO
+
+    from ymir_exc.cli import main
 
     ex = tmp_path / "no-tb"
     shutil.copytree(REPO / "tests/executors/upstream-style", ex)
     start = ex / "app" / "start.py"
     text = start.read_text()
     assert "writer.add_scalar(" in text
-    start.write_text(text.replace("    writer = SummaryWriter(log_dir=cfg.ymir.output.tensorboard_dir)\n", "")
-                     .replace('    writer.add_scalar("mean_w", mean_w, 0)\n', "").replace("    writer.close()\n", ""))
+    start.write_text(
+        text.replace("    writer = SummaryWriter(log_dir=cfg.ymir.output.tensorboard_dir)\n", "")
+        .replace('    writer.add_scalar("mean_w", mean_w, 0)\n', "")
+        .replace("    writer.close()\n", "")
+    )
     rc = main(["verify", str(ex), "--work-dir", str(tmp_path / "v"), "--quiet", "--no-crash", "--json"])
     out = capsys.readouterr()
     doc = json.loads(out.out)

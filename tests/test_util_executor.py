@@ -9,7 +9,7 @@ import yaml
 
 from ymir_exc import util
 from ymir_exc.code import ExecutorReturnCode as RC
-from ymir_exc.errors import ConfigFileError, ResultError
+from ymir_exc.errors import ConfigFileError
 from ymir_exc.executor import Executor, return_code_for
 
 
@@ -67,8 +67,9 @@ def test_write_ymir_training_result_numeric_id(ws):
     w = ws.model_file("best.pt")
     ws.model_file("last.pt")
     ws.write_config(ymir_saved_file_patterns="best")
-    util.write_ymir_training_result(util.get_merged_config(), [str(w), str(ws.out_dir / "models/last.pt")], id=5,
-                                    map50=0.4)
+    util.write_ymir_training_result(
+        util.get_merged_config(), [str(w), str(ws.out_dir / "models/last.pt")], id=5, map50=0.4
+    )
     r = ws.result()
     assert r["model_stages"]["stage_5"]["files"] == ["best.pt"] and r["mAP"] == 0.4
     # the patterns leave no file: nothing is written (upstream's way to choose the stages)
@@ -83,13 +84,16 @@ def test_format_saved_files_copies_outside_files(ws, tmp_path):
     assert (ws.out_dir / "models" / "x.pt").exists()
 
 
-@pytest.mark.parametrize("exc,code", [
-    (MemoryError(), RC.RC_EXEC_OOM),
-    (RuntimeError("CUDA out of memory. Tried to allocate"), RC.RC_EXEC_OOM),
-    (RuntimeError("CUDA error: device-side assert"), RC.RC_EXEC_CUDA_ERROR),
-    (ConfigFileError("x"), RC.RC_EXEC_CONFIG_ERROR),
-    (ValueError("something else"), RC.RC_CMD_CONTAINER_ERROR),
-])
+@pytest.mark.parametrize(
+    "exc,code",
+    [
+        (MemoryError(), RC.RC_EXEC_OOM),
+        (RuntimeError("CUDA out of memory. Tried to allocate"), RC.RC_EXEC_OOM),
+        (RuntimeError("CUDA error: device-side assert"), RC.RC_EXEC_CUDA_ERROR),
+        (ConfigFileError("x"), RC.RC_EXEC_CONFIG_ERROR),
+        (ValueError("something else"), RC.RC_CMD_CONTAINER_ERROR),
+    ],
+)
 def test_exceptions_map_to_return_codes(exc, code):
     assert return_code_for(exc) == code
 
@@ -130,7 +134,7 @@ def test_result_yaml_survives_a_writer_killed_mid_write(ws):
         big = "x" * (64 << 20)
         sys.stdout.write("ready\\n"); sys.stdout.flush()
         while True:
-            _io.atomic_write({str(ws.out_dir / 'models' / 'result.yaml')!r}, big)
+            _io.atomic_write({str(ws.out_dir / "models" / "result.yaml")!r}, big)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"

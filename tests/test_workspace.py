@@ -8,18 +8,28 @@ from ymir_exc.dataset_reader import parse_ark_annotation, parse_voc_annotation
 from ymir_exc.harness.datasets import load_dataset, load_sample, write_sample
 from ymir_exc.harness.workspace import prepare, renumber_gpu_ids
 
-TEMPLATES = {"training": {"epochs": 2, "export_format": "det-ark:raw", "class_names": ["bad"]},
-             "mining": {"conf": 0.1, "batch": 4}, "infer": {"conf": 0.3, "iou": 0.5}}
+TEMPLATES = {
+    "training": {"epochs": 2, "export_format": "det-ark:raw", "class_names": ["bad"]},
+    "mining": {"conf": 0.1, "batch": 4},
+    "infer": {"conf": 0.3, "iou": 0.5},
+}
 
 
 def _index_lines(path):
-    return [l.split("\t") for l in path.read_text().splitlines()]
+    return [line.split("\t") for line in path.read_text().splitlines()]
 
 
 def test_prepare_training_writes_assets_by_sha1_annotations_and_reserved_keys(tmp_path):
     ds = load_sample("trees")
-    p = prepare(tmp_path / "w", ds, ["training"], TEMPLATES, user_config={"epochs": 5, "gpu_count": 9},
-                gpu_id="3,5", task_id="t1")
+    p = prepare(
+        tmp_path / "w",
+        ds,
+        ["training"],
+        TEMPLATES,
+        user_config={"epochs": 5, "gpu_count": 9},
+        gpu_id="3,5",
+        task_id="t1",
+    )
     cfg = yaml.safe_load(p.config_file.read_text())
     assert cfg["epochs"] == 5 and cfg["class_names"] == ["tree"] and cfg["gpu_id"] == "0,1" and cfg["gpu_count"] == 2
     assert cfg["task_id"] == "t1" and "pretrained_model_params" not in cfg
@@ -67,7 +77,7 @@ def test_prepare_mining_and_infer_with_a_model_in_container_paths(tmp_path):
     assert cfg["conf"] == 0.1 and cfg["batch"] == 4 and cfg["iou"] == 0.5  # mining wins, infer adds
     env = yaml.safe_load(p.env_file.read_text())
     assert env["run_mining"] and env["run_infer"] and env["input"]["candidate_index_file"] == "/in/candidate-index.tsv"
-    assert all(l[0].startswith("/in/assets/") for l in _index_lines(p.in_dir / "candidate-index.tsv"))
+    assert all(row[0].startswith("/in/assets/") for row in _index_lines(p.in_dir / "candidate-index.tsv"))
 
 
 def test_mining_without_model_and_non_empty_out_are_refused(tmp_path):
@@ -94,10 +104,12 @@ def test_sample_written_in_voc_dog_layout_reads_back_identically(tmp_path):
     for f in ("train-index.tsv", "val-index.tsv", "candidate-index.tsv", "env.yaml", "config.yaml"):
         assert (root / "in" / f).is_file()
     assert (root / "out").is_dir()
-    assert all(l[0].startswith("/in/assets/") for l in _index_lines(root / "in" / "train-index.tsv"))
+    assert all(row[0].startswith("/in/assets/") for row in _index_lines(root / "in" / "train-index.tsv"))
     a, b = load_sample("trees"), load_dataset(str(root))
     for split in ("train", "val"):
-        assert sorted(tuple(bb.xyxy for bb in x.boxes) for x in a.split(split)) == sorted(tuple(bb.xyxy for bb in x.boxes) for x in b.split(split))
+        assert sorted(tuple(bb.xyxy for bb in x.boxes) for x in a.split(split)) == sorted(
+            tuple(bb.xyxy for bb in x.boxes) for x in b.split(split)
+        )
     assert len(b.candidate) == len(a.candidate)
 
 
@@ -129,7 +141,7 @@ def test_many_images_same_result_on_the_threaded_path(tmp_path):
     assert len(train) == 120 and len(val) == 30 and stats.duplicates == 1 and stats.assets == 150
     import hashlib
 
-    for (image, anno), item in zip(train + val, items[:150]):
+    for (image, anno), item in zip(train + val, items[:150], strict=True):
         assert os.path.basename(image).split(".")[0] == hashlib.sha1(open(item.image_path, "rb").read()).hexdigest()
         assert os.path.samefile(image, item.image_path)
         (b,) = parse_ark_annotation(anno.strip(), ["tree"])

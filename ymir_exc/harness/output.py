@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Optional, TextIO, TypeVar
+from collections.abc import Callable
+from typing import TextIO, TypeVar
 
 T = TypeVar("T")
 
@@ -35,7 +36,7 @@ def silence(stream: TextIO) -> None:
         pass
 
 
-def write_line(msg: str = "", stream: Optional[TextIO] = None) -> None:
+def write_line(msg: str = "", stream: TextIO | None = None) -> None:
     """``print(msg)`` on ``stream`` (default ``sys.stdout``), flushed; a closed pipe switches
     the stream to ``/dev/null`` (:func:`silence`) instead of raising."""
     stream = stream if stream is not None else sys.stdout
@@ -45,7 +46,7 @@ def write_line(msg: str = "", stream: Optional[TextIO] = None) -> None:
         silence(stream)
 
 
-def pipe_safe(stream: TextIO, write: Callable[[], T]) -> Optional[T]:
+def pipe_safe(stream: TextIO, write: Callable[[], T]) -> T | None:
     """Call ``write()`` (something that writes to ``stream``, e.g. a rich ``Console.print``);
     a closed pipe silences ``stream`` (:func:`silence`) and returns None instead of raising."""
     try:

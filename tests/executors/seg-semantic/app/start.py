@@ -34,7 +34,7 @@ def _boxes(ann_path):
 def _rect_mask(h, w, box):
     m = np.zeros((h, w), dtype=np.uint8)
     x1, y1, x2, y2 = box
-    m[max(0, y1):max(0, y2 + 1), max(0, x1):max(0, x2 + 1)] = 1
+    m[max(0, y1) : max(0, y2 + 1), max(0, x1) : max(0, x2 + 1)] = 1
     return m
 
 
@@ -130,15 +130,25 @@ def _mine(cfg):
 def _infer(cfg):
     model = _load_model(cfg)
     class_names = cfg.param.class_names
-    coco = {"images": [], "annotations": [],
-            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]}
+    coco = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(class_names)],
+    }
     for i, (asset, _) in enumerate(dr.item_paths(dataset_type=env.DatasetType.CANDIDATE)):
         w, h = Image.open(asset).size
         coco["images"].append({"id": i + 1, "file_name": os.path.basename(asset), "width": w, "height": h})
         for c, mask in _predict(model, h, w).items():
-            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": i + 1, "category_id": c + 1,
-                                        "segmentation": {"size": [h, w], "counts": _rle_string(mask)},
-                                        "area": int(mask.sum()), "iscrowd": 0})
+            coco["annotations"].append(
+                {
+                    "id": len(coco["annotations"]) + 1,
+                    "image_id": i + 1,
+                    "category_id": c + 1,
+                    "segmentation": {"size": [h, w], "counts": _rle_string(mask)},
+                    "area": int(mask.sum()),
+                    "iscrowd": 0,
+                }
+            )
     rw.write_infer_result(infer_result=coco, algorithm="segmentation")
     monitor.write_monitor_logger_for_multiple_tasks(cfg, "infer", percent=1.0)
 

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import sys
-from typing import List
 
 from easydict import EasyDict as edict
 from tensorboardX import SummaryWriter
@@ -32,9 +31,9 @@ def start(cfg: edict) -> int:
     return 0
 
 
-def _box_sizes(dataset_type) -> List[List[int]]:
+def _box_sizes(dataset_type) -> list[list[int]]:
     sizes = []
-    for asset_path, ann_path in dr.item_paths(dataset_type=dataset_type):
+    for _asset_path, ann_path in dr.item_paths(dataset_type=dataset_type):
         with open(ann_path) as f:
             for line in f:
                 if line.strip():
@@ -44,10 +43,10 @@ def _box_sizes(dataset_type) -> List[List[int]]:
 
 
 def _run_training(cfg: edict) -> None:
-    class_names: List[str] = cfg.param.get("class_names")
+    class_names: list[str] = cfg.param.get("class_names")
     N = dr.items_count(env.DatasetType.TRAINING)
     monitor_gap = max(1, N // 10)
-    for idx, (asset_path, ann_path) in enumerate(dr.item_paths(dataset_type=env.DatasetType.TRAINING)):
+    for idx, _ in enumerate(dr.item_paths(dataset_type=env.DatasetType.TRAINING)):
         if idx % monitor_gap == 0:
             monitor.write_monitor_logger(percent=0.2 * idx / N)
     train = _box_sizes(env.DatasetType.TRAINING)
@@ -80,7 +79,7 @@ def _run_mining(cfg: edict) -> None:
     asset_paths = [a for a, _ in dr.item_paths(dataset_type=env.DatasetType.CANDIDATE)]
     # score: file size relative to the largest (a stand-in for "information")
     sizes = [os.path.getsize(a) for a in asset_paths]
-    mining_result = [(a, s / max(sizes)) for a, s in zip(asset_paths, sizes)]
+    mining_result = [(a, s / max(sizes)) for a, s in zip(asset_paths, sizes, strict=True)]
     rw.write_mining_result(mining_result=mining_result)
     monitor.write_monitor_logger_for_multiple_tasks(cfg, "mining", percent=1.0)
     logging.info(f"mined with {model}")
