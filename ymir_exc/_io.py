@@ -90,7 +90,7 @@ def _named_error(e: OSError, path: str, what: str) -> OSError:
     return err
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes, *, fsync: bool = True) -> None:
+def atomic_write(path: str | os.PathLike[str], data: str | bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically, creating the parent folder if needed.
 
     Args:
@@ -107,7 +107,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, *, fsync: bool = Tr
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Callable[[str | bytes], None]]:
+def atomic_file(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[Callable[[str | bytes], None]]:
     """Like :func:`atomic_write`, for data produced in pieces: yields ``write(str | bytes)``;
     the file replaces ``path`` when the block ends without an exception (else it is removed).
 
@@ -156,7 +156,7 @@ def atomic_file(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Call
         raise
 
 
-def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     """Copy ``src`` to ``dst`` (content and mode / times, as ``shutil.copy2``) through a temp file
     in ``dst``'s folder renamed at the end: ``dst`` is either the old file or the complete copy.
 
@@ -184,7 +184,7 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def locked(path: str | os.PathLike) -> Iterator[None]:
+def locked(path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold an exclusive ``fcntl.flock`` on ``.<name>.lock`` beside ``path`` for the block.
 
     Without ``fcntl`` (not POSIX) the block runs unlocked.

@@ -26,9 +26,9 @@ import itertools
 import json
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ymir_exc import env
 from ymir_exc.env import DatasetType
@@ -156,16 +156,18 @@ def item_paths(dataset_type: DatasetType | str, env_config: env.EnvConfig | None
     """
     live: list[Any] = [None]
     gen = _item_path_blocks(dataset_type, env_config, live)
-    it = _ItemPaths.from_iterable(gen)
+    it = cast(_ItemPaths, _ItemPaths.from_iterable(gen))  # a classmethod: an _ItemPaths at run time
     it._blocks, it._live = gen, live
     return it
 
 
-class _ItemPaths(itertools.chain):
+class _ItemPaths(itertools.chain[tuple[str, str]]):
     """What :func:`item_paths` returns: the pairs of each block of lines, chained in C (a Python
     generator costs a frame resume per line). ``close()`` closes the file like a generator's."""
 
     __slots__ = ("_blocks", "_live")
+    _blocks: Generator[Iterable[tuple[str, str]], None, None]
+    _live: list[Any]
 
     def close(self) -> None:
         self._blocks.close()
@@ -188,7 +190,7 @@ _LINES = b"\n" * (_BLOCK_SIZE + 1)
 
 def _item_path_blocks(
     dataset_type: DatasetType | str, env_config: env.EnvConfig | None, live: list[Any]
-) -> Iterator[Iterable[tuple[str, str]]]:
+) -> Generator[Iterable[tuple[str, str]], None, None]:
     """Blocks of ``(asset, annotation)`` pairs, whole lines at a time, for :func:`item_paths`.
 
     Fast path: a block of plain lines (training: exactly one tab per line, both columns
@@ -683,4 +685,4 @@ def check_image(path: str) -> tuple[int, int]:
         raise ImageError("image not found", path=path) from None
     except Exception as e:
         raise ImageError(f"not a readable image: {e}", path=path) from None
-    return size
+    return int(size[0]), int(size[1])

@@ -111,9 +111,9 @@ class EnvConfig(BaseModel):
     def _check_protocol_version(cls, v: Any) -> str:
         if v is None:
             return "0.0.1"
-        v = str(v)
-        parse_protocol_version(v)
-        return v
+        text = str(v)
+        parse_protocol_version(text)
+        return text
 
     @classmethod
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -169,7 +169,7 @@ def yaml_expanded_nodes(data: Any, limit: int = MAX_YAML_NODES) -> int:
             continue
         children = [x for kv in obj.items() for x in kv] if isinstance(obj, dict) else obj
         if children_done:
-            n = 1 + sum(sizes.get(id(c)) or 1 for c in children)  # type: ignore[misc]
+            n = 1 + sum(sizes.get(id(c)) or 1 for c in children)
             if n > limit:
                 return limit + 1
             sizes[id(obj)] = n

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -64,7 +65,7 @@ def check_evaluation_value(key: str, value: Any, primary: bool = True) -> Any:
             raise ValueError(f"count {key!r} must be an integer, got {value!r}")
         if value < 0:
             raise ValueError(f"count {key!r} must be >= 0, got {value!r}")
-        return int(value)
+        return math.trunc(value)
     v = float(value)
     if not primary and v == ABSENT_METRIC:
         return value
@@ -77,7 +78,7 @@ def check_evaluation_value(key: str, value: Any, primary: bool = True) -> Any:
     return v
 
 
-def primary_metric_key(keys) -> str | None:
+def primary_metric_key(keys: Iterable[str]) -> str | None:
     """The first of maskAP > mIoU > mAP among ``keys``, or None."""
     for k in PRIMARY_METRIC_KEYS:
         if k in keys:
@@ -171,7 +172,7 @@ def best_stage(stages: dict[str, ModelStage]) -> str:
     """Name of the best stage: the max of (primary metric, timestamp); on a full tie the stage
     that comes later in ``stages`` wins (upstream's order). The primary metric key is the first
     of maskAP > mIoU > mAP present in any stage; a stage lacking it counts as 0."""
-    keys = set()
+    keys: set[str] = set()
     for s in stages.values():
         keys.update(s.evaluation_result())
     key = primary_metric_key(keys) or "mAP"

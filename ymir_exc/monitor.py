@@ -82,7 +82,7 @@ def format_monitor_line(task_id: str, timestamp: float, percent: float, state: i
 def write_monitor_logger(
     percent: float,
     state: ExecutorState = ExecutorState.ES_RUNNING,
-    return_code: ExecutorReturnCode = ExecutorReturnCode.RC_EXEC_NO_ERROR,
+    return_code: ExecutorReturnCode | int = ExecutorReturnCode.RC_EXEC_NO_ERROR,
     msg: str | None = None,
 ) -> None:
     """Rewrite monitor.txt with the task's progress.

@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -346,7 +346,7 @@ def write_model_stage(
     ts = int(time.time()) if timestamp is None else to_builtin(timestamp)
     if isinstance(ts, bool) or not isinstance(ts, numbers.Real) or not math.isfinite(ts):
         raise ResultError(f"timestamp must be unix seconds, got {timestamp!r}", key="timestamp")
-    ts = int(ts)
+    ts = math.trunc(ts)
 
     stored = [_stage_file_name(name, f, out.models_dir) for f in files]
     entry = {"stage_name": name, "files": stored, "timestamp": ts, **metrics}
@@ -474,7 +474,7 @@ def _plain_scalar(v: Any) -> str | None:
     t = type(v)
     if t is str:
         if _PLAIN_STR(v) and v.lower() not in _RESERVED_WORDS:
-            return v
+            return cast(str, v)
         return None
     if t is float:
         if v != v:
@@ -533,6 +533,8 @@ def _write_legacy(path: str, entry: dict[str, Any]) -> None:
     from ymir_exc.formats import LegacyTrainingResult, primary_metric_key
 
     key = primary_metric_key(entry)
+    if key is None:
+        raise ResultError("the stage has no primary metric (mAP, maskAP or mIoU)", key="mAP")
     new = {"model": entry["files"], "map": float(entry[key]), "timestamp": entry["timestamp"]}
     old = _load_result_yaml(path)
     if old.get("model") and isinstance(old.get("map"), numbers.Real):
@@ -755,7 +757,7 @@ class _DetectionEncoder:
         self.encode_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
         self.names_json: dict[str, str] = {}
         self.origin: dict[str, str] = {}
-        self.digests: set | None = set() if digests_only else None
+        self.digests: set[bytes] | None = set() if digests_only else None
         self.entry_head = "{" + self.encode_str(self.box_key) + ":["
         self.box_json = self._box_json_fn()
 

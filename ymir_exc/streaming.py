@@ -222,7 +222,7 @@ def merge_mining_parts(parts: Sequence[str], path: str | None = None, expected: 
             other than ``expected``. The target is untouched then.
     """
     target = path or env.current_env().output.mining_result_file
-    seen: set = set()
+    seen: set[bytes] = set()
     n = 0
     last: tuple[float, int] | None = None
     streams = [((-s, i, p) for s, i, p in read_mining_part(part)) for part in parts]

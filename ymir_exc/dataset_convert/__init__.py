@@ -213,7 +213,7 @@ def _link(src: str, dst: str) -> None:
             ) from None
 
 
-def _unique_name(path: str, used: set) -> str:
+def _unique_name(path: str, used: set[str]) -> str:
     base = os.path.basename(path)
     stem, ext = os.path.splitext(base)
     name, n = stem + ext.lower(), 1
@@ -252,7 +252,7 @@ def convert_ymir_to_yolov5(cfg: Any = None, out_dir: str | None = None) -> str:
         lbl_dir = os.path.join(out_dir, "labels", split)
         os.makedirs(img_dir, exist_ok=True)
         os.makedirs(lbl_dir, exist_ok=True)
-        used: set = set()
+        used: set[str] = set()
         listed: list[str] = []
         for item in dr.read_items(dataset_type, cfg, class_names=class_names):
             w, h = image_size(item.image_path)

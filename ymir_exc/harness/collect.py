@@ -366,7 +366,7 @@ class RankedLines(Sequence[tuple[str, float]]):
         line = f.readline(MAX_LINE_BYTES).decode("utf-8", "surrogateescape").rstrip("\r\n")
         return line.split("\t")[0], float(self.scores[j])
 
-    def __getitem__(self, i: Any) -> Any:  # type: ignore[override]
+    def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             idx = range(len(self))[i]
             if not len(idx):
@@ -577,8 +577,8 @@ class InferReport:
     images: int = 0
     with_boxes: int = 0
     boxes: int = 0
-    dropped: Counter = field(default_factory=Counter)
-    per_class: Counter = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    per_class: Counter[str] = field(default_factory=Counter)
     missing: int = 0
     unknown: int = 0
     duplicates: int = 0
@@ -666,6 +666,7 @@ def _long_token(f: Any) -> bool:
             buf, pos = buf[max(pos, len(buf) - MAX_JSON_TOKEN_BYTES) :] + data, 0
             continue
         m = _STRING_BODY.match(buf, q + 1)
+        assert m is not None  # {0,n} matches the empty string too
         if m.end() - q - 1 > MAX_JSON_TOKEN_BYTES:
             return True
         if m.end() < len(buf) and buf[m.end()] == 0x22:
@@ -733,7 +734,7 @@ def _check_detection_entry(
         bad_entries.add(f"{path}: detection.{key[:80]}: no '{box_key}' list")
         return
     kept = 0
-    good = [] if rep.results is not None else None
+    good: list[dict[str, Any]] | None = [] if rep.results is not None else None
     for b in boxes:
         why = _box_problem(b, class_names)
         if why:
@@ -834,7 +835,8 @@ def _member(sorted_d: np.ndarray, keys: np.ndarray) -> np.ndarray:
     if not len(sorted_d):
         return np.zeros(len(keys), dtype=bool)
     pos = np.minimum(np.searchsorted(sorted_d, keys), len(sorted_d) - 1)
-    return sorted_d[pos] == keys
+    found: np.ndarray = sorted_d[pos] == keys
+    return found
 
 
 def _digest_duplicates(sorted_d: np.ndarray) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import codecs
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,10 +70,9 @@ class Dataset:
         return {"train": self.train, "val": self.val, "candidate": self.candidate}[name]
 
     def summary(self) -> str:
-        nb = lambda items: sum(len(i.boxes) for i in items)  # noqa: E731
         return (
-            f"{self.name}: classes {self.class_names}; train {len(self.train)} images / {nb(self.train)} boxes, "
-            f"val {len(self.val)} / {nb(self.val)}, candidate {len(self.candidate)} images"
+            f"{self.name}: classes {self.class_names}; train {len(self.train)} images / {_n_boxes(self.train)} boxes, "
+            f"val {len(self.val)} / {_n_boxes(self.val)}, candidate {len(self.candidate)} images"
             + "".join(f"; {n}" for n in self.notes)
         )
 
@@ -108,6 +107,10 @@ def read_text_lines(path: Path, error: type[YmirExcError] = IndexFileError) -> l
     return out
 
 
+def _n_boxes(items: Sequence[Item]) -> int:
+    return sum(len(i.boxes) for i in items)
+
+
 def _read_lines(path: Path) -> list[str]:
     return [s.strip() for _, s in read_text_lines(path) if s.strip()]
 
@@ -138,7 +141,8 @@ def check_image(path: str, roots: Sequence[Path], where: str | None = None, line
         raise ImageError(f"image not found: {path}", path=where or path, line=line)
     try:
         with Image.open(real) as im:
-            return im.size
+            w, h = im.size
+            return int(w), int(h)
     except Image.DecompressionBombError as e:
         raise ImageError(f"image {path}: {e}", path=where or path, line=line) from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -275,7 +279,7 @@ def load_in_dir(path: str, class_names: Sequence[str] | None = None) -> Dataset:
                 raise ConfigFileError("class_names must be a list of strings", path=str(cfg_path), key="class_names")
     names: list[str] = list(class_names or [])
 
-    coco_cache: dict[str, Any] = {}  # json -> image path -> boxes (coco_boxes_lookup)
+    coco_cache: dict[str, Callable[[str], list[BBox]]] = {}  # json -> image path -> boxes (coco_boxes_lookup)
 
     def boxes_of(annotation: str, image: str, src: Path, n: int) -> list[BBox]:
         real = os.path.realpath(annotation)
@@ -772,7 +776,7 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
             + " (choose with --duplicates first|merge)",
             key="duplicates",
         )
-    placed: set = set()
+    placed: set[str] = set()
 
     def keep(items: list[Item]) -> list[Item]:
         out = []
@@ -781,12 +785,12 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
                 if it.sha1 in placed:
                     continue
                 placed.add(it.sha1)
-                out.append(winners[it.sha1])  # type: ignore[index]
+                out.append(winners[it.sha1])
             else:
                 out.append(it)
         return out
 
-    cand_seen: set = set()
+    cand_seen: set[str | None] = set()
     candidate = []
     for it in ds.candidate:
         if it.sha1 not in cand_seen:

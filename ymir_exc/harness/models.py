@@ -34,7 +34,10 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 import yaml
 from pydantic import ValidationError
@@ -122,19 +125,19 @@ def write_reproducible_targz(members: Sequence[Member], dest: str | Path) -> str
     h = hashlib.sha1()
 
     class _Hashing(io.RawIOBase):
-        def __init__(self, f):
+        def __init__(self, f: BinaryIO) -> None:
             self.f = f
 
-        def writable(self):
+        def writable(self) -> bool:
             return True
 
-        def write(self, b):
+        def write(self, b: Buffer) -> int:
             h.update(b)
             return self.f.write(b)
 
     with open(dest, "wb") as raw:
         sink = _Hashing(raw)
-        with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=6) as gz:  # type: ignore[arg-type]
+        with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=6) as gz:
             with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
                 for arcname, src in sorted(members, key=lambda m: m[0]):
                     ti = tarfile.TarInfo(arcname)
@@ -291,7 +294,7 @@ def scan_package(path: str | Path, limits: ImportLimits = ImportLimits()) -> tup
     except OSError as e:
         raise ModelError(f"cannot read the package: {e.strerror}", path=where) from None
     files: dict[str, tarfile.TarInfo] = {}
-    folders: set = set()
+    folders: set[str] = set()
     info: Any = None
     total = biggest = count = 0
     try:

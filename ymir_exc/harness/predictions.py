@@ -21,7 +21,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,8 @@ def build_predictions(
     from ymir_exc.harness.workspace import image_size
 
     cat = {n: i + 1 for i, n in enumerate(class_names)}
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for asset, paths in sources.items():
         for path in paths:
             w, h = image_size(path)
@@ -109,7 +110,8 @@ class _StreamedResults:
         where = self._offsets.pop(key, None)
         if where is not None:
             self._spool.seek(where[0])
-            return json.loads(self._spool.read(where[1]))
+            boxes: list[dict[str, Any]] = json.loads(self._spool.read(where[1]))
+            return boxes
         for k, entry in self._it:
             kept = self._kept(entry)
             if k == key:
@@ -127,7 +129,7 @@ class _StreamedResults:
 
 def write_predictions(
     path: Path,
-    results: str | os.PathLike | Mapping[str, list[dict[str, Any]]],
+    results: str | os.PathLike[str] | Mapping[str, list[dict[str, Any]]],
     sources: Mapping[str, list[str]],
     class_names: Sequence[str],
 ) -> dict[str, int]:
@@ -153,6 +155,7 @@ def write_predictions(
 
     cat = {n: i + 1 for i, n in enumerate(class_names)}
     stack = contextlib.ExitStack()
+    lookup: Callable[[str], list[dict[str, Any]]]
     with stack:
         if isinstance(results, Mapping):
             lookup = lambda asset: results.get(asset, [])  # noqa: E731

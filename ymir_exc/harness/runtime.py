@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ymir_exc.code import ExecutorReturnCode, ExecutorState
 from ymir_exc.harness.output import write_line
@@ -218,7 +219,7 @@ class _Display:
 
 
 #: process groups of executors still running; killed when this Python exits
-_LIVE_GROUPS: set = set()
+_LIVE_GROUPS: set[int] = set()
 
 
 @atexit.register
@@ -262,7 +263,7 @@ class _Stopper:
 
     def __init__(
         self,
-        proc: subprocess.Popen,
+        proc: subprocess.Popen[Any],
         terminate: Callable[[], None],
         kill: Callable[[], None],
         grace: float = KILL_GRACE_SECONDS,
@@ -270,7 +271,7 @@ class _Stopper:
         self.proc, self.terminate, self.kill, self.grace = proc, terminate, kill, grace
 
     def __call__(self) -> None:
-        hurried = []
+        hurried: list[int] = []
 
         def hurry(signum: int, frame: object) -> None:
             if not hurried:
@@ -298,7 +299,7 @@ class _Stopper:
                 signal.signal(sig, handler)
 
 
-def _stop(proc: subprocess.Popen, kill_group: bool = True) -> None:
+def _stop(proc: subprocess.Popen[Any], kill_group: bool = True) -> None:
     def send(sig: int) -> None:
         if kill_group:
             _kill_group(proc.pid, sig)
@@ -312,7 +313,7 @@ def _stop(proc: subprocess.Popen, kill_group: bool = True) -> None:
 
 
 def follow(
-    proc: subprocess.Popen,
+    proc: subprocess.Popen[Any],
     monitor_path: Path,
     log_path: Path,
     *,
@@ -566,10 +567,13 @@ def run_container(
         subprocess.run([engine, "kill", name], capture_output=True)
         proc.kill()
 
+    def engine_stop() -> None:
+        subprocess.run([engine, "stop", "-t", str(int(KILL_GRACE_SECONDS)), name], capture_output=True)
+
     def stop() -> None:
         _Stopper(
             proc,
-            lambda: subprocess.run([engine, "stop", "-t", str(int(KILL_GRACE_SECONDS)), name], capture_output=True),
+            engine_stop,
             kill,
             KILL_GRACE_SECONDS + 5,
         )()

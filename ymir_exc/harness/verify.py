@@ -71,12 +71,13 @@ def check_img_man(executor: LocalExecutor) -> list[Check]:
         out.append(Check("img-man", f"{fname} is pure YAML", True, f"{len(data)} keys"))
         if fname == "manifest.yaml":
             ot = data.get("object_type")
+            ot_name = (OBJECT_TYPES.get(ot) if isinstance(ot, int) else None) or "unknown: expected 2, 3 or 4"
             out.append(
                 Check(
                     "img-man",
                     "manifest object_type",
                     ot in OBJECT_TYPES,
-                    f"{ot} ({OBJECT_TYPES.get(ot, 'unknown: expected 2, 3 or 4')})",
+                    f"{ot} ({ot_name})",
                 )
             )
         else:
@@ -239,7 +240,7 @@ def verify(
     root = Path(work_root or tempfile.mkdtemp(prefix="ymir-exc-verify-")).resolve()
     store = store or ModelStore(root / "models")
     checks = check_img_man(executor)
-    common = dict(
+    common: dict[str, Any] = dict(
         store=store,
         user_config=user_config,
         protocol_version=protocol_version,
@@ -253,7 +254,7 @@ def verify(
         try:
             outcome = run_task(
                 executor, runtime, tasks, ds, work_dir=root / name.replace(" ", ""), model_ref=model, **common
-            )  # type: ignore[arg-type]
+            )
         except Exception as e:
             checks.append(Check(name, "task prepared", False, f"{type(e).__name__}: {e}"))
             return None
@@ -284,7 +285,7 @@ def verify(
                 before_run=break_config,
                 collect_outputs=False,
                 **common,
-            )  # type: ignore[arg-type]
+            )
             checks.extend(check_run("crash (bad config.yaml)", outcome, expect_success=False))
         except Exception as e:
             checks.append(Check("crash (bad config.yaml)", "task prepared", False, f"{type(e).__name__}: {e}"))

@@ -121,7 +121,8 @@ def image_size(path: str) -> tuple[int, int]:
     from PIL import Image
 
     with Image.open(path) as im:
-        return im.size
+        w, h = im.size
+        return int(w), int(h)
 
 
 def voc_xml(filename: str, size: tuple[int, int], boxes: Sequence[BBox]) -> str:
@@ -525,7 +526,7 @@ def prepare(
         config[key] = [f"{in_root}/models/{f}" for f in model["files"]]
 
     if tasks == ["training"]:
-        splits = ("train", "val")
+        splits: tuple[str, ...] = ("train", "val")
         if not ds.train:
             raise ValueError(f"dataset {ds.name} has no training images")
     else:
