@@ -11,6 +11,29 @@ import yaml
 from ymir_exc import monitor, settings
 
 REPO = Path(__file__).resolve().parents[1]
+"""The repository root: tests import it (``from conftest import REPO``) instead of counting parents."""
+
+#: tests that need the YOLO runtime (torch, ultralytics; .ci/yolo-setup.sh), by file
+_YOLO_FILES = {"test_yolo_template.py"}
+#: tests that run podman or hadolint, by file and name (others carry @pytest.mark.containers)
+_CONTAINER_TESTS = {
+    ("test_cli_usability.py", "test_init_writes_an_executor_that_passes_verify"),
+    ("test_yolo_template.py", "test_dockerfile_passes_hadolint"),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers by layer: ``e2e`` for everything under tests/e2e/, ``yolo`` and ``containers`` for
+    the tests that need those runtimes, so ``pytest -m "not yolo"`` and the like select."""
+    e2e = REPO / "tests" / "e2e"
+    for item in items:
+        path = Path(str(item.path))
+        if e2e in path.parents:
+            item.add_marker(pytest.mark.e2e)
+        if path.name in _YOLO_FILES:
+            item.add_marker(pytest.mark.yolo)
+        if (path.name, item.originalname) in _CONTAINER_TESTS:
+            item.add_marker(pytest.mark.containers)
 
 
 class Workspace:

@@ -12,13 +12,13 @@ from ymir_exc.cli import main
 
 
 def test_an_upstream_style_executor_passes_every_verify_check(tmp_path, capsys):
-    rc = main(["verify", str(REPO / "tests/executors/upstream-style"), "--work-dir", str(tmp_path), "--quiet"])
+    rc = main(["verify", str(REPO / "tests/fixtures/executors/upstream-style"), "--work-dir", str(tmp_path), "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0, out
 
 
 def test_a_semantic_segmentation_executor_passes_every_verify_check(tmp_path, capsys):
-    rc = main(["verify", str(REPO / "tests/executors/seg-semantic"), "--work-dir", str(tmp_path), "--quiet"])
+    rc = main(["verify", str(REPO / "tests/fixtures/executors/seg-semantic"), "--work-dir", str(tmp_path), "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0, out
     # the model package carries the segmentation metric

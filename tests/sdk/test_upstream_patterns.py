@@ -357,7 +357,7 @@ def test_ymir_exc_run_accepts_an_upstream_executor_ending_running_at_1(tmp_path,
     rc = main(
         [
             "run",
-            str(REPO / "tests/executors/upstream-style"),
+            str(REPO / "tests/fixtures/executors/upstream-style"),
             "--work-dir",
             str(tmp_path / "w"),
             "--model-location",
@@ -599,7 +599,7 @@ def test_model_latest_prefers_the_executors_own_newest_package(tmp_path, capsys)
     from ymir_exc.harness.models import ModelStore
 
     store = tmp_path / "store"
-    up = str(REPO / "tests/executors/upstream-style")
+    up = str(REPO / "tests/fixtures/executors/upstream-style")
     assert main(["run", up, "--work-dir", str(tmp_path / "train"), "--model-location", str(store), "--quiet"]) == 0
     own = ModelStore(store).resolve("latest").name
     foreign = _pack_foreign(store, "other-exec", (store / own).stat().st_mtime + 60)  # newer, another executor
@@ -654,7 +654,7 @@ def test_verify_reports_missing_tensorboard_logs_as_a_warning(tmp_path, capsys):
     from ymir_exc.cli import main
 
     ex = tmp_path / "no-tb"
-    shutil.copytree(REPO / "tests/executors/upstream-style", ex)
+    shutil.copytree(REPO / "tests/fixtures/executors/upstream-style", ex)
     start = ex / "app" / "start.py"
     text = start.read_text()
     assert "writer.add_scalar(" in text

@@ -122,7 +122,7 @@ def test_verify_passes_every_check_for_the_demo(tmp_path, capsys):
 
 
 def test_verify_fails_for_a_crashing_executor_but_its_crash_check_passes(tmp_path, capsys):
-    rc = main(["verify", str(REPO / "tests/executors/crash"), "--work-dir", str(tmp_path), "--quiet"])
+    rc = main(["verify", str(REPO / "tests/fixtures/executors/crash"), "--work-dir", str(tmp_path), "--quiet"])
     out = capsys.readouterr().out
     assert rc == 3  # verify failures: the contract is broken
     assert re.search(r"crash \(bad.*non-zero exit.*PASS", out)
@@ -132,7 +132,7 @@ def test_a_crashing_executor_ends_in_state_4_and_exit_1(tmp_path, capsys):
     rc = main(
         [
             "run",
-            str(REPO / "tests/executors/crash"),
+            str(REPO / "tests/fixtures/executors/crash"),
             "--work-dir",
             str(tmp_path / "w"),
             "--quiet",
@@ -149,7 +149,15 @@ def test_a_crashing_executor_ends_in_state_4_and_exit_1(tmp_path, capsys):
 
 def test_timeout_stops_the_executor_and_leaves_state_4(tmp_path, capsys):
     rc = main(
-        ["run", str(REPO / "tests/executors/slow"), "--work-dir", str(tmp_path / "w"), "--quiet", "--timeout", "1"]
+        [
+            "run",
+            str(REPO / "tests/fixtures/executors/slow"),
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--quiet",
+            "--timeout",
+            "1",
+        ]
     )
     assert rc == 1
     mon = parse_monitor((tmp_path / "w" / "out" / "monitor.txt").read_text())

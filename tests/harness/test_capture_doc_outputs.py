@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from tests.conftest import REPO
+from conftest import REPO
 
 
 def load():

@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from PIL import Image
 
 SCRIPT = Path(sys.executable).with_name("ymir-exc")
-REPO = Path(__file__).resolve().parents[1]
+
 SAMPLE_IMAGES = sorted((REPO / "ymir_exc" / "samples" / "trees" / "images").glob("*.jpg"))
-SLOW = REPO / "tests" / "executors" / "slow"
+SLOW = REPO / "tests" / "fixtures" / "executors" / "slow"
 
 
 def argv0() -> list[str]:
@@ -99,7 +100,7 @@ def test_mining_piped_into_head_writes_mining_tsv_and_the_run_summary(tmp_path, 
 
 
 def test_a_failing_executor_into_a_closed_pipe_exits_1(tmp_path):
-    crash = REPO / "tests" / "executors" / "crash"
+    crash = REPO / "tests" / "fixtures" / "executors" / "crash"
     code = run_into_closed_pipe(["run", str(crash), "--work-dir", "w", "--model-location", "m"], tmp_path)
     assert code == 1
     assert json.loads((tmp_path / "w" / "ymir-exc-run.json").read_text())["exit_status"] == 1

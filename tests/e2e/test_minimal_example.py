@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 import yaml
+from conftest import REPO
 
-from tests.conftest import REPO
 from ymir_exc.cli import main
 
 EXAMPLE = REPO / "examples" / "minimal-tmi"
@@ -64,6 +64,7 @@ def test_line_counter_counts_code_and_skips_blank_lines(tmp_path):
     assert python_lines(tmp_path) == 4
 
 
+@pytest.mark.containers
 def test_minimal_example_dockerfile_starts_from_the_base_image_and_passes_hadolint():
     text = (EXAMPLE / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.MULTILINE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from tests.conftest import REPO
+from conftest import REPO
 
 SUFFIXES = (".py", ".md", ".sh", ".toml", ".yaml", ".yml", ".cfg")
 
@@ -48,7 +48,7 @@ def test_no_reference_to_files_a_clone_does_not_have():
         f"{rel}:{n}: {line.strip()}"
         for rel, text in project_files()
         for n, line in enumerate(text.splitlines(), 1)
-        if pattern.search(line) and rel != "tests/test_doc_references.py"
+        if pattern.search(line) and rel != "tests/harness/test_doc_references.py"
     ]
     assert not hits, "\n".join(hits)
 

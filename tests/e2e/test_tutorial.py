@@ -9,8 +9,7 @@ import subprocess
 import sys
 
 import pytest
-
-from tests.conftest import REPO
+from conftest import REPO
 
 TUTORIAL = REPO / "docs" / "writing-an-executor.md"
 EXAMPLE = REPO / "examples" / "minimal-tmi"

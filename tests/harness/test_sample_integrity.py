@@ -9,8 +9,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-SAMPLE = Path(__file__).resolve().parents[1] / "ymir_exc/samples/trees"
+SAMPLE = REPO / "ymir_exc/samples/trees"
 
 # SOF markers that carry the frame size (all SOFn except DHT/JPG/DAC).
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
