@@ -119,12 +119,12 @@ build() {  # build TAG DOCKERFILE BASE [extra podman build args...]
 
 build "$BASE_IMAGE" Dockerfile.base "$DEBIAN_IMAGE" "${CA_ARGS[@]}"
 build "$DEMO_IMAGE" det-demo-tmi/Dockerfile "$BASE_IMAGE"
-# a test executor that never finishes (tests/executors/slow) on the same base, for --timeout
+# a test executor that never finishes (tests/fixtures/executors/slow) on the same base, for --timeout
 cat > "$STATE/Dockerfile.slow" <<'EOF'
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
-COPY tests/executors/slow/app/ /app/
-COPY tests/executors/slow/img-man/ /img-man/
+COPY tests/fixtures/executors/slow/app/ /app/
+COPY tests/fixtures/executors/slow/img-man/ /img-man/
 EOF
 build "$SLOW_IMAGE" "$STATE/Dockerfile.slow" "$BASE_IMAGE"
 

@@ -23,9 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -33,10 +34,28 @@ WORKER = BENCH / "worker.py"
 UPSTREAM_REQ = "ymir-exc==1.1.0.523"
 CLASS_NAMES = ["person", "cat", "dog", "tree", "car"]
 
-FULL_SIZES = {"monitor": 10_000, "monitor_lines": 100, "mining": 1_000_000, "infer": 100_000, "item_paths": 1_000_000,
-              "model_stage": 100, "prepare": 10_000, "import_runs": 15, "yolo_candidates": 472}
-SMOKE_SIZES = {"monitor": 200, "monitor_lines": 20, "mining": 2_000, "infer": 200, "item_paths": 2_000,
-               "model_stage": 15, "prepare": 60, "import_runs": 1, "yolo_candidates": 24}
+FULL_SIZES = {
+    "monitor": 10_000,
+    "monitor_lines": 100,
+    "mining": 1_000_000,
+    "infer": 100_000,
+    "item_paths": 1_000_000,
+    "model_stage": 100,
+    "prepare": 10_000,
+    "import_runs": 15,
+    "yolo_candidates": 472,
+}
+SMOKE_SIZES = {
+    "monitor": 200,
+    "monitor_lines": 20,
+    "mining": 2_000,
+    "infer": 200,
+    "item_paths": 2_000,
+    "model_stage": 15,
+    "prepare": 60,
+    "import_runs": 1,
+    "yolo_candidates": 24,
+}
 
 
 class BenchError(RuntimeError):
@@ -45,15 +64,19 @@ class BenchError(RuntimeError):
 
 # ------------------------------------------------------------------ processes
 
-def spawn(argv: Sequence[str], *, env: Dict[str, str], cwd: str, log: str) -> Tuple[float, int]:
+
+def spawn(argv: Sequence[str], *, env: dict[str, str], cwd: str, log: str) -> tuple[float, int]:
     """Run ``argv`` to completion; returns (wall seconds, exit status).
 
     Peak memory is not taken from here: a posix_spawn'ed (vfork) child's ru_maxrss includes the
     parent's peak. Workers report their own VmHWM; other commands go through ``peak_rss``."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        actions = [(os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2),
-                   (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+        actions = [
+            (os.POSIX_SPAWN_DUP2, fd, 1),
+            (os.POSIX_SPAWN_DUP2, fd, 2),
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        ]
         exe = shutil.which(argv[0]) if os.sep not in argv[0] else argv[0]
         if exe is None:
             raise BenchError(f"{argv[0]} not found")
@@ -71,16 +94,21 @@ def spawn(argv: Sequence[str], *, env: Dict[str, str], cwd: str, log: str) -> Tu
     return wall, os.waitstatus_to_exitcode(status)
 
 
-def peak_rss(argv: Sequence[str], *, env: Dict[str, str], cwd: str) -> Optional[int]:
+def peak_rss(argv: Sequence[str], *, env: dict[str, str], cwd: str) -> int | None:
     """Peak RSS (KiB) of one untimed run of ``argv``, through ``/usr/bin/time -f %M``; None
     without it."""
     if not os.access("/usr/bin/time", os.X_OK):
         return None
     out = os.path.join(cwd, ".peak-rss")
-    r = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out, *argv], env=env, cwd=cwd,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    r = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", "-o", out, *argv],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        with open(out, "r", encoding="ascii") as f:
+        with open(out, encoding="ascii") as f:
             return int(f.read().split()[-1]) if r.returncode == 0 else None
     except (OSError, ValueError, IndexError):
         return None
@@ -89,27 +117,28 @@ def peak_rss(argv: Sequence[str], *, env: Dict[str, str], cwd: str) -> Optional[
             os.unlink(out)
 
 
-def _base_env() -> Dict[str, str]:
+def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
 
 
 # ------------------------------------------------------------------ context
 
+
 @dataclass
 class Context:
     smoke: bool
     repeat: int
-    sizes: Dict[str, int]
+    sizes: dict[str, int]
     cache: Path
     tmp_root: str
     ours_python: str
-    upstream_python: Optional[str]
+    upstream_python: str | None
     upstream_note: str
-    only: Optional[List[str]] = None
+    only: list[str] | None = None
     verbose: bool = False
     #: the YOLO rows' device: "cpu" or a GPU index ("0"); ours gets it as ``ymir-exc run --gpu-id``
     device: str = "cpu"
-    cleanup: List[str] = field(default_factory=list)
+    cleanup: list[str] = field(default_factory=list)
 
     def side_python(self, side: str) -> str:
         if side == "upstream":
@@ -117,7 +146,7 @@ class Context:
             return self.upstream_python
         return self.ours_python
 
-    def side_env(self, side: str) -> Dict[str, str]:
+    def side_env(self, side: str) -> dict[str, str]:
         env = _base_env()
         if side != "upstream":
             env["PYTHONPATH"] = str(REPO)  # measure this checkout, whatever is installed
@@ -127,7 +156,7 @@ class Context:
         print(msg, file=sys.stderr, flush=True)
 
 
-def ensure_upstream(cache: Path, offline_ok: bool) -> Tuple[Optional[str], str]:
+def ensure_upstream(cache: Path, offline_ok: bool) -> tuple[str | None, str]:
     """A venv holding upstream ymir-exc at ``cache/venv-upstream``; (python, note)."""
     venv = cache / "venv-upstream"
     py = venv / "bin" / "python"
@@ -140,9 +169,25 @@ def ensure_upstream(cache: Path, offline_ok: bool) -> Tuple[Optional[str], str]:
     print(f"bench: creating {venv} with {UPSTREAM_REQ} ...", file=sys.stderr, flush=True)
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True)
-        r = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                            "--timeout", "15", "--retries", "1", UPSTREAM_REQ],
-                           capture_output=True, text=True, env=_base_env(), timeout=300)
+        r = subprocess.run(
+            [
+                str(py),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--timeout",
+                "15",
+                "--retries",
+                "1",
+                UPSTREAM_REQ,
+            ],
+            capture_output=True,
+            text=True,
+            env=_base_env(),
+            timeout=300,
+        )
         if r.returncode != 0:
             raise RuntimeError(((r.stderr or r.stdout).strip().splitlines() or ["pip failed"])[-1])
         r = subprocess.run(probe, capture_output=True, text=True, env=_base_env(), cwd=str(cache))
@@ -158,6 +203,7 @@ def ensure_upstream(cache: Path, offline_ok: bool) -> Tuple[Optional[str], str]:
 
 
 # ------------------------------------------------------------------ inputs (cached)
+
 
 def _asset_path(i: int) -> str:
     import hashlib
@@ -181,7 +227,7 @@ def index_file(ctx: Context, n: int) -> str:
     return str(path)
 
 
-def image_tree(ctx: Context, n: int) -> Tuple[str, str]:
+def image_tree(ctx: Context, n: int) -> tuple[str, str]:
     """``n`` small distinct JPEGs under ``cache/data/images-n/images`` plus a listing (boxes)."""
     import random
 
@@ -204,7 +250,9 @@ def image_tree(ctx: Context, n: int) -> Tuple[str, str]:
             boxes = []
             for _ in range(rnd.randrange(0, 4)):
                 x, y = rnd.randrange(0, 40), rnd.randrange(0, 30)
-                boxes.append([rnd.randrange(len(CLASS_NAMES)), x, y, rnd.randrange(1, 64 - x), rnd.randrange(1, 48 - y)])
+                boxes.append(
+                    [rnd.randrange(len(CLASS_NAMES)), x, y, rnd.randrange(1, 64 - x), rnd.randrange(1, 48 - y)]
+                )
             items.append([str(p), boxes])
         listing.write_text(json.dumps({"class_names": CLASS_NAMES, "items": items}), encoding="utf-8")
     return str(root / "images"), str(listing)
@@ -212,7 +260,8 @@ def image_tree(ctx: Context, n: int) -> Tuple[str, str]:
 
 # ------------------------------------------------------------------ one run
 
-def run_worker(ctx: Context, side: str, workload: str, n: int, root: Optional[str] = None, **extra) -> dict:
+
+def run_worker(ctx: Context, side: str, workload: str, n: int, root: str | None = None, **extra) -> dict:
     # work dirs are deleted at the end of the whole run, not between runs: deleting files costs
     # the file system work later (on a disk mounted with discard, a lot), which would land in
     # the next measurement
@@ -228,42 +277,55 @@ def run_worker(ctx: Context, side: str, workload: str, n: int, root: Optional[st
             f"input:\n  root_dir: {in_dir}\n  assets_dir: {in_dir}/assets\n  annotations_dir: {in_dir}/annotations\n"
             f"  models_dir: {in_dir}/models\n  config_file: {in_dir}/config.yaml\n"
             f"  training_index_file: '{index}'\n  val_index_file: '{index}'\n  candidate_index_file: ''\n"
-            f"output:\n  root_dir: {out_dir}\n  models_dir: {out_dir}/models\n  tensorboard_dir: {out_dir}/tensorboard\n"
+            f"output:\n  root_dir: {out_dir}\n  models_dir: {out_dir}/models\n"
+            f"  tensorboard_dir: {out_dir}/tensorboard\n"
             f"  training_result_file: {out_dir}/models/result.yaml\n  mining_result_file: {out_dir}/result.tsv\n"
             f"  infer_result_file: {out_dir}/infer-result.json\n  monitor_file: {out_dir}/monitor.txt\n"
-            f"  executor_log_file: {out_dir}/ymir-executor-out.log\n")
+            f"  executor_log_file: {out_dir}/ymir-executor-out.log\n"
+        )
         with open(f"{in_dir}/env.yaml", "w", encoding="utf-8") as f:
             f.write(env_yaml)
         with open(f"{in_dir}/config.yaml", "w", encoding="utf-8") as f:
             f.write("class_names: [" + ", ".join(CLASS_NAMES) + "]\ngpu_id: ''\ngpu_count: 0\ntask_id: t-bench\n")
-        spec = {"side": side, "workload": workload, "n": n, "env_file": f"{in_dir}/env.yaml",
-                "config_file": f"{in_dir}/config.yaml", "out_dir": out_dir, "task_id": "t-bench",
-                "result": f"{d}/result.json", "work_dir": f"{d}/work", **extra}
+        spec = {
+            "side": side,
+            "workload": workload,
+            "n": n,
+            "env_file": f"{in_dir}/env.yaml",
+            "config_file": f"{in_dir}/config.yaml",
+            "out_dir": out_dir,
+            "task_id": "t-bench",
+            "result": f"{d}/result.json",
+            "work_dir": f"{d}/work",
+            **extra,
+        }
         with open(f"{d}/spec.json", "w", encoding="utf-8") as f:
             json.dump(spec, f)
         env = ctx.side_env(side)
         env["DEFAULT_ENV_FILE_PATH"] = spec["env_file"]
         env["DEFAULT_CONFIG_FILE_PATH"] = spec["config_file"]
-        wall, code = spawn([ctx.side_python(side), str(WORKER), f"{d}/spec.json"], env=env, cwd=d,
-                           log=f"{d}/log.txt")
+        wall, code = spawn([ctx.side_python(side), str(WORKER), f"{d}/spec.json"], env=env, cwd=d, log=f"{d}/log.txt")
         if code != 0:
-            with open(f"{d}/log.txt", "r", encoding="utf-8", errors="replace") as f:
+            with open(f"{d}/log.txt", encoding="utf-8", errors="replace") as f:
                 tail = f.read()[-3000:]
             raise BenchError(f"{workload} / {side} failed (exit {code}):\n{tail}")
-        with open(spec["result"], "r", encoding="utf-8") as f:
+        with open(spec["result"], encoding="utf-8") as f:
             res = json.load(f)
         res["wall"] = wall
         if ctx.verbose:
-            ctx.log(f"  {workload:12s} {side:9s} {res['seconds']:.4f} s  peak {res['rss_peak_kib'] / 1024:.0f} MiB"
-                    f" (inputs {res['rss_inputs_kib'] / 1024:.0f} MiB)")
+            ctx.log(
+                f"  {workload:12s} {side:9s} {res['seconds']:.4f} s  peak {res['rss_peak_kib'] / 1024:.0f} MiB"
+                f" (inputs {res['rss_inputs_kib'] / 1024:.0f} MiB)"
+            )
         return res
 
 
-def alternate(ctx: Context, sides: Sequence[str], once: Callable[[str], dict],
-              repeat: Optional[int] = None) -> Dict[str, List[dict]]:
+def alternate(
+    ctx: Context, sides: Sequence[str], once: Callable[[str], dict], repeat: int | None = None
+) -> dict[str, list[dict]]:
     """``repeat`` (default ``ctx.repeat``) rounds; each round runs every side once, the order
     rotating per round."""
-    runs: Dict[str, List[dict]] = {s: [] for s in sides}
+    runs: dict[str, list[dict]] = {s: [] for s in sides}
     for r in range(ctx.repeat if repeat is None else repeat):
         k = r % len(sides)
         for side in list(sides[k:]) + list(sides[:k]):
@@ -273,40 +335,47 @@ def alternate(ctx: Context, sides: Sequence[str], once: Callable[[str], dict],
 
 # ------------------------------------------------------------------ rows
 
+
 @dataclass
 class Row:
     name: str
-    ours: Optional[float] = None          # seconds (median)
-    theirs: Optional[float] = None
+    ours: float | None = None  # seconds (median)
+    theirs: float | None = None
     theirs_label: str = "upstream"
-    target: Optional[float] = None        # ratio ours / theirs must be <= target
+    target: float | None = None  # ratio ours / theirs must be <= target
     target_text: str = ""
-    ok: Optional[bool] = None             # None: not judged (skipped)
-    rss_ours: Optional[int] = None        # KiB
-    rss_theirs: Optional[int] = None
+    ok: bool | None = None  # None: not judged (skipped)
+    rss_ours: int | None = None  # KiB
+    rss_theirs: int | None = None
     note: str = ""
-    skipped: Optional[str] = None
+    skipped: str | None = None
 
     @property
-    def ratio(self) -> Optional[float]:
+    def ratio(self) -> float | None:
         if self.ours is None or not self.theirs:
             return None
         return self.ours / self.theirs
 
 
-def _median(runs: List[dict], key: str = "seconds") -> float:
+def _median(runs: list[dict], key: str = "seconds") -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def _peak(runs: List[dict]) -> Optional[int]:
+def _peak(runs: list[dict]) -> int | None:
     vals = [r["rss_peak_kib"] for r in runs if r.get("rss_peak_kib")]
     return max(vals) if vals else None
 
 
-def _ratio_row(name: str, runs: Dict[str, List[dict]], theirs: str, target: Optional[float], note: str = "",
-               label: Optional[str] = None) -> Row:
-    row = Row(name, target=target, target_text="(info)" if target is None else f"<= {target:g}",
-              theirs_label=label or theirs, note=note)
+def _ratio_row(
+    name: str, runs: dict[str, list[dict]], theirs: str, target: float | None, note: str = "", label: str | None = None
+) -> Row:
+    row = Row(
+        name,
+        target=target,
+        target_text="(info)" if target is None else f"<= {target:g}",
+        theirs_label=label or theirs,
+        note=note,
+    )
     row.ours, row.rss_ours = _median(runs["ours"]), _peak(runs["ours"])
     if runs.get(theirs):
         row.theirs, row.rss_theirs = _median(runs[theirs]), _peak(runs[theirs])
@@ -316,7 +385,7 @@ def _ratio_row(name: str, runs: Dict[str, List[dict]], theirs: str, target: Opti
     return row
 
 
-def _same_output(runs: Dict[str, List[dict]], a: str, b: str) -> Optional[bool]:
+def _same_output(runs: dict[str, list[dict]], a: str, b: str) -> bool | None:
     oa = [r.get("output", {}).get("sha1") for r in runs.get(a, [])]
     ob = [r.get("output", {}).get("sha1") for r in runs.get(b, [])]
     if not oa or not ob or None in oa or None in ob:
@@ -338,8 +407,8 @@ SDK_WORKLOADS = [
 ]
 
 
-def sdk_group(key: str, title: str, target: Optional[float], floor: Optional[float]) -> Callable[[Context], List[Row]]:
-    def measure(ctx: Context) -> List[Row]:
+def sdk_group(key: str, title: str, target: float | None, floor: float | None) -> Callable[[Context], list[Row]]:
+    def measure(ctx: Context) -> list[Row]:
         n = ctx.sizes[key]
         extra = {}
         if key == "item_paths":
@@ -357,8 +426,9 @@ def sdk_group(key: str, title: str, target: Optional[float], floor: Optional[flo
             fnote = {True: "identical bytes", False: "BYTES DIFFER from ours", None: ""}[same]
             if key == "monitor":
                 fnote = "same line format (timestamps differ)"
-            rows.append(_ratio_row(f"  floor: {key} vs plain open/write", runs, "plain", floor, note=fnote,
-                                   label="plain"))
+            rows.append(
+                _ratio_row(f"  floor: {key} vs plain open/write", runs, "plain", floor, note=fnote, label="plain")
+            )
             if same is False and key != "monitor":
                 rows[-1].ok = False
         return rows
@@ -371,7 +441,7 @@ IMPORT_STMT = "import ymir_exc, ymir_exc.result_writer, ymir_exc.monitor"
 HEAVY = ("torch", "torchvision", "ultralytics", "tensorboardX", "PIL", "cv2", "numpy")
 
 
-def import_group(ctx: Context) -> List[Row]:
+def import_group(ctx: Context) -> list[Row]:
     sides = ["ours"] + (["upstream"] if ctx.upstream_python else [])
     d = tempfile.mkdtemp(prefix="import-", dir=ctx.tmp_root)  # cwd: no repo on sys.path
     if True:
@@ -380,8 +450,7 @@ def import_group(ctx: Context) -> List[Row]:
             f.write("protocol_version: 1.1.0\ntask_id: t-bench\nrun_training: true\n")
 
         def once(side: str, stmt: str = IMPORT_STMT) -> dict:
-            wall, code = spawn([ctx.side_python(side), "-c", stmt], env=ctx.side_env(side), cwd=d,
-                               log=f"{d}/log.txt")
+            wall, code = spawn([ctx.side_python(side), "-c", stmt], env=ctx.side_env(side), cwd=d, log=f"{d}/log.txt")
             if code != 0:
                 raise BenchError(f"import / {side} failed: {Path(d, 'log.txt').read_text()[-2000:]}")
             return {"seconds": wall}
@@ -395,27 +464,32 @@ def import_group(ctx: Context) -> List[Row]:
         finally:
             ctx.repeat = saved
         # untimed probe per side: which heavy modules got imported, and the peak RSS
-        probe = (f"{IMPORT_STMT}; import sys, re; print('modules=' + ','.join(m for m in {HEAVY!r} if m in sys.modules)); "
-                 "print('rss=' + re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))")
+        probe = (
+            f"{IMPORT_STMT}; import sys, re; print('modules=' + ','.join(m for m in {HEAVY!r} if m in sys.modules)); "
+            "print('rss=' + re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
+        )
         probes = {}
         for side in sides:
-            r = subprocess.run([ctx.side_python(side), "-c", probe], capture_output=True, text=True,
-                               env=ctx.side_env(side), cwd=d)
+            r = subprocess.run(
+                [ctx.side_python(side), "-c", probe], capture_output=True, text=True, env=ctx.side_env(side), cwd=d
+            )
             if r.returncode != 0:
                 raise BenchError(f"import probe ({side}) failed: {r.stderr[-2000:]}")
             got = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
             probes[side] = ([m for m in got["modules"].split(",") if m], int(got["rss"]))
     # the one-time cost of a first SDK call on top: ours builds its pydantic validators on first
     # use (defer_build) where upstream builds them at import; both read env.yaml
-    first_stmt = f"{IMPORT_STMT}; from ymir_exc import env, settings; settings.DEFAULT_ENV_FILE_PATH = {env_path!r}; " \
-                 "env.get_current_env()"
+    first_stmt = (
+        f"{IMPORT_STMT}; from ymir_exc import env, settings; settings.DEFAULT_ENV_FILE_PATH = {env_path!r}; "
+        "env.get_current_env()"
+    )
     saved, ctx.repeat = ctx.repeat, reps
     try:
         first = alternate(ctx, sides, lambda side: once(side, first_stmt))
     finally:
         ctx.repeat = saved
     heavy = probes["ours"][0]
-    row = Row(f"python -c \"{IMPORT_STMT}\"", target=None, target_text="< 150 ms, no torch")
+    row = Row(f'python -c "{IMPORT_STMT}"', target=None, target_text="< 150 ms, no torch")
     row.ours, row.rss_ours = _median(runs["ours"]), probes["ours"][1]
     if runs.get("upstream"):
         row.theirs, row.rss_theirs = _median(runs["upstream"]), probes["upstream"][1]
@@ -429,7 +503,7 @@ def import_group(ctx: Context) -> List[Row]:
     return [row, row2]
 
 
-def prepare_group(ctx: Context) -> List[Row]:
+def prepare_group(ctx: Context) -> list[Row]:
     n = ctx.sizes["prepare"]
     src, listing = image_tree(ctx, n)
 
@@ -462,16 +536,35 @@ YOLO_PLAIN = BENCH / "yolo_plain.py"
 #: what both sides train with (the det-yolo-tmi template's defaults but for epochs / size);
 #: ``theirs`` gets the same values under Ultralytics' names
 YOLO_TRAIN = {"full": {"epochs": 10, "img_size": 320}, "smoke": {"epochs": 1, "img_size": 96}}
-YOLO_TRAIN_COMMON = {"model": "yolov8n.yaml", "batch_size": 8, "learning_rate": 0.002, "optimizer": "AdamW",
-                     "patience": 100, "workers": 2, "close_mosaic": 10, "cache": False, "plots": False, "seed": 0}
-YOLO_PREDICT = {"batch_size": 16, "mining_conf_threshold": 0.05, "mining_nms_iou": 0.7, "mining_max_det": 300,
-                "conf_threshold": 0.25, "nms_iou": 0.7, "max_det": 300}
+YOLO_TRAIN_COMMON = {
+    "model": "yolov8n.yaml",
+    "batch_size": 8,
+    "learning_rate": 0.002,
+    "optimizer": "AdamW",
+    "patience": 100,
+    "workers": 2,
+    "close_mosaic": 10,
+    "cache": False,
+    "plots": False,
+    "seed": 0,
+}
+YOLO_PREDICT = {
+    "batch_size": 16,
+    "mining_conf_threshold": 0.05,
+    "mining_nms_iou": 0.7,
+    "mining_max_det": 300,
+    "conf_threshold": 0.25,
+    "nms_iou": 0.7,
+    "max_det": 300,
+}
 #: per task: the template keys of its thresholds, in the order of Ultralytics' conf, iou, max_det
-YOLO_THRESHOLD_KEYS = {"mining": ("mining_conf_threshold", "mining_nms_iou", "mining_max_det"),
-                       "infer": ("conf_threshold", "nms_iou", "max_det")}
+YOLO_THRESHOLD_KEYS = {
+    "mining": ("mining_conf_threshold", "mining_nms_iou", "mining_max_det"),
+    "infer": ("conf_threshold", "nms_iou", "max_det"),
+}
 
 
-def yolo_candidates(ctx: Context, n: int) -> Tuple[str, str]:
+def yolo_candidates(ctx: Context, n: int) -> tuple[str, str]:
     """``n`` distinct candidate images: the trees sample's 59 tiles (320 x 320) in their 8
     flips / rotations, re-encoded (JPEG q90), under ``cache/data/yolo-candidates-n``. Returns
     (an Ultralytics data.yaml whose ``test`` split is the candidates, a list file of the paths)."""
@@ -484,9 +577,16 @@ def yolo_candidates(ctx: Context, n: int) -> Tuple[str, str]:
         shutil.rmtree(root, ignore_errors=True)
         (root / "images").mkdir(parents=True)
         tiles = sorted((REPO / "ymir_exc" / "samples" / "trees" / "images").glob("*.jpg"))
-        ops = [None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_90,
-               Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270, Image.Transpose.TRANSPOSE,
-               Image.Transpose.TRANSVERSE]
+        ops = [
+            None,
+            Image.Transpose.FLIP_LEFT_RIGHT,
+            Image.Transpose.FLIP_TOP_BOTTOM,
+            Image.Transpose.ROTATE_90,
+            Image.Transpose.ROTATE_180,
+            Image.Transpose.ROTATE_270,
+            Image.Transpose.TRANSPOSE,
+            Image.Transpose.TRANSVERSE,
+        ]
         paths = []
         for i in range(n):
             tile, op = tiles[i % len(tiles)], ops[(i // len(tiles)) % len(ops)]
@@ -495,21 +595,24 @@ def yolo_candidates(ctx: Context, n: int) -> Tuple[str, str]:
                 p = root / "images" / f"{tile.stem}_t{(i // len(tiles))}.jpg"
                 im.save(p, quality=90)
             paths.append(str(p))
-        data_yaml.write_text(f"path: {root}\ntrain: images\nval: images\ntest: images\nnames: {{0: tree}}\n",
-                             encoding="utf-8")
+        data_yaml.write_text(
+            f"path: {root}\ntrain: images\nval: images\ntest: images\nnames: {{0: tree}}\n", encoding="utf-8"
+        )
         listing.write_text("".join(f"{p}\n" for p in sorted(paths)), encoding="utf-8")
     return str(data_yaml), str(listing)
 
 
-def _timed(ctx: Context, argv: List[str], env: Dict[str, str], d: str, what: str) -> dict:
+def _timed(ctx: Context, argv: list[str], env: dict[str, str], d: str, what: str) -> dict:
     """Run ``argv`` in ``d`` (output to d/log.txt): wall seconds and peak RSS (KiB) of its largest
     process (``/usr/bin/time -f %M`` when present: the executor's RSS for ours, not the harness's)."""
     rss_file = os.path.join(d, ".peak-rss")
     wrapped = (["/usr/bin/time", "-f", "%M", "-o", rss_file] if os.access("/usr/bin/time", os.X_OK) else []) + argv
     wall, code = spawn(wrapped, env=env, cwd=d, log=f"{d}/log.txt")
     if code != 0:
-        raise BenchError(f"{what} failed (exit {code}); see {d}/log.txt:\n"
-                         f"{Path(d, 'log.txt').read_text(encoding='utf-8', errors='replace')[-3000:]}")
+        raise BenchError(
+            f"{what} failed (exit {code}); see {d}/log.txt:\n"
+            f"{Path(d, 'log.txt').read_text(encoding='utf-8', errors='replace')[-3000:]}"
+        )
     res: dict = {"seconds": wall, "dir": d}
     try:
         res["rss_peak_kib"] = int(Path(rss_file).read_text(encoding="ascii").split()[-1])
@@ -520,18 +623,24 @@ def _timed(ctx: Context, argv: List[str], env: Dict[str, str], d: str, what: str
     return res
 
 
-def yolo_group(ctx: Context) -> List[Row]:
+def yolo_group(ctx: Context) -> list[Row]:
     """det-yolo-tmi through ``ymir-exc run`` (local runtime: harness prepare + executor process +
     collect, the whole command timed) vs the same Ultralytics work written directly
     (``bench/yolo_plain.py``: ``YOLO(...).train`` / ``.predict``), same data and arguments, fresh
     processes, alternating. Training on the bundled trees sample; mining (entropy) and inference
     with the weights of the first training, over ``yolo_candidates`` images."""
-    names = [("YOLO training vs YOLO(...).train", 1.10), ("YOLO mining (entropy) vs predict", 1.25),
-             ("YOLO inference vs predict", 1.15)]
+    names = [
+        ("YOLO training vs YOLO(...).train", 1.10),
+        ("YOLO mining (entropy) vs predict", 1.25),
+        ("YOLO inference vs predict", 1.15),
+    ]
     # one untimed import: tells whether the rows can run, and puts torch's and Ultralytics' files
     # in the page cache for both sides (else the first timed run, always ours, pays for the disk)
-    probe = subprocess.run([ctx.ours_python, "-c", "import ultralytics, ultralytics.engine.trainer, torch"],
-                           capture_output=True, env=dict(_base_env(), PYTHONPATH=str(YOLO_ENV)))
+    probe = subprocess.run(
+        [ctx.ours_python, "-c", "import ultralytics, ultralytics.engine.trainer, torch"],
+        capture_output=True,
+        env=dict(_base_env(), PYTHONPATH=str(YOLO_ENV)),
+    )
     if probe.returncode != 0:
         reason = "ultralytics / torch not importable by this python (bash .ci/yolo-setup.sh installs them)"
         return [Row(name, target=t, target_text=f"<= {t:g}", skipped=reason) for name, t in names]
@@ -545,27 +654,43 @@ def yolo_group(ctx: Context) -> List[Row]:
     store = os.path.join(root, "models")
     env_ours = dict(_base_env(), PYTHONPATH=f"{REPO}{os.pathsep}{YOLO_ENV}")
     env_plain = dict(_base_env(), PYTHONPATH=str(YOLO_ENV))
-    first: Dict[str, str] = {}
+    first: dict[str, str] = {}
 
-    def ours(task: List[str], config: Dict[str, Any], extra: List[str], what: str, models: str = store) -> dict:
+    def ours(task: list[str], config: dict[str, Any], extra: list[str], what: str, models: str = store) -> dict:
         d = tempfile.mkdtemp(prefix="ours-", dir=root)
         return _timed(ctx, _ours_argv(ctx, d, task, config, models, extra), env_ours, d, what)
 
-    def plain(spec: Dict[str, Any], what: str) -> dict:
+    def plain(spec: dict[str, Any], what: str) -> dict:
         d = tempfile.mkdtemp(prefix="plain-", dir=root)
         spec = dict(spec, config_dir=os.path.join(d, "config"))
         if spec["mode"] == "train":
-            spec["args"] = dict(spec["args"], data=_copy_yolo_dataset(first["dataset"], os.path.join(d, "dataset")),
-                                project=os.path.join(d, "runs"))
+            spec["args"] = dict(
+                spec["args"],
+                data=_copy_yolo_dataset(first["dataset"], os.path.join(d, "dataset")),
+                project=os.path.join(d, "runs"),
+            )
         Path(d, "spec.json").write_text(json.dumps(spec), encoding="utf-8")
         return _timed(ctx, [ctx.ours_python, str(YOLO_PLAIN), os.path.join(d, "spec.json")], env_plain, d, what)
 
     # ---- training: the first run is ours (its YOLO dataset and weights serve the later runs)
-    train_args = {"epochs": train_cfg["epochs"], "batch": train_cfg["batch_size"], "imgsz": img,
-                  "lr0": train_cfg["learning_rate"], "optimizer": train_cfg["optimizer"],
-                  "patience": train_cfg["patience"], "workers": train_cfg["workers"],
-                  "close_mosaic": train_cfg["close_mosaic"], "device": ctx.device, "cache": False, "plots": False,
-                  "seed": train_cfg["seed"], "verbose": True, "exist_ok": True, "val": True, "name": "train"}
+    train_args = {
+        "epochs": train_cfg["epochs"],
+        "batch": train_cfg["batch_size"],
+        "imgsz": img,
+        "lr0": train_cfg["learning_rate"],
+        "optimizer": train_cfg["optimizer"],
+        "patience": train_cfg["patience"],
+        "workers": train_cfg["workers"],
+        "close_mosaic": train_cfg["close_mosaic"],
+        "device": ctx.device,
+        "cache": False,
+        "plots": False,
+        "seed": train_cfg["seed"],
+        "verbose": True,
+        "exist_ok": True,
+        "val": True,
+        "name": "train",
+    }
 
     def train_once(side: str) -> dict:
         if side == "ours":
@@ -580,8 +705,10 @@ def yolo_group(ctx: Context) -> List[Row]:
 
     train_runs = alternate(ctx, ["ours", "ultralytics"], train_once, repeat)
     rows = [_ratio_row(names[0][0], train_runs, "ultralytics", names[0][1], label="YOLO().train")]
-    rows[0].note = (f"trees sample (43 train / 11 val), yolov8n from scratch, {train_cfg['epochs']} epoch(s) at "
-                    f"{img} px, batch {train_cfg['batch_size']}; {repeat} runs per side")
+    rows[0].note = (
+        f"trees sample (43 train / 11 val), yolov8n from scratch, {train_cfg['epochs']} epoch(s) at "
+        f"{img} px, batch {train_cfg['batch_size']}; {repeat} runs per side"
+    )
 
     # ---- mining (entropy) and inference over the candidates: a model trained long enough to find
     # trees (full: trained once, kept in the cache; smoke: the first training's weights)
@@ -589,27 +716,40 @@ def yolo_group(ctx: Context) -> List[Row]:
         first.update(yolo_model(ctx, YOLO_MODEL_EPOCHS, dict(train_cfg, epochs=YOLO_MODEL_EPOCHS), env_ours))
     data_yaml, listing = yolo_candidates(ctx, n_cand)
     common = {"img_size": img, "batch_size": YOLO_PREDICT["batch_size"], "workers": 2}
-    for (name, target), task in zip(names[1:], ("mining", "infer")):
+    for (name, target), task in zip(names[1:], ("mining", "infer"), strict=True):
         keys = YOLO_THRESHOLD_KEYS[task]
         cfg = dict(common, **{k: YOLO_PREDICT[k] for k in keys})
         if task == "mining":
             cfg["mining_algorithm"] = "entropy"
-        pargs = dict(zip(("conf", "iou", "max_det"), (cfg[k] for k in keys)),
-                     imgsz=img, batch=common["batch_size"], device=ctx.device)
+        pargs = dict(
+            zip(("conf", "iou", "max_det"), (cfg[k] for k in keys), strict=True),
+            imgsz=img,
+            batch=common["batch_size"],
+            device=ctx.device,
+        )
 
         def once(side: str, task=task, cfg=cfg, pargs=pargs) -> dict:
             if side == "ours":
-                return ours([task], cfg, ["--dataset", data_yaml, "--model", first["model"]], f"{task} / ours",
-                            models=first.get("store", store))
-            return plain({"mode": "predict", "model": first["weights"], "source": listing, "args": pargs},
-                         f"{task} / ultralytics")
+                return ours(
+                    [task],
+                    cfg,
+                    ["--dataset", data_yaml, "--model", first["model"]],
+                    f"{task} / ours",
+                    models=first.get("store", store),
+                )
+            return plain(
+                {"mode": "predict", "model": first["weights"], "source": listing, "args": pargs},
+                f"{task} / ultralytics",
+            )
 
         runs = alternate(ctx, ["ours", "ultralytics"], once, repeat)
         row = _ratio_row(name, runs, "ultralytics", target, label="predict")
         boxes = _plain_boxes(runs["ultralytics"][-1]["dir"])
-        row.note = (f"{n_cand} candidates, {img} px, batch {common['batch_size']}, conf {pargs['conf']}; "
-                    f"{boxes} boxes (plain); model: {first.get('about', 'the first training')}"
-                    + ("; ours adds entropy scores, result.tsv" if task == "mining" else "; ours adds infer-result.json"))
+        row.note = (
+            f"{n_cand} candidates, {img} px, batch {common['batch_size']}, conf {pargs['conf']}; "
+            f"{boxes} boxes (plain); model: {first.get('about', 'the first training')}"
+            + ("; ours adds entropy scores, result.tsv" if task == "mining" else "; ours adds infer-result.json")
+        )
         rows.append(row)
     return rows
 
@@ -619,7 +759,7 @@ def yolo_group(ctx: Context) -> List[Row]:
 YOLO_MODEL_EPOCHS = 60
 
 
-def yolo_model(ctx: Context, epochs: int, train_cfg: Dict[str, Any], env: Dict[str, str]) -> Dict[str, str]:
+def yolo_model(ctx: Context, epochs: int, train_cfg: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
     """A det-yolo-tmi model trained ``epochs`` epochs on the trees sample through ``ymir-exc run``,
     once, under ``cache/data/yolo-model-<epochs>`` (about 4 minutes here); later runs reuse it.
     Returns {"model": package hash, "store": its model store, "weights": the best stage's .pt,
@@ -634,23 +774,42 @@ def yolo_model(ctx: Context, epochs: int, train_cfg: Dict[str, Any], env: Dict[s
         _timed(ctx, argv, env, str(root), f"model ({epochs} epochs)")
         log = Path(root, "log.txt").read_text(encoding="utf-8")
         m = re.search(r"mAP: ([0-9.]+)", log)
-        info = {"model": _model_hash(log), "store": str(root / "models"),
-                "weights": str(root / "w" / "out" / "models" / "best.pt"),
-                "about": f"yolov8n, {epochs} epochs on trees, mAP50 {float(m.group(1)):.3f}" if m else f"{epochs} epochs"}
+        info = {
+            "model": _model_hash(log),
+            "store": str(root / "models"),
+            "weights": str(root / "w" / "out" / "models" / "best.pt"),
+            "about": f"yolov8n, {epochs} epochs on trees, mAP50 {float(m.group(1)):.3f}" if m else f"{epochs} epochs",
+        }
         done.write_text(json.dumps(info), encoding="utf-8")
     return json.loads(done.read_text(encoding="utf-8"))
 
 
-def _ours_argv(ctx: Context, d: str, tasks: List[str], config: Dict[str, Any], models: str,
-               extra: List[str]) -> List[str]:
+def _ours_argv(
+    ctx: Context, d: str, tasks: list[str], config: dict[str, Any], models: str, extra: list[str]
+) -> list[str]:
     """``ymir-exc run`` of det-yolo-tmi (local runtime) with ``config`` written to ``d/config.yaml``
     and the work dir ``d/w``."""
     cfg = os.path.join(d, "config.yaml")
     Path(cfg).write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
-    return [ctx.ours_python, "-m", "ymir_exc.cli", "run", str(YOLO_TEMPLATE), "--runtime", "local",
-            *[a for t in tasks for a in ("--task", t)], "--config", cfg, "--work-dir", os.path.join(d, "w"),
-            "--model-location", models, "--quiet", *extra,
-            *(["--gpu-id", ctx.device] if ctx.device != "cpu" else [])]
+    return [
+        ctx.ours_python,
+        "-m",
+        "ymir_exc.cli",
+        "run",
+        str(YOLO_TEMPLATE),
+        "--runtime",
+        "local",
+        *[a for t in tasks for a in ("--task", t)],
+        "--config",
+        cfg,
+        "--work-dir",
+        os.path.join(d, "w"),
+        "--model-location",
+        models,
+        "--quiet",
+        *extra,
+        *(["--gpu-id", ctx.device] if ctx.device != "cpu" else []),
+    ]
 
 
 def _copy_yolo_dataset(src: str, dst: str) -> str:
@@ -712,14 +871,20 @@ def _scale_dir(ctx: Context, n: int) -> str:
         f"output:\n  root_dir: {out_dir}\n  models_dir: {out_dir}/models\n  tensorboard_dir: {out_dir}/tensorboard\n"
         f"  training_result_file: {out_dir}/models/result.yaml\n  mining_result_file: {out_dir}/result.tsv\n"
         f"  infer_result_file: {out_dir}/infer-result.json\n  monitor_file: {out_dir}/monitor.txt\n"
-        f"  executor_log_file: {out_dir}/ymir-executor-out.log\n", encoding="utf-8")
+        f"  executor_log_file: {out_dir}/ymir-executor-out.log\n",
+        encoding="utf-8",
+    )
     Path(in_dir, "config.yaml").write_text("class_names: [tree]\n", encoding="utf-8")
     return d
 
 
 def _scale_run(ctx: Context, workload: str, n: int, d: str) -> dict:
-    env = dict(ctx.side_env("ours"), DEFAULT_ENV_FILE_PATH=f"{d}/in/env.yaml",
-               DEFAULT_CONFIG_FILE_PATH=f"{d}/in/config.yaml", SCALE_IN_DIR=f"{d}/in")
+    env = dict(
+        ctx.side_env("ours"),
+        DEFAULT_ENV_FILE_PATH=f"{d}/in/env.yaml",
+        DEFAULT_CONFIG_FILE_PATH=f"{d}/in/config.yaml",
+        SCALE_IN_DIR=f"{d}/in",
+    )
     log = f"{d}/{workload}.log"
     wall, code = spawn([ctx.ours_python, str(SCALE_WORKER), workload, str(n), d], env=env, cwd=d, log=log)
     text = Path(log).read_text(encoding="utf-8", errors="replace")
@@ -731,27 +896,34 @@ def _scale_run(ctx: Context, workload: str, n: int, d: str) -> dict:
     return res
 
 
-def scale_group(ctx: Context) -> List[Row]:
+def scale_group(ctx: Context) -> list[Row]:
     """Peak RSS and time at 10k / 100k / 1M candidates: the streaming infer writer (2 boxes per
     image), the mining k-way merge of 2 ranks' parts and the MiningResultWriter (pairs one by
     one, spilled runs), collect's checks of those files; prepare of 10k / 100k tiny JPEGs; and
     det-yolo-tmi mining of ``yolo_candidates`` images with 1 vs 2 CPU ranks. One run per size
     (medians of several would take hours at 1M); the memory bound is the target."""
     size = "smoke" if ctx.smoke else "full"
-    rows: List[Row] = []
+    rows: list[Row] = []
     for n in SCALE_SIZES[size]:
         d = _scale_dir(ctx, n)
         bound_kib = (SCALE_RSS_BASE + SCALE_RSS_PER_ITEM * n) // 1024
-        for workload, title in (("infer_stream", "InferResultWriter, {n:,} images x 2 boxes"),
-                                ("mining_merge", "merge_mining_parts, 2 parts, {n:,} rows"),
-                                ("mining_writer", "MiningResultWriter, {n:,} pairs"),
-                                ("collect_infer", "collect.check_infer, {n:,} images"),
-                                ("collect_mining", "collect.check_mining, {n:,} lines")):
+        for workload, title in (
+            ("infer_stream", "InferResultWriter, {n:,} images x 2 boxes"),
+            ("mining_merge", "merge_mining_parts, 2 parts, {n:,} rows"),
+            ("mining_writer", "MiningResultWriter, {n:,} pairs"),
+            ("collect_infer", "collect.check_infer, {n:,} images"),
+            ("collect_mining", "collect.check_mining, {n:,} lines"),
+        ):
             res = _scale_run(ctx, workload, n, d)
-            row = Row(title.format(n=n), ours=res["seconds"], rss_ours=res["rss_peak_kib"],
-                      target_text=f"RSS <= {bound_kib / 1024:.0f} MiB")
+            row = Row(
+                title.format(n=n),
+                ours=res["seconds"],
+                rss_ours=res["rss_peak_kib"],
+                target_text=f"RSS <= {bound_kib / 1024:.0f} MiB",
+            )
             row.ok = res["rss_peak_kib"] <= bound_kib
-            row.note = f"{n / max(res['seconds'], 1e-9):,.0f} items/s; interpreter + imports {res['rss_base_kib'] / 1024:.0f} MiB"
+            rate, base_mib = n / max(res["seconds"], 1e-9), res["rss_base_kib"] / 1024
+            row.note = f"{rate:,.0f} items/s; interpreter + imports {base_mib:.0f} MiB"
             rows.append(row)
         shutil.rmtree(d, ignore_errors=True)
     for n in SCALE_PREPARE[size]:
@@ -759,26 +931,41 @@ def scale_group(ctx: Context) -> List[Row]:
         root = tempfile.mkdtemp(prefix="work-", dir=str(ctx.cache))
         ctx.cleanup.append(root)
         res = run_worker(ctx, "ours", "prepare", n, root=root, listing=listing)
-        row = Row(f"prepare, {n:,} tiny JPEGs (ark, hard links)", ours=res["seconds"], rss_ours=res["rss_peak_kib"],
-                  target_text="(info)")
-        row.note = (f"{n / res['seconds']:,.0f} images/s; RSS with the {n:,}-item listing loaded: "
-                    f"{res['rss_inputs_kib'] / 1024:.0f} MiB")
+        row = Row(
+            f"prepare, {n:,} tiny JPEGs (ark, hard links)",
+            ours=res["seconds"],
+            rss_ours=res["rss_peak_kib"],
+            target_text="(info)",
+        )
+        row.note = (
+            f"{n / res['seconds']:,.0f} images/s; RSS with the {n:,}-item listing loaded: "
+            f"{res['rss_inputs_kib'] / 1024:.0f} MiB"
+        )
         rows.append(row)
         shutil.rmtree(root, ignore_errors=True)
     try:
         rows.extend(_yolo_ranks_rows(ctx))
     except BenchError as e:  # the rows above stay measured
         print(f"bench: scale: YOLO ranks: {e}", file=sys.stderr)
-        rows.append(Row(f"YOLO mining, {ctx.sizes['yolo_candidates']} candidates, 2 CPU ranks vs 1",
-                        target_text="(info)", ok=False, skipped=str(e).splitlines()[0]))
+        rows.append(
+            Row(
+                f"YOLO mining, {ctx.sizes['yolo_candidates']} candidates, 2 CPU ranks vs 1",
+                target_text="(info)",
+                ok=False,
+                skipped=str(e).splitlines()[0],
+            )
+        )
     return rows
 
 
-def _yolo_ranks_rows(ctx: Context) -> List[Row]:
+def _yolo_ranks_rows(ctx: Context) -> list[Row]:
     """det-yolo-tmi mining (entropy) of ``yolo_candidates`` images, num_workers 1 vs 2 (gloo)."""
     name = f"YOLO mining, {ctx.sizes['yolo_candidates']} candidates, 2 CPU ranks vs 1"
-    probe = subprocess.run([ctx.ours_python, "-c", "import ultralytics, torch"], capture_output=True,
-                           env=dict(_base_env(), PYTHONPATH=str(YOLO_ENV)))
+    probe = subprocess.run(
+        [ctx.ours_python, "-c", "import ultralytics, torch"],
+        capture_output=True,
+        env=dict(_base_env(), PYTHONPATH=str(YOLO_ENV)),
+    )
     if probe.returncode != 0:
         return [Row(name, target_text="(info)", skipped="ultralytics / torch not importable")]
     size = "smoke" if ctx.smoke else "full"
@@ -787,7 +974,7 @@ def _yolo_ranks_rows(ctx: Context) -> List[Row]:
     model = yolo_model(ctx, train_cfg["epochs"], train_cfg, env)
     data_yaml, _ = yolo_candidates(ctx, ctx.sizes["yolo_candidates"])
     root = tempfile.mkdtemp(prefix="yolo-ranks-", dir=ctx.tmp_root)
-    out: Dict[int, dict] = {}
+    out: dict[int, dict] = {}
     for workers in (1, 2):
         d = tempfile.mkdtemp(prefix=f"ranks{workers}-", dir=root)
         cfg = dict(YOLO_PREDICT, img_size=train_cfg["img_size"], mining_algorithm="entropy", num_workers=workers)
@@ -796,17 +983,31 @@ def _yolo_ranks_rows(ctx: Context) -> List[Row]:
         lines = Path(d, "w", "out", "result.tsv").read_text(encoding="utf-8").splitlines()
         out[workers]["rows"] = [(os.path.basename(p), float(s)) for p, s in (line.split("\t") for line in lines)]
     one, two = dict(out[1]["rows"]), dict(out[2]["rows"])
-    same = sorted(one) == sorted(two) and max(abs(one[p] - two[p]) for p in one) <= 1e-6 and all(
-        a == b or abs(one[a] - one[b]) <= 1e-6 for (a, _), (b, _) in zip(out[1]["rows"], out[2]["rows"]))
-    row = Row(name, ours=out[2]["seconds"], theirs=out[1]["seconds"], theirs_label="1 rank", target_text="(info)",
-              rss_ours=out[2].get("rss_peak_kib"), rss_theirs=out[1].get("rss_peak_kib"))
-    row.note = ("same scores (within 1e-6) and ranking" if same else "OUTPUT DIFFERS") + \
-        f"; whole ymir-exc run (prepare + executor + collect); {model['about']}"
+    same = (
+        sorted(one) == sorted(two)
+        and max(abs(one[p] - two[p]) for p in one) <= 1e-6
+        and all(
+            a == b or abs(one[a] - one[b]) <= 1e-6
+            for (a, _), (b, _) in zip(out[1]["rows"], out[2]["rows"], strict=True)
+        )
+    )
+    row = Row(
+        name,
+        ours=out[2]["seconds"],
+        theirs=out[1]["seconds"],
+        theirs_label="1 rank",
+        target_text="(info)",
+        rss_ours=out[2].get("rss_peak_kib"),
+        rss_theirs=out[1].get("rss_peak_kib"),
+    )
+    row.note = (
+        "same scores (within 1e-6) and ranking" if same else "OUTPUT DIFFERS"
+    ) + f"; whole ymir-exc run (prepare + executor + collect); {model['about']}"
     row.ok = None if same else False
     return [row]
 
 
-GROUPS: List[Tuple[str, Callable[[Context], List[Row]]]] = [
+GROUPS: list[tuple[str, Callable[[Context], list[Row]]]] = [
     *[(k, sdk_group(k, title, t, f)) for k, title, t, f in SDK_WORKLOADS],
     ("import", import_group),
     ("prepare", prepare_group),
@@ -820,7 +1021,7 @@ GROUPS: List[Tuple[str, Callable[[Context], List[Row]]]] = [
 OPT_IN_GROUPS = ("scale",)
 
 
-def _fmt_s(s: Optional[float]) -> str:
+def _fmt_s(s: float | None) -> str:
     if s is None:
         return "-"
     if s < 1:
@@ -828,11 +1029,11 @@ def _fmt_s(s: Optional[float]) -> str:
     return f"{s:.2f} s"
 
 
-def _fmt_mib(k: Optional[int]) -> str:
+def _fmt_mib(k: int | None) -> str:
     return "-" if k is None else f"{k / 1024:.0f} MiB"
 
 
-def table(rows: List[Row], smoke: bool, markdown: bool) -> str:
+def table(rows: list[Row], smoke: bool, markdown: bool) -> str:
     head = ["workload", "ours", "theirs", "ratio", "target", "result", "peak RSS ours", "peak RSS theirs", "note"]
     body = []
     for r in rows:
@@ -845,14 +1046,25 @@ def table(rows: List[Row], smoke: bool, markdown: bool) -> str:
         else:
             verdict = ("pass" if r.ok else "fail") + " (smoke)" if smoke else ("PASS" if r.ok else "FAIL")
         note = "; ".join(x for x in (r.note, f"skipped: {r.skipped}" if r.skipped else "") if x)
-        body.append([r.name, _fmt_s(r.ours), theirs, "-" if r.ratio is None else f"{r.ratio:.3f}",
-                     r.target_text, verdict, _fmt_mib(r.rss_ours), _fmt_mib(r.rss_theirs), note])
+        body.append(
+            [
+                r.name,
+                _fmt_s(r.ours),
+                theirs,
+                "-" if r.ratio is None else f"{r.ratio:.3f}",
+                r.target_text,
+                verdict,
+                _fmt_mib(r.rss_ours),
+                _fmt_mib(r.rss_theirs),
+                note,
+            ]
+        )
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in b) + " |" for b in body]
         return "\n".join(lines)
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
-    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body])
 
 
@@ -860,11 +1072,14 @@ def fs_type(path: str) -> str:
     """File system type of ``path`` (from /proc/mounts), e.g. ``ext4`` or ``tmpfs``."""
     best, kind = "", "?"
     try:
-        with open("/proc/mounts", "r", encoding="utf-8") as f:
+        with open("/proc/mounts", encoding="utf-8") as f:
             for line in f:
                 parts = line.split()
-                if len(parts) > 2 and os.path.realpath(path).startswith(parts[1].rstrip("/") + "/") \
-                        and len(parts[1]) > len(best):
+                if (
+                    len(parts) > 2
+                    and os.path.realpath(path).startswith(parts[1].rstrip("/") + "/")
+                    and len(parts[1]) > len(best)
+                ):
                     best, kind = parts[1], parts[2]
     except OSError:
         pass
@@ -874,7 +1089,7 @@ def fs_type(path: str) -> str:
 def machine() -> str:
     cpu = platform.processor() or ""
     try:
-        with open("/proc/cpuinfo", "r", encoding="utf-8") as f:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
@@ -883,27 +1098,36 @@ def machine() -> str:
         pass
     mem = ""
     try:
-        with open("/proc/meminfo", "r", encoding="utf-8") as f:
+        with open("/proc/meminfo", encoding="utf-8") as f:
             mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.0f} GiB"
     except (OSError, ValueError, IndexError):
         pass
-    return (f"{datetime.date.today().isoformat()}, {platform.system()} {platform.release()}, nproc {os.cpu_count()}, "
-            f"{cpu}, {mem} RAM, Python {platform.python_version()}")
+    return (
+        f"{datetime.date.today().isoformat()}, {platform.system()} {platform.release()}, nproc {os.cpu_count()}, "
+        f"{cpu}, {mem} RAM, Python {platform.python_version()}"
+    )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repeat, targets not enforced (CI)")
     ap.add_argument("--repeat", type=int, default=None, help="runs per side (default 5; smoke 1)")
-    ap.add_argument("--only", action="append", default=None,
-                    help=f"run only these groups ({', '.join(k for k, _ in GROUPS)}); repeatable")
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        help=f"run only these groups ({', '.join(k for k, _ in GROUPS)}); repeatable",
+    )
     ap.add_argument("--cache", default=str(BENCH / ".cache"), help="upstream venv + generated inputs")
     ap.add_argument("--tmp", default=None, help="where each run's work dir goes (default: the system tmp)")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown (for the README)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON to this file")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every run")
-    ap.add_argument("--device", default="cpu",
-                    help="YOLO rows: cpu (default) or one GPU index, e.g. 0 (ours: ymir-exc run --gpu-id 0)")
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        help="YOLO rows: cpu (default) or one GPU index, e.g. 0 (ours: ymir-exc run --gpu-id 0)",
+    )
     args = ap.parse_args(argv)
     if args.device != "cpu" and not args.device.isdigit():
         ap.error(f"--device: cpu or one GPU index (0, 1, ...), got {args.device!r}")
@@ -924,11 +1148,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"bench: {e}", file=sys.stderr)
         return 2
     tmp_root = tempfile.mkdtemp(prefix="ymir-bench-", dir=args.tmp)
-    ctx = Context(smoke=args.smoke, repeat=repeat, sizes=dict(SMOKE_SIZES if args.smoke else FULL_SIZES),
-                  cache=cache, tmp_root=tmp_root, ours_python=sys.executable,
-                  upstream_python=up_python, upstream_note=up_note, only=args.only, verbose=args.verbose,
-                  device=args.device,
-                  cleanup=[tmp_root])
+    ctx = Context(
+        smoke=args.smoke,
+        repeat=repeat,
+        sizes=dict(SMOKE_SIZES if args.smoke else FULL_SIZES),
+        cache=cache,
+        tmp_root=tmp_root,
+        ours_python=sys.executable,
+        upstream_python=up_python,
+        upstream_note=up_note,
+        only=args.only,
+        verbose=args.verbose,
+        device=args.device,
+        cleanup=[tmp_root],
+    )
     try:
         return _run(ctx, args, up_note, repeat, t0)
     finally:
@@ -939,7 +1172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _run(ctx: Context, args: argparse.Namespace, up_note: str, repeat: int, t0: float) -> int:
     print(f"bench: {machine()}", file=sys.stderr)
     print(f"bench: {up_note}; {repeat} run(s) per side, alternating, medians", file=sys.stderr, flush=True)
-    rows: List[Row] = []
+    rows: list[Row] = []
     failed = []
     for key, group in GROUPS:
         if args.only and key not in args.only or not args.only and key in OPT_IN_GROUPS:
@@ -951,17 +1184,29 @@ def _run(ctx: Context, args: argparse.Namespace, up_note: str, repeat: int, t0: 
         except BenchError as e:
             failed.append(key)
             print(f"bench: {key}: {e}", file=sys.stderr)
-    print(f"\n{'SMOKE (tiny sizes, 1 run, targets not enforced)' if args.smoke else 'ymir_exc benchmarks'}: "
-          f"{machine()}")
+    print(
+        f"\n{'SMOKE (tiny sizes, 1 run, targets not enforced)' if args.smoke else 'ymir_exc benchmarks'}: {machine()}"
+    )
     print(f"{up_note}; {repeat} run(s) per side, alternating; times are medians; theirs = upstream unless named")
-    print(f"work dirs: {os.path.dirname(ctx.tmp_root)} ({fs_type(ctx.tmp_root)}); prepare: under {ctx.cache} "
-          f"({fs_type(str(ctx.cache))})\n")
+    print(
+        f"work dirs: {os.path.dirname(ctx.tmp_root)} ({fs_type(ctx.tmp_root)}); prepare: under {ctx.cache} "
+        f"({fs_type(str(ctx.cache))})\n"
+    )
     print(table(rows, args.smoke, args.markdown))
     print(f"\n({time.time() - t0:.0f} s)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"machine": machine(), "smoke": args.smoke, "repeat": repeat, "upstream": up_note,
-                       "rows": [{**r.__dict__, "ratio": r.ratio} for r in rows]}, f, indent=1)
+            json.dump(
+                {
+                    "machine": machine(),
+                    "smoke": args.smoke,
+                    "repeat": repeat,
+                    "upstream": up_note,
+                    "rows": [{**r.__dict__, "ratio": r.ratio} for r in rows],
+                },
+                f,
+                indent=1,
+            )
     if failed:
         print(f"bench: FAILED to measure: {', '.join(failed)}", file=sys.stderr)
         return 2

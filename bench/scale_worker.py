@@ -34,8 +34,13 @@ def infer_stream(n: int, d: str) -> dict:
     t0 = time.perf_counter()
     with InferResultWriter() as w:
         for i in range(n):
-            w.add(asset(i), [{"class_name": "tree", "score": score(i + k), "box": {"x": k, "y": 2, "w": 10, "h": 12}}
-                             for k in range(BOXES)])
+            w.add(
+                asset(i),
+                [
+                    {"class_name": "tree", "score": score(i + k), "box": {"x": k, "y": 2, "w": 10, "h": 12}}
+                    for k in range(BOXES)
+                ],
+            )
     return {"seconds": time.perf_counter() - t0, "bytes": os.path.getsize(f"{d}/out/infer-result.json")}
 
 
@@ -63,8 +68,9 @@ def mining_writer(n: int, d: str) -> dict:
 
 
 def _env():
-    from ymir_exc.harness.collect import load_env
     from pathlib import Path
+
+    from ymir_exc.harness.collect import load_env
 
     return load_env(Path(os.environ["SCALE_IN_DIR"]))
 
@@ -89,8 +95,13 @@ def collect_mining(n: int, d: str) -> dict:
     return {"seconds": time.perf_counter() - t0}
 
 
-WORKLOADS = {"infer_stream": infer_stream, "mining_merge": mining_merge, "mining_writer": mining_writer,
-             "collect_infer": collect_infer, "collect_mining": collect_mining}
+WORKLOADS = {
+    "infer_stream": infer_stream,
+    "mining_merge": mining_merge,
+    "mining_writer": mining_writer,
+    "collect_infer": collect_infer,
+    "collect_mining": collect_mining,
+}
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import time
 
 def main() -> None:
     t0 = time.perf_counter()
-    with open(sys.argv[1], "r", encoding="utf-8") as f:
+    with open(sys.argv[1], encoding="utf-8") as f:
         spec = json.load(f)
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
@@ -37,8 +37,13 @@ def main() -> None:
     from ultralytics import YOLO
     from ultralytics.utils import SETTINGS
 
-    SETTINGS.update({k: False for k in ("sync", "hub", "tensorboard", "wandb", "mlflow", "clearml", "comet", "dvc",
-                                        "neptune", "raytune") if k in SETTINGS})
+    SETTINGS.update(
+        {
+            k: False
+            for k in ("sync", "hub", "tensorboard", "wandb", "mlflow", "clearml", "comet", "dvc", "neptune", "raytune")
+            if k in SETTINGS
+        }
+    )
     out = {}
     if spec["mode"] == "train":
         model = YOLO(spec["model"], task="detect")
@@ -52,7 +57,7 @@ def main() -> None:
         # ``batch`` (a Python list of paths would be decoded and run as one batch of them all)
         for r in model.predict(source=spec["source"], stream=True, verbose=False, **spec["args"]):
             b = r.boxes
-            rows = list(zip(b.xyxy.tolist(), b.conf.tolist(), b.cls.tolist()))
+            rows = list(zip(b.xyxy.tolist(), b.conf.tolist(), b.cls.tolist(), strict=True))
             images += 1
             boxes += len(rows)
         out.update(images=images, boxes=boxes, loop_seconds=time.perf_counter() - t_loop)

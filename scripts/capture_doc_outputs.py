@@ -28,11 +28,15 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"^```bash\n(?P<cmd>(?:(?!^```).)*?)^```\n\n*"
-                   r"^```text\n(?P<out>.*?)^```\n\n*(?:\(exit status (?P<rc>\d+)\))?", re.DOTALL | re.MULTILINE)
+BLOCK = re.compile(
+    r"^```bash\n(?P<cmd>(?:(?!^```).)*?)^```\n\n*"
+    r"^```text\n(?P<out>.*?)^```\n\n*(?:\(exit status (?P<rc>\d+)\))?",
+    re.DOTALL | re.MULTILINE,
+)
 #: shell run before a command containing the key (not shown on the page), from the folder it runs in
-BEFORE = {"import --package-path package.tar.gz":
-          'cp "$(ls -td "$YMIR_EXC_MODEL_LOCATION"/* | head -1)" package.tar.gz'}
+BEFORE = {
+    "import --package-path package.tar.gz": 'cp "$(ls -td "$YMIR_EXC_MODEL_LOCATION"/* | head -1)" package.tar.gz'
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     store = scratch / "models"
     cwd = scratch / "work" if args.fresh else REPO
     cwd.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, YMIR_EXC_MODEL_LOCATION=str(store), COLUMNS="120",
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    subs = [(str(store), "~/.ymir-exc/models"), (str(cwd) + "/", "" if not args.fresh else "~/work/"),
-            (str(cwd), "~/work" if args.fresh else "."), (str(Path.home()), "~")]
+    env = dict(
+        os.environ,
+        YMIR_EXC_MODEL_LOCATION=str(store),
+        COLUMNS="120",
+        PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    )
+    subs = [
+        (str(store), "~/.ymir-exc/models"),
+        (str(cwd) + "/", "" if not args.fresh else "~/work/"),
+        (str(cwd), "~/work" if args.fresh else "."),
+        (str(Path.home()), "~"),
+    ]
     if args.fresh:
         subs[0] = (str(store), "~/work/models")
     status = 0
@@ -68,14 +80,16 @@ def main(argv: list[str] | None = None) -> int:
                 before = next((v for k, v in BEFORE.items() if k in cmd), "")
                 rc, output = run(before + "\n" + cmd if before else cmd, cwd, env, subs)
             if rc != int(m.group("rc") or 0):
-                print(f"{args.page}: block {n + 1} exited {rc}, the page says {m.group('rc') or 0}:\n{cmd}{output}",
-                      file=sys.stderr)
+                print(
+                    f"{args.page}: block {n + 1} exited {rc}, the page says {m.group('rc') or 0}:\n{cmd}{output}",
+                    file=sys.stderr,
+                )
                 status = 1
             old = m.group("out")
             if old.rstrip().splitlines()[-1:] == ["..."]:
                 keep = len(old.rstrip().splitlines()) - 1
                 output = "".join(output.splitlines(keepends=True)[:keep]) + "...\n"
-            out_parts.append(text[pos:m.start("out")] + output)
+            out_parts.append(text[pos : m.start("out")] + output)
             pos = m.end("out")
         out_parts.append(text[pos:])
         args.page.write_text("".join(out_parts), encoding="utf-8")
@@ -91,8 +105,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(cmd: str, cwd: Path, env: dict[str, str], subs: list[tuple[str, str]]) -> tuple[int, str]:
     """(exit status, output with the paths shortened) of ``cmd`` run with bash in ``cwd``."""
-    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=cwd, env=env, text=True, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, timeout=600, check=False)
+    proc = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=600,
+        check=False,
+    )
     out = proc.stdout
     for old, new in subs:
         out = out.replace(old, new)

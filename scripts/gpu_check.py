@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import itertools
 import json
 import os
 import re
@@ -41,8 +42,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "templates" / "det-yolo-tmi"
@@ -63,31 +64,48 @@ class CheckError(RuntimeError):
 
 # ------------------------------------------------------------------ arguments, plan
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check the arguments; exits with status 2 (argparse's) when they are wrong,
     including a ``--wheels`` that is not a folder holding ``.whl`` files."""
     ap = argparse.ArgumentParser(
         prog="scripts/gpu-check.sh",
         description="det-yolo-tmi on a GPU, offline: install the missing wheels into a venv, train / mine / "
-                    "infer through ymir-exc run --gpu-id and with plain Ultralytics, print one table.")
-    ap.add_argument("--wheels", metavar="DIR",
-                    help="folder of wheels made by scripts/gpu-wheels.sh (installed with --no-index --no-deps); "
-                         "required except with --dry-run")
-    ap.add_argument("--quick", action="store_true",
-                    help=f"{SIZES['quick'][0]} epochs, {SIZES['quick'][1]} candidates (default "
-                         f"{SIZES['full'][0]} epochs, {SIZES['full'][1]} candidates)")
+        "infer through ymir-exc run --gpu-id and with plain Ultralytics, print one table.",
+    )
+    ap.add_argument(
+        "--wheels",
+        metavar="DIR",
+        help="folder of wheels made by scripts/gpu-wheels.sh (installed with --no-index --no-deps); "
+        "required except with --dry-run",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{SIZES['quick'][0]} epochs, {SIZES['quick'][1]} candidates (default "
+        f"{SIZES['full'][0]} epochs, {SIZES['full'][1]} candidates)",
+    )
     ap.add_argument("--dry-run", action="store_true", help="print the plan and exit; install and run nothing")
     ap.add_argument("--gpu-id", default="0", help="the GPU to use (default 0)")
-    ap.add_argument("--python", default=sys.executable,
-                    help="the Python with torch (CUDA) to build the venv on (default: this one)")
-    ap.add_argument("--venv", default=os.path.join(tempfile.gettempdir(), "ymir-gpu-check-venv"),
-                    help="the venv (made with --system-site-packages; reused when present)")
+    ap.add_argument(
+        "--python", default=sys.executable, help="the Python with torch (CUDA) to build the venv on (default: this one)"
+    )
+    ap.add_argument(
+        "--venv",
+        default=os.path.join(tempfile.gettempdir(), "ymir-gpu-check-venv"),
+        help="the venv (made with --system-site-packages; reused when present)",
+    )
     ap.add_argument("--work", default=None, help="work folder (default: a new temp folder)")
-    ap.add_argument("--no-install", action="store_true",
-                    help="no venv, no install: use --python as it is (it must import everything already)")
-    ap.add_argument("--cpu", action="store_true",
-                    help="rehearse every step on the CPU (no GPU figures): to try the script on a machine "
-                         "without a GPU")
+    ap.add_argument(
+        "--no-install",
+        action="store_true",
+        help="no venv, no install: use --python as it is (it must import everything already)",
+    )
+    ap.add_argument(
+        "--cpu",
+        action="store_true",
+        help="rehearse every step on the CPU (no GPU figures): to try the script on a machine without a GPU",
+    )
     args = ap.parse_args(argv)
     if not re.fullmatch(r"\d+", args.gpu_id):
         ap.error(f"--gpu-id: one GPU index, e.g. 0; got {args.gpu_id!r}")
@@ -104,17 +122,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def wheel_files(folder: Optional[str]) -> List[str]:
+def wheel_files(folder: str | None) -> list[str]:
     """The ``.whl`` files of ``folder``, sorted ([] for None)."""
     return sorted(glob.glob(os.path.join(folder, "*.whl"))) if folder else []
 
 
-def cpython_tags(wheels: Sequence[str]) -> Dict[str, List[str]]:
+def cpython_tags(wheels: Sequence[str]) -> dict[str, list[str]]:
     """``{"cp312": [wheel file names]}``: the CPython version tags of compiled wheels (PEP 427
     file names ``name-version[-build]-python-abi-platform.whl``; ``py3`` wheels have none)."""
-    out: Dict[str, List[str]] = {}
+    out: dict[str, list[str]] = {}
     for w in wheels:
-        parts = os.path.basename(w)[:-len(".whl")].split("-")
+        parts = os.path.basename(w)[: -len(".whl")].split("-")
         if len(parts) < 5:
             continue
         for tag in parts[-3].split("."):
@@ -123,18 +141,22 @@ def cpython_tags(wheels: Sequence[str]) -> Dict[str, List[str]]:
     return out
 
 
-def python_version(python: str) -> Optional[str]:
+def python_version(python: str) -> str | None:
     """``"3.12"`` for the interpreter ``python`` (run once), None when it does not run."""
     try:
-        proc = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     out = proc.stdout.strip()
     return out if proc.returncode == 0 and re.fullmatch(r"\d+\.\d+", out) else None
 
 
-def tag_mismatch(args: argparse.Namespace) -> Optional[str]:
+def tag_mismatch(args: argparse.Namespace) -> str | None:
     """Why the wheels cannot go into a venv on ``--python`` (their CPython tag is another
     version's), with the ``--python`` to give instead; None when they fit, or nothing is installed."""
     if args.no_install or not args.wheels:
@@ -149,10 +171,12 @@ def tag_mismatch(args: argparse.Namespace) -> Optional[str]:
         return None
     tag, ws = sorted(wrong.items())[0]
     version = f"{tag[2]}.{tag[3:]}"
-    return (f"the wheels in {args.wheels} are for CPython {version} ({tag}: {', '.join(ws[:3])}) but --python "
-            f"{args.python} is Python {have}: pip would refuse them. Give --python python{version} (a Python "
-            f"{version} with torch), or make the wheels for {have}: bash scripts/gpu-wheels.sh --python-version "
-            f"{have} DIR")
+    return (
+        f"the wheels in {args.wheels} are for CPython {version} ({tag}: {', '.join(ws[:3])}) but --python "
+        f"{args.python} is Python {have}: pip would refuse them. Give --python python{version} (a Python "
+        f"{version} with torch), or make the wheels for {have}: bash scripts/gpu-wheels.sh --python-version "
+        f"{have} DIR"
+    )
 
 
 def dist_name(wheel: str) -> str:
@@ -171,17 +195,25 @@ def venv_python(venv: str) -> str:
     return os.path.join(venv, "bin", "python")
 
 
-def plan(args: argparse.Namespace) -> List[str]:
+def plan(args: argparse.Namespace) -> list[str]:
     """The steps, as printed by --dry-run and before a real run."""
     wheels = [os.path.basename(w) for w in wheel_files(args.wheels)]
     py = args.python if args.no_install else venv_python(args.venv)
     cfg = f"epochs={args.epochs} img_size={IMG_SIZE} batch_size={TRAIN_BATCH} patience=0"
     gpu = "(CPU rehearsal)" if args.cpu else f"--gpu-id {args.gpu_id}"
-    source = (f"install from {args.wheels}, --no-index --no-deps, the wheels whose distribution the venv lacks: "
-              + ", ".join(wheels)) if args.wheels else \
-        "install from --wheels DIR (not given; make it with: bash scripts/gpu-wheels.sh DIR), --no-index --no-deps"
-    install = ([f"no venv, no install (--no-install): {py} as it is"] if args.no_install else [
-        f"venv {args.venv} on {args.python} with --system-site-packages (kept if present)", source])
+    source = (
+        (
+            f"install from {args.wheels}, --no-index --no-deps, the wheels whose distribution the venv lacks: "
+            + ", ".join(wheels)
+        )
+        if args.wheels
+        else "install from --wheels DIR (not given; make it with: bash scripts/gpu-wheels.sh DIR), --no-index --no-deps"
+    )
+    install = (
+        [f"no venv, no install (--no-install): {py} as it is"]
+        if args.no_install
+        else [f"venv {args.venv} on {args.python} with --system-site-packages (kept if present)", source]
+    )
     return install + [
         f"check: {py} imports {', '.join(NEEDED_IMPORTS)}; " + ("CPU" if args.cpu else f"torch sees GPU {args.gpu_id}"),
         f"ours: {py} -m ymir_exc.cli run {TEMPLATE} {gpu} --task training ({cfg}, trees sample)",
@@ -196,7 +228,8 @@ def plan(args: argparse.Namespace) -> List[str]:
 
 # ------------------------------------------------------------------ processes
 
-def run(argv: List[str], log: Path, env: Optional[Dict[str, str]] = None, what: str = "") -> str:
+
+def run(argv: list[str], log: Path, env: dict[str, str] | None = None, what: str = "") -> str:
     """Run ``argv``, output to ``log``; its output, or CheckError naming the log."""
     with open(log, "w", encoding="utf-8") as f:
         proc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
@@ -210,18 +243,22 @@ class GpuMemory:
     """Peak GPU memory in use (MiB) while the ``with`` block runs, above the level before it,
     from ``nvidia-smi`` every 0.2 s; ``peak`` is None when nvidia-smi is not there."""
 
-    def __init__(self, gpu: Optional[str]):
+    def __init__(self, gpu: str | None):
         self.gpu = gpu
-        self.peak: Optional[int] = None
+        self.peak: int | None = None
         self._stop = threading.Event()
         self._base = None
 
-    def _read(self) -> Optional[int]:
+    def _read(self) -> int | None:
         if self.gpu is None:
             return None
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits",
-                                  "-i", self.gpu], capture_output=True, text=True, timeout=5)
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", self.gpu],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
             return int(out.stdout.strip().splitlines()[0])
         except (OSError, ValueError, IndexError, subprocess.SubprocessError):
             return None
@@ -232,7 +269,7 @@ class GpuMemory:
             if v is not None and self._base is not None:
                 self.peak = max(self.peak or 0, v - self._base)
 
-    def __enter__(self) -> "GpuMemory":
+    def __enter__(self) -> GpuMemory:
         self._base = self._read()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -245,13 +282,14 @@ class GpuMemory:
 
 # ------------------------------------------------------------------ figures from the outputs
 
-def peak(*values: Optional[float]) -> Optional[float]:
+
+def peak(*values: float | None) -> float | None:
     """The largest of the values that are not None; None when none is there."""
     known = [v for v in values if v is not None]
     return max(known) if known else None
 
 
-def epoch_seconds(results_csv: Path) -> Optional[float]:
+def epoch_seconds(results_csv: Path) -> float | None:
     """Median seconds per epoch from Ultralytics' results.csv (its ``time`` column is cumulative
     seconds), the first epoch (warm-up, dataloader start) left out when there are more."""
     with open(results_csv, newline="", encoding="utf-8") as f:
@@ -259,15 +297,18 @@ def epoch_seconds(results_csv: Path) -> Optional[float]:
     times = [float(r["time"]) for r in rows if r.get("time")]
     if not times:
         return None
-    steps = [b - a for a, b in zip(times, times[1:])]
+    steps = [b - a for a, b in itertools.pairwise(times)]
     return statistics.median(steps) if steps else times[0]
 
 
-def best_map50(results_csv: Path) -> Optional[float]:
+def best_map50(results_csv: Path) -> float | None:
     """The best ``metrics/mAP50(B)`` of a results.csv."""
     with open(results_csv, newline="", encoding="utf-8") as f:
-        vals = [float(r["metrics/mAP50(B)"]) for r in ({k.strip(): v for k, v in row.items()}
-                                                        for row in csv.DictReader(f)) if r.get("metrics/mAP50(B)")]
+        vals = [
+            float(r["metrics/mAP50(B)"])
+            for r in ({k.strip(): v for k, v in row.items()} for row in csv.DictReader(f))
+            if r.get("metrics/mAP50(B)")
+        ]
     return max(vals) if vals else None
 
 
@@ -275,7 +316,7 @@ _RATE = re.compile(r"(mining|inference) done in [0-9.]+ s \(([0-9.]+) images/s\)
 _HASH = re.compile(r"model hash: ([0-9a-f]{40})")
 
 
-def executor_rate(text: str, task: str) -> Optional[float]:
+def executor_rate(text: str, task: str) -> float | None:
     """images/s from the executor's ``mining done in X s (Y images/s)`` / ``inference done ...`` line."""
     rates = [float(m.group(2)) for m in _RATE.finditer(text) if m.group(1) == task]
     return rates[-1] if rates else None
@@ -288,21 +329,24 @@ def model_hash(text: str) -> str:
     return m.group(1)
 
 
-def fmt(v: Optional[float], spec: str) -> str:
+def fmt(v: float | None, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
-def table(rows: Dict[str, Dict[str, Optional[float]]]) -> str:
+def table(rows: dict[str, dict[str, float | None]]) -> str:
     """The result table (plain text, also valid markdown)."""
     head = ["", "s / epoch", "mining images/s", "inference images/s", "GPU memory peak (MiB)", "mAP50 (val)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
-        lines.append(f"| {name} | {fmt(r.get('epoch_s'), '.2f')} | {fmt(r.get('mining_ips'), '.0f')} | "
-                     f"{fmt(r.get('infer_ips'), '.0f')} | {fmt(r.get('mem_mib'), '.0f')} | {fmt(r.get('map50'), '.3f')} |")
+        lines.append(
+            f"| {name} | {fmt(r.get('epoch_s'), '.2f')} | {fmt(r.get('mining_ips'), '.0f')} | "
+            f"{fmt(r.get('infer_ips'), '.0f')} | {fmt(r.get('mem_mib'), '.0f')} | {fmt(r.get('map50'), '.3f')} |"
+        )
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ steps
+
 
 def make_venv(args: argparse.Namespace, log_dir: Path) -> str:
     """The venv with the missing wheels installed (``--python`` itself with --no-install); its python."""
@@ -311,72 +355,141 @@ def make_venv(args: argparse.Namespace, log_dir: Path) -> str:
         if not os.path.exists(py):
             run([args.python, "-m", "venv", "--system-site-packages", args.venv], log_dir / "venv.log", what="venv")
         install_missing(args, py, log_dir)
-    gpu_test = ("n = torch.cuda.device_count(); assert torch.cuda.is_available() and n > %s, "
-                "f'torch {torch.__version__} sees {n} GPU(s)'; " % args.gpu_id) if not args.cpu else ""
+    gpu_test = (
+        (
+            "n = torch.cuda.device_count(); assert torch.cuda.is_available() and n > %s, "
+            "f'torch {torch.__version__} sees {n} GPU(s)'; " % args.gpu_id
+        )
+        if not args.cpu
+        else ""
+    )
     name = "'CPU'" if args.cpu else f"torch.cuda.get_device_name({args.gpu_id})"
-    check = ("import importlib, torch; [importlib.import_module(m) for m in %r]; %s"
-             "print('torch', torch.__version__, 'cuda', torch.version.cuda, %s)" % (list(NEEDED_IMPORTS), gpu_test, name))
+    check = (
+        "import importlib, torch; [importlib.import_module(m) for m in %r]; %s"
+        "print('torch', torch.__version__, 'cuda', torch.version.cuda, %s)" % (list(NEEDED_IMPORTS), gpu_test, name)
+    )
     env = dict(os.environ, YOLO_OFFLINE="1", YOLO_CONFIG_DIR=str(log_dir / "config"))
-    print(run([py, "-c", check], log_dir / "imports.log", env=env, what="import check").strip().splitlines()[-1],
-          flush=True)
+    print(
+        run([py, "-c", check], log_dir / "imports.log", env=env, what="import check").strip().splitlines()[-1],
+        flush=True,
+    )
     return py
 
 
 def install_missing(args: argparse.Namespace, py: str, log_dir: Path) -> None:
     """pip install, from --wheels only and without dependencies, the wheels whose distribution the
     venv does not have (ymir-exc always: it is this checkout's)."""
-    have = run([py, "-c", "import importlib.metadata as m, re, json; print(json.dumps(sorted("
-                "re.sub(r'[-_.]+', '-', d.metadata['Name']).lower() for d in m.distributions() if d.metadata['Name'])))"],
-               log_dir / "dists.log", what="listing installed distributions")
+    have = run(
+        [
+            py,
+            "-c",
+            "import importlib.metadata as m, re, json; print(json.dumps(sorted("
+            "re.sub(r'[-_.]+', '-', d.metadata['Name']).lower() for d in m.distributions() if d.metadata['Name'])))",
+        ],
+        log_dir / "dists.log",
+        what="listing installed distributions",
+    )
     installed = set(json.loads(have.strip().splitlines()[-1]))
     missing = [w for w in wheel_files(args.wheels) if dist_name(w) not in installed or dist_name(w) == "ymir-exc"]
     if missing:
         print("installing: " + ", ".join(os.path.basename(w) for w in missing), flush=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
         env["PIP_CONFIG_FILE"] = os.devnull
-        run([py, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--force-reinstall", *missing],
-            log_dir / "pip.log", env=env, what="pip install of the wheels")
+        run(
+            [py, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--force-reinstall", *missing],
+            log_dir / "pip.log",
+            env=env,
+            what="pip install of the wheels",
+        )
 
 
-def candidates(py: str, work: Path, n: int) -> Dict[str, str]:
+def candidates(py: str, work: Path, n: int) -> dict[str, str]:
     """bench's candidate images (the trees tiles in 8 flips / rotations): data.yaml and list file."""
-    code = ("import sys, json, pathlib; sys.path.insert(0, %r); import bench as b\n"
-            "class C: cache = pathlib.Path(%r); log = staticmethod(print)\n"
-            "d, l = b.yolo_candidates(C, %d); print(json.dumps({'data': d, 'list': l}))"
-            % (str(REPO / "bench"), str(work / "cache"), n))
+    code = (
+        "import sys, json, pathlib; sys.path.insert(0, %r); import bench as b\n"
+        "class C: cache = pathlib.Path(%r); log = staticmethod(print)\n"
+        "d, l = b.yolo_candidates(C, %d); print(json.dumps({'data': d, 'list': l}))"
+        % (str(REPO / "bench"), str(work / "cache"), n)
+    )
     out = run([py, "-c", code], work / "candidates.log", what="candidate images")
     return json.loads(out.strip().splitlines()[-1])
 
 
-def ours(py: str, args: argparse.Namespace, work: Path, cand: Dict[str, str]) -> Dict[str, Optional[float]]:
+def ours(py: str, args: argparse.Namespace, work: Path, cand: dict[str, str]) -> dict[str, float | None]:
     env = dict(os.environ, YOLO_OFFLINE="1")
     store = work / "models"
-    base = [py, "-m", "ymir_exc.cli", "run", str(TEMPLATE), "--runtime", "local",
-            *([] if args.cpu else ["--gpu-id", args.gpu_id]), "--model-location", str(store), "--quiet"]
+    base = [
+        py,
+        "-m",
+        "ymir_exc.cli",
+        "run",
+        str(TEMPLATE),
+        "--runtime",
+        "local",
+        *([] if args.cpu else ["--gpu-id", args.gpu_id]),
+        "--model-location",
+        str(store),
+        "--quiet",
+    ]
     cfg = work / "ours-train.yaml"
-    cfg.write_text(json.dumps({"epochs": args.epochs, "img_size": IMG_SIZE, "batch_size": TRAIN_BATCH,
-                               "patience": 0, "save_period": 0, "workers": 4}), encoding="utf-8")
+    cfg.write_text(
+        json.dumps(
+            {
+                "epochs": args.epochs,
+                "img_size": IMG_SIZE,
+                "batch_size": TRAIN_BATCH,
+                "patience": 0,
+                "save_period": 0,
+                "workers": 4,
+            }
+        ),
+        encoding="utf-8",
+    )
     w = work / "ours-train"
     print(f"ours: training, {args.epochs} epochs ...", flush=True)
     with GpuMemory(None if args.cpu else args.gpu_id) as mem:
-        text = run(base + ["--task", "training", "--config", str(cfg), "--work-dir", str(w)],
-                   work / "ours-train.log", env=env, what="ymir-exc run --task training")
-    res: Dict[str, Optional[float]] = {"mem_mib": mem.peak}
+        text = run(
+            base + ["--task", "training", "--config", str(cfg), "--work-dir", str(w)],
+            work / "ours-train.log",
+            env=env,
+            what="ymir-exc run --task training",
+        )
+    res: dict[str, float | None] = {"mem_mib": mem.peak}
     csv_path = w / "out" / "ultralytics" / "train" / "results.csv"
     res["epoch_s"] = epoch_seconds(csv_path)
     res["map50"] = best_map50(csv_path)
     model = model_hash(text)
     for task, key in (("mining", "mining_ips"), ("infer", "infer_ips")):
         tcfg = work / f"ours-{task}.yaml"
-        tcfg.write_text(json.dumps({"img_size": IMG_SIZE, "batch_size": PREDICT_BATCH, "workers": 4,
-                                    "mining_algorithm": "entropy"} if task == "mining" else
-                                   {"img_size": IMG_SIZE, "batch_size": PREDICT_BATCH, "workers": 4}), encoding="utf-8")
+        tcfg.write_text(
+            json.dumps(
+                {"img_size": IMG_SIZE, "batch_size": PREDICT_BATCH, "workers": 4, "mining_algorithm": "entropy"}
+                if task == "mining"
+                else {"img_size": IMG_SIZE, "batch_size": PREDICT_BATCH, "workers": 4}
+            ),
+            encoding="utf-8",
+        )
         tw = work / f"ours-{task}"
         print(f"ours: {task}, {args.candidates} candidates ...", flush=True)
         with GpuMemory(None if args.cpu else args.gpu_id) as mem:
-            text = run(base + ["--task", task, "--config", str(tcfg), "--work-dir", str(tw), "--model", model,
-                               "--dataset", cand["data"]], work / f"ours-{task}.log", env=env,
-                       what=f"ymir-exc run --task {task}")
+            text = run(
+                base
+                + [
+                    "--task",
+                    task,
+                    "--config",
+                    str(tcfg),
+                    "--work-dir",
+                    str(tw),
+                    "--model",
+                    model,
+                    "--dataset",
+                    cand["data"],
+                ],
+                work / f"ours-{task}.log",
+                env=env,
+                what=f"ymir-exc run --task {task}",
+            )
         log_file = tw / "out" / "ymir-executor-out.log"
         full = text + (log_file.read_text(encoding="utf-8", errors="replace") if log_file.exists() else "")
         res[key] = executor_rate(full, "mining" if task == "mining" else "inference")
@@ -386,8 +499,7 @@ def ours(py: str, args: argparse.Namespace, work: Path, cand: Dict[str, str]) ->
     return res
 
 
-def plain(py: str, args: argparse.Namespace, work: Path, cand: Dict[str, str],
-          dataset: str) -> Dict[str, Optional[float]]:
+def plain(py: str, args: argparse.Namespace, work: Path, cand: dict[str, str], dataset: str) -> dict[str, float | None]:
     d = work / "plain"
     d.mkdir(exist_ok=True)
     data = d / "dataset"
@@ -396,27 +508,58 @@ def plain(py: str, args: argparse.Namespace, work: Path, cand: Dict[str, str],
         p = data / name
         if p.exists():
             p.write_text(p.read_text(encoding="utf-8").replace(dataset, str(data)), encoding="utf-8")
-    train_args = {"data": str(data / "data.yaml"), "epochs": args.epochs, "batch": TRAIN_BATCH, "imgsz": IMG_SIZE,
-                  "lr0": 0.002, "optimizer": "AdamW", "patience": 0, "workers": 4, "close_mosaic": 10,
-                  "device": device(args), "cache": False, "plots": False, "seed": 0, "exist_ok": True,
-                  "project": str(d / "runs"), "name": "train"}
+    train_args = {
+        "data": str(data / "data.yaml"),
+        "epochs": args.epochs,
+        "batch": TRAIN_BATCH,
+        "imgsz": IMG_SIZE,
+        "lr0": 0.002,
+        "optimizer": "AdamW",
+        "patience": 0,
+        "workers": 4,
+        "close_mosaic": 10,
+        "device": device(args),
+        "cache": False,
+        "plots": False,
+        "seed": 0,
+        "exist_ok": True,
+        "project": str(d / "runs"),
+        "name": "train",
+    }
     spec = d / "train.json"
-    spec.write_text(json.dumps({"mode": "train", "model": "yolov8n.yaml", "args": train_args,
-                                "config_dir": str(d / "config")}), encoding="utf-8")
+    spec.write_text(
+        json.dumps({"mode": "train", "model": "yolov8n.yaml", "args": train_args, "config_dir": str(d / "config")}),
+        encoding="utf-8",
+    )
     print(f"plain: YOLO().train, {args.epochs} epochs ...", flush=True)
     with GpuMemory(None if args.cpu else args.gpu_id) as mem:
         out = run([py, str(YOLO_PLAIN), str(spec)], d / "train.log", what="plain Ultralytics training")
-    res: Dict[str, Optional[float]] = {"mem_mib": mem.peak}
+    res: dict[str, float | None] = {"mem_mib": mem.peak}
     csv_path = d / "runs" / "train" / "results.csv"
     res["epoch_s"] = epoch_seconds(csv_path)
     res["map50"] = best_map50(csv_path)
     weights = json.loads(out.strip().splitlines()[-1])["best"]
     for task, key, conf, iou in (("mining", "mining_ips", 0.05, 0.7), ("infer", "infer_ips", 0.25, 0.7)):
         spec = d / f"{task}.json"
-        spec.write_text(json.dumps({"mode": "predict", "model": weights, "source": cand["list"],
-                                    "args": {"conf": conf, "iou": iou, "max_det": 300, "imgsz": IMG_SIZE,
-                                             "batch": PREDICT_BATCH, "device": device(args)},
-                                    "config_dir": str(d / "config")}), encoding="utf-8")
+        spec.write_text(
+            json.dumps(
+                {
+                    "mode": "predict",
+                    "model": weights,
+                    "source": cand["list"],
+                    "args": {
+                        "conf": conf,
+                        "iou": iou,
+                        "max_det": 300,
+                        "imgsz": IMG_SIZE,
+                        "batch": PREDICT_BATCH,
+                        "device": device(args),
+                    },
+                    "config_dir": str(d / "config"),
+                }
+            ),
+            encoding="utf-8",
+        )
         print(f"plain: predict ({task} thresholds), {args.candidates} candidates ...", flush=True)
         with GpuMemory(None if args.cpu else args.gpu_id) as mem:
             out = run([py, str(YOLO_PLAIN), str(spec)], d / f"{task}.log", what=f"plain Ultralytics predict ({task})")
@@ -426,7 +569,7 @@ def plain(py: str, args: argparse.Namespace, work: Path, cand: Dict[str, str],
     return res
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     steps = plan(args)
     print("gpu-check plan:")
@@ -455,14 +598,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         where = "CPU (rehearsal)"
     else:
         try:
-            name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", args.gpu_id],
-                                  capture_output=True, text=True, timeout=10).stdout.strip() or "?"
+            name = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", args.gpu_id],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout.strip()
+                or "?"
+            )
         except (OSError, subprocess.SubprocessError):
             name = "?"
         where = f"GPU {args.gpu_id} ({name})"
-    print(f"\ndet-yolo-tmi on {where}, {time.strftime('%Y-%m-%d')}: yolov8n from scratch on the "
-          f"trees sample, {args.epochs} epochs at {IMG_SIZE} px, batch {TRAIN_BATCH}; mining (entropy) and "
-          f"inference over {args.candidates} candidates, batch {PREDICT_BATCH}")
+    print(
+        f"\ndet-yolo-tmi on {where}, {time.strftime('%Y-%m-%d')}: yolov8n from scratch on the "
+        f"trees sample, {args.epochs} epochs at {IMG_SIZE} px, batch {TRAIN_BATCH}; mining (entropy) and "
+        f"inference over {args.candidates} candidates, batch {PREDICT_BATCH}"
+    )
     print(table({"ymir-exc run (det-yolo-tmi)": r_ours, "plain Ultralytics (bench/yolo_plain.py)": r_plain}))
     print(f"\n({time.time() - t0:.0f} s; work folder {work})")
     return 0

@@ -20,6 +20,7 @@ Tile rule: a fixed non-overlapping grid anchored at the top-left corner; tile
 Partial tiles at the right / bottom edges are skipped (no overlap between tiles,
 so no box is shared between a train tile and a val tile).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,8 +75,7 @@ def safe_stem(name: str) -> str:
 
 def download_wheel(dest: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         WHEEL_REQ, "-d", str(dest)],
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", WHEEL_REQ, "-d", str(dest)],
         check=True,
     )
     wheels = sorted(dest.glob("deepforest-2.1.0-*.whl"))
@@ -135,8 +135,7 @@ def boxes_in_tile(boxes: np.ndarray, x0: int, y0: int) -> list[tuple[int, int, i
 def jpeg_bytes(im: Image.Image) -> bytes:
     buf = io.BytesIO()
     # No exif / icc / comment passed -> no metadata besides the JFIF header.
-    im.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False,
-            subsampling="4:2:0")
+    im.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False, subsampling="4:2:0")
     return buf.getvalue()
 
 
@@ -280,18 +279,30 @@ def build(wheel: Path, out: Path) -> dict:
     image_bytes = sum((out / k).stat().st_size for k in images)
     ann_bytes = sum((out / k).stat().st_size for k in annotations)
     counts = {
-        "tiles": {"train": len(train), "val": len(val), "candidate": len(candidate),
-                  "unlabeled": len(unlabeled), "images": len(images)},
-        "boxes": {"train": sum(boxes_of[s] for s in train), "val": sum(boxes_of[s] for s in val),
-                  "candidate": sum(boxes_of.get(s, 0) for s in candidate)},
+        "tiles": {
+            "train": len(train),
+            "val": len(val),
+            "candidate": len(candidate),
+            "unlabeled": len(unlabeled),
+            "images": len(images),
+        },
+        "boxes": {
+            "train": sum(boxes_of[s] for s in train),
+            "val": sum(boxes_of[s] for s in val),
+            "candidate": sum(boxes_of.get(s, 0) for s in candidate),
+        },
         "per_source": per_source,
         "image_bytes": image_bytes,
         "annotation_bytes": ann_bytes,
     }
     manifest = {
         "name": "trees",
-        "source": {"package": WHEEL_REQ, "wheel": WHEEL_NAME, "wheel_sha256": wheel_sha256,
-                   "license": "MIT (see LICENSE-deepforest.txt)"},
+        "source": {
+            "package": WHEEL_REQ,
+            "wheel": WHEEL_NAME,
+            "wheel_sha256": wheel_sha256,
+            "license": "MIT (see LICENSE-deepforest.txt)",
+        },
         "classes": [CLASS_NAME],
         "tile_size": TILE,
         "tile_rule": "non-overlapping grid from (0,0); partial edge tiles skipped",
@@ -312,8 +323,7 @@ def readme(counts: dict, unlabeled: list[str]) -> str:
     t, b = counts["tiles"], counts["boxes"]
     mb = (counts["image_bytes"] + counts["annotation_bytes"]) / 1e6
     rows = "\n".join(
-        f"| `{src}` | {d['train']} | {d['val']} | {d['boxes']} |"
-        for src, d in counts["per_source"].items()
+        f"| `{src}` | {d['train']} | {d['val']} | {d['boxes']} |" for src, d in counts["per_source"].items()
     )
     unl_src = sorted({s.rsplit("_", 2)[0] for s in unlabeled})
     return f"""# trees: a small real tree-crown detection sample
@@ -362,15 +372,15 @@ coordinates are read with the same convention. All objects have `difficult` = 0.
 
 | split | tiles | boxes |
 |---|---|---|
-| train | {t['train']} | {b['train']} |
-| val | {t['val']} | {b['val']} |
-| candidate | {t['candidate']} ({t['unlabeled']} unlabeled + {t['val']} val) | {b['candidate']} (val tiles only) |
+| train | {t["train"]} | {b["train"]} |
+| val | {t["val"]} | {b["val"]} |
+| candidate | {t["candidate"]} ({t["unlabeled"]} unlabeled + {t["val"]} val) | {b["candidate"]} (val tiles only) |
 
 | source | train tiles | val tiles | boxes |
 |---|---|---|---|
 {rows}
 
-Images + annotations: {mb:.2f} MB ({t['images']} JPEG files).
+Images + annotations: {mb:.2f} MB ({t["images"]} JPEG files).
 
 ## Regenerate
 
@@ -387,8 +397,9 @@ libjpeg versions, in which case `manifest.json` sha1s change but boxes and split
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--wheel", type=Path, default=None,
-                    help=f"path to {WHEEL_NAME} (default: pip download into a temp dir)")
+    ap.add_argument(
+        "--wheel", type=Path, default=None, help=f"path to {WHEEL_NAME} (default: pip download into a temp dir)"
+    )
     ap.add_argument("--out", type=Path, default=Path("ymir_exc/samples/trees"))
     args = ap.parse_args(argv)
     if args.wheel is None:

@@ -25,7 +25,7 @@ modules (``from ymir_exc import monitor``). The rules behind every file are in d
 Host side: the ``ymir-exc`` command (``ymir_exc.cli``).
 """
 
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from ymir_exc.code import ExecutorReturnCode, ExecutorState
@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
 __version__ = "2.1.0"
 
 #: public name -> the module that defines it (imported on first access)
-_EXPORTS: Dict[str, str] = {
+_EXPORTS: dict[str, str] = {
     # the task and executor API
     "Task": "ymir_exc.task",
     "Detection": "ymir_exc.task",
@@ -84,14 +84,32 @@ _EXPORTS: Dict[str, str] = {
 __all__ = [
     "__version__",
     # the task and executor API
-    "Task", "Detection", "Executor", "evaluate_detections",
+    "Task",
+    "Detection",
+    "Executor",
+    "evaluate_detections",
     # typed items and boxes
-    "DatasetType", "EnvConfig", "DatasetItem", "BBox", "Annotation", "Box",
+    "DatasetType",
+    "EnvConfig",
+    "DatasetItem",
+    "BBox",
+    "Annotation",
+    "Box",
     # errors
-    "YmirExcError", "EnvFileError", "ConfigFileError", "IndexFileError", "AnnotationError", "ImageError",
-    "ModelError", "ResultError", "MonitorError", "NotSupportedError",
+    "YmirExcError",
+    "EnvFileError",
+    "ConfigFileError",
+    "IndexFileError",
+    "AnnotationError",
+    "ImageError",
+    "ModelError",
+    "ResultError",
+    "MonitorError",
+    "NotSupportedError",
     # states and return codes
-    "ExecutorState", "ExecutorReturnCode", "return_code_for",
+    "ExecutorState",
+    "ExecutorReturnCode",
+    "return_code_for",
 ]
 
 
@@ -106,7 +124,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def __dir__() -> List[str]:
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
 
 

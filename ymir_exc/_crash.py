@@ -16,12 +16,11 @@ import os
 import sys
 import traceback
 from types import TracebackType
-from typing import Optional, Type
 
 _previous = sys.excepthook
 
 
-def excepthook(exc_type: Type[BaseException], exc: BaseException, tb: Optional[TracebackType]) -> None:
+def excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
     try:
         from ymir_exc import settings
 
@@ -31,7 +30,7 @@ def excepthook(exc_type: Type[BaseException], exc: BaseException, tb: Optional[T
 
             lines = traceback.format_exception(exc_type, exc, tb)
             monitor.write_error(exc, return_code_for(exc), traceback_lines=lines[-20:])
-    except Exception as e:  # noqa: BLE001 - never hide the original error
+    except Exception as e:
         print(f"ymir_exc: could not write the error state to monitor.txt: {e}", file=sys.stderr)
     _previous(exc_type, exc, tb)
 

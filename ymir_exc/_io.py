@@ -21,10 +21,10 @@ import os
 import re
 import shutil
 import threading
-from typing import Callable, Iterator, Set, Union
+from collections.abc import Callable, Iterator
 
 #: targets whose stale temp files this process already looked for
-_swept: Set[str] = set()
+_swept: set[str] = set()
 _TMP_RE = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<tid>\d+)\.tmp\Z")
 
 
@@ -90,7 +90,7 @@ def _named_error(e: OSError, path: str, what: str) -> OSError:
     return err
 
 
-def atomic_write(path: Union[str, os.PathLike], data: Union[str, bytes], *, fsync: bool = True) -> None:
+def atomic_write(path: str | os.PathLike[str], data: str | bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically, creating the parent folder if needed.
 
     Args:
@@ -107,7 +107,7 @@ def atomic_write(path: Union[str, os.PathLike], data: Union[str, bytes], *, fsyn
 
 
 @contextlib.contextmanager
-def atomic_file(path: Union[str, os.PathLike], *, fsync: bool = True) -> Iterator[Callable[[Union[str, bytes]], None]]:
+def atomic_file(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[Callable[[str | bytes], None]]:
     """Like :func:`atomic_write`, for data produced in pieces: yields ``write(str | bytes)``;
     the file replaces ``path`` when the block ends without an exception (else it is removed).
 
@@ -126,13 +126,14 @@ def atomic_file(path: Union[str, os.PathLike], *, fsync: bool = True) -> Iterato
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         opened = True
         try:
-            def write(data: Union[str, bytes]) -> None:
+
+            def write(data: str | bytes) -> None:
                 if isinstance(data, str):
                     data = data.encode("utf-8")
                 view = memoryview(data)
                 while view:
                     try:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                     except OSError as e:
                         raise _named_error(e, path, "write") from None
 
@@ -155,7 +156,7 @@ def atomic_file(path: Union[str, os.PathLike], *, fsync: bool = True) -> Iterato
         raise
 
 
-def atomic_copy(src: Union[str, os.PathLike], dst: Union[str, os.PathLike]) -> None:
+def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     """Copy ``src`` to ``dst`` (content and mode / times, as ``shutil.copy2``) through a temp file
     in ``dst``'s folder renamed at the end: ``dst`` is either the old file or the complete copy.
 
@@ -183,7 +184,7 @@ def atomic_copy(src: Union[str, os.PathLike], dst: Union[str, os.PathLike]) -> N
 
 
 @contextlib.contextmanager
-def locked(path: Union[str, os.PathLike]) -> Iterator[None]:
+def locked(path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold an exclusive ``fcntl.flock`` on ``.<name>.lock`` beside ``path`` for the block.
 
     Without ``fcntl`` (not POSIX) the block runs unlocked.

@@ -25,10 +25,10 @@ import codecs
 import itertools
 import json
 import math
-import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, cast
 
 from ymir_exc import env
 from ymir_exc.env import DatasetType
@@ -74,7 +74,7 @@ class BBox:
     angle: float = 0.0
 
     @property
-    def xyxy(self) -> Tuple[int, int, int, int]:
+    def xyxy(self) -> tuple[int, int, int, int]:
         """``(xmin, ymin, xmax, ymax)`` with xmax/ymax exclusive (``x + w``)."""
         return (self.x, self.y, self.x + self.w, self.y + self.h)
 
@@ -96,18 +96,22 @@ class DatasetItem:
 
     image_path: str
     annotation_path: str = ""
-    boxes: List[BBox] = field(default_factory=list)
+    boxes: list[BBox] = field(default_factory=list)
 
 
 _SPLIT_NAMES = {
-    "train": DatasetType.TRAINING, "training": DatasetType.TRAINING,
-    "val": DatasetType.VALIDATION, "validation": DatasetType.VALIDATION,
-    "test": DatasetType.CANDIDATE, "candidate": DatasetType.CANDIDATE,
-    "mining": DatasetType.CANDIDATE, "infer": DatasetType.CANDIDATE,
+    "train": DatasetType.TRAINING,
+    "training": DatasetType.TRAINING,
+    "val": DatasetType.VALIDATION,
+    "validation": DatasetType.VALIDATION,
+    "test": DatasetType.CANDIDATE,
+    "candidate": DatasetType.CANDIDATE,
+    "mining": DatasetType.CANDIDATE,
+    "infer": DatasetType.CANDIDATE,
 }
 
 
-def _as_dataset_type(split: Union[DatasetType, str, int]) -> DatasetType:
+def _as_dataset_type(split: DatasetType | str | int) -> DatasetType:
     if isinstance(split, str):
         try:
             return _SPLIT_NAMES[split.lower()]
@@ -116,7 +120,7 @@ def _as_dataset_type(split: Union[DatasetType, str, int]) -> DatasetType:
     return DatasetType(split)
 
 
-def index_file_path(dataset_type: Union[DatasetType, str], env_config: Optional[env.EnvConfig] = None) -> str:
+def index_file_path(dataset_type: DatasetType | str, env_config: env.EnvConfig | None = None) -> str:
     """The index file env.yaml names for a dataset type.
 
     Raises:
@@ -124,16 +128,20 @@ def index_file_path(dataset_type: Union[DatasetType, str], env_config: Optional[
     """
     env_config = env_config or env.current_env()
     dataset_type = _as_dataset_type(dataset_type)
-    key = {DatasetType.TRAINING: "training_index_file", DatasetType.VALIDATION: "val_index_file",
-           DatasetType.CANDIDATE: "candidate_index_file"}.get(dataset_type)
+    key = {
+        DatasetType.TRAINING: "training_index_file",
+        DatasetType.VALIDATION: "val_index_file",
+        DatasetType.CANDIDATE: "candidate_index_file",
+    }.get(dataset_type)
     path = getattr(env_config.input, key) if key else ""
     if not path:
-        raise IndexFileError(f"env.yaml sets no index file for {dataset_type.name}",
-                             key=f"input.{key or dataset_type.name}")
+        raise IndexFileError(
+            f"env.yaml sets no index file for {dataset_type.name}", key=f"input.{key or dataset_type.name}"
+        )
     return path
 
 
-def item_paths(dataset_type: Union[DatasetType, str], env_config: Optional[env.EnvConfig] = None) -> Iterator[Tuple[str, str]]:
+def item_paths(dataset_type: DatasetType | str, env_config: env.EnvConfig | None = None) -> Iterator[tuple[str, str]]:
     """Yield ``(asset_path, annotation_path)`` for every line of the index file.
 
     Training and validation lines are ``<image>\\t<annotation>``; candidate lines are ``<image>``
@@ -146,18 +154,20 @@ def item_paths(dataset_type: Union[DatasetType, str], env_config: Optional[env.E
         IndexFileError: the index file is not set, missing or unreadable, or a line is blank or
             (training / validation) has no annotation column; names the file and line.
     """
-    live: List[Any] = [None]
+    live: list[Any] = [None]
     gen = _item_path_blocks(dataset_type, env_config, live)
-    it = _ItemPaths.from_iterable(gen)
+    it = cast(_ItemPaths, _ItemPaths.from_iterable(gen))  # a classmethod: an _ItemPaths at run time
     it._blocks, it._live = gen, live
     return it
 
 
-class _ItemPaths(itertools.chain):
+class _ItemPaths(itertools.chain[tuple[str, str]]):
     """What :func:`item_paths` returns: the pairs of each block of lines, chained in C (a Python
     generator costs a frame resume per line). ``close()`` closes the file like a generator's."""
 
     __slots__ = ("_blocks", "_live")
+    _blocks: Generator[Iterable[tuple[str, str]], None, None]
+    _live: list[Any]
 
     def close(self) -> None:
         self._blocks.close()
@@ -178,8 +188,9 @@ _PAIRS = b"\t\n" * (_BLOCK_SIZE // 2 + 1)
 _LINES = b"\n" * (_BLOCK_SIZE + 1)
 
 
-def _item_path_blocks(dataset_type: Union[DatasetType, str], env_config: Optional[env.EnvConfig],
-                      live: List[Any]) -> Iterator[Iterable[Tuple[str, str]]]:
+def _item_path_blocks(
+    dataset_type: DatasetType | str, env_config: env.EnvConfig | None, live: list[Any]
+) -> Generator[Iterable[tuple[str, str]], None, None]:
     """Blocks of ``(asset, annotation)`` pairs, whole lines at a time, for :func:`item_paths`.
 
     Fast path: a block of plain lines (training: exactly one tab per line, both columns
@@ -202,7 +213,7 @@ def _item_path_blocks(dataset_type: Union[DatasetType, str], env_config: Optiona
     decode = codecs.getincrementaldecoder("utf-8")().decode
     isspace = str.isspace
     # the partial line after a block's last newline: its fields (split at tabs) and tab bytes
-    carry: List[str] = [""]
+    carry: list[str] = [""]
     carry_seps = b""
     carry_ascii = True
     with f:
@@ -234,7 +245,7 @@ def _item_path_blocks(dataset_type: Union[DatasetType, str], env_config: Optiona
                 if cut < 0:  # no line ends in this block
                     carry, carry_seps, carry_ascii = fields, seps, is_ascii
                     continue
-                carry_seps = seps[cut + 1:]
+                carry_seps = seps[cut + 1 :]
                 m = len(carry_seps) + 1
                 carry = fields[-m:]
                 del fields[-m:]
@@ -252,7 +263,7 @@ def _item_path_blocks(dataset_type: Union[DatasetType, str], env_config: Optiona
                 live[0] = fields
                 pairs = iter(fields)
                 done += len(fields) >> 1
-                yield zip(pairs, pairs)
+                yield zip(pairs, pairs, strict=True)
             else:
                 if not all(fields) or (not is_ascii and any(map(isspace, fields))):
                     break
@@ -265,10 +276,10 @@ def _item_path_blocks(dataset_type: Union[DatasetType, str], env_config: Optiona
     yield live[0]
 
 
-def _item_path_lines(path: str, need_annotation: bool, skip: int = 0) -> Iterator[Tuple[str, str]]:
+def _item_path_lines(path: str, need_annotation: bool, skip: int = 0) -> Iterator[tuple[str, str]]:
     """The line-by-line reader (every check, exact line numbers), from line ``skip + 1`` on."""
     try:
-        f = open(path, "r", encoding="utf-8")
+        f = open(path, encoding="utf-8")
     except FileNotFoundError:
         raise IndexFileError("index file not found", path=path) from None
     except OSError as e:
@@ -290,12 +301,12 @@ def _item_path_lines(path: str, need_annotation: bool, skip: int = 0) -> Iterato
             raise IndexFileError("index file is not UTF-8 text", path=path) from None
 
 
-def items_count(dataset_type: Union[DatasetType, str], env_config: Optional[env.EnvConfig] = None) -> int:
+def items_count(dataset_type: DatasetType | str, env_config: env.EnvConfig | None = None) -> int:
     """Number of lines (items) of an index file; validates every line like :func:`item_paths`."""
     return sum(1 for _ in item_paths(dataset_type, env_config))
 
 
-def images_count(cfg: Any = None, split: Union[DatasetType, str] = DatasetType.TRAINING) -> int:
+def images_count(cfg: Any = None, split: DatasetType | str = DatasetType.TRAINING) -> int:
     """Number of images of a split (``'train'``, ``'val'``, ``'candidate'`` or a DatasetType).
 
     ``cfg`` is the merged config (``util.get_merged_config()``) or None for the current env.
@@ -303,7 +314,7 @@ def images_count(cfg: Any = None, split: Union[DatasetType, str] = DatasetType.T
     return items_count(split, _env_of(cfg))
 
 
-def bboxes_count(cfg: Any = None, split: Union[DatasetType, str] = DatasetType.TRAINING) -> int:
+def bboxes_count(cfg: Any = None, split: DatasetType | str = DatasetType.TRAINING) -> int:
     """Number of ground-truth boxes of a split, parsing every annotation.
 
     Raises:
@@ -312,7 +323,7 @@ def bboxes_count(cfg: Any = None, split: Union[DatasetType, str] = DatasetType.T
     return sum(len(item.boxes) for item in read_items(split, cfg=cfg))
 
 
-def _env_of(cfg: Any) -> Optional[env.EnvConfig]:
+def _env_of(cfg: Any) -> env.EnvConfig | None:
     if cfg is None:
         return None
     ymir = cfg.get("ymir") if isinstance(cfg, dict) else getattr(cfg, "ymir", None)
@@ -325,7 +336,8 @@ def _env_of(cfg: Any) -> Optional[env.EnvConfig]:
 
 # ---------------------------------------------------------------- annotations
 
-def parse_ark_annotation(path: str, class_names: Sequence[str]) -> List[BBox]:
+
+def parse_ark_annotation(path: str, class_names: Sequence[str]) -> list[BBox]:
     """Parse an ark txt annotation: lines ``class_idx, xmin, ymin, xmax, ymax[, quality, angle]``.
 
     Integers in pixels, xmax/ymax inclusive; blank lines are skipped (an image with no box has an
@@ -336,7 +348,7 @@ def parse_ark_annotation(path: str, class_names: Sequence[str]) -> List[BBox]:
             index outside ``class_names``, a negative coordinate or xmax < xmin; names file and line.
     """
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
         raise AnnotationError("annotation file not found", path=path) from None
@@ -349,12 +361,15 @@ def parse_ark_annotation(path: str, class_names: Sequence[str]) -> List[BBox]:
             continue
         fields = [p.strip() for p in line.split(",")]
         if len(fields) < 5:
-            raise AnnotationError(f"expected 'class_idx, xmin, ymin, xmax, ymax[, quality, angle]', got {len(fields)} field(s)",
-                                  path=path, line=n)
+            raise AnnotationError(
+                f"expected 'class_idx, xmin, ymin, xmax, ymax[, quality, angle]', got {len(fields)} field(s)",
+                path=path,
+                line=n,
+            )
         if len(fields) > 7:
             raise AnnotationError(f"too many fields ({len(fields)}, at most 7)", path=path, line=n)
-        values: List[float] = []
-        for key, text in zip(names, fields):
+        values: list[float] = []
+        for key, text in zip(names, fields, strict=False):  # quality and angle are optional
             try:
                 v = float(text)
             except ValueError:
@@ -364,18 +379,37 @@ def parse_ark_annotation(path: str, class_names: Sequence[str]) -> List[BBox]:
             values.append(v)
         cid = values[0]
         if cid != int(cid) or not 0 <= cid < len(class_names):
-            raise AnnotationError(f"class index {fields[0]} outside 0..{len(class_names) - 1} "
-                                  f"(class_names: {list(class_names)})", path=path, line=n, key="class_idx")
-        boxes.append(_box_from_corners(int(cid), class_names, values[1:5], path, n,
-                                       quality=values[5] if len(values) > 5 else -1.0,
-                                       angle=values[6] if len(values) > 6 else 0.0))
+            raise AnnotationError(
+                f"class index {fields[0]} outside 0..{len(class_names) - 1} (class_names: {list(class_names)})",
+                path=path,
+                line=n,
+                key="class_idx",
+            )
+        boxes.append(
+            _box_from_corners(
+                int(cid),
+                class_names,
+                values[1:5],
+                path,
+                n,
+                quality=values[5] if len(values) > 5 else -1.0,
+                angle=values[6] if len(values) > 6 else 0.0,
+            )
+        )
     return boxes
 
 
-def _box_from_corners(cid: int, class_names: Sequence[str], corners: Sequence[float], path: str,
-                      line: Optional[int], quality: float = -1.0, angle: float = 0.0) -> BBox:
+def _box_from_corners(
+    cid: int,
+    class_names: Sequence[str],
+    corners: Sequence[float],
+    path: str,
+    line: int | None,
+    quality: float = -1.0,
+    angle: float = 0.0,
+) -> BBox:
     xmin, ymin, xmax, ymax = (int(round(v)) for v in corners)
-    for key, v in zip(("xmin", "ymin"), (xmin, ymin)):
+    for key, v in zip(("xmin", "ymin"), (xmin, ymin), strict=True):
         if v < 0:
             raise AnnotationError(f"negative coordinate {v}", path=path, line=line, key=key)
     if xmax < xmin:
@@ -385,7 +419,7 @@ def _box_from_corners(cid: int, class_names: Sequence[str], corners: Sequence[fl
     return BBox(cid, class_names[cid], xmin, ymin, xmax - xmin + 1, ymax - ymin + 1, quality, angle)
 
 
-def parse_voc_annotation(path: str, class_names: Sequence[str]) -> List[BBox]:
+def parse_voc_annotation(path: str, class_names: Sequence[str]) -> list[BBox]:
     """Parse a Pascal VOC xml annotation (``<object><name>``, ``<bndbox>`` xmin..ymax inclusive).
 
     Raises:
@@ -408,8 +442,9 @@ def parse_voc_annotation(path: str, class_names: Sequence[str]) -> List[BBox]:
         if not name:
             raise AnnotationError("object without <name>", path=path, key=where)
         if name not in index:
-            raise AnnotationError(f"class {name!r} not in class_names {list(class_names)}", path=path,
-                                  key=f"{where}.name")
+            raise AnnotationError(
+                f"class {name!r} not in class_names {list(class_names)}", path=path, key=f"{where}.name"
+            )
         bnd = obj.find("bndbox")
         if bnd is None:
             raise AnnotationError("object without <bndbox>", path=path, key=where)
@@ -419,8 +454,9 @@ def parse_voc_annotation(path: str, class_names: Sequence[str]) -> List[BBox]:
             try:
                 v = float(text)  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                raise AnnotationError(f"<{tag}> is not a number: {text!r}", path=path,
-                                      key=f"{where}.bndbox.{tag}") from None
+                raise AnnotationError(
+                    f"<{tag}> is not a number: {text!r}", path=path, key=f"{where}.bndbox.{tag}"
+                ) from None
             if not math.isfinite(v):
                 raise AnnotationError(f"<{tag}> is not finite", path=path, key=f"{where}.bndbox.{tag}")
             corners.append(v)
@@ -431,7 +467,7 @@ def parse_voc_annotation(path: str, class_names: Sequence[str]) -> List[BBox]:
     return boxes
 
 
-def load_coco_annotations(path: str, class_names: Sequence[str]) -> Dict[str, List[BBox]]:
+def load_coco_annotations(path: str, class_names: Sequence[str]) -> dict[str, list[BBox]]:
     """Parse a COCO json (``seg-coco:raw``) into ``{image file_name, as written in the json: [BBox]}``.
 
     Boxes are matched to images by image id, so images with the same base name in different
@@ -444,7 +480,7 @@ def load_coco_annotations(path: str, class_names: Sequence[str]) -> Dict[str, Li
             images with the same ``file_name`` or the same ``id`` (key ``images[i]...`` named).
     """
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
         raise AnnotationError("COCO annotation file not found", path=path) from None
@@ -453,34 +489,39 @@ def load_coco_annotations(path: str, class_names: Sequence[str]) -> Dict[str, Li
     index = {name: i for i, name in enumerate(class_names)}
     try:
         cats = {c["id"]: c["name"] for c in data.get("categories", [])}
-        images: Dict[Any, str] = {}
-        first: Dict[str, int] = {}
+        images: dict[Any, str] = {}
+        first: dict[str, int] = {}
         for i, im in enumerate(data.get("images", [])):
             file_name, image_id = im["file_name"], im["id"]
             if not isinstance(file_name, str) or not file_name:
                 raise AnnotationError("file_name must be a non-empty string", path=path, key=f"images[{i}].file_name")
             if file_name in first:
-                raise AnnotationError(f"file_name {file_name!r} is also images[{first[file_name]}]'s: each image "
-                                      f"needs its own file_name (boxes are matched to image files by it)",
-                                      path=path, key=f"images[{i}].file_name")
+                raise AnnotationError(
+                    f"file_name {file_name!r} is also images[{first[file_name]}]'s: each image "
+                    f"needs its own file_name (boxes are matched to image files by it)",
+                    path=path,
+                    key=f"images[{i}].file_name",
+                )
             if image_id in images:
                 raise AnnotationError(f"image id {image_id!r} is used twice", path=path, key=f"images[{i}].id")
             first[file_name] = i
             images[image_id] = file_name
-        result: Dict[str, List[BBox]] = {name: [] for name in images.values()}
+        result: dict[str, list[BBox]] = {name: [] for name in images.values()}
         for k, ann in enumerate(data.get("annotations", [])):
             key = f"annotations[{k}]"
             name = cats.get(ann["category_id"])
             if name not in index:
-                raise AnnotationError(f"category {name or ann['category_id']!r} not in class_names",
-                                      path=path, key=f"{key}.category_id")
+                raise AnnotationError(
+                    f"category {name or ann['category_id']!r} not in class_names", path=path, key=f"{key}.category_id"
+                )
             x, y, w, h = (float(v) for v in ann["bbox"])
             if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
                 raise AnnotationError(f"bad bbox {ann['bbox']}", path=path, key=f"{key}.bbox")
             box = _box_from_corners(index[name], class_names, (x, y, x + w - 1, y + h - 1), path, None)
             if ann["image_id"] not in images:
-                raise AnnotationError(f"image_id {ann['image_id']!r} names no image in 'images'", path=path,
-                                      key=f"{key}.image_id")
+                raise AnnotationError(
+                    f"image_id {ann['image_id']!r} names no image in 'images'", path=path, key=f"{key}.image_id"
+                )
             result[images[ann["image_id"]]].append(box)
     except (KeyError, TypeError, ValueError, AttributeError) as e:  # AttributeError: null / a list for an object
         if isinstance(e, AnnotationError):
@@ -489,12 +530,12 @@ def load_coco_annotations(path: str, class_names: Sequence[str]) -> Dict[str, Li
     return result
 
 
-def _name_parts(name: str) -> Tuple[str, ...]:
+def _name_parts(name: str) -> tuple[str, ...]:
     """A file name's path components (``\\`` read as ``/``; no root, no ``.``)."""
     return tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
 
 
-def coco_boxes_lookup(boxes: Dict[str, List[BBox]], where: str = "") -> Callable[[str], List[BBox]]:
+def coco_boxes_lookup(boxes: dict[str, list[BBox]], where: str = "") -> Callable[[str], list[BBox]]:
     """A function ``image path -> [BBox]`` over :func:`load_coco_annotations`' result.
 
     An image's entry is the one whose ``file_name`` is the path's ending, component by component
@@ -506,30 +547,33 @@ def coco_boxes_lookup(boxes: Dict[str, List[BBox]], where: str = "") -> Callable
         AnnotationError: several entries share the path's base name and none is its ending
             (``where``: the json, named in the error).
     """
-    by_base: Dict[str, List[Tuple[Tuple[str, ...], str]]] = {}
+    by_base: dict[str, list[tuple[tuple[str, ...], str]]] = {}
     for name in boxes:
         parts = _name_parts(name)
         if parts:
             by_base.setdefault(parts[-1], []).append((parts, name))
 
-    def lookup(image_path: str) -> List[BBox]:
+    def lookup(image_path: str) -> list[BBox]:
         parts = _name_parts(image_path)
         entries = by_base.get(parts[-1], []) if parts else []
-        ends = [(len(p), n) for p, n in entries if len(p) <= len(parts) and parts[len(parts) - len(p):] == p]
+        ends = [(len(p), n) for p, n in entries if len(p) <= len(parts) and parts[len(parts) - len(p) :] == p]
         if ends:
             return boxes[max(ends)[1]]
         if len(entries) == 1:
             return boxes[entries[0][1]]
         if entries:
-            raise AnnotationError(f"image {image_path}: {len(entries)} images of the json have its base name "
-                                  f"({', '.join(sorted(n for _, n in entries)[:5])}) and none names its folder",
-                                  path=where or None, key="images.file_name")
+            raise AnnotationError(
+                f"image {image_path}: {len(entries)} images of the json have its base name "
+                f"({', '.join(sorted(n for _, n in entries)[:5])}) and none names its folder",
+                path=where or None,
+                key="images.file_name",
+            )
         return []
 
     return lookup
 
 
-def annotation_format(export_format: Optional[str]) -> str:
+def annotation_format(export_format: str | None) -> str:
     """``'ark'``, ``'voc'`` or ``'coco'`` for an ``export_format`` value (None -> the default).
 
     Raises:
@@ -540,13 +584,18 @@ def annotation_format(export_format: Optional[str]) -> str:
     try:
         return EXPORT_FORMATS[fmt]
     except KeyError:
-        raise ConfigFileError(f"unknown export_format {export_format!r}; one of {sorted(EXPORT_FORMATS)}",
-                              key="export_format") from None
+        raise ConfigFileError(
+            f"unknown export_format {export_format!r}; one of {sorted(EXPORT_FORMATS)}", key="export_format"
+        ) from None
 
 
-def read_items(dataset_type: Union[DatasetType, str], cfg: Any = None, *,
-               class_names: Optional[Sequence[str]] = None,
-               export_format: Optional[str] = None) -> Iterator[DatasetItem]:
+def read_items(
+    dataset_type: DatasetType | str,
+    cfg: Any = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    export_format: str | None = None,
+) -> Iterator[DatasetItem]:
     """Yield typed :class:`DatasetItem` objects with parsed boxes.
 
     Args:
@@ -575,7 +624,7 @@ def read_items(dataset_type: Union[DatasetType, str], cfg: Any = None, *,
     if isinstance(class_names, str) or not all(isinstance(n, str) and n for n in class_names):
         raise ConfigFileError(f"class_names must be a list of names, got {class_names!r}", key="class_names")
     fmt = annotation_format(export_format)
-    coco: Optional[Callable[[str], List[BBox]]] = None
+    coco: Callable[[str], list[BBox]] | None = None
     for asset, annotation in item_paths(dataset_type, env_config):
         if fmt == "ark":
             boxes = parse_ark_annotation(annotation, class_names)
@@ -588,14 +637,14 @@ def read_items(dataset_type: Union[DatasetType, str], cfg: Any = None, *,
         yield DatasetItem(asset, annotation, boxes)
 
 
-def _param_of(cfg: Any) -> Dict[str, Any]:
+def _param_of(cfg: Any) -> dict[str, Any]:
     if cfg is None:
         return env.get_executor_config()
     param = cfg.get("param") if isinstance(cfg, dict) else getattr(cfg, "param", None)
     return dict(param or {})
 
 
-def filter_broken_images(files: Iterable[str]) -> List[str]:
+def filter_broken_images(files: Iterable[str]) -> list[str]:
     """Return the files that are readable, decodable images (Pillow ``verify``), in order.
 
     Unlike upstream, what is dropped is not silent: each dropped file is reported on stderr with
@@ -607,14 +656,14 @@ def filter_broken_images(files: Iterable[str]) -> List[str]:
     for path in files:
         try:
             check_image(path)
-        except Exception as e:  # noqa: BLE001 - reported, by contract of this function
+        except Exception as e:
             print(f"ymir_exc: dropping broken image {path}: {e}", file=sys.stderr)
         else:
             good.append(path)
     return good
 
 
-def check_image(path: str) -> Tuple[int, int]:
+def check_image(path: str) -> tuple[int, int]:
     """Open an image with Pillow and verify it; returns ``(width, height)`` in pixels.
 
     Raises:
@@ -634,6 +683,6 @@ def check_image(path: str) -> Tuple[int, int]:
             im.load()
     except FileNotFoundError:
         raise ImageError("image not found", path=path) from None
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for corrupt data
+    except Exception as e:
         raise ImageError(f"not a readable image: {e}", path=path) from None
-    return size
+    return int(size[0]), int(size[1])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from enum import IntEnum
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -111,12 +111,12 @@ class EnvConfig(BaseModel):
     def _check_protocol_version(cls, v: Any) -> str:
         if v is None:
             return "0.0.1"
-        v = str(v)
-        parse_protocol_version(v)
-        return v
+        text = str(v)
+        parse_protocol_version(text)
+        return text
 
     @classmethod
-    def model_json_schema(cls, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
         # the schema shows the default input / output instances, which needs their (deferred)
         # serializers built first
         EnvInputConfig.model_rebuild()
@@ -124,12 +124,12 @@ class EnvConfig(BaseModel):
         return super().model_json_schema(*args, **kwargs)
 
     @property
-    def protocol_tuple(self) -> Tuple[int, ...]:
+    def protocol_tuple(self) -> tuple[int, ...]:
         """``protocol_version`` as a tuple of ints, e.g. ``(1, 1, 0)``."""
         return parse_protocol_version(self.protocol_version)
 
 
-def parse_protocol_version(version: str) -> Tuple[int, ...]:
+def parse_protocol_version(version: str) -> tuple[int, ...]:
     """``"1.1.0"`` -> ``(1, 1, 0)``.
 
     Raises:
@@ -140,8 +140,9 @@ def parse_protocol_version(version: str) -> Tuple[int, ...]:
     except ValueError:
         raise ValueError(f"protocol_version {version!r} is not of the form MAJOR.MINOR.PATCH") from None
     if not parts or parts[0] not in SUPPORTED_PROTOCOL_MAJORS:
-        raise ValueError(f"unknown protocol_version {version!r}; supported majors: "
-                         f"{', '.join(map(str, SUPPORTED_PROTOCOL_MAJORS))}")
+        raise ValueError(
+            f"unknown protocol_version {version!r}; supported majors: {', '.join(map(str, SUPPORTED_PROTOCOL_MAJORS))}"
+        )
     return parts
 
 
@@ -160,15 +161,15 @@ def yaml_expanded_nodes(data: Any, limit: int = MAX_YAML_NODES) -> int:
     Raises:
         ValueError: the structure contains itself (a recursive alias such as ``&a [*a]``).
     """
-    sizes: Dict[int, Optional[int]] = {}  # id -> expanded size; None while its children are counted
-    stack: List[Tuple[Any, bool]] = [(data, False)]
+    sizes: dict[int, int | None] = {}  # id -> expanded size; None while its children are counted
+    stack: list[tuple[Any, bool]] = [(data, False)]
     while stack:
         obj, children_done = stack.pop()
         if not isinstance(obj, (dict, list)):
             continue
         children = [x for kv in obj.items() for x in kv] if isinstance(obj, dict) else obj
         if children_done:
-            n = 1 + sum(sizes.get(id(c)) or 1 for c in children)  # type: ignore[misc]
+            n = 1 + sum(sizes.get(id(c)) or 1 for c in children)
             if n > limit:
                 return limit + 1
             sizes[id(obj)] = n
@@ -183,8 +184,7 @@ def yaml_expanded_nodes(data: Any, limit: int = MAX_YAML_NODES) -> int:
     return sizes.get(id(data)) or 1
 
 
-def parse_yaml_text(text: str, error_cls: type, path: str, *, problem: str = "not valid YAML",
-                    suffix: str = "") -> Any:
+def parse_yaml_text(text: str, error_cls: type, path: str, *, problem: str = "not valid YAML", suffix: str = "") -> Any:
     """``yaml.safe_load(text)``; a syntax error becomes ``error_cls`` naming ``path`` and the line.
     This is the one reader of untrusted YAML (config.yaml, result.yaml, ymir-info.yaml, img-man
     files, ...): besides syntax it refuses nesting too deep for the parser and aliases that expand
@@ -206,8 +206,10 @@ def parse_yaml_text(text: str, error_cls: type, path: str, *, problem: str = "no
         raise error_cls(f"{problem}: nested too deeply to parse{suffix}", path=path) from None
     try:
         if yaml_expanded_nodes(data) > MAX_YAML_NODES:
-            raise error_cls(f"{problem}: its aliases expand to more than {MAX_YAML_NODES} nodes (refused as "
-                            f"an alias bomb){suffix}", path=path)
+            raise error_cls(
+                f"{problem}: its aliases expand to more than {MAX_YAML_NODES} nodes (refused as an alias bomb){suffix}",
+                path=path,
+            )
     except ValueError as e:
         if isinstance(e, error_cls):
             raise
@@ -222,7 +224,7 @@ def load_yaml_file(path: str, error_cls: type = ConfigFileError, *, what: str = 
         error_cls: the file is missing, unreadable or not valid YAML.
     """
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         raise error_cls(f"{what} not found", path=path) from None
@@ -231,7 +233,7 @@ def load_yaml_file(path: str, error_cls: type = ConfigFileError, *, what: str = 
     return parse_yaml_text(text, error_cls, path)
 
 
-def yaml_mapping(data: Any, error_cls: type, path: str, what: str) -> Dict[str, Any]:
+def yaml_mapping(data: Any, error_cls: type, path: str, what: str) -> dict[str, Any]:
     """``data`` from a YAML file that must be a mapping: None (an empty file) gives ``{}``.
 
     Raises:
@@ -244,22 +246,22 @@ def yaml_mapping(data: Any, error_cls: type, path: str, what: str) -> Dict[str, 
     return data
 
 
-def load_yaml_mapping(path: str, error_cls: type = ConfigFileError, *, what: str = "file") -> Dict[str, Any]:
+def load_yaml_mapping(path: str, error_cls: type = ConfigFileError, *, what: str = "file") -> dict[str, Any]:
     """:func:`load_yaml_file` that must give a mapping (an empty file gives ``{}``)."""
     return yaml_mapping(load_yaml_file(path, error_cls, what=what), error_cls, path, what)
 
 
-def _pydantic_key(err: ValidationError) -> Tuple[str, str]:
+def _pydantic_key(err: ValidationError) -> tuple[str, str]:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first.get("loc", ()))
     return key, first.get("msg", str(err))
 
 
-def _line_of_key(path: str, key: str) -> Optional[int]:
+def _line_of_key(path: str, key: str) -> int | None:
     """Best effort: the 1-based line where the last part of a dotted key appears in the file."""
     leaf = key.split(".")[-1]
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             for n, text in enumerate(f, 1):
                 if text.lstrip().startswith(f"{leaf}:"):
                     return n
@@ -268,7 +270,7 @@ def _line_of_key(path: str, key: str) -> Optional[int]:
     return None
 
 
-_env_cache: Dict[str, Tuple[Tuple[int, int], EnvConfig]] = {}
+_env_cache: dict[str, tuple[tuple[int, int], EnvConfig]] = {}
 
 
 def parse_env_file(path: str) -> EnvConfig:
@@ -302,8 +304,7 @@ def current_env() -> EnvConfig:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise EnvFileError("env.yaml not found (set DEFAULT_ENV_FILE_PATH to its location)",
-                           path=path) from None
+        raise EnvFileError("env.yaml not found (set DEFAULT_ENV_FILE_PATH to its location)", path=path) from None
     stamp = (st.st_mtime_ns, st.st_size)
     hit = _env_cache.get(path)
     if hit is not None and hit[0] == stamp:
@@ -326,7 +327,7 @@ def get_current_env() -> EnvConfig:
     return current_env().model_copy(deep=True)
 
 
-def get_executor_config() -> Dict[str, Any]:
+def get_executor_config() -> dict[str, Any]:
     """config.yaml as a dict; an empty file gives ``{}``.
 
     The file is the one env.yaml names in ``input.config_file`` (as upstream reads it); without an

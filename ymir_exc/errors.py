@@ -15,8 +15,6 @@ written for the upstream SDK (which raised ``ValueError``) keeps catching them.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from ymir_exc.code import ExecutorReturnCode as RC
 
 
@@ -41,8 +39,9 @@ class YmirExcError(ValueError):
 
     return_code: int = RC.RC_CMD_CONTAINER_ERROR
 
-    def __init__(self, message: str, *, path: Optional[str] = None, line: Optional[int] = None,
-                 key: Optional[str] = None) -> None:
+    def __init__(
+        self, message: str, *, path: str | None = None, line: int | None = None, key: str | None = None
+    ) -> None:
         self.message = message
         self.path = None if path is None else str(path)
         self.line = line

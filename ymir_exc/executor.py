@@ -52,7 +52,8 @@ import inspect
 import subprocess
 import sys
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ymir_exc import monitor
 from ymir_exc.code import ExecutorReturnCode as RC
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 TaskFn = Callable[..., None]
 
 #: the method names a task class may define, per task (``Executor(MyClass)``)
-TASK_METHODS: Dict[str, str] = {"training": "train", "mining": "mine", "infer": "infer"}
+TASK_METHODS: dict[str, str] = {"training": "train", "mining": "mine", "infer": "infer"}
 
 
 def return_code_for(exc: BaseException) -> int:
@@ -90,9 +91,11 @@ def return_code_for(exc: BaseException) -> int:
 
 
 #: upstream's default shell command per task (``Executor(apps=...)``)
-DEFAULT_APPS: Dict[str, str] = {"training": "python3 ymir/ymir_training.py",
-                                "mining": "python3 ymir/ymir_mining.py",
-                                "infer": "python3 ymir/ymir_infer.py"}
+DEFAULT_APPS: dict[str, str] = {
+    "training": "python3 ymir/ymir_training.py",
+    "mining": "python3 ymir/ymir_mining.py",
+    "infer": "python3 ymir/ymir_infer.py",
+}
 
 
 class Executor:
@@ -135,24 +138,29 @@ class Executor:
             Executor(Detector).main()
     """
 
-    def __init__(self, training: Any = None,
-                 mining: Optional[TaskFn] = None, infer: Optional[TaskFn] = None,
-                 apps: Optional[Mapping[str, str]] = None) -> None:
-        self.handler: Optional[object] = None
+    def __init__(
+        self,
+        training: Any = None,
+        mining: TaskFn | None = None,
+        infer: TaskFn | None = None,
+        apps: Mapping[str, str] | None = None,
+    ) -> None:
+        self.handler: object | None = None
         if isinstance(training, Mapping):  # Executor({"training": "..."}), upstream's positional apps
             apps, training = training, None
         elif training is not None and _is_task_class(training):
             if mining is not None or infer is not None:
-                raise TypeError("Executor(cls): give either a class with train / mine / infer methods or "
-                                "task functions, not both")
+                raise TypeError(
+                    "Executor(cls): give either a class with train / mine / infer methods or task functions, not both"
+                )
             self.handler = training() if isinstance(training, type) else training
             methods = [getattr(self.handler, m, None) for m in TASK_METHODS.values()]
             training, mining, infer = (m if callable(m) else None for m in methods)
             if training is None and mining is None and infer is None:
                 raise TypeError(f"{type(self.handler).__name__} has none of the methods train, mine, infer")
-        self.training: Optional[TaskFn] = training
+        self.training: TaskFn | None = training
         self.mining, self.infer = mining, infer
-        self.apps: Dict[str, str] = dict(DEFAULT_APPS)
+        self.apps: dict[str, str] = dict(DEFAULT_APPS)
         self.apps.update(apps or {})
 
     def start(self) -> None:
@@ -190,17 +198,20 @@ class Executor:
             from ymir_exc.util import get_merged_config
 
             cfg = get_merged_config()
-            todo: List[Tuple[str, TaskFn]] = []
-            for name, flag, fn in (("training", cfg.ymir.run_training, self.training),
-                                   ("mining", cfg.ymir.run_mining, self.mining),
-                                   ("infer", cfg.ymir.run_infer, self.infer)):
+            todo: list[tuple[str, TaskFn]] = []
+            for name, flag, fn in (
+                ("training", cfg.ymir.run_training, self.training),
+                ("mining", cfg.ymir.run_mining, self.mining),
+                ("infer", cfg.ymir.run_infer, self.infer),
+            ):
                 if flag:
                     if fn is None:
                         raise ConfigFileError(f"this executor does not support {name}", key=f"run_{name}")
                     todo.append((name, fn))
             if not todo:
-                raise ConfigFileError("env.yaml enables no task (run_training, run_mining, run_infer all false)",
-                                      key="run_training")
+                raise ConfigFileError(
+                    "env.yaml enables no task (run_training, run_mining, run_infer all false)", key="run_training"
+                )
             from ymir_exc.task import Task
 
             task = Task(cfg.ymir, dict(cfg.param))
@@ -211,7 +222,7 @@ class Executor:
                 _call(fn, dataclasses.replace(task, running=name), cfg)
             monitor.write_monitor_logger(1.0, ExecutorState.ES_DONE)
             return 0
-        except BaseException as exc:  # noqa: BLE001 - every failure must reach monitor.txt
+        except BaseException as exc:
             if isinstance(exc, SystemExit) and exc.code in (0, None):
                 raise
             code = RC.RC_CMD_CONTAINER_ERROR if isinstance(exc, KeyboardInterrupt) else return_code_for(exc)
@@ -219,7 +230,7 @@ class Executor:
             tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
             try:
                 monitor.write_error(exc, code, traceback_lines=tb[-20:])
-            except Exception as e2:  # noqa: BLE001
+            except Exception as e2:
                 print(f"ymir_exc: could not write monitor.txt: {e2}", file=sys.stderr)
             sys.stderr.write("".join(tb))
             sys.stderr.write(f"ymir_exc: task failed with return code {int(code)}\n")
@@ -240,12 +251,15 @@ def _is_task_class(obj: Any) -> bool:
     return any(callable(getattr(obj, m, None)) for m in TASK_METHODS.values())
 
 
-def _wants_merged_config(fn: Callable[..., Any]) -> Optional[bool]:
+def _wants_merged_config(fn: Callable[..., Any]) -> bool | None:
     """None: ``fn`` takes no argument; True: its first parameter is named ``cfg`` and not
     annotated ``Task`` (the upstream merged config); False: it gets the :class:`Task`."""
     try:
-        params = [p for p in inspect.signature(fn).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
     except (TypeError, ValueError):  # a builtin without a signature: give it the Task
         return False
     if not params:
@@ -255,7 +269,7 @@ def _wants_merged_config(fn: Callable[..., Any]) -> Optional[bool]:
     return first.name == "cfg" and annotation.rsplit(".", 1)[-1] != "Task"
 
 
-def _call(fn: Callable[..., Any], task: "Task", cfg: Any) -> None:
+def _call(fn: Callable[..., Any], task: Task, cfg: Any) -> None:
     """Call a task function or method with what its signature asks for (see the module docstring)."""
     wants = _wants_merged_config(fn)
     if wants is None:
@@ -264,7 +278,7 @@ def _call(fn: Callable[..., Any], task: "Task", cfg: Any) -> None:
         fn(cfg if wants else task)
 
 
-def run(training: Any = None, mining: Optional[TaskFn] = None, infer: Optional[TaskFn] = None) -> None:
+def run(training: Any = None, mining: TaskFn | None = None, infer: TaskFn | None = None) -> None:
     """Shorthand for ``Executor(training, mining, infer).main()`` (``training`` may be a class,
     as for :class:`Executor`)."""
     Executor(training, mining, infer).main()
@@ -272,8 +286,9 @@ def run(training: Any = None, mining: Optional[TaskFn] = None, infer: Optional[T
 
 #: names upstream's ``ymir_exc.executor`` module imports from ``ymir_exc.util`` (so code may take
 #: them from here too); resolved on first access, keeping this module's import light
-_UTIL_NAMES = frozenset({"YmirStage", "YmirStageWeight", "get_bool", "get_merged_config", "get_ymir_process",
-                         "write_ymir_monitor_process"})
+_UTIL_NAMES = frozenset(
+    {"YmirStage", "YmirStageWeight", "get_bool", "get_merged_config", "get_ymir_process", "write_ymir_monitor_process"}
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict, List, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -64,17 +65,20 @@ def check_evaluation_value(key: str, value: Any, primary: bool = True) -> Any:
             raise ValueError(f"count {key!r} must be an integer, got {value!r}")
         if value < 0:
             raise ValueError(f"count {key!r} must be >= 0, got {value!r}")
-        return int(value)
+        return math.trunc(value)
     v = float(value)
     if not primary and v == ABSENT_METRIC:
         return value
     if not math.isfinite(v) or not 0.0 <= v <= 1.0:
-        raise ValueError(f"metric {key!r} must be a finite fraction in [0, 1]"
-                         + ("" if primary else " (or -1: not computed)") + f", got {value!r}")
+        raise ValueError(
+            f"metric {key!r} must be a finite fraction in [0, 1]"
+            + ("" if primary else " (or -1: not computed)")
+            + f", got {value!r}"
+        )
     return v
 
 
-def primary_metric_key(keys) -> Optional[str]:
+def primary_metric_key(keys: Iterable[str]) -> str | None:
     """The first of maskAP > mIoU > mAP among ``keys``, or None."""
     for k in PRIMARY_METRIC_KEYS:
         if k in keys:
@@ -93,9 +97,9 @@ class ModelStage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     stage_name: str
-    files: List[str] = Field(min_length=1)
+    files: list[str] = Field(min_length=1)
     timestamp: int
-    mAP: Optional[float] = None
+    mAP: float | None = None
 
     @field_validator("stage_name")
     @classmethod
@@ -106,14 +110,14 @@ class ModelStage(BaseModel):
 
     @field_validator("files")
     @classmethod
-    def _relative(cls, v: List[str]) -> List[str]:
+    def _relative(cls, v: list[str]) -> list[str]:
         for f in v:
             if not f or f.startswith("/") or ".." in f.split("/"):
                 raise ValueError(f"stage file {f!r} must be a relative path inside the models dir")
         return v
 
     @model_validator(mode="after")
-    def _metrics(self) -> "ModelStage":
+    def _metrics(self) -> ModelStage:
         primary = primary_metric_key(self.evaluation_result())
         for key, value in self.evaluation_result().items():
             check_evaluation_value(key, value, primary=key == primary)
@@ -121,7 +125,7 @@ class ModelStage(BaseModel):
             raise ValueError("a stage needs a primary metric (maskAP, mIoU or mAP)")
         return self
 
-    def evaluation_result(self) -> Dict[str, Any]:
+    def evaluation_result(self) -> dict[str, Any]:
         """The metrics of this stage (every key but stage_name, files, timestamp; no None)."""
         data = self.model_dump(exclude=set(STAGE_RESERVED_KEYS))
         return {k: v for k, v in data.items() if v is not None}
@@ -133,12 +137,12 @@ class TrainingResult(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     best_stage_name: str
-    model_stages: Dict[str, ModelStage] = Field(min_length=1)
-    attachments: Optional[Dict[str, List[str]]] = None
-    evaluate_config: Optional[Dict[str, Any]] = None
+    model_stages: dict[str, ModelStage] = Field(min_length=1)
+    attachments: dict[str, list[str]] | None = None
+    evaluate_config: dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrainingResult":
+    def _consistent(self) -> TrainingResult:
         if len(self.model_stages) > MAX_MODEL_STAGES:
             raise ValueError(f"{len(self.model_stages)} model stages, at most {MAX_MODEL_STAGES}")
         for name, stage in self.model_stages.items():
@@ -151,20 +155,24 @@ class TrainingResult(BaseModel):
         key = primary_metric_key(best.evaluation_result())
         exp_stage = self.model_stages[expected]
         if key is not None and (exp_stage.evaluation_result().get(key), exp_stage.timestamp) != (
-                best.evaluation_result().get(key), best.timestamp):
-            raise ValueError(f"best_stage_name {self.best_stage_name!r} is not the stage with the highest "
-                             f"{key} (then latest timestamp): {expected!r}")
+            best.evaluation_result().get(key),
+            best.timestamp,
+        ):
+            raise ValueError(
+                f"best_stage_name {self.best_stage_name!r} is not the stage with the highest "
+                f"{key} (then latest timestamp): {expected!r}"
+            )
         top = (self.model_extra or {}).get(key) if key else None
         if key is not None and top is not None and abs(float(top) - float(best.evaluation_result()[key])) > 1e-9:
             raise ValueError(f"top-level {key} {top} != best stage's {best.evaluation_result()[key]}")
         return self
 
 
-def best_stage(stages: Dict[str, ModelStage]) -> str:
+def best_stage(stages: dict[str, ModelStage]) -> str:
     """Name of the best stage: the max of (primary metric, timestamp); on a full tie the stage
     that comes later in ``stages`` wins (upstream's order). The primary metric key is the first
     of maskAP > mIoU > mAP present in any stage; a stage lacking it counts as 0."""
-    keys = set()
+    keys: set[str] = set()
     for s in stages.values():
         keys.update(s.evaluation_result())
     key = primary_metric_key(keys) or "mAP"
@@ -181,7 +189,7 @@ class LegacyTrainingResult(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: List[str] = Field(min_length=1)
+    model: list[str] = Field(min_length=1)
     map: float = Field(ge=0.0, le=1.0)
 
 
@@ -205,22 +213,22 @@ class ModelPackageInfo(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    executor_config: Dict[str, Any]
-    task_context: Dict[str, Any]
-    stages: Dict[str, ModelStage] = Field(min_length=1)
+    executor_config: dict[str, Any]
+    task_context: dict[str, Any]
+    stages: dict[str, ModelStage] = Field(min_length=1)
     best_stage_name: str
     package_version: str = "2.0.0"
 
     @field_validator("executor_config")
     @classmethod
-    def _class_names(cls, v: Dict[str, Any]) -> Dict[str, Any]:
+    def _class_names(cls, v: dict[str, Any]) -> dict[str, Any]:
         names = v.get("class_names")
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise ValueError("executor_config.class_names must be a non-empty list of names")
         return v
 
     @model_validator(mode="after")
-    def _best(self) -> "ModelPackageInfo":
+    def _best(self) -> ModelPackageInfo:
         if self.best_stage_name not in self.stages:
             raise ValueError(f"best_stage_name {self.best_stage_name!r} is not one of stages {sorted(self.stages)}")
         return self
@@ -228,7 +236,8 @@ class ModelPackageInfo(BaseModel):
 
 # ------------------------------------------------------------------ segmentation results
 
-def rle_counts(rle: Any) -> List[int]:
+
+def rle_counts(rle: Any) -> list[int]:
     """The run lengths of a COCO RLE (``{"size": [h, w], "counts": str | [int, ...]}``), decoding
     the compressed string form (COCO's ``rleFrString``) in pure Python.
 
@@ -239,12 +248,15 @@ def rle_counts(rle: Any) -> List[int]:
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError("an RLE must be an object with 'size' [h, w] and 'counts'")
     size = rle["size"]
-    if not isinstance(size, list) or len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0
-                                                           for v in size):
+    if (
+        not isinstance(size, list)
+        or len(size) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in size)
+    ):
         raise ValueError(f"RLE size must be [height, width] integers >= 0, got {size!r}")
     counts = rle["counts"]
     if isinstance(counts, str):
-        runs: List[int] = []
+        runs: list[int] = []
         p, n = 0, len(counts)
         while p < n:
             x = k = 0
@@ -299,7 +311,7 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _check_polygons(seg: List[Any]) -> None:
+def _check_polygons(seg: list[Any]) -> None:
     if not seg:
         raise ValueError("polygon list is empty")
     for i, poly in enumerate(seg):
@@ -307,7 +319,7 @@ def _check_polygons(seg: List[Any]) -> None:
             raise ValueError(f"polygon {i} must be a list of at least 3 (x, y) number pairs")
 
 
-def check_coco_result(data: Any, class_names: Optional[List[str]] = None) -> Dict[str, int]:
+def check_coco_result(data: Any, class_names: list[str] | None = None) -> dict[str, int]:
     """Validate a segmentation infer result (COCO style), as ``write_infer_result(...,
     algorithm="segmentation")`` and the harness read it.
 
@@ -329,7 +341,7 @@ def check_coco_result(data: Any, class_names: Optional[List[str]] = None) -> Dic
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise ValueError(f"{key}: must be a list")
-    images: Dict[int, Dict[str, Any]] = {}
+    images: dict[int, dict[str, Any]] = {}
     for i, im in enumerate(data["images"]):
         where = f"images[{i}]"
         if not isinstance(im, dict) or not _is_int(im.get("id")):
@@ -342,7 +354,7 @@ def check_coco_result(data: Any, class_names: Optional[List[str]] = None) -> Dic
         if im["id"] in images:
             raise ValueError(f"{where}.id: image id {im['id']} appears twice")
         images[im["id"]] = im
-    cats: Dict[int, str] = {}
+    cats: dict[int, str] = {}
     for i, c in enumerate(data["categories"]):
         where = f"categories[{i}]"
         if not isinstance(c, dict) or not _is_int(c.get("id")):
@@ -368,8 +380,10 @@ def check_coco_result(data: Any, class_names: Optional[List[str]] = None) -> Dic
                 rle_counts(seg)
                 im = images[a["image_id"]]
                 if "height" in im and "width" in im and seg["size"] != [im["height"], im["width"]]:
-                    raise ValueError(f"RLE size {seg['size']} differs from the image's [height, width] "
-                                     f"[{im['height']}, {im['width']}]")
+                    raise ValueError(
+                        f"RLE size {seg['size']} differs from the image's [height, width] "
+                        f"[{im['height']}, {im['width']}]"
+                    )
             elif isinstance(seg, list):
                 _check_polygons(seg)
             else:

@@ -67,9 +67,11 @@ def iou_matrix(a: ArrayLike, b: ArrayLike) -> NDArray[Any]:
     p = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     q = np.asarray(b, dtype=np.float64).reshape(-1, 4)
     ix = np.minimum(p[:, None, 0] + p[:, None, 2], q[None, :, 0] + q[None, :, 2]) - np.maximum(
-        p[:, None, 0], q[None, :, 0])
+        p[:, None, 0], q[None, :, 0]
+    )
     iy = np.minimum(p[:, None, 1] + p[:, None, 3], q[None, :, 1] + q[None, :, 3]) - np.maximum(
-        p[:, None, 1], q[None, :, 1])
+        p[:, None, 1], q[None, :, 1]
+    )
     inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
     union = (p[:, 2] * p[:, 3])[:, None] + (q[:, 2] * q[:, 3])[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
@@ -122,10 +124,12 @@ def _prediction(d: Prediction) -> tuple[Hashable, float, _Box]:
     return c, float(s), (x, y, w, h)
 
 
-def evaluate_detections(detections: Mapping[Any, Sequence[Prediction]],
-                        ground_truth: Mapping[Any, Sequence[GroundTruth]],
-                        classes: Sequence[Hashable] | None = None,
-                        iou_thr: float = 0.5) -> dict[str, Any]:
+def evaluate_detections(
+    detections: Mapping[Any, Sequence[Prediction]],
+    ground_truth: Mapping[Any, Sequence[GroundTruth]],
+    classes: Sequence[Hashable] | None = None,
+    iou_thr: float = 0.5,
+) -> dict[str, Any]:
     """Detection metrics over a set of images, by the PASCAL VOC protocol (module docstring).
 
     Args:
@@ -193,6 +197,11 @@ def evaluate_detections(detections: Mapping[Any, Sequence[Prediction]],
         ap[c] = voc_ap(ctp / n_gt, ctp / np.arange(1, len(found) + 1))
         recalls.append(n_tp / n_gt)
     valid = [a for a in ap.values() if a is not None]
-    return {"mAP": float(np.mean(valid)) if valid else 0.0,
-            "mAR": float(np.mean(recalls)) if recalls else 0.0,
-            "ap": ap, "tp": tp_all, "fp": fp_all, "fn": fn_all}
+    return {
+        "mAP": float(np.mean(valid)) if valid else 0.0,
+        "mAR": float(np.mean(recalls)) if recalls else 0.0,
+        "ap": ap,
+        "tp": tp_all,
+        "fp": fp_all,
+        "fn": fn_all,
+    }

@@ -32,8 +32,9 @@ import math
 import numbers
 import os
 import time
+from collections.abc import Sequence
 from enum import IntEnum
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from ymir_exc import env
 from ymir_exc._io import atomic_write
@@ -56,11 +57,11 @@ TASK_STATE_RUNNING = 2
 PERCENT_TOLERANCE = 1e-6
 
 _TASK_LETTER = {YmirTask.TRAINING: "t", YmirTask.MINING: "m", YmirTask.INFER: "i"}
-_last_percent: Dict[str, float] = {}
+_last_percent: dict[str, float] = {}
 #: a call that changes nothing but the timestamp rewrites monitor.txt at most this often
 MIN_REFRESH_SECONDS = 1.0
 #: monitor file -> (line without its timestamp, time.monotonic() of the write, file identity after it)
-_last_write: Dict[str, Tuple[Tuple[str, str], float, Tuple[int, int, int, int]]] = {}
+_last_write: dict[str, tuple[tuple[str, str], float, tuple[int, int, int, int]]] = {}
 
 
 def _check_percent(percent: Any) -> float:
@@ -78,9 +79,12 @@ def format_monitor_line(task_id: str, timestamp: float, percent: float, state: i
     return f"{task_id}\t{timestamp:.6f}\t{percent:.2f}\t{int(state)}\t{int(return_code)}"
 
 
-def write_monitor_logger(percent: float, state: ExecutorState = ExecutorState.ES_RUNNING,
-                         return_code: ExecutorReturnCode = ExecutorReturnCode.RC_EXEC_NO_ERROR,
-                         msg: Optional[str] = None) -> None:
+def write_monitor_logger(
+    percent: float,
+    state: ExecutorState = ExecutorState.ES_RUNNING,
+    return_code: ExecutorReturnCode | int = ExecutorReturnCode.RC_EXEC_NO_ERROR,
+    msg: str | None = None,
+) -> None:
     """Rewrite monitor.txt with the task's progress.
 
     Args:
@@ -122,10 +126,14 @@ def write_monitor_logger(percent: float, state: ExecutorState = ExecutorState.ES
         _last_write.pop(path, None)
 
 
-def write_monitor_logger_for_multiple_tasks(cfg: Any, task: Union[YmirTask, str, int], percent: float,
-                                            order: str = "tmi",
-                                            state: ExecutorState = ExecutorState.ES_RUNNING,
-                                            return_code: ExecutorReturnCode = ExecutorReturnCode.RC_EXEC_NO_ERROR) -> None:
+def write_monitor_logger_for_multiple_tasks(
+    cfg: Any,
+    task: YmirTask | str | int,
+    percent: float,
+    order: str = "tmi",
+    state: ExecutorState = ExecutorState.ES_RUNNING,
+    return_code: ExecutorReturnCode = ExecutorReturnCode.RC_EXEC_NO_ERROR,
+) -> None:
     """Report the progress of one task of a run that may do two (mining + infer in one run).
 
     With both mining and infer enabled in env.yaml, the one of them that comes first in ``order``
@@ -154,7 +162,7 @@ def write_monitor_logger_for_multiple_tasks(cfg: Any, task: Union[YmirTask, str,
     write_monitor_logger(total, state, return_code)
 
 
-def _task_letter(task: Union[YmirTask, str, int]) -> str:
+def _task_letter(task: YmirTask | str | int) -> str:
     if isinstance(task, str):
         t = task.lower()
         for name, letter in (("train", "t"), ("min", "m"), ("infer", "i")):
@@ -164,7 +172,7 @@ def _task_letter(task: Union[YmirTask, str, int]) -> str:
     return _TASK_LETTER[YmirTask(int(task))]
 
 
-_tb_writers: Dict[str, Any] = {}
+_tb_writers: dict[str, Any] = {}
 
 
 def _tensorboard_writer() -> Any:
@@ -192,7 +200,7 @@ def close_tensorboard_writers() -> None:
         _tb_writers.popitem()[1].close()
 
 
-def write_tensorboard_text(text: str, tag: Optional[str] = None) -> None:
+def write_tensorboard_text(text: str, tag: str | None = None) -> None:
     """Add a text entry to the task's tensorboard log (``output.tensorboard_dir``).
 
     Uses tensorboardX (a dependency of this package), imported on first use.
@@ -202,7 +210,7 @@ def write_tensorboard_text(text: str, tag: Optional[str] = None) -> None:
     writer.flush()
 
 
-def write_tensorboard_scalars(scalars: Dict[str, float], step: int) -> None:
+def write_tensorboard_scalars(scalars: dict[str, float], step: int) -> None:
     """Add scalars (e.g. ``{"train/loss": 0.3, "val/mAP50": 0.5}``) at ``step`` to the
     tensorboard log."""
     writer = _tensorboard_writer()
@@ -211,36 +219,41 @@ def write_tensorboard_scalars(scalars: Dict[str, float], step: int) -> None:
     writer.flush()
 
 
-def write_final_executor_log(tag: Optional[str] = None) -> None:
+def write_final_executor_log(tag: str | None = None) -> None:
     """Append the executor's log file (``output.executor_log_file``) to the tensorboard log as
     text, so that the platform's TensorBoard shows it. Does nothing if there is no log file."""
     cfg = env.current_env()
     path = cfg.output.executor_log_file
     try:
-        with open(path, "r", encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
     except FileNotFoundError:
         return
     write_tensorboard_text("```\n" + text[-60000:] + "\n```", tag=tag or "executor_log")
 
 
-def written_error_code(path: Optional[str] = None) -> Optional[int]:
+def written_error_code(path: str | None = None) -> int | None:
     """The return code of monitor.txt when its first line says state 4 (error) with a non-zero
     code, else None (no file, another state, unparsable). ``path`` defaults to env.yaml's
     ``output.monitor_file``."""
     try:
         path = path or env.current_env().output.monitor_file
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             first = f.readline().rstrip("\n").split("\t")
         if len(first) >= 5 and int(first[3]) == ExecutorState.ES_ERROR and int(first[4]) != 0:
             return int(first[4])
-    except Exception:  # noqa: BLE001 - best effort: no readable error line
+    except Exception:
         pass
     return None
 
 
-def write_error(exc: BaseException, return_code: Optional[int] = None, percent: Optional[float] = None,
-                traceback_lines: Optional[Sequence[str]] = None, keep_written_code: bool = True) -> None:
+def write_error(
+    exc: BaseException,
+    return_code: int | None = None,
+    percent: float | None = None,
+    traceback_lines: Sequence[str] | None = None,
+    keep_written_code: bool = True,
+) -> None:
     """Write state 4 with a return code and the error message (plus traceback lines).
 
     ``return_code`` defaults to ``exc.return_code`` for :mod:`ymir_exc.errors` classes, else
@@ -254,7 +267,7 @@ def write_error(exc: BaseException, return_code: Optional[int] = None, percent: 
     try:
         cfg = env.current_env()
         last = _last_percent.get(cfg.output.monitor_file, 0.0)
-    except Exception:  # noqa: BLE001 - env.yaml itself may be what failed
+    except Exception:
         cfg, last = None, 0.0
     if keep_written_code and cfg is not None:
         written = written_error_code(cfg.output.monitor_file)
@@ -267,13 +280,16 @@ def write_error(exc: BaseException, return_code: Optional[int] = None, percent: 
     if cfg is None:
         # env.yaml is unreadable: fall back to the contract's default location
         path, task_id = _fallback_monitor_target()
-        atomic_write(path, format_monitor_line(task_id, time.time(), p, ExecutorState.ES_ERROR, return_code)
-                     + "\n" + msg + "\n", fsync=False)
+        atomic_write(
+            path,
+            format_monitor_line(task_id, time.time(), p, ExecutorState.ES_ERROR, return_code) + "\n" + msg + "\n",
+            fsync=False,
+        )
         return
     write_monitor_logger(p, ExecutorState.ES_ERROR, return_code, msg=msg)
 
 
-def _fallback_monitor_target() -> "tuple[str, str]":
+def _fallback_monitor_target() -> tuple[str, str]:
     """Where to report when env.yaml does not validate: its ``output.monitor_file`` if the YAML
     at least parses, else ``$YMIR_EXC_MONITOR_FILE`` (set by the harness's local runtime), else
     ``/out/monitor.txt`` when /out exists, else ``./monitor.txt``."""
@@ -283,14 +299,14 @@ def _fallback_monitor_target() -> "tuple[str, str]":
     try:
         import yaml
 
-        with open(settings.DEFAULT_ENV_FILE_PATH, "r", encoding="utf-8") as f:
+        with open(settings.DEFAULT_ENV_FILE_PATH, encoding="utf-8") as f:
             raw = yaml.safe_load(f)
         if isinstance(raw, dict):
             task_id = str(raw.get("task_id") or task_id)
             path = (raw.get("output") or {}).get("monitor_file")
             if isinstance(path, str) and path and os.path.isdir(os.path.dirname(path) or "."):
                 return path, task_id
-    except Exception:  # noqa: BLE001 - best effort by design
+    except Exception:
         pass
     # the harness's local runtime names the work dir's monitor.txt (there is no /out)
     hinted = os.environ.get("YMIR_EXC_MONITOR_FILE")

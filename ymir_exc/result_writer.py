@@ -28,8 +28,9 @@ import numbers
 import os
 import re
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -161,7 +162,7 @@ def _metric_scalar(value: Any) -> Any:
     return value.item() if size == 1 else value
 
 
-def multiple_model_stages_supportable(env_config: Optional[env.EnvConfig] = None) -> bool:
+def multiple_model_stages_supportable(env_config: env.EnvConfig | None = None) -> bool:
     """True when result.yaml takes ``model_stages``, as upstream decides: env.yaml's
     ``protocol_version`` >= 1.0.0, else the platform version in ``$YMIR_VERSION`` >= 1.2.0
     (default ``"1.1.0"``). False means the legacy ``{model, map}`` format."""
@@ -176,6 +177,7 @@ def multiple_model_stages_supportable(env_config: Optional[env.EnvConfig] = None
 
 
 # ------------------------------------------------------------------ training
+
 
 def _stage_file_name(stage_name: str, f: str, models_dir: str) -> str:
     """Map one given file to the name stored in result.yaml (relative to the stage folder or to
@@ -198,14 +200,15 @@ def _stage_file_name(stage_name: str, f: str, models_dir: str) -> str:
     if rel.startswith("../") or rel == "..":
         raise ResultError(f"stage file {f!r} points outside the models dir", key=f"model_stages.{stage_name}.files")
     if rel.startswith(stage_name + "/") and not os.path.isfile(os.path.join(stage_dir, rel)):
-        rel = rel[len(stage_name) + 1:]
+        rel = rel[len(stage_name) + 1 :]
     if os.path.isfile(os.path.join(stage_dir, rel)) or os.path.isfile(os.path.join(models_dir, rel)):
         return rel
-    raise ResultError(f"stage file {f!r} found neither in {stage_dir} nor in {models_dir}",
-                      key=f"model_stages.{stage_name}.files")
+    raise ResultError(
+        f"stage file {f!r} found neither in {stage_dir} nor in {models_dir}", key=f"model_stages.{stage_name}.files"
+    )
 
 
-def resolve_stage_file(models_dir: str, stage_name: str, name: str) -> Optional[str]:
+def resolve_stage_file(models_dir: str, stage_name: str, name: str) -> str | None:
     """Where a stage file listed in result.yaml lives: ``models_dir/<stage>/<name>`` if it exists,
     else ``models_dir/<name>``, else None. (The platform's packer looks in the same order.)"""
     for p in (os.path.join(models_dir, stage_name, name), os.path.join(models_dir, name)):
@@ -214,14 +217,15 @@ def resolve_stage_file(models_dir: str, stage_name: str, name: str) -> Optional[
     return None
 
 
-def _load_result_yaml(path: str) -> Dict[str, Any]:
+def _load_result_yaml(path: str) -> dict[str, Any]:
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         return {}
-    data = env.parse_yaml_text(text, ResultError, path, problem="existing result file is not valid YAML",
-                               suffix="; not overwriting it")
+    data = env.parse_yaml_text(
+        text, ResultError, path, problem="existing result file is not valid YAML", suffix="; not overwriting it"
+    )
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -238,18 +242,22 @@ def _normalise_stage_name(stage_name: Any) -> str:
         raise ResultError(f"stage_name must be a non-empty string, got {stage_name!r}", key="stage_name")
     name = stage_name.replace("-", "_")
     if len(name.encode("utf-8")) > MAX_STAGE_NAME_BYTES:
-        raise ResultError(f"stage_name is {len(name.encode('utf-8'))} bytes of UTF-8, at most {MAX_STAGE_NAME_BYTES} "
-                          f"(it becomes a folder name in model packages): {stage_name[:40]!r}...", key="stage_name")
+        raise ResultError(
+            f"stage_name is {len(name.encode('utf-8'))} bytes of UTF-8, at most {MAX_STAGE_NAME_BYTES} "
+            f"(it becomes a folder name in model packages): {stage_name[:40]!r}...",
+            key="stage_name",
+        )
     if not name.isidentifier():
-        raise ResultError(f"stage_name {stage_name!r} is not an identifier (letters, digits, '_'; '-' becomes '_')",
-                          key="stage_name")
+        raise ResultError(
+            f"stage_name {stage_name!r} is not an identifier (letters, digits, '_'; '-' becomes '_')", key="stage_name"
+        )
     return name
 
 
-def _attachments(attachments: Optional[Mapping[str, Sequence[str]]], models_dir: str) -> Optional[Dict[str, List[str]]]:
+def _attachments(attachments: Mapping[str, Sequence[str]] | None, models_dir: str) -> dict[str, list[str]] | None:
     if attachments is None:
         return None
-    out: Dict[str, List[str]] = {}
+    out: dict[str, list[str]] = {}
     for section, files in attachments.items():
         names = []
         for f in files:
@@ -265,16 +273,22 @@ def _attachments(attachments: Optional[Mapping[str, Sequence[str]]], models_dir:
             elif os.path.isfile(os.path.join(base, f)) or os.path.isfile(os.path.join(models_dir, f)):
                 names.append(f)
             else:
-                raise ResultError(f"attachment {f!r} found neither in {base} nor in {models_dir}",
-                                  key=f"attachments.{section}")
+                raise ResultError(
+                    f"attachment {f!r} found neither in {base} nor in {models_dir}", key=f"attachments.{section}"
+                )
         out[str(section)] = names
     return out
 
 
-def write_model_stage(stage_name: str, files: List[str], evaluation_result: Optional[Dict[str, Any]] = None,
-                      mAP: Optional[float] = None, timestamp: Optional[int] = None,
-                      attachments: Optional[Dict[str, List[str]]] = None,
-                      evaluate_config: Optional[Dict[str, Any]] = None) -> None:
+def write_model_stage(
+    stage_name: str,
+    files: list[str],
+    evaluation_result: dict[str, Any] | None = None,
+    mAP: float | None = None,
+    timestamp: int | None = None,
+    attachments: dict[str, list[str]] | None = None,
+    evaluate_config: dict[str, Any] | None = None,
+) -> None:
     """Add (or replace) one model stage in ``result.yaml`` and recompute the best stage.
 
     Args:
@@ -312,7 +326,7 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
     name = _normalise_stage_name(stage_name)
     if isinstance(files, (str, os.PathLike)) or not files:
         raise ResultError(f"files must be a non-empty list of paths, got {files!r}", key=f"model_stages.{name}.files")
-    metrics: Dict[str, Any] = dict(to_builtin({k: _metric_scalar(v) for k, v in dict(evaluation_result or {}).items()}))
+    metrics: dict[str, Any] = dict(to_builtin({k: _metric_scalar(v) for k, v in dict(evaluation_result or {}).items()}))
     clash = STAGE_RESERVED_KEYS.intersection(metrics)
     if clash:
         raise ResultError(f"evaluation_result may not set {sorted(clash)}", key="evaluation_result")
@@ -325,12 +339,14 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
         except ValueError as e:
             raise ResultError(str(e), key=f"model_stages.{name}.{k}") from None
     if primary is None:
-        raise ResultError(f"stage {name!r} has no primary metric: give mAP (or maskAP / mIoU) as a fraction in [0, 1]",
-                          key=f"model_stages.{name}.mAP")
+        raise ResultError(
+            f"stage {name!r} has no primary metric: give mAP (or maskAP / mIoU) as a fraction in [0, 1]",
+            key=f"model_stages.{name}.mAP",
+        )
     ts = int(time.time()) if timestamp is None else to_builtin(timestamp)
     if isinstance(ts, bool) or not isinstance(ts, numbers.Real) or not math.isfinite(ts):
         raise ResultError(f"timestamp must be unix seconds, got {timestamp!r}", key="timestamp")
-    ts = int(ts)
+    ts = math.trunc(ts)
 
     stored = [_stage_file_name(name, f, out.models_dir) for f in files]
     entry = {"stage_name": name, "files": stored, "timestamp": ts, **metrics}
@@ -348,11 +364,24 @@ def write_model_stage(stage_name: str, files: List[str], evaluation_result: Opti
         _update_result(path, name, entry, attachments, evaluate_config, out.models_dir)
 
 
-def _update_result(path: str, name: str, entry: Dict[str, Any], attachments: Optional[Dict[str, List[str]]],
-                   evaluate_config: Optional[Dict[str, Any]], models_dir: str) -> None:
+def _update_result(
+    path: str,
+    name: str,
+    entry: dict[str, Any],
+    attachments: dict[str, list[str]] | None,
+    evaluate_config: dict[str, Any] | None,
+    models_dir: str,
+) -> None:
     """Merge one stage into result.yaml (the caller holds the lock)."""
-    from ymir_exc.formats import (MAX_MODEL_STAGES, PRIMARY_METRIC_KEYS, ModelStage, TrainingResult, best_stage,
-                                  primary_metric_key, to_builtin)
+    from ymir_exc.formats import (
+        MAX_MODEL_STAGES,
+        PRIMARY_METRIC_KEYS,
+        ModelStage,
+        TrainingResult,
+        best_stage,
+        primary_metric_key,
+        to_builtin,
+    )
 
     cached = _result_cache.get(path)
     stamp = _file_stamp(path) if cached is not None else None
@@ -363,15 +392,17 @@ def _update_result(path: str, name: str, entry: Dict[str, Any], attachments: Opt
         result = _load_result_yaml(path)
         raw_stages = result.get("model_stages") or {}
         if not isinstance(raw_stages, dict):
-            raise ResultError("existing model_stages is not a mapping; not overwriting it", path=path,
-                              key="model_stages")
+            raise ResultError(
+                "existing model_stages is not a mapping; not overwriting it", path=path, key="model_stages"
+            )
         stages = {}
         for k, v in raw_stages.items():
             try:
                 stages[k] = ModelStage.model_validate(v)
             except ValidationError as e:
-                raise ResultError(f"existing stage is invalid: {e.errors()[0]['msg']}", path=path,
-                                  key=f"model_stages.{k}") from None
+                raise ResultError(
+                    f"existing stage is invalid: {e.errors()[0]['msg']}", path=path, key=f"model_stages.{k}"
+                ) from None
     # a stage written again keeps its place (upstream updates its dict in place): on a tie of
     # (metric, timestamp) the stage later in result.yaml is the best
     stages[name] = ModelStage.model_validate(entry)
@@ -406,10 +437,10 @@ def _update_result(path: str, name: str, entry: Dict[str, Any], attachments: Opt
 
 #: result.yaml path -> (file identity right after this process wrote it, the result dict written,
 #: its validated stages); lets the next write_model_stage skip re-reading its own file
-_result_cache: Dict[str, Tuple[Tuple[int, int, int, int], Dict[str, Any], Dict[str, ModelStage]]] = {}
+_result_cache: dict[str, tuple[tuple[int, int, int, int], dict[str, Any], dict[str, ModelStage]]] = {}
 
 
-def _file_stamp(path: str) -> Optional[Tuple[int, int, int, int]]:
+def _file_stamp(path: str) -> tuple[int, int, int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -426,7 +457,7 @@ def _yaml_dump(data: Any) -> str:
     result.yaml (nested mappings of plain names, numbers and lists of file names) is written by
     :func:`_plain_yaml_mapping` directly; anything else goes through PyYAML (libyaml's emitter when
     available)."""
-    lines: List[str] = []
+    lines: list[str] = []
     if isinstance(data, dict) and data and _plain_yaml_mapping(data, "", lines):
         return "".join(lines)
     return yaml.dump(data, Dumper=_YAML_DUMPER, sort_keys=False, allow_unicode=True)
@@ -438,12 +469,12 @@ _PLAIN_STR = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*").fullmatch
 _RESERVED_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null", "y", "n", "nan", "inf"})
 
 
-def _plain_scalar(v: Any) -> Optional[str]:
+def _plain_scalar(v: Any) -> str | None:
     """How SafeDumper writes ``v`` as a plain scalar, or None when this fast path does not know."""
     t = type(v)
     if t is str:
         if _PLAIN_STR(v) and v.lower() not in _RESERVED_WORDS:
-            return v
+            return cast(str, v)
         return None
     if t is float:
         if v != v:
@@ -463,7 +494,7 @@ def _plain_scalar(v: Any) -> Optional[str]:
     return None
 
 
-def _plain_yaml_mapping(data: Dict[Any, Any], indent: str, out: List[str]) -> bool:
+def _plain_yaml_mapping(data: dict[Any, Any], indent: str, out: list[str]) -> bool:
     """Append the block-style lines of a mapping; False if something needs the real dumper."""
     for k, v in data.items():
         if type(k) is not str or len(k) >= 128:
@@ -497,11 +528,13 @@ def _plain_yaml_mapping(data: Dict[Any, Any], indent: str, out: List[str]) -> bo
     return True
 
 
-def _write_legacy(path: str, entry: Dict[str, Any]) -> None:
+def _write_legacy(path: str, entry: dict[str, Any]) -> None:
     """Legacy result (protocol < 1.0.0): keep the best of (map, timestamp) seen so far."""
     from ymir_exc.formats import LegacyTrainingResult, primary_metric_key
 
     key = primary_metric_key(entry)
+    if key is None:
+        raise ResultError("the stage has no primary metric (mAP, maskAP or mIoU)", key="mAP")
     new = {"model": entry["files"], "map": float(entry[key]), "timestamp": entry["timestamp"]}
     old = _load_result_yaml(path)
     if old.get("model") and isinstance(old.get("map"), numbers.Real):
@@ -511,17 +544,23 @@ def _write_legacy(path: str, entry: Dict[str, Any]) -> None:
     atomic_write(path, yaml.safe_dump(new, sort_keys=False))
 
 
-def write_training_result(stage_name: str, files: List[str], evaluation_result: Optional[Dict[str, Any]] = None,
-                          mAP: Optional[float] = None, timestamp: Optional[int] = None,
-                          attachments: Optional[Dict[str, List[str]]] = None,
-                          evaluate_config: Optional[Dict[str, Any]] = None) -> None:
+def write_training_result(
+    stage_name: str,
+    files: list[str],
+    evaluation_result: dict[str, Any] | None = None,
+    mAP: float | None = None,
+    timestamp: int | None = None,
+    attachments: dict[str, list[str]] | None = None,
+    evaluate_config: dict[str, Any] | None = None,
+) -> None:
     """Same as :func:`write_model_stage` (the upstream 2.x alias)."""
     write_model_stage(stage_name, files, evaluation_result, mAP, timestamp, attachments, evaluate_config)
 
 
 # ------------------------------------------------------------------ mining
 
-def write_mining_result(mining_result: Iterable[Tuple[str, float]]) -> None:
+
+def write_mining_result(mining_result: Iterable[tuple[str, float]]) -> None:
     """Write ``result.tsv``: one ``<path>\\t<score>`` line per candidate, sorted by score
     descending (stable: equal scores keep their input order).
 
@@ -537,8 +576,7 @@ def write_mining_result(mining_result: Iterable[Tuple[str, float]]) -> None:
     paths, raw_scores = _split_pairs(mining_result)
     if not _all_numbers(raw_scores):
         bad = next(i for i, s in enumerate(raw_scores) if not _is_number(s))
-        raise ResultError(f"score of {paths[bad]!r} is not a number: {raw_scores[bad]!r}",
-                          key=f"mining_result[{bad}]")
+        raise ResultError(f"score of {paths[bad]!r} is not a number: {raw_scores[bad]!r}", key=f"mining_result[{bad}]")
     scores = np.asarray(raw_scores, dtype=np.float64).reshape(-1)
     finite = np.isfinite(scores)
     if not finite.all():
@@ -557,7 +595,9 @@ def write_mining_result(mining_result: Iterable[Tuple[str, float]]) -> None:
     sorted_scores = scores[order].tolist()
     path = env.current_env().output.mining_result_file
     if not set(map(type, paths)) <= {str}:
-        atomic_write(path, "".join([f"{paths[i]}\t{s!r}\n" for i, s in zip(order.tolist(), sorted_scores)]))
+        atomic_write(
+            path, "".join([f"{paths[i]}\t{s!r}\n" for i, s in zip(order.tolist(), sorted_scores, strict=True)])
+        )
         return
     # the lines are assembled a chunk at a time by str.join (path, tab, repr(score), newline:
     # what f"{path}\t{score!r}\n" gives for a str path and a float score) and streamed out
@@ -566,12 +606,12 @@ def write_mining_result(mining_result: Iterable[Tuple[str, float]]) -> None:
     tabs, newlines = ["\t"] * _MINING_CHUNK, ["\n"] * _MINING_CHUNK
     with atomic_file(path) as write:
         for start in range(0, len(take), _MINING_CHUNK):
-            idx = take[start:start + _MINING_CHUNK]
+            idx = take[start : start + _MINING_CHUNK]
             k = len(idx)
-            cells: List[Any] = [None] * (4 * k)
+            cells: list[Any] = [None] * (4 * k)
             cells[0::4] = [paths[idx[0]]] if k == 1 else itemgetter(*idx)(paths)
             cells[1::4] = tabs[:k]
-            cells[2::4] = map(repr, sorted_scores[start:start + _MINING_CHUNK])
+            cells[2::4] = map(repr, sorted_scores[start : start + _MINING_CHUNK])
             cells[3::4] = newlines[:k]
             write("".join(cells))
 
@@ -591,7 +631,7 @@ def _stable_descending_order(np: Any, scores: Any) -> Any:
     return order
 
 
-def _may_repeat(np: Any, paths: List[str]) -> bool:
+def _may_repeat(np: Any, paths: list[str]) -> bool:
     """False when no two paths can be equal: their hashes all differ (sorting int64 hashes is
     cheaper than a million-entry set; equal hashes fall back to the set)."""
     if len(paths) < 2:
@@ -601,23 +641,24 @@ def _may_repeat(np: Any, paths: List[str]) -> bool:
     return bool((h[1:] == h[:-1]).any())
 
 
-def _split_pairs(pairs: Iterable[Tuple[str, float]]) -> Tuple[List[Any], List[Any]]:
+def _split_pairs(pairs: Iterable[tuple[str, float]]) -> tuple[list[Any], list[Any]]:
     """``([path, ...], [score, ...])`` from ``(path, score)`` pairs, exactly as
     ``for path, score in pairs`` unpacks them (errors included)."""
     if type(pairs) in (list, tuple) and set(map(type, pairs)) <= {tuple, list} and set(map(len, pairs)) <= {2}:
         return list(map(itemgetter(0), pairs)), list(map(itemgetter(1), pairs))
-    paths: List[Any] = []
-    scores: List[Any] = []
+    paths: list[Any] = []
+    scores: list[Any] = []
     for path, score in pairs:
         paths.append(path)
         scores.append(score)
     return paths, scores
 
 
-def _all_numbers(values: List[Any]) -> bool:
+def _all_numbers(values: list[Any]) -> bool:
     """``all(map(_is_number, values))``, deciding once per distinct type."""
-    return all(issubclass(t, numbers.Real) and not issubclass(t, bool) for t in set(map(type, values))) \
-        or all(map(_is_number, values))
+    return all(issubclass(t, numbers.Real) and not issubclass(t, bool) for t in set(map(type, values))) or all(
+        map(_is_number, values)
+    )
 
 
 def _is_number(v: Any) -> bool:
@@ -631,6 +672,7 @@ def _is_number(v: Any) -> bool:
 
 # ------------------------------------------------------------------ inference
 
+
 def _validated_annotation(a: Any, where: str) -> Annotation:
     if isinstance(a, Annotation):
         return a
@@ -641,7 +683,7 @@ def _validated_annotation(a: Any, where: str) -> Annotation:
         raise ResultError(err["msg"], key=f"{where}." + ".".join(map(str, err["loc"]))) from None
 
 
-def _annotation_dict(a: Any, where: str) -> Dict[str, Any]:
+def _annotation_dict(a: Any, where: str) -> dict[str, Any]:
     a = _validated_annotation(a, where)
     b = a.box
     return {"class_name": a.class_name, "score": a.score, "box": {"x": b.x, "y": b.y, "w": b.w, "h": b.h}}
@@ -681,8 +723,11 @@ def write_infer_result(infer_result: Any, algorithm: str = "detection") -> None:
     if algorithm not in INFER_ALGORITHMS:
         raise ResultError(f"unknown algorithm {algorithm!r}: one of {', '.join(INFER_ALGORITHMS)}", key="algorithm")
     if algorithm == "classification":
-        raise NotSupportedError("write_infer_result(algorithm='classification') is not supported (nor upstream): "
-                                "write detection or segmentation results", key="algorithm")
+        raise NotSupportedError(
+            "write_infer_result(algorithm='classification') is not supported (nor upstream): "
+            "write detection or segmentation results",
+            key="algorithm",
+        )
     env_config = env.current_env()
     if algorithm == "segmentation":
         _write_segmentation(infer_result, env_config)
@@ -710,9 +755,9 @@ class _DetectionEncoder:
         self.class_names = _class_names_or_none()
         self.known = set(self.class_names) if self.class_names else None
         self.encode_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
-        self.names_json: Dict[str, str] = {}
-        self.origin: Dict[str, str] = {}
-        self.digests: Optional[set] = set() if digests_only else None
+        self.names_json: dict[str, str] = {}
+        self.origin: dict[str, str] = {}
+        self.digests: set[bytes] | None = set() if digests_only else None
         self.entry_head = "{" + self.encode_str(self.box_key) + ":["
         self.box_json = self._box_json_fn()
 
@@ -734,8 +779,15 @@ class _DetectionEncoder:
             if w <= 0 or h <= 0:
                 degenerate[0] += 1
                 return ""
-            if type(score) is float and -inf < score < inf and type(x) is int and type(y) is int \
-                    and type(w) is int and type(h) is int and type(name) is str:
+            if (
+                type(score) is float
+                and -inf < score < inf
+                and type(x) is int
+                and type(y) is int
+                and type(w) is int
+                and type(h) is int
+                and type(name) is str
+            ):
                 n = names_json.get(name)
                 if n is None:
                     n = names_json[name] = encode_str(name)
@@ -765,14 +817,17 @@ class _DetectionEncoder:
             raise ResultError(f"asset path {asset_path!r} has no basename", key="infer_result")
         if self.digests is None:
             if key in self.origin:
-                raise ResultError(f"two results share the basename {key!r}: {self.origin[key]!r} and {asset_path!r}",
-                                  key="infer_result")
+                raise ResultError(
+                    f"two results share the basename {key!r}: {self.origin[key]!r} and {asset_path!r}",
+                    key="infer_result",
+                )
             self.origin[key] = str(asset_path)
         else:
             d = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
             if d in self.digests:
-                raise ResultError(f"two results share the basename {key!r} (the second: {asset_path!r})",
-                                  key="infer_result")
+                raise ResultError(
+                    f"two results share the basename {key!r} (the second: {asset_path!r})", key="infer_result"
+                )
             self.digests.add(d)
         if type(given) in (list, tuple) and set(map(type, given)) <= {Annotation}:
             anns = given
@@ -787,8 +842,9 @@ class _DetectionEncoder:
             names = list(map(_CLASS_NAME, anns))
             if not self.known.issuperset(names):
                 i = next(i for i, n in enumerate(names) if n not in self.known)
-                raise ResultError(f"class_name {names[i]!r} not in class_names {self.class_names}",
-                                  key=f"{key}[{i}].class_name")
+                raise ResultError(
+                    f"class_name {names[i]!r} not in class_names {self.class_names}", key=f"{key}[{i}].class_name"
+                )
         return f"{self.encode_str(key)}:{self.entry_head}{boxes}]}}"
 
 
@@ -811,20 +867,21 @@ def to_builtin_json(value: Any) -> Any:
     return to_builtin(value)
 
 
-
 _CLASS_NAME = attrgetter("class_name")
 _SCORE = attrgetter("score")
 
 
 def _in_unit_range(score: float) -> bool:
     return 0.0 <= score <= 1.0
+
+
 #: the ``algorithm`` values write_infer_result knows (upstream's list; classification is not implemented)
 INFER_ALGORITHMS = ("classification", "detection", "segmentation")
 
 
-def _class_names_or_none() -> Optional[List[str]]:
+def _class_names_or_none() -> list[str] | None:
     try:
         names = env.get_executor_config().get("class_names")
-    except Exception:  # noqa: BLE001 - no config: class names cannot be checked here
+    except Exception:
         return None
     return list(names) if isinstance(names, list) and names else None

@@ -36,15 +36,15 @@ import math
 import numbers
 import os
 import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from ymir_exc import env
 from ymir_exc._io import atomic_file
 from ymir_exc.errors import NotSupportedError, ResultError
 
-__all__ = ["InferResultWriter", "MiningResultWriter", "write_mining_part", "merge_mining_parts",
-           "read_mining_part"]
+__all__ = ["InferResultWriter", "MiningResultWriter", "write_mining_part", "merge_mining_parts", "read_mining_part"]
 
 
 def _digest(text: str) -> bytes:
@@ -52,6 +52,7 @@ def _digest(text: str) -> bytes:
 
 
 # ------------------------------------------------------------------ inference
+
 
 class InferResultWriter:
     """Write infer-result.json (detection) one image at a time.
@@ -68,11 +69,13 @@ class InferResultWriter:
         OSError: the output folder cannot be written (names the target).
     """
 
-    def __init__(self, algorithm: str = "detection", path: Optional[str] = None,
-                 buffer_bytes: int = 1 << 20) -> None:
+    def __init__(self, algorithm: str = "detection", path: str | None = None, buffer_bytes: int = 1 << 20) -> None:
         if algorithm != "detection":
-            raise NotSupportedError(f"InferResultWriter writes detection results, not {algorithm!r}: write "
-                                    "segmentation results with write_infer_result", key="algorithm")
+            raise NotSupportedError(
+                f"InferResultWriter writes detection results, not {algorithm!r}: write "
+                "segmentation results with write_infer_result",
+                key="algorithm",
+            )
         from ymir_exc.result_writer import _DetectionEncoder
 
         env_config = env.current_env()
@@ -80,13 +83,13 @@ class InferResultWriter:
         self._enc = _DetectionEncoder(env_config, digests_only=True)
         self._algorithm = algorithm
         self._limit = max(1, int(buffer_bytes))
-        self._buf: List[str] = []
+        self._buf: list[str] = []
         self._size = 0
         self._count = 0
-        self._stack: Optional[ExitStack] = None
-        self._write: Optional[Callable[[Union[str, bytes]], None]] = None
+        self._stack: ExitStack | None = None
+        self._write: Callable[[str | bytes], None] | None = None
 
-    def __enter__(self) -> "InferResultWriter":
+    def __enter__(self) -> InferResultWriter:
         self._stack = ExitStack()
         self._write = self._stack.enter_context(atomic_file(self.path))
         self._buf = [self._enc.head(self._algorithm)]
@@ -140,6 +143,7 @@ class InferResultWriter:
 
 # ------------------------------------------------------------------ mining
 
+
 def _check_pair(path: Any, score: Any, where: str) -> float:
     """The score as a float; ResultError for what write_mining_result refuses."""
     if type(score) is float:
@@ -156,23 +160,24 @@ def _check_pair(path: Any, score: Any, where: str) -> float:
     return f
 
 
-def read_mining_part(part: str) -> Iterator[Tuple[float, int, str]]:
+def read_mining_part(part: str) -> Iterator[tuple[float, int, str]]:
     """The ``(score, index, path)`` rows of a part file, in file order.
 
     Raises:
         ResultError: a line that is not ``<score>\\t<index>\\t<path>`` (names file and line).
     """
-    with open(part, "r", encoding="utf-8", newline="\n") as f:
+    with open(part, encoding="utf-8", newline="\n") as f:
         for n, line in enumerate(f, 1):
             try:
                 s, i, p = line[:-1].split("\t", 2)
                 yield float(s), int(i), p
             except ValueError:
-                raise ResultError(f"not a mining part line (<score>\\t<index>\\t<path>): {line[:80]!r}",
-                                  path=part, line=n) from None
+                raise ResultError(
+                    f"not a mining part line (<score>\\t<index>\\t<path>): {line[:80]!r}", path=part, line=n
+                ) from None
 
 
-def write_mining_part(part: str, rows: Iterable[Tuple[int, str, float]]) -> int:
+def write_mining_part(part: str, rows: Iterable[tuple[int, str, float]]) -> int:
     """Write a sorted part file: ``<score repr>\\t<index>\\t<path>`` lines ordered by score
     descending, then index ascending (so merged parts keep the one-shot writer's stable order).
 
@@ -191,16 +196,16 @@ def write_mining_part(part: str, rows: Iterable[Tuple[int, str, float]]) -> int:
     return _write_sorted(part, items)
 
 
-def _write_sorted(part: str, items: List[Tuple[float, int, str]]) -> int:
+def _write_sorted(part: str, items: list[tuple[float, int, str]]) -> int:
     """Sort ``(-score, index, path)`` items and write them as a part file."""
     items.sort()
     with atomic_file(part, fsync=False) as write:
         for start in range(0, len(items), 4096):
-            write("".join([f"{-ns!r}\t{i}\t{p}\n" for ns, i, p in items[start:start + 4096]]))
+            write("".join([f"{-ns!r}\t{i}\t{p}\n" for ns, i, p in items[start : start + 4096]]))
     return len(items)
 
 
-def merge_mining_parts(parts: Sequence[str], path: Optional[str] = None, expected: Optional[int] = None) -> int:
+def merge_mining_parts(parts: Sequence[str], path: str | None = None, expected: int | None = None) -> int:
     """Merge sorted part files (:func:`write_mining_part`) into result.tsv, k-way
     (``heapq.merge``): memory is one line per part plus a 16-byte digest per path.
 
@@ -217,16 +222,17 @@ def merge_mining_parts(parts: Sequence[str], path: Optional[str] = None, expecte
             other than ``expected``. The target is untouched then.
     """
     target = path or env.current_env().output.mining_result_file
-    seen: set = set()
+    seen: set[bytes] = set()
     n = 0
-    last: Optional[Tuple[float, int]] = None
+    last: tuple[float, int] | None = None
     streams = [((-s, i, p) for s, i, p in read_mining_part(part)) for part in parts]
     with atomic_file(target) as write:
-        buf: List[str] = []
+        buf: list[str] = []
         for ns, i, p in heapq.merge(*streams):
             if last is not None and (ns, i) < last:
-                raise ResultError("part files are not sorted by score descending, index ascending",
-                                  path=", ".join(parts))
+                raise ResultError(
+                    "part files are not sorted by score descending, index ascending", path=", ".join(parts)
+                )
             last = (ns, i)
             d = _digest(p)
             if d in seen:
@@ -258,15 +264,15 @@ class MiningResultWriter:
             the target is untouched then.
     """
 
-    def __init__(self, path: Optional[str] = None, run_items: int = 200_000) -> None:
+    def __init__(self, path: str | None = None, run_items: int = 200_000) -> None:
         self.path = path or env.current_env().output.mining_result_file
         self._run_items = max(1, int(run_items))
-        self._rows: List[Tuple[float, int, str]] = []  # (-score, index, path), validated
-        self._parts: List[str] = []
+        self._rows: list[tuple[float, int, str]] = []  # (-score, index, path), validated
+        self._parts: list[str] = []
         self._count = 0
         self._open = False
 
-    def __enter__(self) -> "MiningResultWriter":
+    def __enter__(self) -> MiningResultWriter:
         self._open = True
         return self
 
@@ -279,13 +285,13 @@ class MiningResultWriter:
         """
         if not self._open:
             raise RuntimeError("MiningResultWriter.add outside its with block")
-        f = _check_pair(asset_path, score, "mining_result[%d]" % self._count)
+        f = _check_pair(asset_path, score, f"mining_result[{self._count}]")
         self._rows.append((-f, self._count, asset_path))
         self._count += 1
         if len(self._rows) >= self._run_items:
             self._spill()
 
-    def add_all(self, pairs: Iterable[Tuple[str, float]]) -> None:
+    def add_all(self, pairs: Iterable[tuple[str, float]]) -> None:
         """:meth:`add` for each ``(path, score)``."""
         for p, s in pairs:
             self.add(p, s)

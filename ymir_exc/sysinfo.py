@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Tuple, Union
 
-
-def get_gpu_memory(device: Union[str, int] = "cuda:0") -> Tuple[float, float]:
+def get_gpu_memory(device: str | int = "cuda:0") -> tuple[float, float]:
     """Total and free memory of a CUDA device, in GiB (2**30 bytes), as upstream reports them.
 
     Args:
@@ -21,4 +19,4 @@ def get_gpu_memory(device: Union[str, int] = "cuda:0") -> Tuple[float, float]:
     import torch  # only here: importing ymir_exc.sysinfo stays light
 
     free, total = torch.cuda.mem_get_info(device)
-    return total / 2 ** 30, free / 2 ** 30
+    return total / 2**30, free / 2**30

@@ -25,8 +25,9 @@ Everything here calls the upstream-compatible functions (``dataset_reader``, ``r
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from ymir_exc import dataset_reader, env, monitor, result_writer, util
 from ymir_exc.dataset_reader import DatasetItem
@@ -52,8 +53,9 @@ class Detection:
 
     def to_annotation(self) -> result_writer.Annotation:
         """The same box as the upstream :class:`ymir_exc.result_writer.Annotation`."""
-        return result_writer.Annotation(class_name=self.class_name, score=self.score,
-                                        box=result_writer.Box(x=self.x, y=self.y, w=self.w, h=self.h))
+        return result_writer.Annotation(
+            class_name=self.class_name, score=self.score, box=result_writer.Box(x=self.x, y=self.y, w=self.w, h=self.h)
+        )
 
 
 @dataclass
@@ -76,11 +78,11 @@ class Task:
     """
 
     env: env.EnvConfig
-    param: Dict[str, Any]
-    running: Optional[str] = None
+    param: dict[str, Any]
+    running: str | None = None
 
     @classmethod
-    def current(cls) -> "Task":
+    def current(cls) -> Task:
         """Read env.yaml and config.yaml (see :mod:`ymir_exc.settings`).
 
         Raises:
@@ -100,34 +102,41 @@ class Task:
         return m
 
     @property
-    def class_names(self) -> List[str]:
+    def class_names(self) -> list[str]:
         """The reserved key ``class_names`` (the classes to train or detect, in order)."""
         return list(self.param.get("class_names") or [])
 
     @property
-    def tasks(self) -> List[str]:
+    def tasks(self) -> list[str]:
         """The tasks env.yaml enables, in the platform's order."""
-        return [t for t, on in (("training", self.env.run_training), ("mining", self.env.run_mining),
-                                ("infer", self.env.run_infer)) if on]
+        return [
+            t
+            for t, on in (
+                ("training", self.env.run_training),
+                ("mining", self.env.run_mining),
+                ("infer", self.env.run_infer),
+            )
+            if on
+        ]
 
     @property
-    def gpu_ids(self) -> List[int]:
+    def gpu_ids(self) -> list[int]:
         """GPU ids inside the container (``gpu_id`` renumbered 0..n-1); empty for CPU."""
         return [int(g) for g in str(self.param.get("gpu_id") or "").split(",") if g.strip()]
 
-    def items(self, split: Union[str, DatasetType]) -> Iterator[DatasetItem]:
+    def items(self, split: str | DatasetType) -> Iterator[DatasetItem]:
         """Typed items of ``train``, ``val`` or ``candidate`` (boxes parsed for train / val)."""
         return dataset_reader.read_items(split, self.merged_config)
 
-    def count(self, split: Union[str, DatasetType]) -> int:
+    def count(self, split: str | DatasetType) -> int:
         """Number of images of a split."""
         return dataset_reader.items_count(split, self.env)
 
-    def weights(self, suffix: Union[str, Tuple[str, ...]] = (".pt", ".pth")) -> List[str]:
+    def weights(self, suffix: str | tuple[str, ...] = (".pt", ".pth")) -> list[str]:
         """Weight files handed in (``pretrained_model_params`` / ``model_params_path``)."""
         return util.get_weight_files(self.merged_config, suffix)
 
-    def progress(self, percent: float, task: Optional[str] = None) -> None:
+    def progress(self, percent: float, task: str | None = None) -> None:
         """Report ``percent`` (0-1) of ``task`` (default: the task running, else the first
         enabled one) in monitor.txt; with several tasks in one run (mining + infer) each gets
         its share of [0, 1], so the reading never goes backwards."""
@@ -139,14 +148,28 @@ class Task:
         iteration) to the TensorBoard log in ``env.output.tensorboard_dir``."""
         monitor.write_tensorboard_scalars(dict(scalars), step)
 
-    def save_stage(self, stage_name: str, files: Sequence[str], mAP: Optional[float] = None,
-                   timestamp: Optional[int] = None, attachments: Optional[Dict[str, List[str]]] = None,
-                   evaluate_config: Optional[Dict[str, Any]] = None, **metrics: Any) -> None:
+    def save_stage(
+        self,
+        stage_name: str,
+        files: Sequence[str],
+        mAP: float | None = None,
+        timestamp: int | None = None,
+        attachments: dict[str, list[str]] | None = None,
+        evaluate_config: dict[str, Any] | None = None,
+        **metrics: Any,
+    ) -> None:
         """:func:`ymir_exc.result_writer.write_model_stage` with metrics as keyword arguments."""
-        result_writer.write_model_stage(stage_name, list(files), evaluation_result=metrics, mAP=mAP,
-                                        timestamp=timestamp, attachments=attachments, evaluate_config=evaluate_config)
+        result_writer.write_model_stage(
+            stage_name,
+            list(files),
+            evaluation_result=metrics,
+            mAP=mAP,
+            timestamp=timestamp,
+            attachments=attachments,
+            evaluate_config=evaluate_config,
+        )
 
-    def save_mining(self, scores: Union[Mapping[str, float], Iterable[Tuple[str, float]]]) -> None:
+    def save_mining(self, scores: Mapping[str, float] | Iterable[tuple[str, float]]) -> None:
         """result.tsv from ``{path: score}`` or ``(path, score)`` pairs (sorted for you)."""
         pairs = scores.items() if isinstance(scores, Mapping) else scores
         result_writer.write_mining_result(list(pairs))

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from enum import IntEnum
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from easydict import EasyDict as edict
 
@@ -41,7 +42,7 @@ def get_merged_config() -> edict:
         EnvFileError: env.yaml is bad.
     """
     exe_cfg = env.get_executor_config()
-    param: Dict[str, Any] = {}
+    param: dict[str, Any] = {}
     code_config = exe_cfg.get("code_config")
     if exe_cfg.get("git_url") and code_config:
         param.update(env.load_yaml_mapping(str(code_config), ConfigFileError, what="code_config file"))
@@ -52,7 +53,7 @@ def get_merged_config() -> edict:
     return merged
 
 
-def get_weight_files(cfg: edict, suffix: Union[str, Tuple[str, ...]] = (".pt", ".pth")) -> List[str]:
+def get_weight_files(cfg: edict, suffix: str | tuple[str, ...] = (".pt", ".pth")) -> list[str]:
     """Existing weight files the platform handed in, filtered by suffix.
 
     Training reads ``pretrained_model_params``, mining / infer ``model_params_path``; entries are
@@ -116,7 +117,7 @@ def find_free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _saved_file_patterns(cfg: edict) -> List["re.Pattern[str]"]:
+def _saved_file_patterns(cfg: edict) -> list[re.Pattern[str]]:
     raw = cfg.param.get("ymir_saved_file_patterns") or ""
     parts = raw.split(",") if isinstance(raw, str) else [str(p) for p in raw]
     compiled = []
@@ -126,12 +127,13 @@ def _saved_file_patterns(cfg: edict) -> List["re.Pattern[str]"]:
         try:
             compiled.append(re.compile(p))
         except re.error as e:
-            logger.warning("ymir_saved_file_patterns: dropping invalid regex %r (%s); the other patterns still apply",
-                           p, e)
+            logger.warning(
+                "ymir_saved_file_patterns: dropping invalid regex %r (%s); the other patterns still apply", p, e
+            )
     return compiled
 
 
-def filter_saved_files(cfg: edict, files: Sequence[str]) -> List[str]:
+def filter_saved_files(cfg: edict, files: Sequence[str]) -> list[str]:
     """The files to save, as upstream chooses them.
 
     Args:
@@ -153,9 +155,13 @@ def filter_saved_files(cfg: edict, files: Sequence[str]) -> List[str]:
             names = sorted(os.listdir(models_dir))
         except FileNotFoundError:
             names = []
-        files = [os.path.join(models_dir, n) for n in names
-                 if not n.startswith(".") and os.path.isfile(os.path.join(models_dir, n))
-                 and os.path.join(models_dir, n) != result_file]
+        files = [
+            os.path.join(models_dir, n)
+            for n in names
+            if not n.startswith(".")
+            and os.path.isfile(os.path.join(models_dir, n))
+            and os.path.join(models_dir, n) != result_file
+        ]
     rel = [os.path.relpath(f, models_dir) if os.path.isabs(os.fspath(f)) else os.fspath(f) for f in files]
     patterns = _saved_file_patterns(cfg)
     if not patterns:
@@ -163,7 +169,7 @@ def filter_saved_files(cfg: edict, files: Sequence[str]) -> List[str]:
     return [f for f in rel if any(p.search(f) for p in patterns)]
 
 
-def format_saved_files(cfg: edict, files: Sequence[str]) -> List[str]:
+def format_saved_files(cfg: edict, files: Sequence[str]) -> list[str]:
     """Bring the files to save into ``output.models_dir`` and name them by basename, as upstream.
 
     A symlink is resolved; a file outside the models dir, or in a sub folder of it, is copied
@@ -197,10 +203,15 @@ def format_saved_files(cfg: edict, files: Sequence[str]) -> List[str]:
     return out
 
 
-def write_ymir_training_result(cfg: edict, files: Sequence[str], id: Union[str, int], map50: Optional[float] = None,
-                               evaluation_result: Optional[Dict[str, Any]] = None,
-                               evaluate_config: Optional[Dict[str, Any]] = None,
-                               attachments: Optional[Dict[str, List[str]]] = None) -> None:
+def write_ymir_training_result(
+    cfg: edict,
+    files: Sequence[str],
+    id: str | int,
+    map50: float | None = None,
+    evaluation_result: dict[str, Any] | None = None,
+    evaluate_config: dict[str, Any] | None = None,
+    attachments: dict[str, list[str]] | None = None,
+) -> None:
     """Save one model stage, as upstream: :func:`filter_saved_files`, :func:`format_saved_files`,
     then :func:`ymir_exc.result_writer.write_model_stage`.
 
@@ -224,15 +235,24 @@ def write_ymir_training_result(cfg: edict, files: Sequence[str], id: Union[str, 
     stage_name = f"stage_{id}" if isinstance(id, int) or str(id).isdigit() else str(id)
     kept = filter_saved_files(cfg, files)
     if not kept:
-        logger.warning("stage %s not written: no file left after ymir_saved_file_patterns (%r) filtered %s",
-                       stage_name, cfg.param.get("ymir_saved_file_patterns"), list(files) or "the models dir")
+        logger.warning(
+            "stage %s not written: no file left after ymir_saved_file_patterns (%r) filtered %s",
+            stage_name,
+            cfg.param.get("ymir_saved_file_patterns"),
+            list(files) or "the models dir",
+        )
         return
     names = format_saved_files(cfg, kept)
     metrics = dict(evaluation_result or {})
     if map50 is not None:
         metrics["mAP"] = map50
-    rw.write_model_stage(stage_name=stage_name, files=names, evaluation_result=metrics,
-                         attachments=attachments, evaluate_config=evaluate_config)
+    rw.write_model_stage(
+        stage_name=stage_name,
+        files=names,
+        evaluation_result=metrics,
+        attachments=attachments,
+        evaluate_config=evaluate_config,
+    )
 
 
 class YmirStage(IntEnum):
@@ -243,7 +263,7 @@ class YmirStage(IntEnum):
     POSTPROCESS = 3
 
 
-def _as_stage(stage: Union[YmirStage, str, int]) -> YmirStage:
+def _as_stage(stage: YmirStage | str | int) -> YmirStage:
     if isinstance(stage, str):
         try:
             return YmirStage[stage.strip().upper()]
@@ -267,29 +287,31 @@ class YmirStageWeight:
         ValueError: not three non-negative numbers summing to 1 (within 1e-6).
     """
 
-    def __init__(self, weights: Optional[Sequence[float]] = None) -> None:
+    def __init__(self, weights: Sequence[float] | None = None) -> None:
         if not weights:
-            weights = [float(os.environ.get("PREPROCESS_WEIGHT", 0.00001)),
-                       float(os.environ.get("TASK_WEIGHT", 0.99998)),
-                       float(os.environ.get("POSTPROCESS_WEIGHT", 0.00001))]
+            weights = [
+                float(os.environ.get("PREPROCESS_WEIGHT", 0.00001)),
+                float(os.environ.get("TASK_WEIGHT", 0.99998)),
+                float(os.environ.get("POSTPROCESS_WEIGHT", 0.00001)),
+            ]
         weights = [float(w) for w in weights]
         if len(weights) != 3 or abs(sum(weights) - 1.0) > 1e-6 or min(weights) < 0:
             raise ValueError(f"stage weights must be 3 non-negative fractions summing to 1, got {weights}")
-        self.weights: List[float] = weights
+        self.weights: list[float] = weights
 
     @property
-    def PREPROCESS(self) -> float:  # noqa: N802 - earlier attribute names of this SDK
+    def PREPROCESS(self) -> float:
         return self.weights[0]
 
     @property
-    def TASK(self) -> float:  # noqa: N802
+    def TASK(self) -> float:
         return self.weights[1]
 
     @property
-    def POSTPROCESS(self) -> float:  # noqa: N802
+    def POSTPROCESS(self) -> float:
         return self.weights[2]
 
-    def get_stage_process(self, stage: Union[YmirStage, str, int], p: float) -> float:
+    def get_stage_process(self, stage: YmirStage | str | int, p: float) -> float:
         """Progress of the whole task when phase ``stage`` is at ``p`` (0-1):
         ``w0 * p``, ``w0 + w1 * p`` or ``w0 + w1 + w2 * p``."""
         w0, w1, w2 = self.weights
@@ -301,7 +323,7 @@ class YmirStageWeight:
         return w0 + w1 + w2 * p
 
 
-def _stage_weights(weights: Union[YmirStageWeight, Sequence[float], None]) -> YmirStageWeight:
+def _stage_weights(weights: YmirStageWeight | Sequence[float] | None) -> YmirStageWeight:
     """A :class:`YmirStageWeight` from one, from a list / tuple of 3 floats (as upstream's
     ``isinstance(stage_weights, List)``), or the default for None."""
     if isinstance(weights, YmirStageWeight):
@@ -311,9 +333,15 @@ def _stage_weights(weights: Union[YmirStageWeight, Sequence[float], None]) -> Ym
     raise ValueError(f"stage weights must be a YmirStageWeight or a list of 3 floats, got {weights!r}")
 
 
-def get_ymir_process(stage: Union[YmirStage, str, int], p: float, task_idx: int = 0, task_num: int = 1,
-                     weights: Union[YmirStageWeight, Sequence[float], None] = None, *,
-                     stage_weights: Union[YmirStageWeight, Sequence[float], None] = None) -> float:
+def get_ymir_process(
+    stage: YmirStage | str | int,
+    p: float,
+    task_idx: int = 0,
+    task_num: int = 1,
+    weights: YmirStageWeight | Sequence[float] | None = None,
+    *,
+    stage_weights: YmirStageWeight | Sequence[float] | None = None,
+) -> float:
     """Map a phase's own progress ``p`` (0-1) to the task's progress (0-1), as upstream:
     ``task_idx / task_num + (1 / task_num) * weights.get_stage_process(stage, p)``.
 
@@ -331,10 +359,14 @@ def get_ymir_process(stage: Union[YmirStage, str, int], p: float, task_idx: int 
     return task_idx / task_num + (1.0 / task_num) * w.get_stage_process(stage, p)
 
 
-def write_ymir_monitor_process(cfg: edict, task: Union[str, monitor.YmirTask], naive_stage_percent: float,
-                               stage: Union[YmirStage, str],
-                               stage_weights: Union[YmirStageWeight, Sequence[float], None] = None,
-                               task_order: str = "tmi") -> None:
+def write_ymir_monitor_process(
+    cfg: edict,
+    task: str | monitor.YmirTask,
+    naive_stage_percent: float,
+    stage: YmirStage | str,
+    stage_weights: YmirStageWeight | Sequence[float] | None = None,
+    task_order: str = "tmi",
+) -> None:
     """Report progress ``naive_stage_percent`` (0-1) of phase ``stage`` of ``task``: the phase
     mapping of :func:`get_ymir_process`, then
     :func:`ymir_exc.monitor.write_monitor_logger_for_multiple_tasks`.

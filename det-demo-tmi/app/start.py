@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import List, Optional
 
 import demo_model as dm
 
@@ -37,7 +36,7 @@ def log(msg: str) -> None:
     print(f"det-demo-tmi: {msg}", flush=True)
 
 
-def read_split(task: Task, split: str) -> List[dm.Item]:
+def read_split(task: Task, split: str) -> list[dm.Item]:
     """(image path, [(class_id, x, y, w, h)]) for every line of a training / validation index."""
     return [(item.image_path, [(b.class_id, b.x, b.y, b.w, b.h) for b in item.boxes]) for item in task.items(split)]
 
@@ -46,7 +45,7 @@ class DemoExecutor:
     """The three tasks of det-demo-tmi; ``model`` is the loaded DemoModel (None for training and
     for random mining without a model)."""
 
-    model: Optional[dm.DemoModel] = None
+    model: dm.DemoModel | None = None
 
     def setup(self, task: Task) -> None:
         """Load the model named by model_params_path (the first .json file), once per run."""
@@ -59,8 +58,9 @@ class DemoExecutor:
 
     def need_model(self, task: Task) -> dm.DemoModel:
         if self.model is None:
-            raise ModelError(f"no .json model in model_params_path {task.param.get('model_params_path')!r}",
-                             key="model_params_path")
+            raise ModelError(
+                f"no .json model in model_params_path {task.param.get('model_params_path')!r}", key="model_params_path"
+            )
         return self.model
 
     def train(self, task: Task) -> None:
@@ -74,13 +74,16 @@ class DemoExecutor:
         if task.weights(".json"):
             log("pretrained_model_params is ignored: this model trains from scratch in seconds")
         log(f"{len(train_items)} training / {len(val_items)} validation images, classes {class_names}, {params}")
-        trainer = dm.Trainer(train_items, val_items, class_names, params,
-                             progress=lambda p: task.progress(PREPARE * min(1.0, p)))
+        trainer = dm.Trainer(
+            train_items, val_items, class_names, params, progress=lambda p: task.progress(PREPARE * min(1.0, p))
+        )
         for c, d in enumerate(trainer.class_data):
             if d is None:
                 log(f"class {class_names[c]!r}: no positive window in the training set, it will never be detected")
-        log(f"anchors (w, h in 1/{params.downscale} px): "
-            f"{[[round(v, 2) for v in a] for a in trainer.anchors.tolist()]}; prepared in {time.time() - t0:.2f} s")
+        log(
+            f"anchors (w, h in 1/{params.downscale} px): "
+            f"{[[round(v, 2) for v in a] for a in trainer.anchors.tolist()]}; prepared in {time.time() - t0:.2f} s"
+        )
 
         def epoch_progress(done: float) -> None:  # done: epochs finished, fractional
             task.progress(PREPARE + (1 - PREPARE) * min(1.0, done / params.epochs))
@@ -91,13 +94,22 @@ class DemoExecutor:
             stage = f"epoch_{epoch}"
             os.makedirs(os.path.join(task.env.output.models_dir, stage), exist_ok=True)
             trainer.model().save(os.path.join(task.env.output.models_dir, stage, MODEL_FILE))
-            task.save_stage(stage, [MODEL_FILE], mAP=metrics["mAP"], mAR=metrics["mAR"], tp=metrics["tp"],
-                            fp=metrics["fp"], fn=metrics["fn"],
-                            evaluate_config={"iou_thr": IOU_THR, "conf_thr": params.conf_threshold})
+            task.save_stage(
+                stage,
+                [MODEL_FILE],
+                mAP=metrics["mAP"],
+                mAR=metrics["mAR"],
+                tp=metrics["tp"],
+                fp=metrics["fp"],
+                fn=metrics["fn"],
+                evaluate_config={"iou_thr": IOU_THR, "conf_thr": params.conf_threshold},
+            )
             task.log_scalars({"train/loss": loss, "val/mAP50": metrics["mAP"], "val/mAR50": metrics["mAR"]}, epoch)
             ap = ", ".join(f"{n}={a:.4f}" for n, a in zip(class_names, metrics["ap"], strict=True) if a is not None)
-            log(f"epoch {epoch}/{params.epochs}: loss {loss:.5f}, val mAP50 {metrics['mAP']:.4f} ({ap}), "
-                f"mAR {metrics['mAR']:.4f}, tp {metrics['tp']} fp {metrics['fp']} fn {metrics['fn']}")
+            log(
+                f"epoch {epoch}/{params.epochs}: loss {loss:.5f}, val mAP50 {metrics['mAP']:.4f} ({ap}), "
+                f"mAR {metrics['mAR']:.4f}, tp {metrics['tp']} fp {metrics['fp']} fn {metrics['fn']}"
+            )
             epoch_progress(epoch)
         log(f"training done in {time.time() - t0:.2f} s")
 

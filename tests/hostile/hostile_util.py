@@ -8,18 +8,17 @@ import os
 import shutil
 import textwrap
 from pathlib import Path
-from typing import Dict, Tuple
 
+from ymir_exc.formats import ModelStage
 from ymir_exc.harness.datasets import load_sample
 from ymir_exc.harness.models import ModelStore, build_info, stage_entries
-from ymir_exc.formats import ModelStage
 from ymir_exc.harness.workspace import image_size, voc_xml
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = load_sample("trees")
 
 
-def tree_state(root: Path) -> Dict[str, Tuple[str, int, str]]:
+def tree_state(root: Path) -> dict[str, tuple[str, int, str]]:
     """{relative path: (kind, size, sha1 or link target)} of everything under ``root`` (no link followed)."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
@@ -69,14 +68,15 @@ def make_voc(root: Path, n_train: int = 6, n_val: int = 2) -> Path:
         for i, it in enumerate(items):
             stem = f"{split}{i}"
             shutil.copy(it.image_path, root / "JPEGImages" / f"{stem}.jpg")
-            (root / "Annotations" / f"{stem}.xml").write_text(voc_xml(f"{stem}.jpg", image_size(it.image_path),
-                                                                       it.boxes))
+            (root / "Annotations" / f"{stem}.xml").write_text(
+                voc_xml(f"{stem}.jpg", image_size(it.image_path), it.boxes)
+            )
             stems.append(stem)
         (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(stems) + "\n")
     return root
 
 
-PRELUDE = '''
+PRELUDE = """
 import os, sys, time, yaml
 ENV = yaml.safe_load(open(os.environ["DEFAULT_ENV_FILE_PATH"]))
 OUT = ENV["output"]["root_dir"]
@@ -93,7 +93,7 @@ def good_training(files=("w.pt",)):
             open(OUT + "/models/" + f, "wb").write(b"weights")
     yaml.safe_dump({"best_stage_name": "s1", "mAP": 0.5, "model_stages": {"s1": {
         "stage_name": "s1", "files": list(files), "timestamp": 1, "mAP": 0.5}}}, open(OUT + "/models/result.yaml", "w"))
-'''
+"""
 
 
 def make_executor(root: Path, body: str) -> Path:

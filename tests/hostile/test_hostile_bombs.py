@@ -4,12 +4,10 @@ a subprocess under an address-space limit and a timeout, and its peak memory and
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -35,8 +33,7 @@ def run_bounded(body: str, *args: str) -> tuple:
     """Run ``body`` in a fresh interpreter under :data:`AS_LIMIT`; (stdout, seconds, peak RSS in MiB)."""
     code = BOUNDED.format(limit=AS_LIMIT, body=textwrap.dedent(body))
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=TIMEOUT,
-                          env=env)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=TIMEOUT, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     last = proc.stdout.strip().splitlines()[-1].split()
     return proc.stdout + proc.stderr, float(last[1]), int(last[3])
@@ -70,9 +67,14 @@ def test_deeply_nested_infer_result_is_refused_in_bounded_memory(tmp_path):
     assert seconds < 5 and peak < 200, (seconds, peak)
 
 
-@pytest.mark.parametrize("token", [b'"' + b"k" * (64 << 20) + b'"',             # a 64 MiB key
-                                   b'"' + b'\\"' * (32 << 20) + b'"',           # a key of escaped quotes
-                                   b'"a": {"boxes": [' + b"7" * (64 << 20) + b"]}"])  # a 64 MiB number
+@pytest.mark.parametrize(
+    "token",
+    [
+        b'"' + b"k" * (64 << 20) + b'"',  # a 64 MiB key
+        b'"' + b'\\"' * (32 << 20) + b'"',  # a key of escaped quotes
+        b'"a": {"boxes": [' + b"7" * (64 << 20) + b"]}",
+    ],
+)  # a 64 MiB number
 def test_overlong_json_token_is_refused_in_linear_time(tmp_path, token):
     _env(tmp_path)
     body = token + b': {"boxes": []}' if token.endswith(b'"') else token
@@ -95,10 +97,12 @@ def test_tokens_up_to_the_bound_and_long_number_arrays_pass(tmp_path):
     # one byte over the bound, split across the scan's chunks, is refused
     (tmp_path / "out" / "infer-result.json").write_text(
         '{"detection": {"a.jpg": {"boxes": []}, "pad": "%s", "%s": 1}}'
-        % ("p" * (collect._SCAN_CHUNK - 40), "q" * (collect.MAX_JSON_TOKEN_BYTES + 1)))
+        % ("p" * (collect._SCAN_CHUNK - 40), "q" * (collect.MAX_JSON_TOKEN_BYTES + 1))
+    )
     assert "longer than" in collect.check_infer(env, ["tree"]).problems[0]
     (tmp_path / "out" / "infer-result.json").write_text(
-        '{"detection": {"a.jpg": {"boxes": [], "deep": %s1%s}}}' % ("[" * 60, "]" * 60))
+        '{"detection": {"a.jpg": {"boxes": [], "deep": %s1%s}}}' % ("[" * 60, "]" * 60)
+    )
     assert collect.check_infer(env, ["tree"]).problems == []
 
 
@@ -118,8 +122,9 @@ def test_parse_yaml_text_refuses_alias_bombs_but_not_shared_objects():
     from ymir_exc.env import MAX_YAML_NODES, parse_yaml_text, yaml_expanded_nodes
     from ymir_exc.errors import ConfigFileError
 
-    with pytest.raises(ConfigFileError, match=f"cfg.yaml: not valid YAML: its aliases expand to more than "
-                                              f"{MAX_YAML_NODES} nodes"):
+    with pytest.raises(
+        ConfigFileError, match=f"cfg.yaml: not valid YAML: its aliases expand to more than {MAX_YAML_NODES} nodes"
+    ):
         parse_yaml_text("class_names: [a]\nbomb:\n" + laughs(indent="  "), ConfigFileError, "cfg.yaml")
     with pytest.raises(ConfigFileError, match="recursive alias"):
         parse_yaml_text("a: &a [1, *a]\n", ConfigFileError, "cfg.yaml")
@@ -146,9 +151,11 @@ def test_alias_bomb_in_ymir_info_is_refused_by_models_import(tmp_path):
     from hostile_util import Host
 
     host = Host(tmp_path / "host")
-    info = ("unknown:\n" + laughs(indent="  ") + "executor_config:\n  class_names: [tree]\n  bomb: *j\n"
-            "task_context: {executor: x}\nstages: {s1: {stage_name: s1, files: [w.pt], timestamp: 1, mAP: 0.5}}\n"
-            "best_stage_name: s1\npackage_version: 2.0.0\n")
+    info = (
+        "unknown:\n" + laughs(indent="  ") + "executor_config:\n  class_names: [tree]\n  bomb: *j\n"
+        "task_context: {executor: x}\nstages: {s1: {stage_name: s1, files: [w.pt], timestamp: 1, mAP: 0.5}}\n"
+        "best_stage_name: s1\npackage_version: 2.0.0\n"
+    )
     assert len(laughs()) < 400
     pkg = tmp_path / "bomb.tar.gz"
     with tarfile.open(pkg, "w:gz") as tar:
@@ -156,8 +163,9 @@ def test_alias_bomb_in_ymir_info_is_refused_by_models_import(tmp_path):
             ti = tarfile.TarInfo(name)
             ti.size = len(data)
             tar.addfile(ti, io.BytesIO(data))
-    out, seconds, peak = run_bounded(IMPORT, "models", "--model-location", str(host.store.location), "import",
-                                     "--package-path", str(pkg))
+    out, seconds, peak = run_bounded(
+        IMPORT, "models", "--model-location", str(host.store.location), "import", "--package-path", str(pkg)
+    )
     print("measured", seconds, "s", peak, "MiB")
     assert "RC 2" in out and "ymir-info.yaml is not valid YAML: its aliases expand to more than" in out, out
     assert seconds < 10 and peak < 200  # before: 9 GB and still growing
@@ -174,16 +182,31 @@ def test_alias_bomb_in_result_yaml_fails_the_run(tmp_path):
     from hostile_util import Host, make_executor
 
     host = Host(tmp_path / "host")
-    result = (laughs() + "evaluate_config:\n  bomb: *j\nbest_stage_name: s1\n"
-              "model_stages: {s1: {stage_name: s1, files: [w.pt], timestamp: 1, mAP: 0.5}}\n")
-    ex = make_executor(tmp_path / "ex", f"""
+    result = (
+        laughs() + "evaluate_config:\n  bomb: *j\nbest_stage_name: s1\n"
+        "model_stages: {s1: {stage_name: s1, files: [w.pt], timestamp: 1, mAP: 0.5}}\n"
+    )
+    ex = make_executor(
+        tmp_path / "ex",
+        f"""
         os.makedirs(OUT + "/models", exist_ok=True)
         open(OUT + "/models/w.pt", "wb").write(b"w")
         open(OUT + "/models/result.yaml", "w").write({result!r})
         monitor()
-    """)
-    out, seconds, peak = run_bounded(RUN, "run", str(ex), "--dataset", str(host.voc), "--work-dir",
-                                     str(tmp_path / "w"), "--model-location", str(host.store.location), "--quiet")
+    """,
+    )
+    out, seconds, peak = run_bounded(
+        RUN,
+        "run",
+        str(ex),
+        "--dataset",
+        str(host.voc),
+        "--work-dir",
+        str(tmp_path / "w"),
+        "--model-location",
+        str(host.store.location),
+        "--quiet",
+    )
     print("measured", seconds, "s", peak, "MiB")
     assert "RC 3" in out and "result.yaml: not valid YAML: its aliases expand to more than" in out, out
     assert seconds < 30 and peak < 300
@@ -215,8 +238,10 @@ def test_bomb_split_into_members_under_the_member_limit_is_refused(tmp_path, mon
     pkg = tmp_path / "split.tar.gz"
     zeros = bytes(63 << 20)
     with tarfile.open(pkg, "w:gz", compresslevel=1) as tar:
-        info = (b"executor_config: {class_names: [tree]}\ntask_context: {executor: x}\n"
-                b"stages: {s1: {stage_name: s1, files: [w.pt], timestamp: 1, mAP: 0.5}}\nbest_stage_name: s1\n")
+        info = (
+            b"executor_config: {class_names: [tree]}\ntask_context: {executor: x}\n"
+            b"stages: {s1: {stage_name: s1, files: [w.pt], timestamp: 1, mAP: 0.5}}\nbest_stage_name: s1\n"
+        )
         for name, data in [("ymir-info.yaml", info)] + [(f"s1/z{i}.bin", zeros) for i in range(17)]:
             ti = tarfile.TarInfo(name)
             ti.size = len(data)
@@ -226,8 +251,9 @@ def test_bomb_split_into_members_under_the_member_limit_is_refused(tmp_path, mon
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
-    out, seconds, peak = run_bounded(IMPORT, "models", "--model-location", str(host.store.location), "import",
-                                     "--package-path", str(pkg))
+    out, seconds, peak = run_bounded(
+        IMPORT, "models", "--model-location", str(host.store.location), "import", "--package-path", str(pkg)
+    )
     print("measured", pkg.stat().st_size, "bytes", seconds, "s", peak, "MiB")
     assert "RC 2" in out and f"over {1 << 30} bytes in all: refused as a decompression bomb" in out, out
     assert seconds < 15 and peak < 200  # before: imported after 90 s
@@ -244,13 +270,29 @@ def test_deep_infer_result_fails_the_run_before_predictions_are_written(tmp_path
     from hostile_util import Host, make_executor
 
     host = Host(tmp_path / "host")
-    ex = make_executor(tmp_path / "ex", """
+    ex = make_executor(
+        tmp_path / "ex",
+        """
         open(OUT + "/infer-result.json", "w").write('{"detection": ' + "[" * 200000 + "]" * 200000 + "}")
         monitor()
-    """)
-    out, seconds, peak = run_bounded(RUN, "run", str(ex), "--dataset", str(host.voc), "--work-dir",
-                                     str(tmp_path / "w"), "--model-location", str(host.store.location), "--quiet",
-                                     "--task", "infer", "--model", host.good_hash)
+    """,
+    )
+    out, seconds, peak = run_bounded(
+        RUN,
+        "run",
+        str(ex),
+        "--dataset",
+        str(host.voc),
+        "--work-dir",
+        str(tmp_path / "w"),
+        "--model-location",
+        str(host.store.location),
+        "--quiet",
+        "--task",
+        "infer",
+        "--model",
+        host.good_hash,
+    )
     print("measured", seconds, "s", peak, "MiB")
     assert "RC 3" in out and "infer-result.json: nested deeper than 64 levels (refused)" in out, out
     assert not (tmp_path / "w" / "predictions.json").exists() and seconds < 30 and peak < 300

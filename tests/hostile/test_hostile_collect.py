@@ -2,7 +2,6 @@
 5-million-line memory test."""
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -31,16 +30,24 @@ def test_mining_ranks_stably_and_reports_every_kind_of_problem(tmp_path):
     a, b, c, d = _cands(tmp_path, ["aa01", "bb02", "cc03", "dd04"])
     (tmp_path / "out" / "result.tsv").write_bytes(
         f"{a}\t0.9\n{b}\t0.5\n{a}\t0.1\n\nunknown.jpg\t0.4\n{c}\t0.7\n{c}x\tnan\n{c}\tnot-a-number\n".encode()
-        + b"\xff\xfe\t0.3\n" + b"cc03\t0.2\n")
+        + b"\xff\xfe\t0.3\n"
+        + b"cc03\t0.2\n"
+    )
     rep = collect.check_mining(env)
     assert list(rep.ranked) == [(a, 0.9), (c, 0.7), (b, 0.5), ("unknown.jpg", 0.4), ("cc03", 0.2)]
     assert rep.ranked[:2] == [(a, 0.9), (c, 0.7)] and len(rep.ranked) == 5
     assert rep.duplicates == 1 and rep.unknown == 1 and rep.blank == 1 and rep.missing == 1  # d has no score
     text = "\n".join(rep.problems)
-    for expected in ("result.tsv:7: score 'nan' is not finite", "result.tsv:8: score 'not-a-number' is not a number",
-                     "result.tsv:9: not UTF-8", "result.tsv:6: scores are not sorted", "1 blank line(s)",
-                     f"1 duplicate path(s), e.g. {a}", "1 path(s) not among the candidates, e.g. unknown.jpg",
-                     f"1 candidate(s) without a score, e.g. {d}"):
+    for expected in (
+        "result.tsv:7: score 'nan' is not finite",
+        "result.tsv:8: score 'not-a-number' is not a number",
+        "result.tsv:9: not UTF-8",
+        "result.tsv:6: scores are not sorted",
+        "1 blank line(s)",
+        f"1 duplicate path(s), e.g. {a}",
+        "1 path(s) not among the candidates, e.g. unknown.jpg",
+        f"1 candidate(s) without a score, e.g. {d}",
+    ):
         assert expected in text, (expected, text)
 
 
@@ -58,8 +65,10 @@ def test_infer_is_streamed_and_checked_key_by_key(tmp_path):
     env = _env(tmp_path)
     _cands(tmp_path, ["aa01", "bb02", "cc03"])
     box = {"class_name": "tree", "score": 0.5, "box": {"x": 1, "y": 2, "w": 3, "h": 4}}
-    text = ('{"detection": {"aa01.jpg": {"boxes": [%s, %s]}, "aa01.jpg": {"boxes": []}, "zz.jpg": {"boxes": []},'
-            ' "bb02.jpg": {"boxes": "no"}}}' % (json.dumps(box), json.dumps(dict(box, score=2))))
+    text = (
+        '{"detection": {"aa01.jpg": {"boxes": [%s, %s]}, "aa01.jpg": {"boxes": []}, "zz.jpg": {"boxes": []},'
+        ' "bb02.jpg": {"boxes": "no"}}}' % (json.dumps(box), json.dumps(dict(box, score=2)))
+    )
     (tmp_path / "out" / "infer-result.json").write_text(text)
     rep = collect.check_infer(env, ["tree"])
     assert rep.images == 3 and rep.boxes == 1 and rep.with_boxes == 1 and rep.dropped["score not in [0, 1]"] == 1
@@ -72,9 +81,14 @@ def test_infer_is_streamed_and_checked_key_by_key(tmp_path):
     assert collect.check_infer(env, ["tree"]).results is None
 
 
-@pytest.mark.parametrize("content,problem", [("[1, 2]", "the top level is not an object"),
-                                             ('{"detection": [', "not valid JSON"),
-                                             ('{"other": {}}', "no 'detection' object")])
+@pytest.mark.parametrize(
+    "content,problem",
+    [
+        ("[1, 2]", "the top level is not an object"),
+        ('{"detection": [', "not valid JSON"),
+        ('{"other": {}}', "no 'detection' object"),
+    ],
+)
 def test_infer_layout_problems(tmp_path, content, problem):
     env = _env(tmp_path)
     (tmp_path / "out" / "infer-result.json").write_text(content)
@@ -124,8 +138,10 @@ def test_five_million_result_lines_stay_within_the_memory_bound(tmp_path):
     assert proc.returncode == 0, proc.stderr
     n, unknown, first, last, seconds, peak_kib = proc.stdout.split()
     bound = 200e6 + 40 * LINES
-    print(f"collect of {LINES} result.tsv lines: {seconds} s, peak RSS {int(peak_kib) * 1024 / 1e6:.0f} MB "
-          f"(bound {bound / 1e6:.0f} MB)")
+    print(
+        f"collect of {LINES} result.tsv lines: {seconds} s, peak RSS {int(peak_kib) * 1024 / 1e6:.0f} MB "
+        f"(bound {bound / 1e6:.0f} MB)"
+    )
     assert int(n) == LINES and int(unknown) == LINES - 1000
     assert first == f"/in/assets/{0:040x}.jpg" and last == f"/in/assets/{LINES - 1:040x}.jpg"
     assert int(peak_kib) * 1024 <= bound

@@ -7,16 +7,14 @@ import json
 import os
 import re
 import shutil
-from pathlib import Path
 
 import pytest
+from hostile_util import REPO, SAMPLE, Host
 
 from ymir_exc.cli import main
 from ymir_exc.errors import AnnotationError, ConfigFileError, ImageError, IndexFileError
 from ymir_exc.harness.datasets import load_dataset, write_sample
 from ymir_exc.harness.workspace import image_size
-
-from hostile_util import REPO, SAMPLE, Host
 
 DEMO = str(REPO / "det-demo-tmi")
 
@@ -28,8 +26,9 @@ def host(tmp_path):
 
 def _cli(tmp_path, spec, *extra):
     """``run --dry-run`` on ``spec``: the dataset is read, nothing runs."""
-    return main(["run", DEMO, "--dataset", str(spec), "--work-dir", str(tmp_path / "w"), "--dry-run", "--quiet",
-                 *extra])
+    return main(
+        ["run", DEMO, "--dataset", str(spec), "--work-dir", str(tmp_path / "w"), "--dry-run", "--quiet", *extra]
+    )
 
 
 def _assert_refused(tmp_path, capsys, host, spec, exc, pattern, *extra):
@@ -49,6 +48,7 @@ def _in_dir(tmp_path):
 
 
 # ---------------------------------------------------------------- only images from inside the root
+
 
 def test_index_naming_a_host_file_is_refused_and_nothing_linked(tmp_path, capsys, host):
     root, in_dir = _in_dir(tmp_path)
@@ -90,10 +90,14 @@ def _coco(tmp_path, file_name):
     (d / "images").mkdir(parents=True)
     shutil.copy(SAMPLE.train[1].image_path, d / "images" / "a.jpg")  # host.photo is train[0]
     w, h = image_size(SAMPLE.train[1].image_path)
-    data = {"images": [{"id": 1, "file_name": "a.jpg", "width": w, "height": h},
-                       {"id": 2, "file_name": file_name, "width": w, "height": h}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0}],
-            "categories": [{"id": 1, "name": "tree"}]}
+    data = {
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "width": w, "height": h},
+            {"id": 2, "file_name": file_name, "width": w, "height": h},
+        ],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "tree"}],
+    }
     (d / "instances.json").write_text(json.dumps(data))
     return d / "instances.json"
 
@@ -118,6 +122,7 @@ def test_yolo_list_naming_images_outside_path_is_refused(tmp_path, capsys, host)
 
 
 # ---------------------------------------------------------------- duplicate image bytes
+
 
 def _voc_with_copy(tmp_path, same_labels: bool, label_copy: bool = True):
     voc = tmp_path / "voc"
@@ -146,8 +151,9 @@ def test_duplicates_with_identical_labels_are_merged_and_counted(tmp_path):
 
 def test_labeled_copy_wins_over_an_unlabeled_one(tmp_path):
     voc = _voc_with_copy(tmp_path, same_labels=True)
-    (voc / "Annotations" / "copy0.xml").write_text((voc / "Annotations" / "copy0.xml").read_text().split(
-        "<object>")[0] + "</annotation>\n")
+    (voc / "Annotations" / "copy0.xml").write_text(
+        (voc / "Annotations" / "copy0.xml").read_text().split("<object>")[0] + "</annotation>\n"
+    )
     ds = load_dataset(str(voc))
     kept = [i for i in ds.train if i.image_path.endswith(("train0.jpg", "copy0.jpg"))]
     assert len(kept) == 1 and kept[0].boxes
@@ -164,6 +170,7 @@ def test_duplicates_policy_first_or_merge(tmp_path, policy):
 
 # ---------------------------------------------------------------- no tracebacks for bad data
 
+
 def test_corrupt_jpeg_in_voc(tmp_path, capsys, host):
     voc = tmp_path / "voc"
     shutil.copytree(host.voc, voc)
@@ -171,20 +178,28 @@ def test_corrupt_jpeg_in_voc(tmp_path, capsys, host):
     _assert_refused(tmp_path, capsys, host, voc, ImageError, r"train1.jpg.*not an image")
 
 
-@pytest.mark.parametrize("text,pattern", [("train: [unclosed\n", "not valid YAML"),
-                                          ("- just\n- a list\n", "mapping"),
-                                          ("train: images\nval: images\nnames: 3\n", "key 'names'")])
+@pytest.mark.parametrize(
+    "text,pattern",
+    [
+        ("train: [unclosed\n", "not valid YAML"),
+        ("- just\n- a list\n", "mapping"),
+        ("train: images\nval: images\nnames: 3\n", "key 'names'"),
+    ],
+)
 def test_yolo_data_yaml_not_yaml_or_not_a_mapping(tmp_path, capsys, host, text, pattern):
     (tmp_path / "y").mkdir()
     (tmp_path / "y" / "data.yaml").write_text(text)
     _assert_refused(tmp_path, capsys, host, tmp_path / "y" / "data.yaml", ConfigFileError, pattern)
 
 
-@pytest.mark.parametrize("mutate,pattern", [
-    (lambda d: [d], r"top level must be an object"),
-    (lambda d: {**d, "categories": [{"name": "tree"}]}, r"key 'categories\[0\].id'"),
-    (lambda d: {**d, "annotations": [{**d["annotations"][0], "image_id": 99}]}, r"image_id 99 names no image"),
-])
+@pytest.mark.parametrize(
+    "mutate,pattern",
+    [
+        (lambda d: [d], r"top level must be an object"),
+        (lambda d: {**d, "categories": [{"name": "tree"}]}, r"key 'categories\[0\].id'"),
+        (lambda d: {**d, "annotations": [{**d["annotations"][0], "image_id": 99}]}, r"image_id 99 names no image"),
+    ],
+)
 def test_coco_structure_errors_are_named(tmp_path, capsys, host, mutate, pattern):
     spec = _coco(tmp_path, "a.jpg")
     spec.write_text(json.dumps(mutate(json.loads(spec.read_text()))))
@@ -193,11 +208,15 @@ def test_coco_structure_errors_are_named(tmp_path, capsys, host, mutate, pattern
 
 # ---------------------------------------------------------------- weak messages
 
-@pytest.mark.parametrize("damage,pattern", [
-    (lambda b: b"\xef\xbb\xbf" + b, r"train-index.tsv:1: byte order mark"),
-    (lambda b: b.replace(b"\n", b"\x00\n", 2), r"train-index.tsv:1: NUL byte"),
-    (lambda b: b.replace(b"\n", b"\n\xff", 1), r"train-index.tsv:2: not UTF-8"),
-])
+
+@pytest.mark.parametrize(
+    "damage,pattern",
+    [
+        (lambda b: b"\xef\xbb\xbf" + b, r"train-index.tsv:1: byte order mark"),
+        (lambda b: b.replace(b"\n", b"\x00\n", 2), r"train-index.tsv:1: NUL byte"),
+        (lambda b: b.replace(b"\n", b"\n\xff", 1), r"train-index.tsv:2: not UTF-8"),
+    ],
+)
 def test_index_bom_nul_and_non_utf8_name_the_line(tmp_path, capsys, host, damage, pattern):
     root, in_dir = _in_dir(tmp_path)
     idx = in_dir / "train-index.tsv"
@@ -258,8 +277,14 @@ def test_ymir_annotation_that_is_a_link_to_a_host_file_says_so(tmp_path, capsys,
     ann = in_dir / os.path.relpath(annotation, "/in") if annotation.startswith("/in/") else in_dir / annotation
     ann.unlink()
     ann.symlink_to(host.secret)
-    err = _assert_refused(tmp_path, capsys, host, root, IndexFileError,
-                          rf"train-index.tsv:1: annotation .* is a link to {host.secret}, outside the dataset's folder")
+    err = _assert_refused(
+        tmp_path,
+        capsys,
+        host,
+        root,
+        IndexFileError,
+        rf"train-index.tsv:1: annotation .* is a link to {host.secret}, outside the dataset's folder",
+    )
     assert "lies outside" not in err
 
 

@@ -11,16 +11,18 @@ import tarfile
 
 import pytest
 import yaml
-
-from ymir_exc.cli import main
-from ymir_exc.errors import ModelError
-from ymir_exc.harness.models import ImportLimits, ModelStore
-
 from hostile_util import Host
 
-INFO = {"executor_config": {"class_names": ["tree"]}, "task_context": {"executor": "x"},
-        "stages": {"s1": {"stage_name": "s1", "files": ["w.pt"], "timestamp": 1, "mAP": 0.5}},
-        "best_stage_name": "s1", "package_version": "2.0.0"}
+from ymir_exc.cli import main
+from ymir_exc.harness.models import ModelStore
+
+INFO = {
+    "executor_config": {"class_names": ["tree"]},
+    "task_context": {"executor": "x"},
+    "stages": {"s1": {"stage_name": "s1", "files": ["w.pt"], "timestamp": 1, "mAP": 0.5}},
+    "best_stage_name": "s1",
+    "package_version": "2.0.0",
+}
 
 
 @pytest.fixture
@@ -70,8 +72,7 @@ def build(path, members, info=INFO, compresslevel=6):
 
 
 def _import(host, path, *extra, tmp=None):
-    return main(["models", "--model-location", str(host.store.location), "import", "--package-path", str(path),
-                 *extra])
+    return main(["models", "--model-location", str(host.store.location), "import", "--package-path", str(path), *extra])
 
 
 def _refused(host, capsys, path, pattern, *extra):
@@ -88,16 +89,19 @@ def test_a_good_package_imports(tmp_path, host, capsys):
     assert _import(host, p) == 0 and "pack success" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("members,pattern", [
-    ([("s1/w.pt", "symlink")], "symlink member refused"),
-    ([("/abs/w.pt", b"x")], "absolute member path refused"),
-    ([("s1/../../w.pt", b"x")], "'..' refused"),
-    ([("s1/w.pt", b"x"), ("s1/w.pt/x", b"y")], "lies under 's1/w.pt', which is a file"),
-    ([("s1/w.pt", b"x"), ("s1/w.pt", b"y")], "appears twice"),
-    ([("s" * 300 + "/w.pt", b"x")], "over 255 bytes"),
-    ([("s" * 101 + "/w.pt", b"x")], "101 bytes of UTF-8; at most 100"),
-    ([("\u00e9" * 51 + "/w.pt", b"x")], "102 bytes of UTF-8; at most 100"),
-])
+@pytest.mark.parametrize(
+    "members,pattern",
+    [
+        ([("s1/w.pt", "symlink")], "symlink member refused"),
+        ([("/abs/w.pt", b"x")], "absolute member path refused"),
+        ([("s1/../../w.pt", b"x")], "'..' refused"),
+        ([("s1/w.pt", b"x"), ("s1/w.pt/x", b"y")], "lies under 's1/w.pt', which is a file"),
+        ([("s1/w.pt", b"x"), ("s1/w.pt", b"y")], "appears twice"),
+        ([("s" * 300 + "/w.pt", b"x")], "over 255 bytes"),
+        ([("s" * 101 + "/w.pt", b"x")], "101 bytes of UTF-8; at most 100"),
+        ([("\u00e9" * 51 + "/w.pt", b"x")], "102 bytes of UTF-8; at most 100"),
+    ],
+)
 def test_unsafe_or_conflicting_members_are_refused(tmp_path, host, capsys, members, pattern):
     _refused(host, capsys, build(tmp_path / "bad.tar.gz", members), pattern)
 
@@ -152,9 +156,23 @@ def test_one_gib_of_zeros_is_refused_with_little_memory_and_nothing_extracted(tm
     assert p.stat().st_size < 8 << 20
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    proc = subprocess.run([sys.executable, "-c", MEASURE, "models", "--model-location", str(host.store.location),
-                           "import", "--package-path", str(p)], capture_output=True, text=True,
-                          env=dict(os.environ, TMPDIR=str(tmp)), timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MEASURE,
+            "models",
+            "--model-location",
+            str(host.store.location),
+            "import",
+            "--package-path",
+            str(p),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TMPDIR=str(tmp)),
+        timeout=300,
+    )
     rc, peak_kib = proc.stdout.split()[1], int(proc.stdout.split()[3])
     print(f"import of a 1 GiB member of zeros: package {p.stat().st_size} bytes, peak RSS {peak_kib / 1024:.1f} MiB")
     assert rc == "2" and "decompression bomb" in proc.stderr

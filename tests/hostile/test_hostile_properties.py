@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from hostile_util import SAMPLE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,20 +15,54 @@ from ymir_exc.errors import YmirExcError
 from ymir_exc.harness.datasets import load_dataset, load_in_dir, read_text_lines, write_sample
 from ymir_exc.harness.workspace import ark_text, voc_xml
 
-from hostile_util import SAMPLE
-
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NAMES = ["tree", "car", "dog"]
 
-boxes_st = st.lists(st.builds(lambda c, x, y, w, h: BBox(c, NAMES[c], x, y, w, h),
-                              st.integers(0, 2), st.integers(0, 5000), st.integers(0, 5000),
-                              st.integers(1, 5000), st.integers(1, 5000)), max_size=8)
-junk_bytes = st.one_of(st.binary(max_size=300),
-                       st.text(alphabet=st.characters(codec="utf-8"), max_size=200).map(str.encode),
-                       st.lists(st.sampled_from([b"0", b",", b" ", b"1e300", b"-1", b"nan", b"\t", b"\n", b"3",
-                                                 b"<", b">", b"object", b"bndbox", b"xmin", b"\xef\xbb\xbf",
-                                                 b"\x00", b"{", b"}", b"[", b"]", b'"', b":", b"1.5"]),
-                                max_size=60).map(b"".join))
+boxes_st = st.lists(
+    st.builds(
+        lambda c, x, y, w, h: BBox(c, NAMES[c], x, y, w, h),
+        st.integers(0, 2),
+        st.integers(0, 5000),
+        st.integers(0, 5000),
+        st.integers(1, 5000),
+        st.integers(1, 5000),
+    ),
+    max_size=8,
+)
+junk_bytes = st.one_of(
+    st.binary(max_size=300),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=200).map(str.encode),
+    st.lists(
+        st.sampled_from(
+            [
+                b"0",
+                b",",
+                b" ",
+                b"1e300",
+                b"-1",
+                b"nan",
+                b"\t",
+                b"\n",
+                b"3",
+                b"<",
+                b">",
+                b"object",
+                b"bndbox",
+                b"xmin",
+                b"\xef\xbb\xbf",
+                b"\x00",
+                b"{",
+                b"}",
+                b"[",
+                b"]",
+                b'"',
+                b":",
+                b"1.5",
+            ]
+        ),
+        max_size=60,
+    ).map(b"".join),
+)
 
 
 def _key(boxes):
@@ -84,8 +119,18 @@ def test_voc_junk_parses_or_raises_a_named_error(data):
 @given(st.lists(boxes_st, min_size=1, max_size=4))
 def test_coco_round_trips(per_image):
     images = [{"id": i + 1, "file_name": f"{i}.jpg", "width": 6000, "height": 6000} for i in range(len(per_image))]
-    anns = [{"id": k, "image_id": i + 1, "category_id": b.class_id + 1, "bbox": [b.x, b.y, b.w, b.h],
-             "area": b.w * b.h, "iscrowd": 0} for i, bs in enumerate(per_image) for k, b in enumerate(bs)]
+    anns = [
+        {
+            "id": k,
+            "image_id": i + 1,
+            "category_id": b.class_id + 1,
+            "bbox": [b.x, b.y, b.w, b.h],
+            "area": b.w * b.h,
+            "iscrowd": 0,
+        }
+        for i, bs in enumerate(per_image)
+        for k, b in enumerate(bs)
+    ]
     cats = [{"id": i + 1, "name": n} for i, n in enumerate(NAMES)]
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "c.json"
@@ -95,12 +140,20 @@ def test_coco_round_trips(per_image):
             assert sorted(_key(got.get(f"{i}.jpg", []))) == sorted(_key(bs))
 
 
-json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-10, 10 ** 6), st.floats(allow_nan=True),
-                                     st.text(max_size=5)),
-                           lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(
-                               st.sampled_from(["id", "name", "images", "annotations", "categories", "image_id",
-                                                "category_id", "bbox", "file_name"]), c, max_size=4)),
-                           max_leaves=12)
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=True), st.text(max_size=5)),
+    lambda c: st.one_of(
+        st.lists(c, max_size=3),
+        st.dictionaries(
+            st.sampled_from(
+                ["id", "name", "images", "annotations", "categories", "image_id", "category_id", "bbox", "file_name"]
+            ),
+            c,
+            max_size=4,
+        ),
+    ),
+    max_leaves=12,
+)
 
 
 @SETTINGS

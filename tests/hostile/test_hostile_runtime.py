@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from hostile_util import Host, make_executor
 
 from ymir_exc import cli
 from ymir_exc.cli import main
 from ymir_exc.harness.runtime import parse_monitor
-
-from hostile_util import Host, make_executor
 
 
 @pytest.fixture
@@ -56,17 +55,34 @@ def _wait_for(path: Path, seconds: float = 30) -> str:
 def _start_harness(tmp_path, host, body):
     ex = make_executor(tmp_path / "ex", body)
     work = tmp_path / "w"
-    proc = subprocess.Popen([sys.executable, "-m", "ymir_exc.cli", "run", str(ex), "--dataset", str(host.voc),
-                             "--work-dir", str(work), "--model-location", str(host.store.location), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ymir_exc.cli",
+            "run",
+            str(ex),
+            "--dataset",
+            str(host.voc),
+            "--work-dir",
+            str(work),
+            "--model-location",
+            str(host.store.location),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     return proc, work
 
 
-STUBBORN = f"""
+STUBBORN = """
 import signal, subprocess
 signal.signal(signal.SIGTERM, signal.SIG_IGN)   # ignores the polite stop
 child = subprocess.Popen(["sleep", "300"])
-open({{pids!r}}, "w").write(f"{{{{os.getpid()}}}} {{{{child.pid}}}}\\n")
+open({pids!r}, "w").write(f"{{os.getpid()}} {{child.pid}}\\n")
 monitor(state=2, percent=0.3)
 time.sleep(300)
 """
@@ -93,13 +109,17 @@ def test_second_ctrl_c_kills_the_group_at_once_exit_130_state_4(tmp_path, host):
 
 def test_one_ctrl_c_stops_the_executor_and_exits_130(tmp_path, host):
     pids = tmp_path / "pids"
-    proc, work = _start_harness(tmp_path, host, f"""
+    proc, work = _start_harness(
+        tmp_path,
+        host,
+        f"""
         import subprocess
         child = subprocess.Popen(["sleep", "300"])
         open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}\\n")
         monitor(state=2, percent=0.3)
         time.sleep(300)
-    """)
+    """,
+    )
     exe, child = map(int, _wait_for(pids).split())
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
@@ -125,14 +145,28 @@ def test_sigkilled_harness_does_not_orphan_the_executor(tmp_path, host):
 
 def test_children_left_behind_by_a_normal_exit_are_killed(tmp_path, host, capsys):
     pids = tmp_path / "pids"
-    ex = make_executor(tmp_path / "ex", f"""
+    ex = make_executor(
+        tmp_path / "ex",
+        f"""
         import subprocess
         child = subprocess.Popen(["sleep", "300"])
         open({str(pids)!r}, "w").write(str(child.pid))
         good_training(); monitor()
-    """)
-    rc = main(["run", str(ex), "--dataset", str(host.voc), "--work-dir", str(tmp_path / "w"), "--model-location",
-               str(tmp_path / "store"), "--quiet"])
+    """,
+    )
+    rc = main(
+        [
+            "run",
+            str(ex),
+            "--dataset",
+            str(host.voc),
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--model-location",
+            str(tmp_path / "store"),
+            "--quiet",
+        ]
+    )
     assert rc == 0, capsys.readouterr()
     child = int(pids.read_text())
     t0 = time.monotonic()
@@ -170,8 +204,21 @@ good_training(); monitor()
 
 def test_executor_writing_through_hard_links_fails_the_run_listing_the_files(tmp_path, host, capsys):
     ex = make_executor(tmp_path / "ex", WRITES_INTO_ASSETS)
-    rc = main(["run", str(ex), "--dataset", str(host.voc), "--work-dir", str(tmp_path / "w"), "--model-location",
-               str(host.store.location), "--quiet", "--assets", "link"])
+    rc = main(
+        [
+            "run",
+            str(ex),
+            "--dataset",
+            str(host.voc),
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--model-location",
+            str(host.store.location),
+            "--quiet",
+            "--assets",
+            "link",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 3 and "the executor changed 1 of your dataset's files" in err
     assert str(host.voc / "JPEGImages") in err
@@ -182,7 +229,20 @@ def test_executor_writing_through_hard_links_fails_the_run_listing_the_files(tmp
 @pytest.mark.parametrize("mode", ["copy", "reflink"])
 def test_copied_or_cloned_assets_keep_the_dataset_intact(tmp_path, host, capsys, mode):
     ex = make_executor(tmp_path / "ex", WRITES_INTO_ASSETS)
-    rc = main(["run", str(ex), "--dataset", str(host.voc), "--work-dir", str(tmp_path / "w"), "--model-location",
-               str(tmp_path / "store"), "--quiet", "--assets", mode])
+    rc = main(
+        [
+            "run",
+            str(ex),
+            "--dataset",
+            str(host.voc),
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--model-location",
+            str(tmp_path / "store"),
+            "--quiet",
+            "--assets",
+            mode,
+        ]
+    )
     assert rc == 0, capsys.readouterr()
     host.assert_unchanged()

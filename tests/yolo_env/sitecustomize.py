@@ -102,7 +102,7 @@ class _TorchvisionHook(importlib.abc.MetaPathFinder):
             return spec
         try:
             defined = _register_fallback_ops()
-        except Exception as e:  # noqa: BLE001 - never break an import because of the workaround
+        except Exception as e:
             print(f"tests/yolo_env/sitecustomize: torchvision workaround failed: {e!r}", file=sys.stderr)
             return spec
         if defined:

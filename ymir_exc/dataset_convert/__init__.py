@@ -42,7 +42,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import yaml
 
@@ -51,8 +52,17 @@ from ymir_exc.dataset_reader import BBox, DatasetItem
 from ymir_exc.env import DatasetType
 from ymir_exc.errors import ConfigFileError, ImageError, IndexFileError
 
-__all__ = ["convert_ymir_to_yolov5", "convert_ymir_to_yolo", "convert_ymir_to_coco", "ymir_to_coco_dict",
-           "yolo_label_lines", "image_size", "ConvertStats", "find_blank_area_in_dataset", "coco_union_mask"]
+__all__ = [
+    "convert_ymir_to_yolov5",
+    "convert_ymir_to_yolo",
+    "convert_ymir_to_coco",
+    "ymir_to_coco_dict",
+    "yolo_label_lines",
+    "image_size",
+    "ConvertStats",
+    "find_blank_area_in_dataset",
+    "coco_union_mask",
+]
 
 #: folder under ``output.root_dir`` used when no ``out_dir`` is given
 DEFAULT_YOLO_DIR = "yolo_dataset"
@@ -66,10 +76,10 @@ class ConvertStats:
     """Counts of what a conversion did (``images``, ``boxes``, ``clipped``, ``dropped`` per split)."""
 
     def __init__(self) -> None:
-        self.images: Dict[str, int] = {}
-        self.boxes: Dict[str, int] = {}
-        self.clipped: Dict[str, int] = {}
-        self.dropped: Dict[str, int] = {}
+        self.images: dict[str, int] = {}
+        self.boxes: dict[str, int] = {}
+        self.clipped: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
 
     def add(self, split: str, boxes: int, clipped: int, dropped: int) -> None:
         self.images[split] = self.images.get(split, 0) + 1
@@ -81,11 +91,14 @@ class ConvertStats:
         """One stderr line when a box was clipped or dropped."""
         for split in self.images:
             if self.clipped.get(split) or self.dropped.get(split):
-                print(f"ymir_exc.dataset_convert ({what}, {split}): {self.clipped[split]} box(es) clipped to the "
-                      f"image, {self.dropped[split]} dropped (empty after clipping)", file=sys.stderr)
+                print(
+                    f"ymir_exc.dataset_convert ({what}, {split}): {self.clipped[split]} box(es) clipped to the "
+                    f"image, {self.dropped[split]} dropped (empty after clipping)",
+                    file=sys.stderr,
+                )
 
 
-def image_size(path: str) -> Tuple[int, int]:
+def image_size(path: str) -> tuple[int, int]:
     """``(width, height)`` in pixels of an image as decoders show it (EXIF orientation applied),
     read from the header only.
 
@@ -101,18 +114,18 @@ def image_size(path: str) -> Tuple[int, int]:
             w, h = im.size
             try:
                 orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-            except Exception:  # noqa: BLE001 - a broken EXIF block does not hide the size
+            except Exception:
                 orientation = 1
     except FileNotFoundError:
         raise ImageError("image not found", path=path) from None
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for corrupt data
+    except Exception as e:
         raise ImageError(f"not a readable image: {e}", path=path) from None
     if orientation in (5, 6, 7, 8):  # rotated by 90 / 270 degrees
         w, h = h, w
     return int(w), int(h)
 
 
-def _clip(box: BBox, width: int, height: int) -> Optional[Tuple[int, int, int, int]]:
+def _clip(box: BBox, width: int, height: int) -> tuple[int, int, int, int] | None:
     """``(x0, y0, x1, y1)`` pixel edges (x1 exclusive) of ``box`` clipped to the image, or None if empty."""
     x0, y0 = max(0, box.x), max(0, box.y)
     x1, y1 = min(width, box.x + box.w), min(height, box.y + box.h)
@@ -121,7 +134,7 @@ def _clip(box: BBox, width: int, height: int) -> Optional[Tuple[int, int, int, i
     return x0, y0, x1, y1
 
 
-def yolo_label_lines(boxes: Sequence[BBox], width: int, height: int) -> Tuple[List[str], int, int]:
+def yolo_label_lines(boxes: Sequence[BBox], width: int, height: int) -> tuple[list[str], int, int]:
     """Ultralytics label lines for ``boxes`` of an image of ``width`` x ``height`` pixels.
 
     Returns:
@@ -139,8 +152,10 @@ def yolo_label_lines(boxes: Sequence[BBox], width: int, height: int) -> Tuple[Li
         x0, y0, x1, y1 = edges
         if edges != (b.x, b.y, b.x + b.w, b.y + b.h):
             clipped += 1
-        lines.append(f"{b.class_id} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
-                     f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}")
+        lines.append(
+            f"{b.class_id} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
+            f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}"
+        )
     return lines, clipped, dropped
 
 
@@ -153,10 +168,10 @@ def _cfg_or_current(cfg: Any) -> Any:
 
 
 def _ymir(cfg: Any) -> Any:
-    return cfg["ymir"] if isinstance(cfg, dict) and "ymir" in cfg else getattr(cfg, "ymir")
+    return cfg["ymir"] if isinstance(cfg, dict) and "ymir" in cfg else cfg.ymir
 
 
-def _param(cfg: Any) -> Dict[str, Any]:
+def _param(cfg: Any) -> dict[str, Any]:
     p = cfg.get("param") if isinstance(cfg, dict) else getattr(cfg, "param", None)
     return dict(p or {})
 
@@ -166,12 +181,15 @@ def _check_out_dir(out_dir: str, cfg: Any) -> str:
     out_dir = os.path.abspath(out_dir)
     in_root = os.path.abspath(_ymir(cfg).input.root_dir)
     if out_dir == in_root or out_dir.startswith(in_root.rstrip(os.sep) + os.sep):
-        raise ConfigFileError(f"refusing to write the converted dataset under the input root {in_root}: "
-                              f"{out_dir} (choose a folder under the output root or a temp dir)", key="out_dir")
+        raise ConfigFileError(
+            f"refusing to write the converted dataset under the input root {in_root}: "
+            f"{out_dir} (choose a folder under the output root or a temp dir)",
+            key="out_dir",
+        )
     return out_dir
 
 
-def _class_names(cfg: Any) -> List[str]:
+def _class_names(cfg: Any) -> list[str]:
     names = _param(cfg).get("class_names")
     if not names or not isinstance(names, (list, tuple)):
         raise ConfigFileError("class_names is not set (a non-empty list is needed)", key="class_names")
@@ -188,11 +206,14 @@ def _link(src: str, dst: str) -> None:
         try:
             os.link(src, dst)
         except OSError as e:
-            raise ImageError(f"cannot link the image into {os.path.dirname(dst)} "
-                             f"(neither a symlink nor a hard link works): {e.strerror}", path=src) from None
+            raise ImageError(
+                f"cannot link the image into {os.path.dirname(dst)} "
+                f"(neither a symlink nor a hard link works): {e.strerror}",
+                path=src,
+            ) from None
 
 
-def _unique_name(path: str, used: set) -> str:
+def _unique_name(path: str, used: set[str]) -> str:
     base = os.path.basename(path)
     stem, ext = os.path.splitext(base)
     name, n = stem + ext.lower(), 1
@@ -203,7 +224,7 @@ def _unique_name(path: str, used: set) -> str:
     return name
 
 
-def convert_ymir_to_yolov5(cfg: Any = None, out_dir: Optional[str] = None) -> str:
+def convert_ymir_to_yolov5(cfg: Any = None, out_dir: str | None = None) -> str:
     """Write the train and val sets in the Ultralytics YOLO layout (see the module docstring).
 
     Args:
@@ -225,14 +246,14 @@ def convert_ymir_to_yolov5(cfg: Any = None, out_dir: Optional[str] = None) -> st
     class_names = _class_names(cfg)
     out_dir = _check_out_dir(out_dir or os.path.join(_ymir(cfg).output.root_dir, DEFAULT_YOLO_DIR), cfg)
     stats = ConvertStats()
-    data: Dict[str, Any] = {"path": out_dir}
+    data: dict[str, Any] = {"path": out_dir}
     for split, dataset_type in _SPLITS:
         img_dir = os.path.join(out_dir, "images", split)
         lbl_dir = os.path.join(out_dir, "labels", split)
         os.makedirs(img_dir, exist_ok=True)
         os.makedirs(lbl_dir, exist_ok=True)
-        used: set = set()
-        listed: List[str] = []
+        used: set[str] = set()
+        listed: list[str] = []
         for item in dr.read_items(dataset_type, cfg, class_names=class_names):
             w, h = image_size(item.image_path)
             name = _unique_name(item.image_path, used)
@@ -264,9 +285,14 @@ def convert_ymir_to_yolov5(cfg: Any = None, out_dir: Optional[str] = None) -> st
 convert_ymir_to_yolo = convert_ymir_to_yolov5
 
 
-def ymir_to_coco_dict(items: Iterable[DatasetItem], class_names: Sequence[str], *,
-                      cat_id_from_zero: bool = False, stats: Optional[ConvertStats] = None,
-                      split: str = "") -> Dict[str, Any]:
+def ymir_to_coco_dict(
+    items: Iterable[DatasetItem],
+    class_names: Sequence[str],
+    *,
+    cat_id_from_zero: bool = False,
+    stats: ConvertStats | None = None,
+    split: str = "",
+) -> dict[str, Any]:
     """A COCO detection dict for ``items``.
 
     Format: ``images`` ``{id, file_name (absolute image path), width, height}`` (ids from 1);
@@ -276,9 +302,12 @@ def ymir_to_coco_dict(items: Iterable[DatasetItem], class_names: Sequence[str], 
     as for YOLO; annotation ids start at 1 because pycocotools treats id 0 as "no match".
     """
     start = 0 if cat_id_from_zero else 1
-    data: Dict[str, Any] = {"images": [], "annotations": [], "licenses": [],
-                            "categories": [{"id": i + start, "name": n, "supercategory": "none"}
-                                           for i, n in enumerate(class_names)]}
+    data: dict[str, Any] = {
+        "images": [],
+        "annotations": [],
+        "licenses": [],
+        "categories": [{"id": i + start, "name": n, "supercategory": "none"} for i, n in enumerate(class_names)],
+    }
     for item in items:
         w, h = image_size(item.image_path)
         image_id = len(data["images"]) + 1
@@ -292,17 +321,25 @@ def ymir_to_coco_dict(items: Iterable[DatasetItem], class_names: Sequence[str], 
             x0, y0, x1, y1 = edges
             clipped += edges != (b.x, b.y, b.x + b.w, b.y + b.h)
             kept += 1
-            data["annotations"].append({"id": len(data["annotations"]) + 1, "image_id": image_id,
-                                        "category_id": b.class_id + start,
-                                        "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
-                                        "iscrowd": 0, "segmentation": []})
+            data["annotations"].append(
+                {
+                    "id": len(data["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": b.class_id + start,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                    "segmentation": [],
+                }
+            )
         if stats is not None:
             stats.add(split, kept, clipped, dropped)
     return data
 
 
-def convert_ymir_to_coco(cat_id_from_zero: bool = False, cfg: Any = None,
-                         out_dir: Optional[str] = None) -> Dict[str, Dict[str, str]]:
+def convert_ymir_to_coco(
+    cat_id_from_zero: bool = False, cfg: Any = None, out_dir: str | None = None
+) -> dict[str, dict[str, str]]:
     """Write ``ymir_train.json`` and ``ymir_val.json`` (COCO detection, see
     :func:`ymir_to_coco_dict`) for the train and val sets.
 
@@ -325,7 +362,7 @@ def convert_ymir_to_coco(cat_id_from_zero: bool = False, cfg: Any = None,
     out_dir = _check_out_dir(out_dir or os.path.join(_ymir(cfg).output.root_dir, DEFAULT_COCO_DIR), cfg)
     os.makedirs(out_dir, exist_ok=True)
     stats = ConvertStats()
-    result: Dict[str, Dict[str, str]] = {}
+    result: dict[str, dict[str, str]] = {}
     for split, dataset_type in _SPLITS:
         items = dr.read_items(dataset_type, cfg, class_names=class_names)
         data = ymir_to_coco_dict(items, class_names, cat_id_from_zero=cat_id_from_zero, stats=stats, split=split)
@@ -339,7 +376,8 @@ def convert_ymir_to_coco(cat_id_from_zero: bool = False, cfg: Any = None,
 
 # ------------------------------------------------------------------ semantic segmentation
 
-def coco_union_mask(annotations: Sequence[Dict[str, Any]], width: int, height: int) -> Any:
+
+def coco_union_mask(annotations: Sequence[dict[str, Any]], width: int, height: int) -> Any:
     """The union of COCO segmentations (RLE or polygons) as a ``(height, width)`` numpy bool
     array (True = labeled). Polygons are filled with Pillow; RLEs decoded with
     :func:`ymir_exc.formats.decode_rle` (an RLE of another size is an error).
@@ -404,14 +442,14 @@ def find_blank_area_in_dataset(ymir_cfg: Any = None, max_sample_num: int = 100) 
         return False
     step = max(1, len(items) // max_sample_num)
     sample = items[::step][:max_sample_num]
-    loaded: Dict[str, Tuple[Dict[str, Dict[str, Any]], Dict[Any, List[Dict[str, Any]]]]] = {}
+    loaded: dict[str, tuple[dict[str, dict[str, Any]], dict[Any, list[dict[str, Any]]]]] = {}
     for asset, ann_path in sample:
         if ann_path not in loaded:
             try:
-                with open(ann_path, "r", encoding="utf-8") as f:
+                with open(ann_path, encoding="utf-8") as f:
                     data = json.load(f)
                 images = {os.path.basename(im["file_name"]): im for im in data.get("images", [])}
-                by_image: Dict[Any, List[Dict[str, Any]]] = {}
+                by_image: dict[Any, list[dict[str, Any]]] = {}
                 for a in data.get("annotations", []):
                     by_image.setdefault(a["image_id"], []).append(a)
             except FileNotFoundError:

@@ -38,20 +38,19 @@ import re
 import stat
 from array import array
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
-
 from pydantic import ValidationError
 
 from ymir_exc import __version__
+from ymir_exc.code import ExecutorState
 from ymir_exc.env import EnvConfig, parse_env_file, parse_yaml_text
 from ymir_exc.errors import ResultError
-from ymir_exc.formats import (LegacyTrainingResult, ModelStage, TrainingResult, check_coco_result,
-                              primary_metric_key)
-from ymir_exc.code import ExecutorState
+from ymir_exc.formats import LegacyTrainingResult, ModelStage, TrainingResult, check_coco_result, primary_metric_key
 from ymir_exc.harness.models import LEGACY_STAGE_NAME, MAX_STAGE_NAME_BYTES, ModelStore, build_info, stage_entries
 from ymir_exc.harness.runtime import parse_monitor, read_text_nofollow
 
@@ -63,7 +62,7 @@ MAX_LINE_BYTES = 64 << 10
 MAX_MESSAGES = 5
 
 
-def output_file_problem(root: Union[str, Path], path: Union[str, Path]) -> Optional[str]:
+def output_file_problem(root: str | Path, path: str | Path) -> str | None:
     """Why ``path`` may not be read as an output file under ``root``, or None when it is a
     regular file inside ``root`` reached without any symbolic link.
 
@@ -96,7 +95,7 @@ def output_file_problem(root: Union[str, Path], path: Union[str, Path]) -> Optio
     return None
 
 
-def _locate_stage_file(root: str, models_dir: str, stage: Optional[str], name: str) -> Tuple[Optional[str], str]:
+def _locate_stage_file(root: str, models_dir: str, stage: str | None, name: str) -> tuple[str | None, str]:
     """(path, "") of a stage file: ``<stage>/<name>`` first, then ``<name>``, as the platform's
     packer looks; (None, why) when the first one present is refused; (None, "") when neither is."""
     cands = ([os.path.join(models_dir, stage, name)] if stage else []) + [os.path.join(models_dir, name)]
@@ -111,17 +110,17 @@ def _locate_stage_file(root: str, models_dir: str, stage: Optional[str], name: s
 
 @dataclass
 class TrainingReport:
-    problems: List[str] = field(default_factory=list)
-    stages: Dict[str, ModelStage] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    stages: dict[str, ModelStage] = field(default_factory=dict)
     best_stage_name: str = ""
     #: the best stage's primary metric (maskAP > mIoU > mAP), under the name ``mAP`` for the
     #: platform's messages; its key is ``metric_key``
     mAP: float = 0.0
     metric_key: str = "mAP"
-    members: List[Tuple[str, str]] = field(default_factory=list)
-    attachments: Dict[str, List[str]] = field(default_factory=dict)
-    evaluate_config: Optional[Dict[str, Any]] = None
-    model_hash: Optional[str] = None
+    members: list[tuple[str, str]] = field(default_factory=list)
+    attachments: dict[str, list[str]] = field(default_factory=dict)
+    evaluate_config: dict[str, Any] | None = None
+    model_hash: str | None = None
 
 
 def _first_error(e: ValidationError) -> str:
@@ -139,8 +138,9 @@ def check_training(env: EnvConfig) -> TrainingReport:
     root = env.output.root_dir
     why = output_file_problem(root, path)
     if why:
-        rep.problems.append(f"{path}: missing (a training task must write result.yaml)"
-                            if why.endswith(": missing") else why)
+        rep.problems.append(
+            f"{path}: missing (a training task must write result.yaml)" if why.endswith(": missing") else why
+        )
         return rep
     try:
         text = read_text_nofollow(Path(path), RESULT_YAML_MAX_BYTES + 1)
@@ -161,8 +161,12 @@ def check_training(env: EnvConfig) -> TrainingReport:
         except ValidationError as e:
             rep.problems.append(f"{path}: legacy result (protocol {env.protocol_version}): {_first_error(e)}")
             return rep
-        st = ModelStage(stage_name=LEGACY_STAGE_NAME, files=legacy.model, timestamp=int((raw or {}).get("timestamp", 0)),
-                        mAP=legacy.map)
+        st = ModelStage(
+            stage_name=LEGACY_STAGE_NAME,
+            files=legacy.model,
+            timestamp=int((raw or {}).get("timestamp", 0)),
+            mAP=legacy.map,
+        )
         rep.stages = {LEGACY_STAGE_NAME: st}
         rep.best_stage_name = LEGACY_STAGE_NAME
     else:
@@ -178,8 +182,9 @@ def check_training(env: EnvConfig) -> TrainingReport:
     for name in rep.stages:
         size = len(name.encode("utf-8"))
         if size > MAX_STAGE_NAME_BYTES:
-            rep.problems.append(f"{path}: stage name {name[:40]!r}... is {size} bytes of UTF-8; "
-                                f"at most {MAX_STAGE_NAME_BYTES}")
+            rep.problems.append(
+                f"{path}: stage name {name[:40]!r}... is {size} bytes of UTF-8; at most {MAX_STAGE_NAME_BYTES}"
+            )
     if rep.problems:
         return rep
     best = rep.stages[rep.best_stage_name].evaluation_result()
@@ -190,9 +195,12 @@ def check_training(env: EnvConfig) -> TrainingReport:
         for f in st.files:
             src, why = _locate_stage_file(root, models_dir, None if legacy_layout else name, f)
             if src is None:
-                rep.problems.append(f"{path}: stage {name!r} lists {f!r}: {why}" if why else
-                                    f"{path}: stage {name!r} lists {f!r}, found neither in "
-                                    f"{models_dir}/{name}/ nor in {models_dir}/")
+                rep.problems.append(
+                    f"{path}: stage {name!r} lists {f!r}: {why}"
+                    if why
+                    else f"{path}: stage {name!r} lists {f!r}, found neither in "
+                    f"{models_dir}/{name}/ nor in {models_dir}/"
+                )
             else:
                 rep.members.append((f"{name}/{f}", src))
     for section, files in rep.attachments.items():
@@ -201,21 +209,28 @@ def check_training(env: EnvConfig) -> TrainingReport:
             if src is None and not why:
                 src, why = _locate_stage_file(root, models_dir, None, f)
             if src is None:
-                rep.problems.append(f"{path}: attachment {section}/{f}: {why}" if why else
-                                    f"{path}: attachment {section}/{f} not found")
+                rep.problems.append(
+                    f"{path}: attachment {section}/{f}: {why}" if why else f"{path}: attachment {section}/{f} not found"
+                )
             else:
                 rep.members.append((f"attachments/{section}/{os.path.basename(f)}", src))
     return rep
 
 
-def collect_training(env: EnvConfig, executor_config: Dict[str, Any], executor: str,
-                     store: ModelStore) -> TrainingReport:
+def collect_training(
+    env: EnvConfig, executor_config: dict[str, Any], executor: str, store: ModelStore
+) -> TrainingReport:
     """Check, then pack and store the model package (nothing stored when a problem is found)."""
     rep = check_training(env)
     if rep.problems:
         return rep
-    ctx = {"executor": executor, "producer": f"ymir-exc {__version__}", "mAP": rep.mAP,
-           "task_id": env.task_id, "protocol_version": env.protocol_version}
+    ctx = {
+        "executor": executor,
+        "producer": f"ymir-exc {__version__}",
+        "mAP": rep.mAP,
+        "task_id": env.task_id,
+        "protocol_version": env.protocol_version,
+    }
     if rep.metric_key != "mAP":  # a segmentation model: its own metric too (mIoU / maskAP)
         ctx[rep.metric_key] = rep.mAP
         ctx["primary_metric"] = rep.metric_key
@@ -226,10 +241,11 @@ def collect_training(env: EnvConfig, executor_config: Dict[str, Any], executor: 
     return rep
 
 
-def _digest(text: Union[str, bytes], size: int = 16) -> bytes:
+def _digest(text: str | bytes, size: int = 16) -> bytes:
     """A fixed-size blake2b digest of a path / key (what duplicate and membership checks keep)."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text,
-                           digest_size=size).digest()
+    return hashlib.blake2b(
+        text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text, digest_size=size
+    ).digest()
 
 
 def _asset_id(path: str) -> str:
@@ -242,14 +258,14 @@ class _Messages:
 
     def __init__(self) -> None:
         self.count = 0
-        self.first: List[str] = []
+        self.first: list[str] = []
 
     def add(self, msg: str) -> None:
         self.count += 1
         if len(self.first) < MAX_MESSAGES:
             self.first.append(msg)
 
-    def flush(self, into: List[str], what: str) -> None:
+    def flush(self, into: list[str], what: str) -> None:
         into.extend(self.first)
         if self.count > len(self.first):
             into.append(f"... and {self.count - len(self.first)} more {what}")
@@ -259,7 +275,7 @@ class _Candidates:
     """The candidate images as sorted digests: of each path (16 bytes) and of each asset id
     (16 bytes), with a matched flag per candidate (what :func:`check_mining` marks)."""
 
-    def __init__(self, paths: Optional[Sequence[str]], index_file: Optional[str]) -> None:
+    def __init__(self, paths: Sequence[str] | None, index_file: str | None) -> None:
         self.index_file = index_file
         self.paths = paths
         path_d, id_d = bytearray(), bytearray()
@@ -282,7 +298,7 @@ class _Candidates:
             return
         if not self.index_file or not os.path.isfile(self.index_file):
             return
-        with open(self.index_file, "r", encoding="utf-8", errors="surrogateescape") as f:
+        with open(self.index_file, encoding="utf-8", errors="surrogateescape") as f:
             for line in f:
                 if line.strip():
                     yield line.rstrip("\n").split("\t")[0]
@@ -306,10 +322,10 @@ class _Candidates:
         self.matched[which[which >= 0]] = True
         return which >= 0
 
-    def unmatched(self, limit: int = 1) -> Tuple[int, List[str]]:
+    def unmatched(self, limit: int = 1) -> tuple[int, list[str]]:
         """(how many candidates no line named, the first ``limit`` of them)."""
         missing = int((~self.matched).sum())
-        examples: List[str] = []
+        examples: list[str] = []
         if missing:
             for i, p in enumerate(self._iter()):
                 if not self.matched[i]:
@@ -319,7 +335,7 @@ class _Candidates:
         return missing, examples
 
 
-class RankedLines(Sequence[Tuple[str, float]]):
+class RankedLines(Sequence[tuple[str, float]]):
     """Mining results ``(path, score)``, best first, read from result.tsv on demand: only each
     line's offset and score, and the ranking, are held (24 bytes a line).
 
@@ -329,8 +345,13 @@ class RankedLines(Sequence[Tuple[str, float]]):
         order: the ranking, as indices into ``offsets`` / ``scores`` (default: file order).
     """
 
-    def __init__(self, path: Optional[str] = None, offsets: Optional[np.ndarray] = None,
-                 scores: Optional[np.ndarray] = None, order: Optional[np.ndarray] = None) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        offsets: np.ndarray | None = None,
+        scores: np.ndarray | None = None,
+        order: np.ndarray | None = None,
+    ) -> None:
         self.path = path
         self.offsets = offsets if offsets is not None else np.zeros(0, dtype=np.int64)
         self.scores = scores if scores is not None else np.zeros(0, dtype=np.float64)
@@ -339,13 +360,13 @@ class RankedLines(Sequence[Tuple[str, float]]):
     def __len__(self) -> int:
         return len(self.order)
 
-    def _read(self, f: Any, i: int) -> Tuple[str, float]:
+    def _read(self, f: Any, i: int) -> tuple[str, float]:
         j = int(self.order[i])
         f.seek(int(self.offsets[j]))
         line = f.readline(MAX_LINE_BYTES).decode("utf-8", "surrogateescape").rstrip("\r\n")
         return line.split("\t")[0], float(self.scores[j])
 
-    def __getitem__(self, i: Any) -> Any:  # type: ignore[override]
+    def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             idx = range(len(self))[i]
             if not len(idx):
@@ -356,7 +377,7 @@ class RankedLines(Sequence[Tuple[str, float]]):
         with open(self.path, "rb") as f:  # type: ignore[arg-type]
             return self._read(f, j)
 
-    def __iter__(self) -> Iterator[Tuple[str, float]]:
+    def __iter__(self) -> Iterator[tuple[str, float]]:
         if not len(self):
             return
         with open(self.path, "rb") as f:  # type: ignore[arg-type]
@@ -368,8 +389,8 @@ class RankedLines(Sequence[Tuple[str, float]]):
 class MiningReport:
     """What :func:`check_mining` found. ``ranked`` is a sequence of ``(path, score)``, best first."""
 
-    problems: List[str] = field(default_factory=list)
-    ranked: Sequence[Tuple[str, float]] = field(default_factory=RankedLines)
+    problems: list[str] = field(default_factory=list)
+    ranked: Sequence[tuple[str, float]] = field(default_factory=RankedLines)
     blank: int = 0
     unknown: int = 0
     duplicates: int = 0
@@ -377,18 +398,19 @@ class MiningReport:
     lines: int = 0
 
 
-def read_candidates(env: EnvConfig) -> List[str]:
+def read_candidates(env: EnvConfig) -> list[str]:
     """The candidate index's image paths, in order (small datasets; collect streams instead)."""
     return list(_Candidates(None, env.input.candidate_index_file)._iter())
 
 
-def _open_output(root: str, path: str, what: str, problems: List[str]) -> Optional[Any]:
+def _open_output(root: str, path: str, what: str, problems: list[str]) -> Any | None:
     """A binary file object for an output file, or None after adding the problem (missing, a
     link, not a regular file)."""
     why = output_file_problem(root, path)
     if why is not None:
-        problems.append(f"{path}: missing (a {what} task must write {os.path.basename(path)})"
-                        if why.endswith(": missing") else why)
+        problems.append(
+            f"{path}: missing (a {what} task must write {os.path.basename(path)})" if why.endswith(": missing") else why
+        )
         return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -412,7 +434,7 @@ def _line_number(path: str, offset: int) -> int:
     return n
 
 
-def check_mining(env: EnvConfig, candidates: Optional[List[str]] = None) -> MiningReport:
+def check_mining(env: EnvConfig, candidates: list[str] | None = None) -> MiningReport:
     """Stream result.tsv: one ``<path>\\t<score>`` line per candidate, finite scores, sorted
     descending. Unknown paths, duplicates, blank lines and missing candidates are reported.
 
@@ -430,14 +452,17 @@ def check_mining(env: EnvConfig, candidates: Optional[List[str]] = None) -> Mini
         return rep
     cands = _Candidates(candidates, env.input.candidate_index_file)
     digests, offsets, scores, known = bytearray(), array("q"), array("d"), np.zeros(0, dtype=bool)
-    known_parts: List[np.ndarray] = []
+    known_parts: list[np.ndarray] = []
     chunk_paths, chunk_ids = bytearray(), bytearray()
     bad = {k: _Messages() for k in ("columns", "number", "finite", "utf8", "long")}
 
     def flush_chunk() -> None:
         if chunk_paths:
-            known_parts.append(cands.match(np.frombuffer(bytes(chunk_paths), dtype="V16"),
-                                           np.frombuffer(bytes(chunk_ids), dtype="V16")))
+            known_parts.append(
+                cands.match(
+                    np.frombuffer(bytes(chunk_paths), dtype="V16"), np.frombuffer(bytes(chunk_ids), dtype="V16")
+                )
+            )
             chunk_paths.clear()
             chunk_ids.clear()
 
@@ -487,19 +512,24 @@ def check_mining(env: EnvConfig, candidates: Optional[List[str]] = None) -> Mini
                 flush_chunk()
     flush_chunk()
     rep.lines = n
-    for kind, what in (("long", "long lines"), ("utf8", "lines not UTF-8"), ("columns", "malformed lines"),
-                       ("number", "scores not numbers"), ("finite", "scores not finite")):
+    for kind, what in (
+        ("long", "long lines"),
+        ("utf8", "lines not UTF-8"),
+        ("columns", "malformed lines"),
+        ("number", "scores not numbers"),
+        ("finite", "scores not finite"),
+    ):
         bad[kind].flush(rep.problems, what)
     count = len(offsets)
     known = np.concatenate(known_parts) if known_parts else np.zeros(0, dtype=bool)
-    del known_parts
+    known_parts.clear()  # the chunks' memory, now in `known`
     keep = np.ones(count, dtype=bool)
     if count > 1:
         dig = np.frombuffer(digests, dtype="V16")
         order = np.argsort(dig, kind="stable")  # equal paths: first occurrence first
         step = 1 << 20
         for i in range(0, count - 1, step):  # neighbours in sorted order, a chunk at a time (no full copy)
-            idx = order[i:i + step + 1]
+            idx = order[i : i + step + 1]
             same = dig[idx[1:]] == dig[idx[:-1]]
             keep[idx[1:][same]] = False
         del dig, order, idx, same
@@ -525,11 +555,15 @@ def check_mining(env: EnvConfig, candidates: Optional[List[str]] = None) -> Mini
     if rep.blank:
         rep.problems.append(f"{path}: {rep.blank} blank line(s)")
     if rep.duplicates:
-        rep.problems.append(f"{path}: {rep.duplicates} duplicate path(s), e.g. "
-                            f"{RankedLines(path, off, sco, np.nonzero(~keep)[0][:1])[0][0]}")
+        rep.problems.append(
+            f"{path}: {rep.duplicates} duplicate path(s), e.g. "
+            f"{RankedLines(path, off, sco, np.nonzero(~keep)[0][:1])[0][0]}"
+        )
     if rep.unknown:
-        rep.problems.append(f"{path}: {rep.unknown} path(s) not among the candidates, e.g. "
-                            f"{RankedLines(path, off, sco, unknown[:1])[0][0]}")
+        rep.problems.append(
+            f"{path}: {rep.unknown} path(s) not among the candidates, e.g. "
+            f"{RankedLines(path, off, sco, unknown[:1])[0][0]}"
+        )
     if rep.missing:
         rep.problems.append(f"{path}: {rep.missing} candidate(s) without a score, e.g. {missing_examples[0]}")
     return rep
@@ -539,20 +573,20 @@ def check_mining(env: EnvConfig, candidates: Optional[List[str]] = None) -> Mini
 class InferReport:
     """What :func:`check_infer` found (counts only: results are not held in memory)."""
 
-    problems: List[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
     images: int = 0
     with_boxes: int = 0
     boxes: int = 0
-    dropped: Counter = field(default_factory=Counter)
-    per_class: Counter = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    per_class: Counter[str] = field(default_factory=Counter)
     missing: int = 0
     unknown: int = 0
     duplicates: int = 0
     #: ``{key: kept boxes}``, only with ``check_infer(..., keep_results=True)`` (memory grows with it)
-    results: Optional[Dict[str, List[Dict[str, Any]]]] = None
+    results: dict[str, list[dict[str, Any]]] | None = None
 
 
-def _box_problem(b: Any, class_names: List[str]) -> Optional[str]:
+def _box_problem(b: Any, class_names: list[str]) -> str | None:
     if not isinstance(b, dict):
         return "not an object"
     if b.get("class_name") not in class_names:
@@ -582,7 +616,7 @@ _NUMBER_BYTE = np.zeros(256, dtype=bool)
 _NUMBER_BYTE[list(b"-+.0123456789eE")] = True
 
 
-def _longest_run(chunk: bytes, is_quote: bool) -> Tuple[int, int, int]:
+def _longest_run(chunk: bytes, is_quote: bool) -> tuple[int, int, int]:
     """(bytes before the first break, longest run between breaks, bytes after the last break) of
     ``chunk``, where a break is a ``"`` (``is_quote``) or a byte that cannot be part of a number."""
     a = np.frombuffer(chunk, dtype=np.uint8)
@@ -629,9 +663,10 @@ def _long_token(f: Any) -> bool:
             data = f.read(_SCAN_CHUNK)
             if not data:
                 return False
-            buf, pos = buf[max(pos, len(buf) - MAX_JSON_TOKEN_BYTES):] + data, 0
+            buf, pos = buf[max(pos, len(buf) - MAX_JSON_TOKEN_BYTES) :] + data, 0
             continue
         m = _STRING_BODY.match(buf, q + 1)
+        assert m is not None  # {0,n} matches the empty string too
         if m.end() - q - 1 > MAX_JSON_TOKEN_BYTES:
             return True
         if m.end() < len(buf) and buf[m.end()] == 0x22:
@@ -643,7 +678,7 @@ def _long_token(f: Any) -> bool:
         buf, pos = buf[q:] + data, 0
 
 
-def _json_layout_problem(f: Any, section: str) -> Optional[str]:
+def _json_layout_problem(f: Any, section: str) -> str | None:
     """Stream the whole file: None when it is valid JSON whose top level is an object with an
     object ``section``, no string or number longer than :data:`MAX_JSON_TOKEN_BYTES` and no
     nesting deeper than :data:`MAX_JSON_DEPTH`; else what is wrong. Time linear in the file's
@@ -690,15 +725,16 @@ def _json_has_top_key(f: Any, key: str) -> bool:
     return False
 
 
-def _check_detection_entry(rep: InferReport, key: str, entry: Any, box_key: str, class_names: List[str],
-                           path: str, bad_entries: _Messages) -> None:
+def _check_detection_entry(
+    rep: InferReport, key: str, entry: Any, box_key: str, class_names: list[str], path: str, bad_entries: _Messages
+) -> None:
     """One image of ``detection``: its boxes validated, counted; bad boxes dropped by reason."""
     boxes = entry.get(box_key) if isinstance(entry, dict) else None
     if not isinstance(boxes, list):
         bad_entries.add(f"{path}: detection.{key[:80]}: no '{box_key}' list")
         return
     kept = 0
-    good = [] if rep.results is not None else None
+    good: list[dict[str, Any]] | None = [] if rep.results is not None else None
     for b in boxes:
         why = _box_problem(b, class_names)
         if why:
@@ -715,8 +751,9 @@ def _check_detection_entry(rep: InferReport, key: str, entry: Any, box_key: str,
     rep.with_boxes += kept > 0
 
 
-def check_infer(env: EnvConfig, class_names: List[str], candidates: Optional[List[str]] = None,
-                keep_results: bool = False) -> InferReport:
+def check_infer(
+    env: EnvConfig, class_names: list[str], candidates: list[str] | None = None, keep_results: bool = False
+) -> InferReport:
     """Stream infer-result.json (ijson) and validate it box by box; keys must be exactly the
     candidates' basenames (each once). Memory: a 16-byte digest per image key and per candidate.
 
@@ -738,8 +775,9 @@ def check_infer(env: EnvConfig, class_names: List[str], candidates: Optional[Lis
         why = _json_layout_problem(f, "detection")
         if why == "no 'detection' object at the top level" and _json_has_top_key(f, "annotations"):
             f.seek(0)
-            return _check_segmentation(rep, f, path, class_names,
-                                       _Candidates(candidates, env.input.candidate_index_file))
+            return _check_segmentation(
+                rep, f, path, class_names, _Candidates(candidates, env.input.candidate_index_file)
+            )
         if why:
             rep.problems.append(f"{path}: {why}")
             return rep
@@ -755,8 +793,9 @@ def check_infer(env: EnvConfig, class_names: List[str], candidates: Optional[Lis
     names = _sorted_digests(os.path.basename(p) for p in cands._iter())
     clashes = _digest_duplicates(names)
     if clashes:
-        rep.problems.append(f"{path}: {clashes} candidate basename(s) shared by several images: "
-                            f"their results cannot be told apart")
+        rep.problems.append(
+            f"{path}: {clashes} candidate basename(s) shared by several images: their results cannot be told apart"
+        )
     bad_entries.flush(rep.problems, "entries without a box list")
     ks = np.sort(np.frombuffer(bytes(keys), dtype="V16"), kind="stable") if keys else np.zeros(0, dtype="V16")
     del keys
@@ -767,8 +806,14 @@ def check_infer(env: EnvConfig, class_names: List[str], candidates: Optional[Lis
     uniq = names[np.r_[True, names[1:] != names[:-1]]] if len(names) else names
     rep.missing = int((~_member(ks, uniq)).sum())
     if rep.missing:
-        example = next((os.path.basename(p) for p in cands._iter()
-                        if not _member(ks, np.frombuffer(_digest(os.path.basename(p)), dtype="V16"))[0]), "?")
+        example = next(
+            (
+                os.path.basename(p)
+                for p in cands._iter()
+                if not _member(ks, np.frombuffer(_digest(os.path.basename(p)), dtype="V16"))[0]
+            ),
+            "?",
+        )
         rep.problems.append(f"{path}: {rep.missing} candidate(s) without an entry, e.g. {example}")
     if rep.unknown:
         rep.problems.append(f"{path}: {rep.unknown} key(s) not among the candidates")
@@ -790,7 +835,8 @@ def _member(sorted_d: np.ndarray, keys: np.ndarray) -> np.ndarray:
     if not len(sorted_d):
         return np.zeros(len(keys), dtype=bool)
     pos = np.minimum(np.searchsorted(sorted_d, keys), len(sorted_d) - 1)
-    return sorted_d[pos] == keys
+    found: np.ndarray = sorted_d[pos] == keys
+    return found
 
 
 def _digest_duplicates(sorted_d: np.ndarray) -> int:
@@ -798,7 +844,7 @@ def _digest_duplicates(sorted_d: np.ndarray) -> int:
     return int((sorted_d[1:] == sorted_d[:-1]).sum()) if len(sorted_d) > 1 else 0
 
 
-def check_monitor(env: EnvConfig, task_id: Optional[str] = None, exit_code: int = 0) -> List[str]:
+def check_monitor(env: EnvConfig, task_id: str | None = None, exit_code: int = 0) -> list[str]:
     """Problems of monitor.txt after an executor exited: it must be a regular file whose first
     line parses (``task_id\ttime\tpercent\tstate\treturn_code``) with a percent in [0, 1],
     the task's id (when given), and say the task is done: state 3, or state 2 (running) at
@@ -816,8 +862,10 @@ def check_monitor(env: EnvConfig, task_id: Optional[str] = None, exit_code: int 
     problems = []
     finished_running = st.state == ExecutorState.ES_RUNNING and st.percent == 1.0 and exit_code == 0
     if st.state != ExecutorState.ES_DONE and not finished_running:
-        problems.append(f"{path}: state {st.state} at percent {st.percent:.2f} after exit status {exit_code}; "
-                        "expected 3 (done), or 2 (running) at 1.00 with exit status 0")
+        problems.append(
+            f"{path}: state {st.state} at percent {st.percent:.2f} after exit status {exit_code}; "
+            "expected 3 (done), or 2 (running) at 1.00 with exit status 0"
+        )
     if not (math.isfinite(st.percent) and 0 <= st.percent <= 1):
         problems.append(f"{path}: percent {st.percent} not in [0, 1]")
     if task_id and st.task_id != task_id:
@@ -825,7 +873,7 @@ def check_monitor(env: EnvConfig, task_id: Optional[str] = None, exit_code: int 
     return problems
 
 
-def task_env(env: Dict[str, Any], work_dir: Path) -> EnvConfig:
+def task_env(env: dict[str, Any], work_dir: Path) -> EnvConfig:
     """The env.yaml content the harness wrote (kept in memory: the copy under ``in/`` may have
     been changed by a local executor), with ``/in`` and ``/out`` mapped to ``work_dir``.
 
@@ -835,8 +883,9 @@ def task_env(env: Dict[str, Any], work_dir: Path) -> EnvConfig:
     return host_env(EnvConfig.model_validate(env), Path(work_dir))
 
 
-def _check_segmentation(rep: InferReport, f: Any, path: str, class_names: List[str],
-                        candidates: "_Candidates") -> InferReport:
+def _check_segmentation(
+    rep: InferReport, f: Any, path: str, class_names: list[str], candidates: _Candidates
+) -> InferReport:
     """A segmentation infer result (COCO style, see :func:`ymir_exc.formats.check_coco_result`):
     valid structure, one image per candidate basename. With ``rep.results`` kept, it maps
     basenames to ``{"class_name", "score", "segmentation"[, "bbox"]}`` annotations.
@@ -851,10 +900,13 @@ def _check_segmentation(rep: InferReport, f: Any, path: str, class_names: List[s
     names = {os.path.basename(c) for c in candidates._iter()}
     by_id = {im["id"]: os.path.basename(im["file_name"]) for im in data["images"]}
     cat_names = {c["id"]: c["name"] for c in data["categories"]}
-    results: Dict[str, List[Dict[str, Any]]] = {n: [] for n in by_id.values()}
+    results: dict[str, list[dict[str, Any]]] = {n: [] for n in by_id.values()}
     for a in data["annotations"]:
-        kept = {"class_name": cat_names[a["category_id"]], "score": float(a.get("score", 1.0)),
-                "segmentation": a["segmentation"]}
+        kept = {
+            "class_name": cat_names[a["category_id"]],
+            "score": float(a.get("score", 1.0)),
+            "segmentation": a["segmentation"],
+        }
         if "bbox" in a:
             kept["bbox"] = a["bbox"]
         results[by_id[a["image_id"]]].append(kept)
@@ -882,6 +934,7 @@ def load_env(in_dir: Path) -> EnvConfig:
 
 def host_env(env: EnvConfig, work_dir: Path) -> EnvConfig:
     """Map ``/in/...`` and ``/out/...`` paths of a container's env.yaml to ``work_dir``."""
+
     def fix(v: Any) -> Any:
         if isinstance(v, str):
             for root in ("/in", "/out"):

@@ -22,14 +22,20 @@ from __future__ import annotations
 
 import codecs
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any
 
 import yaml
 
-from ymir_exc.dataset_reader import (BBox, coco_boxes_lookup, load_coco_annotations, parse_ark_annotation,
-                                     parse_voc_annotation)
+from ymir_exc.dataset_reader import (
+    BBox,
+    coco_boxes_lookup,
+    load_coco_annotations,
+    parse_ark_annotation,
+    parse_voc_annotation,
+)
 from ymir_exc.errors import AnnotationError, ConfigFileError, ImageError, IndexFileError, YmirExcError
 
 DUPLICATE_POLICIES = ("error", "first", "merge")
@@ -43,9 +49,9 @@ class Item:
     """One image and its ground truth (empty for candidates / unlabeled images)."""
 
     image_path: str
-    boxes: List[BBox] = field(default_factory=list)
+    boxes: list[BBox] = field(default_factory=list)
     #: hex sha1 of the image bytes, once computed (:func:`resolve_duplicates`)
-    sha1: Optional[str] = None
+    sha1: str | None = None
 
 
 @dataclass
@@ -53,24 +59,25 @@ class Dataset:
     """A detection dataset: class names and train / val / candidate splits."""
 
     name: str
-    class_names: List[str]
-    train: List[Item]
-    val: List[Item]
-    candidate: List[Item]
+    class_names: list[str]
+    train: list[Item]
+    val: list[Item]
+    candidate: list[Item]
     #: what reading it skipped, merged or assumed, in words (shown in the summary)
-    notes: List[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
-    def split(self, name: str) -> List[Item]:
+    def split(self, name: str) -> list[Item]:
         return {"train": self.train, "val": self.val, "candidate": self.candidate}[name]
 
     def summary(self) -> str:
-        nb = lambda items: sum(len(i.boxes) for i in items)  # noqa: E731
-        return (f"{self.name}: classes {self.class_names}; train {len(self.train)} images / {nb(self.train)} boxes, "
-                f"val {len(self.val)} / {nb(self.val)}, candidate {len(self.candidate)} images"
-                + "".join(f"; {n}" for n in self.notes))
+        return (
+            f"{self.name}: classes {self.class_names}; train {len(self.train)} images / {_n_boxes(self.train)} boxes, "
+            f"val {len(self.val)} / {_n_boxes(self.val)}, candidate {len(self.candidate)} images"
+            + "".join(f"; {n}" for n in self.notes)
+        )
 
 
-def read_text_lines(path: Path, error: Type[YmirExcError] = IndexFileError) -> List[Tuple[int, str]]:
+def read_text_lines(path: Path, error: type[YmirExcError] = IndexFileError) -> list[tuple[int, str]]:
     """``(1-based line number, line)`` of a UTF-8 text file, without line ends.
 
     Raises:
@@ -88,19 +95,23 @@ def read_text_lines(path: Path, error: Type[YmirExcError] = IndexFileError) -> L
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         if raw.startswith(codecs.BOM_UTF8) or "\ufeff".encode("utf-8") in raw:
-            raise error("byte order mark (U+FEFF) in the line: save the file as UTF-8 without BOM",
-                        path=str(path), line=n)
+            raise error(
+                "byte order mark (U+FEFF) in the line: save the file as UTF-8 without BOM", path=str(path), line=n
+            )
         if b"\x00" in raw:
             raise error(f"NUL byte at column {raw.index(0) + 1}", path=str(path), line=n)
         try:
             out.append((n, raw.decode("utf-8")))
         except UnicodeDecodeError as e:
-            raise error(f"not UTF-8 ({e.reason} at byte {e.start + 1} of the line)", path=str(path),
-                        line=n) from None
+            raise error(f"not UTF-8 ({e.reason} at byte {e.start + 1} of the line)", path=str(path), line=n) from None
     return out
 
 
-def _read_lines(path: Path) -> List[str]:
+def _n_boxes(items: Sequence[Item]) -> int:
+    return sum(len(i.boxes) for i in items)
+
+
+def _read_lines(path: Path) -> list[str]:
     return [s.strip() for _, s in read_text_lines(path) if s.strip()]
 
 
@@ -108,8 +119,7 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def check_image(path: str, roots: Sequence[Path], where: Optional[str] = None, line: Optional[int] = None
-                ) -> Tuple[int, int]:
+def check_image(path: str, roots: Sequence[Path], where: str | None = None, line: int | None = None) -> tuple[int, int]:
     """Check that ``path`` is an image inside one of ``roots`` (links followed first) and return
     its ``(width, height)`` from the header (Pillow).
 
@@ -122,27 +132,35 @@ def check_image(path: str, roots: Sequence[Path], where: Optional[str] = None, l
     real = os.path.realpath(path)
     real_roots = [os.path.realpath(r) for r in roots]
     if not any(_inside(real, r) for r in real_roots):
-        raise ImageError(f"image {path} lies outside the dataset's folder ({', '.join(real_roots)}): refused",
-                         path=where or path, line=line)
+        raise ImageError(
+            f"image {path} lies outside the dataset's folder ({', '.join(real_roots)}): refused",
+            path=where or path,
+            line=line,
+        )
     if not os.path.isfile(real):
         raise ImageError(f"image not found: {path}", path=where or path, line=line)
     try:
         with Image.open(real) as im:
-            return im.size
+            w, h = im.size
+            return int(w), int(h)
     except Image.DecompressionBombError as e:
         raise ImageError(f"image {path}: {e}", path=where or path, line=line) from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"not an image Pillow can read: {path} ({type(e).__name__}: {e})", path=where or path,
-                         line=line) from None
+        raise ImageError(
+            f"not an image Pillow can read: {path} ({type(e).__name__}: {e})", path=where or path, line=line
+        ) from None
 
 
-def _check_box_range(boxes: Sequence[BBox], size: Tuple[int, int], annotation: str) -> None:
+def _check_box_range(boxes: Sequence[BBox], size: tuple[int, int], annotation: str) -> None:
     """A box far outside its image (beyond twice the image's size) is a broken annotation."""
     w, h = size
     for k, b in enumerate(boxes):
         if not (-w <= b.x <= 2 * w and -h <= b.y <= 2 * h and 0 < b.w <= 3 * w and 0 < b.h <= 3 * h):
-            raise AnnotationError(f"box {k + 1} ({b.class_name}: x {b.x}, y {b.y}, w {b.w}, h {b.h}) lies far "
-                                  f"outside its {w}x{h} image", path=annotation, key=f"box[{k + 1}]")
+            raise AnnotationError(
+                f"box {k + 1} ({b.class_name}: x {b.x}, y {b.y}, w {b.w}, h {b.h}) lies far outside its {w}x{h} image",
+                path=annotation,
+                key=f"box[{k + 1}]",
+            )
 
 
 def load_sample(name: str = "trees") -> Dataset:
@@ -156,7 +174,7 @@ def load_sample(name: str = "trees") -> Dataset:
     root = SAMPLES_DIR / name
     class_names = _read_lines(root / "classes.txt")
 
-    def items(split: str, labeled: bool) -> List[Item]:
+    def items(split: str, labeled: bool) -> list[Item]:
         out = []
         for stem in _read_lines(root / f"{split}.txt"):
             image = root / "images" / f"{stem}.jpg"
@@ -186,33 +204,54 @@ def write_sample(name: str, out_dir: str) -> Path:
     write_in_dir(ds, root / "in", export_format="det-voc:raw", path_prefix="/in", mode="copy")
     (root / "out").mkdir(parents=True, exist_ok=True)
     env = {
-        "protocol_version": "1.1.0", "task_id": f"sample-{name}", "run_training": True, "run_mining": False,
-        "run_infer": False, "manifest_file": "/img-man/manifest.yaml",
-        "input": {"root_dir": "/in", "assets_dir": "/in/assets", "annotations_dir": "/in/annotations",
-                  "models_dir": "/in/models", "config_file": "/in/config.yaml",
-                  "training_index_file": "/in/train-index.tsv", "val_index_file": "/in/val-index.tsv",
-                  "candidate_index_file": ""},
-        "output": {"root_dir": "/out", "models_dir": "/out/models", "tensorboard_dir": "/out/tensorboard",
-                   "training_result_file": "/out/models/result.yaml", "mining_result_file": "/out/result.tsv",
-                   "infer_result_file": "/out/infer-result.json", "monitor_file": "/out/monitor.txt",
-                   "executor_log_file": "/out/ymir-executor-out.log"},
+        "protocol_version": "1.1.0",
+        "task_id": f"sample-{name}",
+        "run_training": True,
+        "run_mining": False,
+        "run_infer": False,
+        "manifest_file": "/img-man/manifest.yaml",
+        "input": {
+            "root_dir": "/in",
+            "assets_dir": "/in/assets",
+            "annotations_dir": "/in/annotations",
+            "models_dir": "/in/models",
+            "config_file": "/in/config.yaml",
+            "training_index_file": "/in/train-index.tsv",
+            "val_index_file": "/in/val-index.tsv",
+            "candidate_index_file": "",
+        },
+        "output": {
+            "root_dir": "/out",
+            "models_dir": "/out/models",
+            "tensorboard_dir": "/out/tensorboard",
+            "training_result_file": "/out/models/result.yaml",
+            "mining_result_file": "/out/result.tsv",
+            "infer_result_file": "/out/infer-result.json",
+            "monitor_file": "/out/monitor.txt",
+            "executor_log_file": "/out/ymir-executor-out.log",
+        },
     }
     (root / "in" / "env.yaml").write_text(yaml.safe_dump(env, sort_keys=False), encoding="utf-8")
-    cfg = {"class_names": ds.class_names, "gpu_id": "", "gpu_count": 0, "task_id": f"sample-{name}",
-           "export_format": "det-voc:raw"}
+    cfg = {
+        "class_names": ds.class_names,
+        "gpu_id": "",
+        "gpu_count": 0,
+        "task_id": f"sample-{name}",
+        "export_format": "det-voc:raw",
+    }
     (root / "in" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return root
 
 
 def _resolve_in_path(p: str, in_dir: Path) -> str:
     if p == "/in" or p.startswith("/in/"):
-        return str(in_dir / p[len("/in/"):]) if p != "/in" else str(in_dir)
+        return str(in_dir / p[len("/in/") :]) if p != "/in" else str(in_dir)
     if not os.path.isabs(p):
         return str(in_dir / p)
     return p
 
 
-def load_in_dir(path: str, class_names: Optional[Sequence[str]] = None) -> Dataset:
+def load_in_dir(path: str, class_names: Sequence[str] | None = None) -> Dataset:
     """A YMIR ``in/`` folder (or its parent holding ``in/``) in the voc_dog layout.
 
     Annotations are read by extension: ``.xml`` VOC, ``.txt`` ark (class indices into
@@ -234,19 +273,22 @@ def load_in_dir(path: str, class_names: Optional[Sequence[str]] = None) -> Datas
             from ymir_exc.env import load_yaml_mapping
 
             class_names = load_yaml_mapping(str(cfg_path), what="config.yaml").get("class_names")
-            if class_names is not None and (not isinstance(class_names, list)
-                                            or not all(isinstance(c, str) for c in class_names)):
+            if class_names is not None and (
+                not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names)
+            ):
                 raise ConfigFileError("class_names must be a list of strings", path=str(cfg_path), key="class_names")
-    names: List[str] = list(class_names or [])
+    names: list[str] = list(class_names or [])
 
-    coco_cache: Dict[str, Any] = {}  # json -> image path -> boxes (coco_boxes_lookup)
+    coco_cache: dict[str, Callable[[str], list[BBox]]] = {}  # json -> image path -> boxes (coco_boxes_lookup)
 
-    def boxes_of(annotation: str, image: str, src: Path, n: int) -> List[BBox]:
+    def boxes_of(annotation: str, image: str, src: Path, n: int) -> list[BBox]:
         real = os.path.realpath(annotation)
         if not _inside(real, os.path.realpath(in_dir)):
-            where = (f"is a link to {real}, outside the dataset's folder {in_dir}"
-                     if _inside(os.path.abspath(annotation), os.path.abspath(in_dir)) else
-                     f"lies outside the dataset's folder {in_dir}")
+            where = (
+                f"is a link to {real}, outside the dataset's folder {in_dir}"
+                if _inside(os.path.abspath(annotation), os.path.abspath(in_dir))
+                else f"lies outside the dataset's folder {in_dir}"
+            )
             raise IndexFileError(f"annotation {annotation} {where}: refused", path=str(src), line=n)
         if annotation.endswith(".xml"):
             # names found in the xml are appended, so an unknown class is reported (or dropped)
@@ -258,11 +300,13 @@ def load_in_dir(path: str, class_names: Optional[Sequence[str]] = None) -> Datas
                 coco_cache[annotation] = coco_boxes_lookup(load_coco_annotations(annotation, names), annotation)
             return coco_cache[annotation](image)
         if not names:
-            raise AnnotationError("ark annotations need class names: pass --class-names or put class_names "
-                                  "in in/config.yaml", path=annotation)
+            raise AnnotationError(
+                "ark annotations need class names: pass --class-names or put class_names in in/config.yaml",
+                path=annotation,
+            )
         return parse_ark_annotation(annotation, names)
 
-    splits: Dict[str, List[Item]] = {"train": [], "val": [], "candidate": []}
+    splits: dict[str, list[Item]] = {"train": [], "val": [], "candidate": []}
     for split, idx in index.items():
         if not idx.is_file():
             continue
@@ -291,9 +335,11 @@ def load_in_dir(path: str, class_names: Optional[Sequence[str]] = None) -> Datas
 def _not_a_dataset(folder: Path) -> str:
     """Why a folder given as ``--dataset`` is none: the layouts accepted, and ``--source`` for a
     folder of images without labels (a VOC ``JPEGImages/`` folder: its parent is the dataset)."""
-    msg = ("not a dataset: no train-index.tsv, val-index.tsv or candidate-index.tsv here. --dataset takes a YMIR "
-           "in/ folder (train/val/candidate-index.tsv), a VOC folder (JPEGImages/ + Annotations/), a COCO .json, "
-           "a YOLO data.yaml or a sample name (" + ", ".join(SAMPLE_NAMES) + ")")
+    msg = (
+        "not a dataset: no train-index.tsv, val-index.tsv or candidate-index.tsv here. --dataset takes a YMIR "
+        "in/ folder (train/val/candidate-index.tsv), a VOC folder (JPEGImages/ + Annotations/), a COCO .json, "
+        "a YOLO data.yaml or a sample name (" + ", ".join(SAMPLE_NAMES) + ")"
+    )
     if folder.name == "JPEGImages" and (folder.parent / "Annotations").is_dir():
         return msg + f"; for this VOC dataset give its parent: --dataset {folder.parent}"
     try:
@@ -301,12 +347,11 @@ def _not_a_dataset(folder: Path) -> str:
     except OSError:
         has_images = False
     if has_images:
-        msg += (f"; for images without labels (mining / infer) use --source {folder} instead "
-                f"(training needs labels)")
+        msg += f"; for images without labels (mining / infer) use --source {folder} instead (training needs labels)"
     return msg
 
 
-def _discover_voc_names(path: str, names: List[str]) -> None:
+def _discover_voc_names(path: str, names: list[str]) -> None:
     import xml.etree.ElementTree as ET
 
     try:
@@ -318,10 +363,10 @@ def _discover_voc_names(path: str, names: List[str]) -> None:
         pass  # parse_voc_annotation reports it with the file and line
 
 
-def _split_val(items: List[Item], every: int = 5) -> Tuple[List[Item], List[Item]]:
+def _split_val(items: list[Item], every: int = 5) -> tuple[list[Item], list[Item]]:
     """Deterministic split: every ``every``-th item (in sorted order) goes to val (20 %)."""
     items = sorted(items, key=lambda i: i.image_path)
-    val = items[every - 1::every]
+    val = items[every - 1 :: every]
     val_set = {id(i) for i in val}
     return [i for i in items if id(i) not in val_set], val
 
@@ -341,11 +386,10 @@ def load_voc(path: str) -> Dataset:
     """
     root = Path(path).resolve()
     images = {p.stem: p for p in sorted((root / "JPEGImages").iterdir()) if p.suffix.lower() in IMAGE_EXTS}
-    xmls = {p.stem: p for p in sorted((root / "Annotations").glob("*.xml"))} \
-        if (root / "Annotations").is_dir() else {}
+    xmls = {p.stem: p for p in sorted((root / "Annotations").glob("*.xml"))} if (root / "Annotations").is_dir() else {}
     for p in images.values():
         check_image(str(p), [root])
-    found: List[str] = []
+    found: list[str] = []
     for stem, x in xmls.items():
         if stem in images:
             _discover_voc_names(str(x), found)
@@ -354,12 +398,17 @@ def load_voc(path: str) -> Dataset:
     for stem, x in xmls.items():
         if stem in images:
             if os.path.islink(x) and not _inside(os.path.realpath(x), str(root)):
-                raise AnnotationError(f"annotation is a link to {os.path.realpath(x)}, outside the dataset's "
-                                      f"folder {root}: refused", path=str(x))
+                raise AnnotationError(
+                    f"annotation is a link to {os.path.realpath(x)}, outside the dataset's folder {root}: refused",
+                    path=str(x),
+                )
             labeled[stem] = Item(str(images[stem]), parse_voc_annotation(str(x), names))
     orphans = [stem for stem in xmls if stem not in images]
-    notes = [f"{len(orphans)} xml file(s) in Annotations/ without an image in JPEGImages/ skipped "
-             f"(e.g. {orphans[0]}.xml)"] if orphans else []
+    notes = (
+        [f"{len(orphans)} xml file(s) in Annotations/ without an image in JPEGImages/ skipped (e.g. {orphans[0]}.xml)"]
+        if orphans
+        else []
+    )
     sets = root / "ImageSets" / "Main"
     if (sets / "train.txt").is_file() and (sets / "val.txt").is_file():
         train = [labeled[s] for s in _read_lines(sets / "train.txt") if s in labeled]
@@ -369,11 +418,13 @@ def load_voc(path: str) -> Dataset:
     if (sets / "test.txt").is_file():
         candidate = [Item(str(images[s])) for s in _read_lines(sets / "test.txt") if s in images]
     else:
-        candidate = [Item(str(p)) for stem, p in images.items() if stem not in xmls] or [Item(i.image_path) for i in val]
+        candidate = [Item(str(p)) for stem, p in images.items() if stem not in xmls] or [
+            Item(i.image_path) for i in val
+        ]
     return Dataset(root.name, names, train, val, candidate, notes)
 
 
-def _find_image(root: Path, file_name: str, image_root: Optional[Path] = None) -> Optional[Path]:
+def _find_image(root: Path, file_name: str, image_root: Path | None = None) -> Path | None:
     bases = [image_root] if image_root else [root, root / "images", root.parent / "images", root.parent]
     for base in bases:
         for cand in (base / file_name, base / os.path.basename(file_name)):
@@ -415,11 +466,14 @@ def _validate_coco(data: Any, where: str) -> None:
         except TypeError:
             known = False
         if not known:
-            raise AnnotationError(f"image_id {ann.get('image_id')!r} names no image in 'images'", path=where,
-                                  key=f"annotations[{i}].image_id")
+            raise AnnotationError(
+                f"image_id {ann.get('image_id')!r} names no image in 'images'",
+                path=where,
+                key=f"annotations[{i}].image_id",
+            )
 
 
-def load_coco(path: str, image_root: Optional[str] = None) -> Dataset:
+def load_coco(path: str, image_root: str | None = None) -> Dataset:
     """A COCO detection json; images are looked up beside it, in ``images/``, ``../images/`` or
     ``..``, or only under ``image_root`` when given; an image elsewhere is refused.
 
@@ -447,12 +501,13 @@ def load_coco(path: str, image_root: Optional[str] = None) -> Dataset:
     names = [c["name"] for c in cats]
     boxes = load_coco_annotations(str(p), names)
     items = []
-    for i, im in enumerate(data.get("images", [])):
+    for im in data.get("images", []):
         img = _find_image(p.parent, im["file_name"], roots[0] if image_root else None)
         if img is None:
             where = f"under --image-root {image_root}" if image_root else "beside the json, in images/ or ../images/"
-            raise AnnotationError(f"image {im['file_name']!r} not found {where}", path=str(p),
-                                  key=f"images[id={im['id']}]")
+            raise AnnotationError(
+                f"image {im['file_name']!r} not found {where}", path=str(p), key=f"images[id={im['id']}]"
+            )
         size = check_image(str(img), roots, str(p))
         item_boxes = boxes[im["file_name"]]  # by the image's own entry (file_names are unique)
         _check_box_range(item_boxes, size, str(p))
@@ -461,9 +516,9 @@ def load_coco(path: str, image_root: Optional[str] = None) -> Dataset:
     return Dataset(p.stem, names, train, val, [Item(i.image_path) for i in val])
 
 
-def _yolo_images(base: Path, entry: Any) -> List[Path]:
+def _yolo_images(base: Path, entry: Any) -> list[Path]:
     entries = entry if isinstance(entry, list) else [entry]
-    out: List[Path] = []
+    out: list[Path] = []
     for e in entries:
         p = (base / str(e)).resolve()
         if p.is_dir():
@@ -494,7 +549,6 @@ def load_yolo(path: str) -> Dataset:
     Raises:
         AnnotationError: a label line that does not parse or a class id outside ``names``.
     """
-    from ymir_exc.harness.workspace import image_size
 
     from ymir_exc.env import load_yaml_mapping
 
@@ -520,18 +574,19 @@ def load_yolo(path: str) -> Dataset:
             raise ConfigFileError("must be a folder or .txt list (or a list of them)", path=str(p), key=key)
     unlabeled = []
 
-    def items(entry: Any) -> List[Item]:
+    def items(entry: Any) -> list[Item]:
         out = []
         for img in _yolo_images(base, entry):
             w, h = check_image(str(img), [base], str(p))
             label = _yolo_label_path(img)
-            boxes: List[BBox] = []
+            boxes: list[BBox] = []
             if not label.is_file():
                 unlabeled.append(img)
             else:
                 if not _inside(os.path.realpath(label), str(base)):
-                    raise AnnotationError(f"label file lies outside the dataset's folder {base}: refused",
-                                          path=str(label))
+                    raise AnnotationError(
+                        f"label file lies outside the dataset's folder {base}: refused", path=str(label)
+                    )
                 for n, line in read_text_lines(label, AnnotationError):
                     if not line.strip():
                         continue
@@ -539,8 +594,9 @@ def load_yolo(path: str) -> Dataset:
                     try:
                         cid, xc, yc, bw, bh = int(f[0]), *(float(v) for v in f[1:5])
                     except (ValueError, IndexError):
-                        raise AnnotationError("expected 'class x_center y_center width height'", path=str(label),
-                                              line=n) from None
+                        raise AnnotationError(
+                            "expected 'class x_center y_center width height'", path=str(label), line=n
+                        ) from None
                     if not 0 <= cid < len(data_names):
                         raise AnnotationError(f"class id {cid} outside names {data_names}", path=str(label), line=n)
                     x0 = max(0, int(round((xc - bw / 2) * w)))
@@ -553,14 +609,18 @@ def load_yolo(path: str) -> Dataset:
         return out
 
     train, val = items(cfg.get("train")), items(cfg.get("val"))
-    notes = [f"{len(unlabeled)} training / val image(s) without a label file, taken as background "
-             f"(e.g. {unlabeled[0]})"] if unlabeled else []
+    notes = (
+        [f"{len(unlabeled)} training / val image(s) without a label file, taken as background (e.g. {unlabeled[0]})"]
+        if unlabeled
+        else []
+    )
     candidate = [Item(i.image_path) for i in (items(cfg["test"]) if cfg.get("test") else val)]
     return Dataset(p.parent.name, data_names, train, val, candidate, notes)
 
 
-def remap_classes(ds: Dataset, class_names: Optional[Sequence[str]] = None,
-                  aliases: Optional[Dict[str, str]] = None, unknown: str = "stop") -> Dataset:
+def remap_classes(
+    ds: Dataset, class_names: Sequence[str] | None = None, aliases: dict[str, str] | None = None, unknown: str = "stop"
+) -> Dataset:
     """Re-index every box onto ``class_names`` after mapping ``aliases`` (data name -> name).
 
     Args:
@@ -579,9 +639,9 @@ def remap_classes(ds: Dataset, class_names: Optional[Sequence[str]] = None,
             if n not in class_names:
                 class_names.append(n)
     index = {n: i for i, n in enumerate(class_names)}
-    missing: Dict[str, int] = {}
+    missing: dict[str, int] = {}
 
-    def fix(items: List[Item]) -> List[Item]:
+    def fix(items: list[Item]) -> list[Item]:
         out = []
         for it in items:
             boxes = []
@@ -597,15 +657,23 @@ def remap_classes(ds: Dataset, class_names: Optional[Sequence[str]] = None,
     new = Dataset(ds.name, list(class_names), fix(ds.train), fix(ds.val), list(ds.candidate), list(ds.notes))
     if missing and unknown == "stop":
         listing = ", ".join(f"{n} ({k} boxes)" for n, k in sorted(missing.items()))
-        raise AnnotationError(f"classes not in class_names {list(class_names)}: {listing}; map them with "
-                              f"--class-alias NAME=CLASS or drop them with --unknown-classes ignore",
-                              key="class_names")
+        raise AnnotationError(
+            f"classes not in class_names {list(class_names)}: {listing}; map them with "
+            f"--class-alias NAME=CLASS or drop them with --unknown-classes ignore",
+            key="class_names",
+        )
     return new
 
 
-def load_dataset(spec: Optional[str], class_names: Optional[Sequence[str]] = None,
-                 aliases: Optional[Dict[str, str]] = None, unknown: str = "stop", *,
-                 image_root: Optional[str] = None, duplicates: str = "error") -> Dataset:
+def load_dataset(
+    spec: str | None,
+    class_names: Sequence[str] | None = None,
+    aliases: dict[str, str] | None = None,
+    unknown: str = "stop",
+    *,
+    image_root: str | None = None,
+    duplicates: str = "error",
+) -> Dataset:
     """Read ``--dataset``: a bundled sample name (default ``trees``), a YMIR ``in/`` folder, a
     VOC folder, a COCO json or a YOLO data.yaml; then map classes (:func:`remap_classes`) and
     resolve duplicate images (:func:`resolve_duplicates` with ``duplicates``).
@@ -620,7 +688,9 @@ def load_dataset(spec: Optional[str], class_names: Optional[Sequence[str]] = Non
     if spec is None or spec in SAMPLE_NAMES:
         ds = load_sample(spec or "trees")
     elif not os.path.exists(spec):
-        raise FileNotFoundError(f"--dataset {spec}: no such sample or path (bundled samples: {', '.join(SAMPLE_NAMES)})")
+        raise FileNotFoundError(
+            f"--dataset {spec}: no such sample or path (bundled samples: {', '.join(SAMPLE_NAMES)})"
+        )
     elif os.path.isdir(spec) and (Path(spec) / "JPEGImages").is_dir():
         ds = load_voc(spec)
     elif spec.endswith(".json"):
@@ -630,14 +700,16 @@ def load_dataset(spec: Optional[str], class_names: Optional[Sequence[str]] = Non
     elif os.path.isdir(spec):
         ds = load_in_dir(spec, class_names)
     else:
-        raise FileNotFoundError(f"--dataset {spec}: not a sample, a YMIR in/ folder, a VOC folder (JPEGImages/), "
-                                f"a COCO .json or a YOLO data.yaml")
+        raise FileNotFoundError(
+            f"--dataset {spec}: not a sample, a YMIR in/ folder, a VOC folder (JPEGImages/), "
+            f"a COCO .json or a YOLO data.yaml"
+        )
     if class_names or aliases or unknown != "stop":
         ds = remap_classes(ds, class_names, aliases, unknown)
     return resolve_duplicates(ds, duplicates)
 
 
-def _label_key(boxes: Sequence[BBox]) -> Tuple[Any, ...]:
+def _label_key(boxes: Sequence[BBox]) -> tuple[Any, ...]:
     return tuple(sorted((b.class_name, b.x, b.y, b.w, b.h) for b in boxes))
 
 
@@ -665,15 +737,15 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
     todo = [it for it in ds.train + ds.val + ds.candidate if it.sha1 is None]
     paths = list(dict.fromkeys(it.image_path for it in todo))
     with ThreadPoolExecutor(max_workers=_io_workers(len(paths))) as pool:  # hashing releases the GIL
-        digests = dict(zip(paths, _in_chunks(pool, sha1_file, paths)))
+        digests = dict(zip(paths, _in_chunks(pool, sha1_file, paths), strict=True))
     for it in todo:
         it.sha1 = digests[it.image_path]
-    groups: Dict[str, List[Item]] = {}
+    groups: dict[str, list[Item]] = {}
     for it in ds.train + ds.val:
         groups.setdefault(it.sha1, []).append(it)  # type: ignore[arg-type]
     merged = conflicts = 0
-    winners: Dict[str, Item] = {}
-    clashes: List[str] = []
+    winners: dict[str, Item] = {}
+    clashes: list[str] = []
     for h, items in groups.items():
         if len(items) == 1:
             continue
@@ -685,7 +757,7 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
                 clashes.append(" / ".join(i.image_path for i in items))
                 continue
             if policy == "merge":
-                seen: Dict[Tuple[Any, ...], BBox] = {}
+                seen: dict[tuple[Any, ...], BBox] = {}
                 for i in labeled:
                     for b in i.boxes:
                         seen.setdefault((b.class_name, b.x, b.y, b.w, b.h), b)
@@ -697,24 +769,28 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
         merged += len(items) - 1
         winners[h] = Item(items[0].image_path, boxes, h)
     if clashes:
-        raise AnnotationError(f"{len(clashes)} image(s) appear under several names with different labels: "
-                              + "; ".join(clashes[:10]) + (" ..." if len(clashes) > 10 else "")
-                              + " (choose with --duplicates first|merge)", key="duplicates")
-    placed: set = set()
+        raise AnnotationError(
+            f"{len(clashes)} image(s) appear under several names with different labels: "
+            + "; ".join(clashes[:10])
+            + (" ..." if len(clashes) > 10 else "")
+            + " (choose with --duplicates first|merge)",
+            key="duplicates",
+        )
+    placed: set[str] = set()
 
-    def keep(items: List[Item]) -> List[Item]:
+    def keep(items: list[Item]) -> list[Item]:
         out = []
         for it in items:
             if it.sha1 in winners:
                 if it.sha1 in placed:
                     continue
                 placed.add(it.sha1)
-                out.append(winners[it.sha1])  # type: ignore[index]
+                out.append(winners[it.sha1])
             else:
                 out.append(it)
         return out
 
-    cand_seen: set = set()
+    cand_seen: set[str | None] = set()
     candidate = []
     for it in ds.candidate:
         if it.sha1 not in cand_seen:
@@ -722,8 +798,10 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
             candidate.append(it)
     notes = list(ds.notes)
     if merged:
-        notes.append(f"{merged} duplicate image(s) merged" + (f" ({conflicts} with different labels, "
-                                                              f"by --duplicates {policy})" if conflicts else ""))
+        notes.append(
+            f"{merged} duplicate image(s) merged"
+            + (f" ({conflicts} with different labels, by --duplicates {policy})" if conflicts else "")
+        )
     if len(candidate) < len(ds.candidate):
         notes.append(f"{len(ds.candidate) - len(candidate)} duplicate candidate image(s) dropped")
     return Dataset(ds.name, list(ds.class_names), keep(ds.train), keep(ds.val), candidate, notes)

@@ -12,12 +12,15 @@ import shutil
 import string
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from ymir_exc.errors import ConfigFileError
 
-TEMPLATE_FILES = {"training": "training-template.yaml", "mining": "mining-template.yaml",
-                  "infer": "infer-template.yaml"}
+TEMPLATE_FILES = {
+    "training": "training-template.yaml",
+    "mining": "mining-template.yaml",
+    "infer": "infer-template.yaml",
+}
 RUNTIMES = ("auto", "local", "docker", "podman")
 #: executors shipped inside the package (``ymir_exc/executors/<name>``), runnable by name
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "executors"
@@ -46,7 +49,7 @@ docs/contract.md of ymir-exc; the walk-through is docs/writing-an-executor.md.
 """
 
 
-def bundled_executors() -> Dict[str, Path]:
+def bundled_executors() -> dict[str, Path]:
     """``{name: folder}`` of the executors shipped with the package (det-demo-tmi, det-yolo-tmi)."""
     if not BUNDLED_DIR.is_dir():
         return {}
@@ -95,8 +98,12 @@ def init_executor(dest: str) -> Path:
     name = root.name
     for src in sorted(TEMPLATE_DIR.rglob("*")):
         rel = src.relative_to(TEMPLATE_DIR)
-        if not src.is_file() or rel.parts[0] not in TEMPLATE_PARTS or "__pycache__" in rel.parts \
-                or src.suffix == ".pyc":
+        if (
+            not src.is_file()
+            or rel.parts[0] not in TEMPLATE_PARTS
+            or "__pycache__" in rel.parts
+            or src.suffix == ".pyc"
+        ):
             continue
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +113,7 @@ def init_executor(dest: str) -> Path:
     return root
 
 
-def parse_img_man_yaml(text: str, where: str) -> Dict[str, Any]:
+def parse_img_man_yaml(text: str, where: str) -> dict[str, Any]:
     """An img-man file's text as a mapping ({} when empty).
 
     Raises:
@@ -114,8 +121,12 @@ def parse_img_man_yaml(text: str, where: str) -> Dict[str, Any]:
     """
     from ymir_exc.env import parse_yaml_text, yaml_mapping
 
-    return yaml_mapping(parse_yaml_text(text, ConfigFileError, where, problem="not pure YAML"), ConfigFileError,
-                        where, "an img-man file")
+    return yaml_mapping(
+        parse_yaml_text(text, ConfigFileError, where, problem="not pure YAML"),
+        ConfigFileError,
+        where,
+        "an img-man file",
+    )
 
 
 class LocalExecutor:
@@ -135,17 +146,17 @@ class LocalExecutor:
         """manifest_file for env.yaml."""
         return str(self.folder / "img-man" / "manifest.yaml")
 
-    def read_text(self, name: str) -> Optional[str]:
+    def read_text(self, name: str) -> str | None:
         """An img-man file's text, or None when absent."""
         path = self.folder / "img-man" / name
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
-    def read_yaml(self, name: str) -> Dict[str, Any]:
+    def read_yaml(self, name: str) -> dict[str, Any]:
         """An img-man file as a dict ({} when absent or empty). Raises ConfigFileError."""
         text = self.read_text(name)
         return {} if text is None else parse_img_man_yaml(text, str(self.folder / "img-man" / name))
 
-    def templates(self) -> Dict[str, Dict[str, Any]]:
+    def templates(self) -> dict[str, dict[str, Any]]:
         """``{task: template}`` for the tasks whose template file exists."""
         out = {}
         for t, f in TEMPLATE_FILES.items():
@@ -153,10 +164,10 @@ class LocalExecutor:
                 out[t] = self.read_yaml(f)
         return out
 
-    def manifest(self) -> Dict[str, Any]:
+    def manifest(self) -> dict[str, Any]:
         return self.read_yaml("manifest.yaml")
 
-    def mining_algorithms(self) -> Optional[List[str]]:
+    def mining_algorithms(self) -> list[str] | None:
         """The ``mining_algorithm`` choices the manifest lists, or None when it lists none.
 
         Raises:
@@ -166,8 +177,9 @@ class LocalExecutor:
         if value is None:
             return None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigFileError("expected a list of names", path=f"{self.name}:/img-man/manifest.yaml",
-                                  key="mining_algorithm")
+            raise ConfigFileError(
+                "expected a list of names", path=f"{self.name}:/img-man/manifest.yaml", key="mining_algorithm"
+            )
         return list(value)
 
 
@@ -177,37 +189,45 @@ class ImageExecutor(LocalExecutor):
 
     kind = "image"
 
-    def __init__(self, image: str, engine: str) -> None:  # noqa: D107 - no folder to check
+    def __init__(self, image: str, engine: str) -> None:
         self.image = image
         self.engine = engine
         self.name = image
         self.ref = image
-        self._cache: Dict[str, Optional[str]] = {}
+        self._cache: dict[str, str | None] = {}
 
     @property
     def manifest_file(self) -> str:
         return "/img-man/manifest.yaml"
 
-    def read_text(self, name: str) -> Optional[str]:
+    def read_text(self, name: str) -> str | None:
         if name not in self._cache:
             try:
-                proc = subprocess.run([self.engine, "run", "--rm", "--network", "none", self.image, "cat",
-                                       f"/img-man/{name}"], capture_output=True, text=True, timeout=300)
+                proc = subprocess.run(
+                    [self.engine, "run", "--rm", "--network", "none", self.image, "cat", f"/img-man/{name}"],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
             except FileNotFoundError:
-                raise RuntimeError(f"{self.engine} is not installed: it is needed to run the image {self.image}") from None
+                raise RuntimeError(
+                    f"{self.engine} is not installed: it is needed to run the image {self.image}"
+                ) from None
             no_such_file = "No such file" in proc.stderr or "No such file" in proc.stdout
             # podman's Docker-compatible API answers `docker run --rm` with exit status 0 even when
             # cat failed: "No such file" on stderr with nothing on stdout is a missing file too.
             if no_such_file and (proc.returncode != 0 or not proc.stdout.strip()):
                 self._cache[name] = None
             elif proc.returncode != 0:
-                raise RuntimeError(f"{self.engine} could not read /img-man/{name} from {self.image}: "
-                                   f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+                raise RuntimeError(
+                    f"{self.engine} could not read /img-man/{name} from {self.image}: "
+                    f"{(proc.stderr or proc.stdout).strip()[-500:]}"
+                )
             else:
                 self._cache[name] = proc.stdout
         return self._cache[name]
 
-    def read_yaml(self, name: str) -> Dict[str, Any]:
+    def read_yaml(self, name: str) -> dict[str, Any]:
         text = self.read_text(name)
         return {} if text is None else parse_img_man_yaml(text, f"{self.image}:/img-man/{name}")
 
@@ -222,7 +242,7 @@ def engine_works(engine: str) -> bool:
         return False
 
 
-def resolve_executor(ref: str, runtime: str = "auto") -> Tuple[LocalExecutor, str]:
+def resolve_executor(ref: str, runtime: str = "auto") -> tuple[LocalExecutor, str]:
     """(executor, runtime) for a folder or an image tag.
 
     ``auto``: an existing folder runs locally; an image runs with docker when its daemon
@@ -243,8 +263,11 @@ def resolve_executor(ref: str, runtime: str = "auto") -> Tuple[LocalExecutor, st
         bundled = bundled_executors().get(os.path.basename(ref.rstrip("/")))
         if bundled is not None:
             return LocalExecutor(str(bundled)), "local"
-        typo = ":" not in ref and "/" not in ref and difflib.get_close_matches(ref, list(bundled_executors()),
-                                                                               n=1, cutoff=0.8)
+        typo = (
+            ":" not in ref
+            and "/" not in ref
+            and difflib.get_close_matches(ref, list(bundled_executors()), n=1, cutoff=0.8)
+        )
         if runtime == "local" or _looks_like_path(ref) or typo:
             raise _not_found(ref, engines_tried=False)
     if runtime == "local" or (runtime == "auto" and Path(ref).is_dir()):
@@ -259,13 +282,31 @@ def resolve_executor(ref: str, runtime: str = "auto") -> Tuple[LocalExecutor, st
 
 #: config keys the platform or the SDK read beside an image's own hyper-parameters: the reserved
 #: keys the platform sets, and the optional keys it and ymir_exc understand (docs/contract.md)
-PLATFORM_CONFIG_KEYS = ("class_names", "gpu_id", "gpu_count", "task_id", "pretrained_model_params",
-                        "model_params_path", "export_format", "shm_size", "ymir_saved_file_patterns",
-                        "ymir_debug", "git_url", "git_branch", "code_config", "preprocess", "openpai_host",
-                        "openpai_token", "openpai_storage", "openpai_user", "openpai_cluster", "openpai_gputype")
+PLATFORM_CONFIG_KEYS = (
+    "class_names",
+    "gpu_id",
+    "gpu_count",
+    "task_id",
+    "pretrained_model_params",
+    "model_params_path",
+    "export_format",
+    "shm_size",
+    "ymir_saved_file_patterns",
+    "ymir_debug",
+    "git_url",
+    "git_branch",
+    "code_config",
+    "preprocess",
+    "openpai_host",
+    "openpai_token",
+    "openpai_storage",
+    "openpai_user",
+    "openpai_cluster",
+    "openpai_gputype",
+)
 
 
-def check_config_keys(config: Dict[str, Any], executor: LocalExecutor, allow_unknown: bool = False) -> None:
+def check_config_keys(config: dict[str, Any], executor: LocalExecutor, allow_unknown: bool = False) -> None:
     """Refuse user config keys that neither the executor's templates nor the platform know.
 
     A typo (``epoch`` for ``epochs``) would otherwise train the defaults silently.
@@ -286,12 +327,14 @@ def check_config_keys(config: Dict[str, Any], executor: LocalExecutor, allow_unk
     for k in unknown:
         close = difflib.get_close_matches(k, sorted(known), n=1, cutoff=0.6)
         hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise ConfigFileError(f"unknown config key(s) {', '.join(hints)}: not in {executor.name}'s img-man templates nor "
-                          f"among the keys the platform reads; pass --allow-unknown-keys to hand them over anyway",
-                          key=unknown[0])
+    raise ConfigFileError(
+        f"unknown config key(s) {', '.join(hints)}: not in {executor.name}'s img-man templates nor "
+        f"among the keys the platform reads; pass --allow-unknown-keys to hand them over anyway",
+        key=unknown[0],
+    )
 
 
-def check_mining_algorithm(executor: LocalExecutor, algorithms: List[str]) -> None:
+def check_mining_algorithm(executor: LocalExecutor, algorithms: list[str]) -> None:
     """Refuse ``mining_algorithm`` values the executor's manifest does not list (no-op when the
     manifest lists none).
 
@@ -304,6 +347,9 @@ def check_mining_algorithm(executor: LocalExecutor, algorithms: List[str]) -> No
     for a in algorithms:
         if a not in choices:
             close = difflib.get_close_matches(str(a), choices, n=1, cutoff=0.5)
-            raise ConfigFileError(f"mining_algorithm {a!r} is not one of {executor.name}'s choices {choices}"
-                                  + (f"; did you mean {close[0]!r}?" if close else ""),
-                                  path=f"{executor.name}:/img-man/manifest.yaml", key="mining_algorithm")
+            raise ConfigFileError(
+                f"mining_algorithm {a!r} is not one of {executor.name}'s choices {choices}"
+                + (f"; did you mean {close[0]!r}?" if close else ""),
+                path=f"{executor.name}:/img-man/manifest.yaml",
+                key="mining_algorithm",
+            )

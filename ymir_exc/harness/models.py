@@ -21,6 +21,7 @@ regular files and never follows a link.
 
 from __future__ import annotations
 
+import builtins
 import gzip
 import hashlib
 import io
@@ -30,9 +31,13 @@ import stat
 import tarfile
 import tempfile
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 import yaml
 from pydantic import ValidationError
@@ -71,19 +76,20 @@ class ImportLimits:
 
 #: what reading a package already in the store accepts: it passed import (perhaps with limits
 #: raised by the user), so only memory stays bounded (ymir-info.yaml is read into memory)
-STORED_LIMITS = ImportLimits(max_info_bytes=64 << 20, max_members=10 ** 7, max_expansion=0)
+STORED_LIMITS = ImportLimits(max_info_bytes=64 << 20, max_members=10**7, max_expansion=0)
 
 #: the primary metric of a package by its object_type (as the platform reads it)
 OBJECT_TYPE_METRIC = {2: "mAP", 3: "mIoU", 4: "maskAP"}
 MIN_PREFIX = 6
 
 
-def _natural(names: Any) -> List[str]:
+def _natural(names: Any) -> list[str]:
     """``names`` sorted with their digit runs read as numbers: epoch_1, epoch_2, epoch_10."""
     import re
 
-    return sorted(names, key=lambda n: [(0, int(t), "") if t.isdigit() else (1, 0, t)
-                                        for t in re.split(r"(\d+)", str(n)) if t])
+    return sorted(
+        names, key=lambda n: [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(n)) if t]
+    )
 
 
 def _umask() -> int:
@@ -98,10 +104,10 @@ def default_model_location() -> Path:
     return Path(env) if env else Path.home() / ".ymir-exc" / "models"
 
 
-Member = Tuple[str, Union[str, bytes]]  # (arcname, source path or content)
+Member = tuple[str, str | bytes]  # (arcname, source path or content)
 
 
-def write_reproducible_targz(members: Sequence[Member], dest: Union[str, Path]) -> str:
+def write_reproducible_targz(members: Sequence[Member], dest: str | Path) -> str:
     """Write a tar.gz whose bytes depend only on the members' names and contents.
 
     Returns:
@@ -119,19 +125,19 @@ def write_reproducible_targz(members: Sequence[Member], dest: Union[str, Path]) 
     h = hashlib.sha1()
 
     class _Hashing(io.RawIOBase):
-        def __init__(self, f):
+        def __init__(self, f: BinaryIO) -> None:
             self.f = f
 
-        def writable(self):
+        def writable(self) -> bool:
             return True
 
-        def write(self, b):
+        def write(self, b: Buffer) -> int:
             h.update(b)
             return self.f.write(b)
 
     with open(dest, "wb") as raw:
         sink = _Hashing(raw)
-        with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=6) as gz:  # type: ignore[arg-type]
+        with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=6) as gz:
             with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
                 for arcname, src in sorted(members, key=lambda m: m[0]):
                     ti = tarfile.TarInfo(arcname)
@@ -155,8 +161,9 @@ def _open_regular(path: str) -> io.BufferedReader:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as e:
-        raise ModelError(f"cannot open a package member's source without following links: {e.strerror}",
-                         path=path) from None
+        raise ModelError(
+            f"cannot open a package member's source without following links: {e.strerror}", path=path
+        ) from None
     f = os.fdopen(fd, "rb")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         f.close()
@@ -164,19 +171,25 @@ def _open_regular(path: str) -> io.BufferedReader:
     return f
 
 
-def info_yaml(info: Dict[str, Any]) -> bytes:
+def info_yaml(info: dict[str, Any]) -> bytes:
     return yaml.safe_dump(to_builtin(info), sort_keys=True, allow_unicode=True).encode("utf-8")
 
 
-def build_info(executor_config: Dict[str, Any], task_context: Dict[str, Any], stages: Dict[str, Any],
-               best_stage_name: str) -> Dict[str, Any]:
+def build_info(
+    executor_config: dict[str, Any], task_context: dict[str, Any], stages: dict[str, Any], best_stage_name: str
+) -> dict[str, Any]:
     """ymir-info.yaml content (package_version 2.0.0), validated.
 
     Raises:
         ModelError: it breaks :class:`~ymir_exc.formats.ModelPackageInfo` (names the key).
     """
-    info = {"executor_config": executor_config, "task_context": task_context, "stages": stages,
-            "best_stage_name": best_stage_name, "package_version": PACKAGE_VERSION}
+    info = {
+        "executor_config": executor_config,
+        "task_context": task_context,
+        "stages": stages,
+        "best_stage_name": best_stage_name,
+        "package_version": PACKAGE_VERSION,
+    }
     validate_info(info, INFO_NAME)
     return info
 
@@ -194,7 +207,7 @@ def validate_info(info: Any, where: str) -> ModelPackageInfo:
         raise ModelError(err["msg"], path=where, key=".".join(map(str, err["loc"])) or None) from None
 
 
-def upgrade_info(info: Dict[str, Any], where: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
+def upgrade_info(info: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, str]]:
     """Upgrade a 1.1.0 package's info (``models: [files]``, files at the archive root) to 2.0.0.
 
     Returns:
@@ -207,11 +220,21 @@ def upgrade_info(info: Dict[str, Any], where: str) -> Tuple[Dict[str, Any], Dict
         raise ModelError("'models' must be a non-empty list of files", path=where, key="models")
     ctx = dict(info.get("task_context") or {})
     m = ctx.get("mAP", info.get("mAP", 0.0))
-    stage = {"stage_name": LEGACY_STAGE_NAME, "files": [os.path.basename(f) for f in files],
-             "timestamp": int(ctx.get("timestamp", 0) or 0), "mAP": float(m or 0.0)}
+    stage = {
+        "stage_name": LEGACY_STAGE_NAME,
+        "files": [os.path.basename(f) for f in files],
+        "timestamp": int(ctx.get("timestamp", 0) or 0),
+        "mAP": float(m or 0.0),
+    }
     new = {k: v for k, v in info.items() if k != "models"}
-    new.update({"stages": {LEGACY_STAGE_NAME: stage}, "best_stage_name": LEGACY_STAGE_NAME,
-                "package_version": PACKAGE_VERSION, "task_context": ctx})
+    new.update(
+        {
+            "stages": {LEGACY_STAGE_NAME: stage},
+            "best_stage_name": LEGACY_STAGE_NAME,
+            "package_version": PACKAGE_VERSION,
+            "task_context": ctx,
+        }
+    )
     return new, {f: f"{LEGACY_STAGE_NAME}/{os.path.basename(f)}" for f in files}
 
 
@@ -223,7 +246,9 @@ def _safe_member(m: tarfile.TarInfo, where: str) -> str:
     if ".." in p.parts:
         raise ModelError(f"member path with '..' refused: {name}", path=where)
     if m.issym() or m.islnk():
-        raise ModelError(f"{'symlink' if m.issym() else 'hard link'} member refused: {name} -> {m.linkname}", path=where)
+        raise ModelError(
+            f"{'symlink' if m.issym() else 'hard link'} member refused: {name} -> {m.linkname}", path=where
+        )
     if not (m.isfile() or m.isdir()):
         raise ModelError(f"special member refused (device, fifo, ...): {name}", path=where)
     return str(p)
@@ -240,12 +265,14 @@ def _check_names(m: tarfile.TarInfo, name: str, where: str) -> None:
     if any(len(p.encode("utf-8")) > 255 for p in parts):
         raise ModelError(f"member name with a component over 255 bytes refused: {raw[:60]!r}...", path=where)
     if parts[0] != "attachments" and len(parts) > 1 and len(parts[0].encode("utf-8")) > MAX_STAGE_NAME_BYTES:
-        raise ModelError(f"stage name {parts[0][:40]!r}... is {len(parts[0].encode('utf-8'))} bytes of UTF-8; "
-                         f"at most {MAX_STAGE_NAME_BYTES}", path=where)
+        raise ModelError(
+            f"stage name {parts[0][:40]!r}... is {len(parts[0].encode('utf-8'))} bytes of UTF-8; "
+            f"at most {MAX_STAGE_NAME_BYTES}",
+            path=where,
+        )
 
 
-def scan_package(path: Union[str, Path], limits: ImportLimits = ImportLimits()
-                 ) -> Tuple[Any, Dict[str, tarfile.TarInfo]]:
+def scan_package(path: str | Path, limits: ImportLimits = ImportLimits()) -> tuple[Any, dict[str, tarfile.TarInfo]]:
     """Read a package's headers in one streaming pass, refusing it at the first header that
     breaks a rule (see the module docstring), and read ``ymir-info.yaml`` on the way.
 
@@ -266,8 +293,8 @@ def scan_package(path: Union[str, Path], limits: ImportLimits = ImportLimits()
         raise ModelError("package not found", path=where) from None
     except OSError as e:
         raise ModelError(f"cannot read the package: {e.strerror}", path=where) from None
-    files: Dict[str, tarfile.TarInfo] = {}
-    folders: set = set()
+    files: dict[str, tarfile.TarInfo] = {}
+    folders: set[str] = set()
     info: Any = None
     total = biggest = count = 0
     try:
@@ -290,19 +317,29 @@ def scan_package(path: Union[str, Path], limits: ImportLimits = ImportLimits()
                     continue
                 total += m.size
                 biggest = max(biggest, m.size)
-                if limits.max_expansion and total > limits.max_expansion * max(package_size, 1) \
-                        and (biggest > limits.bomb_member_bytes or total > limits.bomb_total_bytes):
-                    why = (f"{biggest} bytes in one member" if biggest > limits.bomb_member_bytes
-                           else f"over {limits.bomb_total_bytes} bytes in all")
-                    raise ModelError(f"members add up to {total} bytes, over {limits.max_expansion:g} times the "
-                                     f"package's {package_size} bytes, and {why}: refused as a decompression "
-                                     f"bomb (limits: --max-expansion, --bomb-member-size, --bomb-total-size)",
-                                     path=where)
+                if (
+                    limits.max_expansion
+                    and total > limits.max_expansion * max(package_size, 1)
+                    and (biggest > limits.bomb_member_bytes or total > limits.bomb_total_bytes)
+                ):
+                    why = (
+                        f"{biggest} bytes in one member"
+                        if biggest > limits.bomb_member_bytes
+                        else f"over {limits.bomb_total_bytes} bytes in all"
+                    )
+                    raise ModelError(
+                        f"members add up to {total} bytes, over {limits.max_expansion:g} times the "
+                        f"package's {package_size} bytes, and {why}: refused as a decompression "
+                        f"bomb (limits: --max-expansion, --bomb-member-size, --bomb-total-size)",
+                        path=where,
+                    )
                 files[name] = m
                 if name == INFO_NAME:
                     if m.size > limits.max_info_bytes:
-                        raise ModelError(f"{INFO_NAME} is {m.size} bytes, over {limits.max_info_bytes} "
-                                         f"(limit: --max-info-size)", path=where)
+                        raise ModelError(
+                            f"{INFO_NAME} is {m.size} bytes, over {limits.max_info_bytes} (limit: --max-info-size)",
+                            path=where,
+                        )
                     f = tar.extractfile(m)
                     assert f is not None
                     try:
@@ -317,8 +354,9 @@ def scan_package(path: Union[str, Path], limits: ImportLimits = ImportLimits()
     return info, files
 
 
-def read_package(path: Union[str, Path], limits: ImportLimits = ImportLimits()
-                 ) -> Tuple[Dict[str, Any], Dict[str, tarfile.TarInfo]]:
+def read_package(
+    path: str | Path, limits: ImportLimits = ImportLimits()
+) -> tuple[dict[str, Any], dict[str, tarfile.TarInfo]]:
     """Open a package, check every member, and return (raw ymir-info dict, {name: TarInfo}).
     Same checks as :func:`scan_package`.
 
@@ -337,11 +375,11 @@ class StoredModel:
     info: ModelPackageInfo
 
     @property
-    def class_names(self) -> List[str]:
+    def class_names(self) -> list[str]:
         return list(self.info.executor_config["class_names"])
 
     @property
-    def object_type(self) -> Optional[int]:
+    def object_type(self) -> int | None:
         """The package's ``object_type`` (2 detection, 3 semantic segmentation, 4 instance
         segmentation): top-level in ymir-info.yaml as the platform packs it, else in
         ``task_context`` or ``executor_config``; None when no valid value is given."""
@@ -365,7 +403,7 @@ class StoredModel:
         best = self.info.stages[self.info.best_stage_name].evaluation_result()
         return float(best.get(self.metric_name(), 0.0))
 
-    def primary_metric(self) -> Tuple[str, float]:
+    def primary_metric(self) -> tuple[str, float]:
         """``(key, value)`` of the best stage's primary metric, e.g. ``("mIoU", 0.71)`` (see
         :meth:`metric_name`)."""
         return self.metric_name(), self.mAP()
@@ -374,7 +412,7 @@ class StoredModel:
 class ModelStore:
     """Packages stored as ``<location>/<sha1>``."""
 
-    def __init__(self, location: Union[str, Path, None] = None) -> None:
+    def __init__(self, location: str | Path | None = None) -> None:
         self.location = Path(location) if location else default_model_location()
 
     def _finish(self, tmp: Path, digest: str) -> str:
@@ -383,7 +421,7 @@ class ModelStore:
         os.replace(tmp, final)
         return digest
 
-    def pack(self, members: Sequence[Member], info: Dict[str, Any]) -> str:
+    def pack(self, members: Sequence[Member], info: dict[str, Any]) -> str:
         """Store a package of ``members`` + ``ymir-info.yaml``; returns its sha1."""
         self.location.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.location, prefix=".pack-", suffix=".tmp")
@@ -413,17 +451,21 @@ class ModelStore:
             return match[0]
         prefixed = [p for p in stored if p.name.startswith(ref)] if ref else []
         if len(ref) < MIN_PREFIX:
-            raise ModelError(f"model {ref!r} is too short (min {MIN_PREFIX} characters of the hash)"
-                             + (f"; {len(prefixed)} package(s) start with it" if prefixed else ""),
-                             path=str(self.location))
+            raise ModelError(
+                f"model {ref!r} is too short (min {MIN_PREFIX} characters of the hash)"
+                + (f"; {len(prefixed)} package(s) start with it" if prefixed else ""),
+                path=str(self.location),
+            )
         if len(prefixed) > 1:
-            raise ModelError(f"model {ref!r} is ambiguous: " + ", ".join(p.name[:12] for p in prefixed)
-                             + "; give more characters", path=str(self.location))
+            raise ModelError(
+                f"model {ref!r} is ambiguous: " + ", ".join(p.name[:12] for p in prefixed) + "; give more characters",
+                path=str(self.location),
+            )
         if not prefixed:
             raise ModelError(f"model {ref!r} not found (see ymir-exc models list)", path=str(self.location))
         return prefixed[0]
 
-    def resolve_latest(self, executor: Optional[str] = None) -> Tuple[Path, bool]:
+    def resolve_latest(self, executor: str | None = None) -> tuple[Path, bool]:
         """What ``--model latest`` means for a run of ``executor``: the newest package that
         executor produced (``task_context.executor`` of its ymir-info.yaml); when it produced
         none, the newest package of any executor.
@@ -458,7 +500,7 @@ class ModelStore:
         path.unlink()
         return path.name
 
-    def prune(self, keep: int) -> List[str]:
+    def prune(self, keep: int) -> builtins.list[str]:
         """Delete every package but the ``keep`` newest (by store time); returns the hashes removed.
 
         Raises:
@@ -468,8 +510,10 @@ class ModelStore:
             raise ValueError(f"--keep must be >= 0, got {keep}")
         if not self.location.is_dir():
             return []
-        stored = sorted((p for p in self.location.iterdir() if p.is_file() and not p.name.startswith(".")),
-                        key=lambda p: (-p.stat().st_mtime_ns, p.name))
+        stored = sorted(
+            (p for p in self.location.iterdir() if p.is_file() and not p.name.startswith(".")),
+            key=lambda p: (-p.stat().st_mtime_ns, p.name),
+        )
         gone = []
         for p in stored[keep:]:
             p.unlink()
@@ -494,15 +538,15 @@ class ModelStore:
         _check_stage_members(info, members, str(path))
         return StoredModel(path.name, path, info)
 
-    def list(self) -> List[StoredModel]:
+    def list(self) -> builtins.list[StoredModel]:
         """Every valid stored package, newest first (see :meth:`corrupt` for the others)."""
         return self.scan()[0]
 
-    def corrupt(self) -> List[Tuple[str, str]]:
+    def corrupt(self) -> builtins.list[tuple[str, str]]:
         """``(file name, what is wrong)`` of every stored file that is not a valid package."""
         return self.scan()[1]
 
-    def scan(self) -> Tuple[List[StoredModel], List[Tuple[str, str]]]:
+    def scan(self) -> tuple[builtins.list[StoredModel], builtins.list[tuple[str, str]]]:
         """(valid packages, newest first; ``(name, problem)`` of the corrupted ones)."""
         if not self.location.is_dir():
             return [], []
@@ -519,7 +563,7 @@ class ModelStore:
                 bad.append((p.name, e.message))
         return out, bad
 
-    def unpack(self, ref: str, dest_models_dir: Union[str, Path], stage: Optional[str] = None) -> Dict[str, Any]:
+    def unpack(self, ref: str, dest_models_dir: str | Path, stage: str | None = None) -> dict[str, Any]:
         """Extract a package into ``dest_models_dir`` (``<stage>/<file>`` and attachments).
 
         Returns:
@@ -532,8 +576,9 @@ class ModelStore:
         model = self.get(ref)
         stage = stage or model.info.best_stage_name
         if stage not in model.info.stages:
-            raise ModelError(f"stage {stage!r} not in package {model.hash[:12]} "
-                             f"(stages: {_natural(model.info.stages)})")
+            raise ModelError(
+                f"stage {stage!r} not in package {model.hash[:12]} (stages: {_natural(model.info.stages)})"
+            )
         dest = Path(dest_models_dir)
         dest.mkdir(parents=True, exist_ok=True)
         with tarfile.open(model.path, mode="r:gz") as tar:
@@ -548,10 +593,15 @@ class ModelStore:
                 with open(target, "wb") as out:
                     shutil.copyfileobj(f, out, 1 << 20)
         files = [f"{stage}/{f}" for f in model.info.stages[stage].files]
-        return {"hash": model.hash, "class_names": model.class_names, "stage_name": stage, "files": files,
-                "info": model.info}
+        return {
+            "hash": model.hash,
+            "class_names": model.class_names,
+            "stage_name": stage,
+            "files": files,
+            "info": model.info,
+        }
 
-    def import_package(self, package_path: Union[str, Path], limits: ImportLimits = ImportLimits()) -> StoredModel:
+    def import_package(self, package_path: str | Path, limits: ImportLimits = ImportLimits()) -> StoredModel:
         """Validate a package from elsewhere (upgrading 1.1.0), repack it reproducibly, store it.
 
         Every header is checked (:func:`scan_package`) before any member is extracted; then the
@@ -564,19 +614,23 @@ class ModelStore:
         """
         where = str(package_path)
         raw, members = scan_package(package_path, limits)
-        renames: Dict[str, str] = {}
+        renames: dict[str, str] = {}
         if isinstance(raw, dict):
             raw, renames = upgrade_info(raw, f"{where}:{INFO_NAME}")
         info = validate_info(raw, f"{where}:{INFO_NAME}")
         for name in info.stages:
             if len(name.encode("utf-8")) > MAX_STAGE_NAME_BYTES:
-                raise ModelError(f"stage name {name[:40]!r}... is {len(name.encode('utf-8'))} bytes of UTF-8; "
-                                 f"at most {MAX_STAGE_NAME_BYTES}", path=f"{where}:{INFO_NAME}", key="stages")
+                raise ModelError(
+                    f"stage name {name[:40]!r}... is {len(name.encode('utf-8'))} bytes of UTF-8; "
+                    f"at most {MAX_STAGE_NAME_BYTES}",
+                    path=f"{where}:{INFO_NAME}",
+                    key="stages",
+                )
         names = {renames.get(n, n): n for n in members}
         _check_stage_members(info, {k: members[v] for k, v in names.items()}, where)
         wanted = {old: new for new, old in names.items() if old != INFO_NAME}
         with tempfile.TemporaryDirectory() as tmp:
-            out: List[Member] = []
+            out: list[Member] = []
             try:
                 with tarfile.open(package_path, mode="r|gz") as tar:
                     for m in tar:
@@ -594,19 +648,31 @@ class ModelStore:
         return self.get(digest)
 
 
-def _check_stage_members(info: ModelPackageInfo, members: Dict[str, Any], where: str) -> None:
+def _check_stage_members(info: ModelPackageInfo, members: dict[str, Any], where: str) -> None:
     for name, st in info.stages.items():
         for f in st.files:
             if f"{name}/{f}" not in members:
-                raise ModelError(f"stage {name!r} names {f!r} but the archive has no member {name}/{f}",
-                                 path=where, key=f"stages.{name}.files")
+                raise ModelError(
+                    f"stage {name!r} names {f!r} but the archive has no member {name}/{f}",
+                    path=where,
+                    key=f"stages.{name}.files",
+                )
 
 
-def stage_entries(stages: Dict[str, ModelStage]) -> Dict[str, Any]:
+def stage_entries(stages: dict[str, ModelStage]) -> dict[str, Any]:
     """Stages as plain dicts for ymir-info.yaml (``tp/fp/fn`` kept; None dropped)."""
     return {k: s.model_dump(exclude_none=True) for k, s in stages.items()}
 
 
-__all__ = ["ModelStore", "StoredModel", "ImportLimits", "build_info", "read_package", "scan_package",
-           "write_reproducible_targz",
-           "default_model_location", "best_stage", "stage_entries"]
+__all__ = [
+    "ModelStore",
+    "StoredModel",
+    "ImportLimits",
+    "build_info",
+    "read_package",
+    "scan_package",
+    "write_reproducible_targz",
+    "default_model_location",
+    "best_stage",
+    "stage_entries",
+]

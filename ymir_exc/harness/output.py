@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Optional, TextIO, TypeVar
+from collections.abc import Callable
+from typing import IO, TypeVar
 
 T = TypeVar("T")
 
 
-def silence(stream: TextIO) -> None:
+def silence(stream: IO[str]) -> None:
     """Point ``stream``'s file descriptor at ``/dev/null`` and drop what its buffer holds (a
     stream without a file descriptor, e.g. pytest's capture, is left alone)."""
     try:
@@ -35,7 +36,7 @@ def silence(stream: TextIO) -> None:
         pass
 
 
-def write_line(msg: str = "", stream: Optional[TextIO] = None) -> None:
+def write_line(msg: str = "", stream: IO[str] | None = None) -> None:
     """``print(msg)`` on ``stream`` (default ``sys.stdout``), flushed; a closed pipe switches
     the stream to ``/dev/null`` (:func:`silence`) instead of raising."""
     stream = stream if stream is not None else sys.stdout
@@ -45,7 +46,7 @@ def write_line(msg: str = "", stream: Optional[TextIO] = None) -> None:
         silence(stream)
 
 
-def pipe_safe(stream: TextIO, write: Callable[[], T]) -> Optional[T]:
+def pipe_safe(stream: IO[str], write: Callable[[], T]) -> T | None:
     """Call ``write()`` (something that writes to ``stream``, e.g. a rich ``Console.print``);
     a closed pipe silences ``stream`` (:func:`silence`) and returns None instead of raising."""
     try:

@@ -5,16 +5,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any
 
 from ymir_exc.harness import collect
 from ymir_exc.harness.datasets import Dataset
 from ymir_exc.harness.executors import LocalExecutor
 from ymir_exc.harness.models import ModelStore
-from ymir_exc.harness.runtime import (RunResult, container_argv, find_entry_point, run_container, run_local,
-                                      shm_size_for)
+from ymir_exc.harness.runtime import RunResult, container_argv, find_entry_point, run_container, run_local, shm_size_for
 from ymir_exc.harness.workspace import PreparedTask, changed_links, make_task_id, prepare, snapshot_links
 
 
@@ -23,14 +23,14 @@ class TaskOutcome:
     """Everything a task produced: the prepared work dir, the run, and each task's report."""
 
     prepared: PreparedTask
-    argv: List[str]
+    argv: list[str]
     runtime: str
-    run: Optional[RunResult] = None
-    training: Optional[collect.TrainingReport] = None
-    mining: Optional[collect.MiningReport] = None
-    infer: Optional[collect.InferReport] = None
-    model: Optional[Dict[str, Any]] = None
-    problems: List[str] = field(default_factory=list)
+    run: RunResult | None = None
+    training: collect.TrainingReport | None = None
+    mining: collect.MiningReport | None = None
+    infer: collect.InferReport | None = None
+    model: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -38,12 +38,27 @@ class TaskOutcome:
         return self.run is not None and self.run.ok and not self.problems
 
 
-def run_task(executor: LocalExecutor, runtime: str, tasks: Sequence[str], ds: Dataset, *, work_dir: Optional[Path],
-             store: ModelStore, model_ref: Optional[str] = None, user_config: Optional[Dict[str, Any]] = None,
-             protocol_version: str = "1.1.0", gpu_id: str = "", timeout: Optional[float] = None, show: bool = True,
-             network_none: bool = False, user: Optional[str] = None, dry_run: bool = False,
-             collect_outputs: bool = True, before_run: Optional[Callable[[PreparedTask], None]] = None,
-             assets: str = "auto") -> TaskOutcome:
+def run_task(
+    executor: LocalExecutor,
+    runtime: str,
+    tasks: Sequence[str],
+    ds: Dataset,
+    *,
+    work_dir: Path | None,
+    store: ModelStore,
+    model_ref: str | None = None,
+    user_config: dict[str, Any] | None = None,
+    protocol_version: str = "1.1.0",
+    gpu_id: str = "",
+    timeout: float | None = None,
+    show: bool = True,
+    network_none: bool = False,
+    user: str | None = None,
+    dry_run: bool = False,
+    collect_outputs: bool = True,
+    before_run: Callable[[PreparedTask], None] | None = None,
+    assets: str = "auto",
+) -> TaskOutcome:
     """Prepare ``work_dir`` (default ``./ymir-work/<task id>``), run, then check and collect.
 
     Args:
@@ -72,13 +87,32 @@ def run_task(executor: LocalExecutor, runtime: str, tasks: Sequence[str], ds: Da
         ref, _, stage = model_ref.partition("@")
         model = store.unpack(ref, work / "in" / "models", stage or None)
     container = runtime != "local"
-    prepared = prepare(work, ds, order, executor.templates(), user_config=user_config,
-                       protocol_version=protocol_version, container=container, gpu_id=gpu_id, model=model,
-                       manifest_file=executor.manifest_file, task_id=task_id, assets=assets)
+    prepared = prepare(
+        work,
+        ds,
+        order,
+        executor.templates(),
+        user_config=user_config,
+        protocol_version=protocol_version,
+        container=container,
+        gpu_id=gpu_id,
+        model=model,
+        manifest_file=executor.manifest_file,
+        task_id=task_id,
+        assets=assets,
+    )
     if container:
-        argv = container_argv(runtime, executor.ref, prepared.in_dir, prepared.out_dir, task_id, user=user,
-                              gpu_ids=gpu_id, network_none=network_none,
-                              shm_size=shm_size_for(prepared.config.get("shm_size"), prepared.config["gpu_count"]))
+        argv = container_argv(
+            runtime,
+            executor.ref,
+            prepared.in_dir,
+            prepared.out_dir,
+            task_id,
+            user=user,
+            gpu_ids=gpu_id,
+            network_none=network_none,
+            shm_size=shm_size_for(prepared.config.get("shm_size"), prepared.config["gpu_count"]),
+        )
     else:
         argv = find_entry_point(executor.folder)
     outcome = TaskOutcome(prepared, argv, runtime, model=model)
@@ -91,13 +125,25 @@ def run_task(executor: LocalExecutor, runtime: str, tasks: Sequence[str], ds: Da
         outcome.run = run_container(argv, prepared.out_dir, label=label, timeout=timeout, show=show, task_id=task_id)
     else:
         links = snapshot_links(prepared.stats.linked if prepared.stats else [])
-        outcome.run = run_local(executor.folder, prepared.env_file, prepared.config_file, prepared.out_dir,
-                                label=label, timeout=timeout, show=show, gpu_ids=gpu_id, task_id=task_id)
+        outcome.run = run_local(
+            executor.folder,
+            prepared.env_file,
+            prepared.config_file,
+            prepared.out_dir,
+            label=label,
+            timeout=timeout,
+            show=show,
+            gpu_ids=gpu_id,
+            task_id=task_id,
+        )
         changed = changed_links(links)
         if changed:
-            outcome.problems.append(f"the executor changed {len(changed)} of your dataset's files through the "
-                                    f"hard links in in/assets (use --assets copy): " + ", ".join(changed[:20])
-                                    + (" ..." if len(changed) > 20 else ""))
+            outcome.problems.append(
+                f"the executor changed {len(changed)} of your dataset's files through the "
+                f"hard links in in/assets (use --assets copy): "
+                + ", ".join(changed[:20])
+                + (" ..." if len(changed) > 20 else "")
+            )
             return outcome
     if outcome.run.interrupted:  # Ctrl-C: the executor is stopped and state 4 written; run, verify, loop end
         raise KeyboardInterrupt

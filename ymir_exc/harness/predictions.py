@@ -21,13 +21,14 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Any
 
 from ymir_exc._io import atomic_file, atomic_write
 
 
-def asset_sources(stats_sources: Mapping[str, str], candidates: Sequence[str]) -> Dict[str, List[str]]:
+def asset_sources(stats_sources: Mapping[str, str], candidates: Sequence[str]) -> dict[str, list[str]]:
     """``{asset file name: [user paths]}`` for ``candidates``.
 
     Args:
@@ -37,7 +38,7 @@ def asset_sources(stats_sources: Mapping[str, str], candidates: Sequence[str]) -
     """
     from ymir_exc.harness.workspace import sha1_file
 
-    out: Dict[str, List[str]] = {}
+    out: dict[str, list[str]] = {}
     first = {src: name for name, src in stats_sources.items()}
     for path in candidates:
         name = first.get(path)
@@ -47,8 +48,9 @@ def asset_sources(stats_sources: Mapping[str, str], candidates: Sequence[str]) -
     return out
 
 
-def build_predictions(results: Mapping[str, List[Dict[str, Any]]], sources: Mapping[str, List[str]],
-                      class_names: Sequence[str]) -> Dict[str, Any]:
+def build_predictions(
+    results: Mapping[str, list[dict[str, Any]]], sources: Mapping[str, list[str]], class_names: Sequence[str]
+) -> dict[str, Any]:
     """The ``predictions.json`` document (see the module docstring).
 
     Args:
@@ -62,7 +64,8 @@ def build_predictions(results: Mapping[str, List[Dict[str, Any]]], sources: Mapp
     from ymir_exc.harness.workspace import image_size
 
     cat = {n: i + 1 for i, n in enumerate(class_names)}
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for asset, paths in sources.items():
         for path in paths:
             w, h = image_size(path)
@@ -70,11 +73,10 @@ def build_predictions(results: Mapping[str, List[Dict[str, Any]]], sources: Mapp
             images.append({"id": image_id, "file_name": path, "width": w, "height": h})
             for b in results.get(asset, []):
                 annotations.append(_annotation(image_id, b, cat))
-    return {"images": images, "categories": [{"id": i, "name": n} for n, i in cat.items()],
-            "annotations": annotations}
+    return {"images": images, "categories": [{"id": i, "name": n} for n, i in cat.items()], "annotations": annotations}
 
 
-def _item_text(obj: Dict[str, Any]) -> str:
+def _item_text(obj: dict[str, Any]) -> str:
     """``obj`` as ``json.dumps(doc, indent=1)`` writes it two levels deep (an item of a top-level list)."""
     return "  " + json.dumps(obj, indent=1).replace("\n", "\n  ")
 
@@ -94,21 +96,22 @@ class _StreamedResults:
         self._names = list(class_names)
         self._it = ijson.kvitems(f, "detection", use_float=True)
         self._spool = tempfile.TemporaryFile()
-        self._offsets: Dict[str, Tuple[int, int]] = {}
+        self._offsets: dict[str, tuple[int, int]] = {}
         self._end = 0
 
-    def _kept(self, entry: Any) -> List[Dict[str, Any]]:
+    def _kept(self, entry: Any) -> list[dict[str, Any]]:
         boxes = entry.get("boxes", entry.get("annotations")) if isinstance(entry, dict) else None
         if not isinstance(boxes, list):
             return []
         return [b for b in boxes if self._problem(b, self._names) is None]
 
-    def get(self, key: str) -> List[Dict[str, Any]]:
+    def get(self, key: str) -> list[dict[str, Any]]:
         """The kept boxes of ``key`` ([] when the file has no entry for it); each key once."""
         where = self._offsets.pop(key, None)
         if where is not None:
             self._spool.seek(where[0])
-            return json.loads(self._spool.read(where[1]))
+            boxes: list[dict[str, Any]] = json.loads(self._spool.read(where[1]))
+            return boxes
         for k, entry in self._it:
             kept = self._kept(entry)
             if k == key:
@@ -124,8 +127,12 @@ class _StreamedResults:
         self._spool.close()
 
 
-def write_predictions(path: Path, results: Union[str, os.PathLike, Mapping[str, List[Dict[str, Any]]]],
-                      sources: Mapping[str, List[str]], class_names: Sequence[str]) -> Dict[str, int]:
+def write_predictions(
+    path: Path,
+    results: str | os.PathLike[str] | Mapping[str, list[dict[str, Any]]],
+    sources: Mapping[str, list[str]],
+    class_names: Sequence[str],
+) -> dict[str, int]:
     """Write ``predictions.json`` atomically, the same bytes as
     ``json.dumps(build_predictions(...), indent=1)``, one image at a time.
 
@@ -148,6 +155,7 @@ def write_predictions(path: Path, results: Union[str, os.PathLike, Mapping[str, 
 
     cat = {n: i + 1 for i, n in enumerate(class_names)}
     stack = contextlib.ExitStack()
+    lookup: Callable[[str], list[dict[str, Any]]]
     with stack:
         if isinstance(results, Mapping):
             lookup = lambda asset: results.get(asset, [])  # noqa: E731
@@ -172,15 +180,20 @@ def write_predictions(path: Path, results: Union[str, os.PathLike, Mapping[str, 
                 for p in paths:
                     w, h = image_size(p)
                     n_images += 1
-                    write(("\n" if n_images == 1 else ",\n")
-                          + _item_text({"id": n_images, "file_name": p, "width": w, "height": h}))
+                    write(
+                        ("\n" if n_images == 1 else ",\n")
+                        + _item_text({"id": n_images, "file_name": p, "width": w, "height": h})
+                    )
                     for b in boxes:
                         n_anns += 1
                         anns.write(("\n" if n_anns == 1 else ",\n") + _item_text(_annotation(n_images, b, cat)))
             write("\n ],\n" if n_images else "],\n")
             categories = [{"id": i, "name": n} for n, i in cat.items()]
-            write(' "categories": [' + ",".join("\n" + _item_text(c) for c in categories)
-                  + ("\n ],\n" if categories else "],\n"))
+            write(
+                ' "categories": ['
+                + ",".join("\n" + _item_text(c) for c in categories)
+                + ("\n ],\n" if categories else "],\n")
+            )
             write(' "annotations": [')
             anns.seek(0)
             while True:
@@ -192,8 +205,8 @@ def write_predictions(path: Path, results: Union[str, os.PathLike, Mapping[str, 
     return {"images": n_images, "annotations": n_anns}
 
 
-def _annotation(image_id: int, b: Dict[str, Any], cat: Mapping[str, int]) -> Dict[str, Any]:
-    ann: Dict[str, Any] = {"image_id": image_id, "category_id": cat[b["class_name"]]}
+def _annotation(image_id: int, b: dict[str, Any], cat: Mapping[str, int]) -> dict[str, Any]:
+    ann: dict[str, Any] = {"image_id": image_id, "category_id": cat[b["class_name"]]}
     if "box" in b:  # detection
         box = b["box"]
         ann["bbox"] = [box["x"], box["y"], box["w"], box["h"]]
@@ -205,18 +218,19 @@ def _annotation(image_id: int, b: Dict[str, Any], cat: Mapping[str, int]) -> Dic
     return ann
 
 
-def _segmentation_results(f: Any, class_names: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
+def _segmentation_results(f: Any, class_names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     """``{basename: [{"class_name", "score", "segmentation"[, "bbox"]}]}`` of a COCO-style result,
     as :func:`ymir_exc.harness.collect.check_infer` keeps them."""
     from ymir_exc.harness.collect import InferReport, _Candidates, _check_segmentation
 
     f.seek(0)
-    rep = _check_segmentation(InferReport(results={}), f, getattr(f, "name", "infer-result.json"),
-                              list(class_names), _Candidates([], None))
+    rep = _check_segmentation(
+        InferReport(results={}), f, getattr(f, "name", "infer-result.json"), list(class_names), _Candidates([], None)
+    )
     return rep.results or {}
 
 
-def mining_rows(ranked: Sequence[Tuple[str, float]], sources: Mapping[str, List[str]]) -> List[Tuple[str, float, int]]:
+def mining_rows(ranked: Sequence[tuple[str, float]], sources: Mapping[str, list[str]]) -> list[tuple[str, float, int]]:
     """``(user path, score, rank)`` best first; images sharing bytes share the score and rank.
 
     Args:
@@ -229,12 +243,12 @@ def mining_rows(ranked: Sequence[Tuple[str, float]], sources: Mapping[str, List[
     return rows
 
 
-def write_mining_tsv(path: Path, rows: Sequence[Tuple[str, float, int]]) -> None:
+def write_mining_tsv(path: Path, rows: Sequence[tuple[str, float, int]]) -> None:
     """Write ``mining.tsv`` (``<path>\\t<score>\\t<rank>`` lines, no header) atomically."""
     atomic_write(path, "".join(f"{p}\t{s:.6f}\t{r}\n" for p, s, r in rows))
 
 
-def save_vis(out_dir: Path, doc: Dict[str, Any]) -> List[Path]:
+def save_vis(out_dir: Path, doc: dict[str, Any]) -> list[Path]:
     """Draw each image's boxes (class, score) onto a copy in ``out_dir``; returns the files.
 
     Copies are named after the user's file (``<stem>.jpg``, ``<stem>-2.jpg`` when two share a
@@ -244,12 +258,12 @@ def save_vis(out_dir: Path, doc: Dict[str, Any]) -> List[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     names = {c["id"]: c["name"] for c in doc["categories"]}
-    by_image: Dict[int, List[Dict[str, Any]]] = {}
+    by_image: dict[int, list[dict[str, Any]]] = {}
     for a in doc["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
     palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
-    written: List[Path] = []
-    used: Dict[str, int] = {}
+    written: list[Path] = []
+    used: dict[str, int] = {}
     for im in doc["images"]:
         stem = Path(im["file_name"]).stem
         used[stem] = used.get(stem, 0) + 1

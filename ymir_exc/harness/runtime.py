@@ -29,9 +29,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any
 
 from ymir_exc.code import ExecutorReturnCode, ExecutorState
 from ymir_exc.harness.output import write_line
@@ -114,7 +115,7 @@ def replace_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_monitor(path: Path) -> Optional[MonitorState]:
+def read_monitor(path: Path) -> MonitorState | None:
     """monitor.txt parsed, or None when it is missing, a link or unparsable (see :func:`parse_monitor`)."""
     try:
         return parse_monitor(read_text_nofollow(Path(path)))
@@ -128,12 +129,12 @@ class RunResult:
 
     exit_code: int
     seconds: float
-    monitor: Optional[MonitorState]
+    monitor: MonitorState | None
     log_path: Path
     timed_out: bool = False
     interrupted: bool = False
-    percents: List[float] = field(default_factory=list)
-    monitor_errors: List[str] = field(default_factory=list)
+    percents: list[float] = field(default_factory=list)
+    monitor_errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -152,15 +153,14 @@ class RunResult:
         return "\n".join(lines[-n:])
 
 
-def find_entry_point(executor_dir: Path) -> List[str]:
+def find_entry_point(executor_dir: Path) -> list[str]:
     """The command that starts an executor folder: ``app/start.py``, ``start.py`` or ``start.sh``.
 
     Raises:
         FileNotFoundError: none of them exists.
     """
     d = Path(executor_dir)
-    for rel, argv in (("app/start.py", [sys.executable]), ("start.py", [sys.executable]),
-                      ("start.sh", ["bash"])):
+    for rel, argv in (("app/start.py", [sys.executable]), ("start.py", [sys.executable]), ("start.sh", ["bash"])):
         if (d / rel).is_file():
             return argv + [str((d / rel).resolve())]
     raise FileNotFoundError(f"{d}: no app/start.py, start.py or start.sh to run")
@@ -175,15 +175,27 @@ class _Display:
         self.last_step = -1
         self.progress = None
         if enabled and sys.stderr.isatty():
-            from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
             from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             # on stderr: stdout stays for results (and the one JSON document of --json)
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-                                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                     transient=False, console=Console(stderr=True))
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                transient=False,
+                console=Console(stderr=True),
+            )
             self.progress.start()
             self.task = self.progress.add_task(label, total=1.0)
         self.t0 = time.monotonic()
@@ -207,7 +219,7 @@ class _Display:
 
 
 #: process groups of executors still running; killed when this Python exits
-_LIVE_GROUPS: set = set()
+_LIVE_GROUPS: set[int] = set()
 
 
 @atexit.register
@@ -225,7 +237,7 @@ def _kill_group(pgid: int, sig: int) -> bool:
         return False
 
 
-def _pdeathsig_preexec() -> Optional[Callable[[], None]]:
+def _pdeathsig_preexec() -> Callable[[], None] | None:
     """A ``preexec_fn`` that asks Linux to SIGKILL the child when this process dies
     (``prctl(PR_SET_PDEATHSIG)``); None elsewhere."""
     if not sys.platform.startswith("linux"):
@@ -249,12 +261,17 @@ class _Stopper:
     then ``kill()``. A Ctrl-C during the wait calls ``kill()`` at once instead of raising; so does
     a SIGTERM when a Python handler is installed for it (the ``ymir-exc`` command's)."""
 
-    def __init__(self, proc: subprocess.Popen, terminate: Callable[[], None], kill: Callable[[], None],
-                 grace: float = KILL_GRACE_SECONDS) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[Any],
+        terminate: Callable[[], None],
+        kill: Callable[[], None],
+        grace: float = KILL_GRACE_SECONDS,
+    ) -> None:
         self.proc, self.terminate, self.kill, self.grace = proc, terminate, kill, grace
 
     def __call__(self) -> None:
-        hurried = []
+        hurried: list[int] = []
 
         def hurry(signum: int, frame: object) -> None:
             if not hurried:
@@ -282,7 +299,7 @@ class _Stopper:
                 signal.signal(sig, handler)
 
 
-def _stop(proc: subprocess.Popen, kill_group: bool = True) -> None:
+def _stop(proc: subprocess.Popen[Any], kill_group: bool = True) -> None:
     def send(sig: int) -> None:
         if kill_group:
             _kill_group(proc.pid, sig)
@@ -295,8 +312,17 @@ def _stop(proc: subprocess.Popen, kill_group: bool = True) -> None:
     _Stopper(proc, lambda: send(signal.SIGTERM), lambda: send(signal.SIGKILL))()
 
 
-def follow(proc: subprocess.Popen, monitor_path: Path, log_path: Path, *, label: str, timeout: Optional[float],
-           show: bool = True, stop: Optional[Callable[[], None]] = None, task_id: str = "") -> RunResult:
+def follow(
+    proc: subprocess.Popen[Any],
+    monitor_path: Path,
+    log_path: Path,
+    *,
+    label: str,
+    timeout: float | None,
+    show: bool = True,
+    stop: Callable[[], None] | None = None,
+    task_id: str = "",
+) -> RunResult:
     """Poll monitor.txt while ``proc`` runs; enforce ``timeout`` (seconds); handle Ctrl-C.
 
     Returns:
@@ -304,8 +330,8 @@ def follow(proc: subprocess.Popen, monitor_path: Path, log_path: Path, *, label:
     """
     display = _Display(label, show)
     t0 = time.monotonic()
-    percents: List[float] = []
-    errors: List[str] = []
+    percents: list[float] = []
+    errors: list[str] = []
     last_raw = None
     timed_out = interrupted = False
     why_interrupted = "interrupted by the user (Ctrl-C)"
@@ -343,8 +369,11 @@ def follow(proc: subprocess.Popen, monitor_path: Path, log_path: Path, *, label:
         interrupted = True
         if isinstance(e, Terminated):
             why_interrupted = f"stopped by {signal.Signals(e.signum).name}"
-        write_line(f"\ninterrupted ({'Ctrl-C' if not isinstance(e, Terminated) else signal.Signals(e.signum).name}): "
-                   "stopping the executor ...", sys.stderr)
+        write_line(
+            f"\ninterrupted ({'Ctrl-C' if not isinstance(e, Terminated) else signal.Signals(e.signum).name}): "
+            "stopping the executor ...",
+            sys.stderr,
+        )
         (stop or (lambda: _stop(proc)))()
     finally:
         poll()
@@ -359,18 +388,35 @@ def follow(proc: subprocess.Popen, monitor_path: Path, log_path: Path, *, label:
     mon = read_monitor(monitor_path)
     failed = timed_out or interrupted or code != 0
     if failed and (mon is None or mon.state != ExecutorState.ES_ERROR):
-        why = (f"timed out after {timeout:.0f} s" if timed_out else why_interrupted
-               if interrupted else _exit_description(code) + (" without writing state 4" if mon else
-                                                              " without writing monitor.txt"))
-        line = format_monitor_line(mon.task_id if mon else task_id, time.time(), mon.percent if mon else 0.0,
-                                   ExecutorState.ES_ERROR, ExecutorReturnCode.RC_CMD_CONTAINER_ERROR)
+        why = (
+            f"timed out after {timeout:.0f} s"
+            if timed_out
+            else why_interrupted
+            if interrupted
+            else _exit_description(code) + (" without writing state 4" if mon else " without writing monitor.txt")
+        )
+        line = format_monitor_line(
+            mon.task_id if mon else task_id,
+            time.time(),
+            mon.percent if mon else 0.0,
+            ExecutorState.ES_ERROR,
+            ExecutorReturnCode.RC_CMD_CONTAINER_ERROR,
+        )
         try:
             replace_text(monitor_path, f"{line}\nymir-exc: executor {why}\n")
         except OSError:
             pass
         mon = read_monitor(monitor_path)
-    return RunResult(code if not (timed_out or interrupted) else (code or 1), seconds, mon, log_path,
-                     timed_out, interrupted, percents, errors)
+    return RunResult(
+        code if not (timed_out or interrupted) else (code or 1),
+        seconds,
+        mon,
+        log_path,
+        timed_out,
+        interrupted,
+        percents,
+        errors,
+    )
 
 
 def _exit_description(code: int) -> str:
@@ -384,24 +430,47 @@ def _exit_description(code: int) -> str:
     return f"exited with status {code}"
 
 
-def run_local(executor_dir: Path, env_file: Path, config_file: Path, out_dir: Path, *, label: str,
-              timeout: Optional[float] = None, show: bool = True, gpu_ids: str = "",
-              task_id: str = "") -> RunResult:
+def run_local(
+    executor_dir: Path,
+    env_file: Path,
+    config_file: Path,
+    out_dir: Path,
+    *,
+    label: str,
+    timeout: float | None = None,
+    show: bool = True,
+    gpu_ids: str = "",
+    task_id: str = "",
+) -> RunResult:
     """Run an executor folder as a child process (see the module docstring)."""
     argv = find_entry_point(executor_dir)
     env = dict(os.environ)
-    env.update({"DEFAULT_ENV_FILE_PATH": str(env_file), "DEFAULT_CONFIG_FILE_PATH": str(config_file),
-                "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": gpu_ids,
-                "YMIR_EXC_MONITOR_FILE": str(out_dir / "monitor.txt")})
+    env.update(
+        {
+            "DEFAULT_ENV_FILE_PATH": str(env_file),
+            "DEFAULT_CONFIG_FILE_PATH": str(config_file),
+            "PYTHONUNBUFFERED": "1",
+            "CUDA_VISIBLE_DEVICES": gpu_ids,
+            "YMIR_EXC_MONITOR_FILE": str(out_dir / "monitor.txt"),
+        }
+    )
     log_path = out_dir / "ymir-executor-out.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, cwd=str(Path(executor_dir).resolve()), env=env, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_pdeathsig_preexec())
+        proc = subprocess.Popen(
+            argv,
+            cwd=str(Path(executor_dir).resolve()),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_pdeathsig_preexec(),
+        )
         _LIVE_GROUPS.add(proc.pid)
         try:
-            return follow(proc, out_dir / "monitor.txt", log_path, label=label, timeout=timeout, show=show,
-                          task_id=task_id)
+            return follow(
+                proc, out_dir / "monitor.txt", log_path, label=label, timeout=timeout, show=show, task_id=task_id
+            )
         finally:
             # children the executor left behind (same process group) do not outlive the task
             if proc.poll() is None:
@@ -410,15 +479,25 @@ def run_local(executor_dir: Path, env_file: Path, config_file: Path, out_dir: Pa
             _LIVE_GROUPS.discard(proc.pid)
 
 
-def shm_size_for(config_shm: Optional[str], gpu_count: int) -> str:
+def shm_size_for(config_shm: str | None, gpu_count: int) -> str:
     """``--shm-size``: config.yaml's ``shm_size`` if set, else 16G per GPU (16G on CPU)."""
     if config_shm:
         return str(config_shm)
     return f"{16 * max(1, gpu_count)}G"
 
 
-def container_argv(engine: str, image: str, in_dir: Path, out_dir: Path, name: str, *, user: Optional[str] = None,
-                   gpu_ids: str = "", shm_size: str = "16G", network_none: bool = False) -> List[str]:
+def container_argv(
+    engine: str,
+    image: str,
+    in_dir: Path,
+    out_dir: Path,
+    name: str,
+    *,
+    user: str | None = None,
+    gpu_ids: str = "",
+    shm_size: str = "16G",
+    network_none: bool = False,
+) -> list[str]:
     """The ``run`` command line the platform builds (docs/contract.md#how-the-platform-runs-an-image)::
 
         ENGINE run --rm -v W/in:/in:ro -v W/out:/out --user UID:GID [--gpus '"device=3,5"']
@@ -427,8 +506,17 @@ def container_argv(engine: str, image: str, in_dir: Path, out_dir: Path, name: s
     ``user`` defaults to the caller's ``uid:gid``; no command follows the image (its CMD runs).
     """
     user = user or f"{os.getuid()}:{os.getgid()}"
-    argv = [engine, "run", "--rm", "-v", f"{Path(in_dir).resolve()}:/in:ro", "-v", f"{Path(out_dir).resolve()}:/out",
-            "--user", user]
+    argv = [
+        engine,
+        "run",
+        "--rm",
+        "-v",
+        f"{Path(in_dir).resolve()}:/in:ro",
+        "-v",
+        f"{Path(out_dir).resolve()}:/out",
+        "--user",
+        user,
+    ]
     if gpu_ids:
         argv += ["--gpus", f'"device={gpu_ids}"']
     argv += [f"--shm-size={shm_size}", "--name", name]
@@ -438,22 +526,27 @@ def container_argv(engine: str, image: str, in_dir: Path, out_dir: Path, name: s
     return argv
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _docker_api_is_podman(engine: str, docker_host: str) -> bool:
     """True when ``engine`` is a docker CLI talking to podman's Docker-compatible API
     (``podman system service``). ``docker_host`` ($DOCKER_HOST) is only part of the cache key."""
     if Path(engine).name != "docker":
         return False
     try:
-        proc = subprocess.run([engine, "version", "--format", "{{range .Server.Components}}{{.Name}};{{end}}"],
-                              capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            [engine, "version", "--format", "{{range .Server.Components}}{{.Name}};{{end}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return "podman" in proc.stdout.lower()
 
 
-def run_container(argv: List[str], out_dir: Path, *, label: str, timeout: Optional[float] = None,
-                  show: bool = True, task_id: str = "") -> RunResult:
+def run_container(
+    argv: list[str], out_dir: Path, *, label: str, timeout: float | None = None, show: bool = True, task_id: str = ""
+) -> RunResult:
     """Run a container built by :func:`container_argv`, appending its output to the log.
 
     On timeout or Ctrl-C the container is stopped by name (``ENGINE stop -t 10``, then
@@ -474,15 +567,30 @@ def run_container(argv: List[str], out_dir: Path, *, label: str, timeout: Option
         subprocess.run([engine, "kill", name], capture_output=True)
         proc.kill()
 
+    def engine_stop() -> None:
+        subprocess.run([engine, "stop", "-t", str(int(KILL_GRACE_SECONDS)), name], capture_output=True)
+
     def stop() -> None:
-        _Stopper(proc, lambda: subprocess.run([engine, "stop", "-t", str(int(KILL_GRACE_SECONDS)), name],
-                                              capture_output=True), kill, KILL_GRACE_SECONDS + 5)()
+        _Stopper(
+            proc,
+            engine_stop,
+            kill,
+            KILL_GRACE_SECONDS + 5,
+        )()
 
     try:
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(run_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-            return follow(proc, out_dir / "monitor.txt", log_path, label=label, timeout=timeout, show=show,
-                          stop=stop, task_id=task_id)
+            return follow(
+                proc,
+                out_dir / "monitor.txt",
+                log_path,
+                label=label,
+                timeout=timeout,
+                show=show,
+                stop=stop,
+                task_id=task_id,
+            )
     finally:
         if remove_after:
             subprocess.run([engine, "rm", "-f", name], capture_output=True)

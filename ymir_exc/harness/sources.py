@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
 
 from ymir_exc.errors import ImageError
 from ymir_exc.harness.datasets import IMAGE_EXTS, Dataset, Item, check_image
@@ -20,7 +20,7 @@ from ymir_exc.harness.datasets import IMAGE_EXTS, Dataset, Item, check_image
 SPLITS = ("val", "unlabeled", "all")
 
 
-def source_images(spec: str) -> List[str]:
+def source_images(spec: str) -> list[str]:
     """The image files ``--source`` names, sorted, each once (absolute paths).
 
     Args:
@@ -57,12 +57,17 @@ def source_images(spec: str) -> List[str]:
         except ImageError as e:
             bad.append(e.message)
     if bad:
-        raise ImageError(f"{len(bad)} file(s) with an image extension are no image: " + "; ".join(bad[:10])
-                         + (" ..." if len(bad) > 10 else "") + "; remove or fix them", path=f"--source {spec}")
+        raise ImageError(
+            f"{len(bad)} file(s) with an image extension are no image: "
+            + "; ".join(bad[:10])
+            + (" ..." if len(bad) > 10 else "")
+            + "; remove or fix them",
+            path=f"--source {spec}",
+        )
     return sorted({str(q.resolve()) for q in found})
 
 
-def source_dataset(spec: str, class_names: Optional[Sequence[str]] = None) -> Dataset:
+def source_dataset(spec: str, class_names: Sequence[str] | None = None) -> Dataset:
     """A dataset whose candidates are ``--source``'s images (no train / val, no labels).
 
     Raises:
@@ -73,7 +78,7 @@ def source_dataset(spec: str, class_names: Optional[Sequence[str]] = None) -> Da
     return Dataset(name, list(class_names or []), [], [], [Item(p) for p in images])
 
 
-def select_candidates(ds: Dataset, split: str) -> Tuple[Dataset, Optional[str]]:
+def select_candidates(ds: Dataset, split: str) -> tuple[Dataset, str | None]:
     """``ds`` with its candidates replaced by the images of ``split``.
 
     Args:

@@ -13,10 +13,11 @@ with valid boxes).
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from ymir_exc.code import ExecutorState
 from ymir_exc.harness.collect import collect_training, task_env
@@ -50,9 +51,9 @@ class Check:
         return self.status == "FAIL"
 
 
-def check_img_man(executor: LocalExecutor) -> List[Check]:
+def check_img_man(executor: LocalExecutor) -> list[Check]:
     """img-man files present, pure YAML, object_type known, templates free of reserved keys."""
-    out: List[Check] = []
+    out: list[Check] = []
     for fname in ["manifest.yaml"] + list(TEMPLATE_FILES.values()):
         try:
             text = executor.read_text(fname)
@@ -70,98 +71,191 @@ def check_img_man(executor: LocalExecutor) -> List[Check]:
         out.append(Check("img-man", f"{fname} is pure YAML", True, f"{len(data)} keys"))
         if fname == "manifest.yaml":
             ot = data.get("object_type")
-            out.append(Check("img-man", "manifest object_type", ot in OBJECT_TYPES,
-                             f"{ot} ({OBJECT_TYPES.get(ot, 'unknown: expected 2, 3 or 4')})"))
+            ot_name = (OBJECT_TYPES.get(ot) if isinstance(ot, int) else None) or "unknown: expected 2, 3 or 4"
+            out.append(
+                Check(
+                    "img-man",
+                    "manifest object_type",
+                    ot in OBJECT_TYPES,
+                    f"{ot} ({ot_name})",
+                )
+            )
         else:
             bad = [k for k in RESERVED_KEYS if k in data]
-            out.append(Check("img-man", f"{fname} sets no reserved key", not bad,
-                             f"sets {bad}" if bad else "ok"))
+            out.append(Check("img-man", f"{fname} sets no reserved key", not bad, f"sets {bad}" if bad else "ok"))
     return out
 
 
-def check_run(scenario: str, outcome: TaskOutcome, expect_success: bool = True) -> List[Check]:
+def check_run(scenario: str, outcome: TaskOutcome, expect_success: bool = True) -> list[Check]:
     """Exit code and monitor.txt rules for one run."""
     r = outcome.run
     assert r is not None
-    out: List[Check] = []
+    out: list[Check] = []
     mon = r.monitor
     if not expect_success:
         out.append(Check(scenario, "non-zero exit", r.exit_code != 0, f"exit code {r.exit_code}"))
-        out.append(Check(scenario, "monitor.txt ends in state 4", mon is not None and mon.state == ExecutorState.ES_ERROR,
-                         f"state {mon.state}, return code {mon.return_code}" if mon else "no parsable monitor.txt"))
-        out.append(Check(scenario, "error return code set", mon is not None and mon.return_code != 0,
-                         f"{mon.return_code}" if mon else "-"))
+        out.append(
+            Check(
+                scenario,
+                "monitor.txt ends in state 4",
+                mon is not None and mon.state == ExecutorState.ES_ERROR,
+                f"state {mon.state}, return code {mon.return_code}" if mon else "no parsable monitor.txt",
+            )
+        )
+        out.append(
+            Check(
+                scenario,
+                "error return code set",
+                mon is not None and mon.return_code != 0,
+                f"{mon.return_code}" if mon else "-",
+            )
+        )
         return out
     detail = f"exit code {r.exit_code}" + (" (timed out)" if r.timed_out else "")
     if not r.ok:
         detail += "; " + " | ".join(r.log_tail(2).splitlines())
     out.append(Check(scenario, "exit code 0", r.ok, detail))
-    out.append(Check(scenario, "monitor.txt format", mon is not None and not r.monitor_errors,
-                     "; ".join(r.monitor_errors[:2]) or ("ok" if mon else "missing or unparsable")))
+    out.append(
+        Check(
+            scenario,
+            "monitor.txt format",
+            mon is not None and not r.monitor_errors,
+            "; ".join(r.monitor_errors[:2]) or ("ok" if mon else "missing or unparsable"),
+        )
+    )
     if mon is not None:
         # upstream executors end with percent 1.0 in the running state; the platform marks a
         # task that then exits 0 as done
-        out.append(Check(scenario, "monitor.txt ends at 1.00 (done, or running and exit 0)",
-                         mon.percent == 1.0 and (mon.state == ExecutorState.ES_DONE or (
-                             mon.state == ExecutorState.ES_RUNNING and r.exit_code == 0)),
-                         f"state {mon.state}, percent {mon.percent:.2f}, return code {mon.return_code}"))
-        out.append(Check(scenario, "monitor.txt task_id", mon.task_id == outcome.prepared.task_id,
-                         f"{mon.task_id!r} vs {outcome.prepared.task_id!r}"))
+        out.append(
+            Check(
+                scenario,
+                "monitor.txt ends at 1.00 (done, or running and exit 0)",
+                mon.percent == 1.0
+                and (
+                    mon.state == ExecutorState.ES_DONE or (mon.state == ExecutorState.ES_RUNNING and r.exit_code == 0)
+                ),
+                f"state {mon.state}, percent {mon.percent:.2f}, return code {mon.return_code}",
+            )
+        )
+        out.append(
+            Check(
+                scenario,
+                "monitor.txt task_id",
+                mon.task_id == outcome.prepared.task_id,
+                f"{mon.task_id!r} vs {outcome.prepared.task_id!r}",
+            )
+        )
     seq = r.percents
-    backwards = [(a, b) for a, b in zip(seq, seq[1:]) if b < a]
-    out.append(Check(scenario, "progress never goes backwards", not backwards,
-                     f"{len(seq)} readings" + (f"; {backwards[0][0]:.2f} -> {backwards[0][1]:.2f}" if backwards else "")))
+    backwards = [(a, b) for a, b in itertools.pairwise(seq) if b < a]
+    out.append(
+        Check(
+            scenario,
+            "progress never goes backwards",
+            not backwards,
+            f"{len(seq)} readings" + (f"; {backwards[0][0]:.2f} -> {backwards[0][1]:.2f}" if backwards else ""),
+        )
+    )
     return out
 
 
-def check_outputs(scenario: str, outcome: TaskOutcome) -> List[Check]:
-    out: List[Check] = []
+def check_outputs(scenario: str, outcome: TaskOutcome) -> list[Check]:
+    out: list[Check] = []
     if outcome.training is not None:
         rep = outcome.training
-        out.append(Check(scenario, "result.yaml follows the contract", not rep.problems,
-                         "; ".join(rep.problems[:3]) or f"{len(rep.stages)} stage(s), best {rep.best_stage_name} "
-                                                         f"{rep.metric_key} {rep.mAP:.4f}"))
+        out.append(
+            Check(
+                scenario,
+                "result.yaml follows the contract",
+                not rep.problems,
+                "; ".join(rep.problems[:3])
+                or f"{len(rep.stages)} stage(s), best {rep.best_stage_name} {rep.metric_key} {rep.mAP:.4f}",
+            )
+        )
         tb = outcome.prepared.out_dir / "tensorboard"
         files = [p for p in tb.rglob("*") if p.is_file()] if tb.is_dir() else []
         # the platform shows them when present but does not require them: a warning, not a failure
-        out.append(Check(scenario, "tensorboard logs present", bool(files),
-                         f"{len(files)} file(s) in {tb}" + ("" if files else " (optional: the platform's TensorBoard "
-                                                                              "page stays empty)"), advisory=True))
+        out.append(
+            Check(
+                scenario,
+                "tensorboard logs present",
+                bool(files),
+                f"{len(files)} file(s) in {tb}"
+                + ("" if files else " (optional: the platform's TensorBoard page stays empty)"),
+                advisory=True,
+            )
+        )
         if not rep.problems:
             env = task_env(outcome.prepared.env, outcome.prepared.work_dir)
             # pack the same outputs twice into two stores: the hashes must agree
             with tempfile.TemporaryDirectory() as t1, tempfile.TemporaryDirectory() as t2:
                 h1 = collect_training(env, outcome.prepared.config, "verify", ModelStore(t1)).model_hash
                 h2 = collect_training(env, outcome.prepared.config, "verify", ModelStore(t2)).model_hash
-            out.append(Check(scenario, "model package is reproducible", h1 is not None and h1 == h2,
-                             f"{h1[:12] if h1 else '-'} twice"))
+            out.append(
+                Check(
+                    scenario,
+                    "model package is reproducible",
+                    h1 is not None and h1 == h2,
+                    f"{h1[:12] if h1 else '-'} twice",
+                )
+            )
     if outcome.mining is not None:
         m = outcome.mining
-        out.append(Check(scenario, "result.tsv: one sorted line per candidate", not m.problems,
-                         "; ".join(m.problems[:3]) or f"{len(m.ranked)} lines"))
+        out.append(
+            Check(
+                scenario,
+                "result.tsv: one sorted line per candidate",
+                not m.problems,
+                "; ".join(m.problems[:3]) or f"{len(m.ranked)} lines",
+            )
+        )
     if outcome.infer is not None:
         i = outcome.infer
-        out.append(Check(scenario, "infer-result.json: one key per candidate, valid boxes", not i.problems,
-                         "; ".join(i.problems[:3]) or f"{i.images} images, {i.boxes} boxes"))
+        out.append(
+            Check(
+                scenario,
+                "infer-result.json: one key per candidate, valid boxes",
+                not i.problems,
+                "; ".join(i.problems[:3]) or f"{i.images} images, {i.boxes} boxes",
+            )
+        )
     return out
 
 
-def verify(executor: LocalExecutor, runtime: str, ds: Dataset, *, work_root: Optional[Path] = None,
-           store: Optional[ModelStore] = None, user_config: Optional[Dict[str, Any]] = None,
-           protocol_version: str = "1.1.0", timeout: Optional[float] = None, show: bool = True,
-           network_none: bool = False, user: Optional[str] = None, crash: bool = True) -> List[Check]:
+def verify(
+    executor: LocalExecutor,
+    runtime: str,
+    ds: Dataset,
+    *,
+    work_root: Path | None = None,
+    store: ModelStore | None = None,
+    user_config: dict[str, Any] | None = None,
+    protocol_version: str = "1.1.0",
+    timeout: float | None = None,
+    show: bool = True,
+    network_none: bool = False,
+    user: str | None = None,
+    crash: bool = True,
+) -> list[Check]:
     """Run every scenario and return the list of checks (see the module docstring)."""
     root = Path(work_root or tempfile.mkdtemp(prefix="ymir-exc-verify-")).resolve()
     store = store or ModelStore(root / "models")
     checks = check_img_man(executor)
-    common = dict(store=store, user_config=user_config, protocol_version=protocol_version, timeout=timeout,
-                  show=show, network_none=network_none, user=user)
+    common: dict[str, Any] = dict(
+        store=store,
+        user_config=user_config,
+        protocol_version=protocol_version,
+        timeout=timeout,
+        show=show,
+        network_none=network_none,
+        user=user,
+    )
 
-    def scenario(name: str, tasks: List[str], model: Optional[str] = None) -> Optional[TaskOutcome]:
+    def scenario(name: str, tasks: list[str], model: str | None = None) -> TaskOutcome | None:
         try:
-            outcome = run_task(executor, runtime, tasks, ds, work_dir=root / name.replace(" ", ""), model_ref=model,
-                               **common)  # type: ignore[arg-type]
-        except Exception as e:  # noqa: BLE001 - a scenario that cannot start is a failed check
+            outcome = run_task(
+                executor, runtime, tasks, ds, work_dir=root / name.replace(" ", ""), model_ref=model, **common
+            )
+        except Exception as e:
             checks.append(Check(name, "task prepared", False, f"{type(e).__name__}: {e}"))
             return None
         checks.extend(check_run(name, outcome))
@@ -177,13 +271,22 @@ def verify(executor: LocalExecutor, runtime: str, ds: Dataset, *, work_root: Opt
         scenario("infer", ["infer"], model)
         scenario("mining + infer", ["mining", "infer"], model)
     if crash:
+
         def break_config(prepared: Any) -> None:
             prepared.config_file.write_text("class_names: [unclosed\n", encoding="utf-8")
 
         try:
-            outcome = run_task(executor, runtime, ["training"], ds, work_dir=root / "crash", before_run=break_config,
-                               collect_outputs=False, **common)  # type: ignore[arg-type]
+            outcome = run_task(
+                executor,
+                runtime,
+                ["training"],
+                ds,
+                work_dir=root / "crash",
+                before_run=break_config,
+                collect_outputs=False,
+                **common,
+            )
             checks.extend(check_run("crash (bad config.yaml)", outcome, expect_success=False))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             checks.append(Check("crash (bad config.yaml)", "task prepared", False, f"{type(e).__name__}: {e}"))
     return checks

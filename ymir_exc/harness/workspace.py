@@ -1,5 +1,6 @@
 """Prepare a task's work dir ``W``: ``W/in`` (assets, annotations, index files, env.yaml,
-config.yaml, models) and an empty ``W/out``, as the platform does (docs/contract.md#what-the-platform-hands-an-executor).
+config.yaml, models) and an empty ``W/out``, as the platform does
+(docs/contract.md#what-the-platform-hands-an-executor).
 
 Differences from the platform, on purpose: assets are reflinked (a copy-on-write clone) where
 the file system supports it, else hard-linked (copied across file systems), instead of copied;
@@ -20,10 +21,11 @@ import os
 import shutil
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import yaml
 
@@ -114,15 +116,16 @@ def place_file(src: str, dst: str, mode: str = "link", make_parent: bool = True)
     return "copy"
 
 
-def image_size(path: str) -> Tuple[int, int]:
+def image_size(path: str) -> tuple[int, int]:
     """``(width, height)`` in pixels, read from the image header (Pillow)."""
     from PIL import Image
 
     with Image.open(path) as im:
-        return im.size
+        w, h = im.size
+        return int(w), int(h)
 
 
-def voc_xml(filename: str, size: Tuple[int, int], boxes: Sequence[BBox]) -> str:
+def voc_xml(filename: str, size: tuple[int, int], boxes: Sequence[BBox]) -> str:
     """A Pascal VOC annotation; ``bndbox`` is inclusive (xmax = x + w - 1), as YMIR writes it."""
     root = ET.Element("annotation")
     ET.SubElement(root, "filename").text = filename
@@ -152,15 +155,15 @@ class InDirStats:
 
     assets: int = 0
     duplicates: int = 0
-    methods: Dict[str, int] = field(default_factory=dict)
-    index_files: Dict[str, str] = field(default_factory=dict)
+    methods: dict[str, int] = field(default_factory=dict)
+    index_files: dict[str, str] = field(default_factory=dict)
     #: asset file name (``<sha1>.<ext>``) -> the source image it came from
-    sources: Dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
     #: (source image, asset path) of every asset placed as a hard link (shares the user's file)
-    linked: List[Tuple[str, str]] = field(default_factory=list)
+    linked: list[tuple[str, str]] = field(default_factory=list)
 
 
-def snapshot_links(linked: Sequence[Tuple[str, str]]) -> Dict[str, Tuple[int, int, int, str]]:
+def snapshot_links(linked: Sequence[tuple[str, str]]) -> dict[str, tuple[int, int, int, str]]:
     """``{source image: (size, mtime_ns, ctime_ns, sha1)}`` of hard-linked assets, the sha1 read
     from the asset's name (``<sha1>.<ext>``). Take it right after :func:`prepare`: making the
     links changed their ctime."""
@@ -174,7 +177,7 @@ def snapshot_links(linked: Sequence[Tuple[str, str]]) -> Dict[str, Tuple[int, in
     return out
 
 
-def changed_links(snapshot: Dict[str, Tuple[int, int, int, str]]) -> List[str]:
+def changed_links(snapshot: dict[str, tuple[int, int, int, str]]) -> list[str]:
     """The source images of :func:`snapshot_links` that an executor changed through the hard
     links (or that are gone).
 
@@ -201,9 +204,15 @@ def changed_links(snapshot: Dict[str, Tuple[int, int, int, str]]) -> List[str]:
     return changed
 
 
-def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw",
-                 path_prefix: Optional[str] = None, mode: str = "link",
-                 splits: Sequence[str] = ("train", "val", "candidate")) -> InDirStats:
+def write_in_dir(
+    ds: Dataset,
+    in_dir: Path,
+    *,
+    export_format: str = "det-voc:raw",
+    path_prefix: str | None = None,
+    mode: str = "link",
+    splits: Sequence[str] = ("train", "val", "candidate"),
+) -> InDirStats:
     """Write assets, annotations and index files of ``ds`` under ``in_dir``.
 
     Args:
@@ -221,9 +230,12 @@ def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw
     in_str = str(in_dir)
     prefix = (path_prefix or in_str).rstrip("/")
     stats = InDirStats()
-    coco: Dict[str, Any] = {"images": [], "annotations": [], "categories": [
-        {"id": i + 1, "name": n} for i, n in enumerate(ds.class_names)]}
-    coco_ids: Dict[str, int] = {}
+    coco: dict[str, Any] = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(ds.class_names)],
+    }
+    coco_ids: dict[str, int] = {}
     coco_rel = "annotations/coco-annotations.json"
     by_split = {split: list(ds.split(split)) for split in splits}
     sources = list(dict.fromkeys(item.image_path for items in by_split.values() for item in items))
@@ -232,15 +244,15 @@ def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw
         # 1. every image's sha1 (the asset name), in parallel: reads and hashing release the GIL
         known = {item.image_path: item.sha1 for items in by_split.values() for item in items if item.sha1}
         todo = [s for s in sources if s not in known]
-        sha = dict(known, **dict(zip(todo, _in_chunks(pool, sha1_file, todo))))
+        sha = dict(known, **dict(zip(todo, _in_chunks(pool, sha1_file, todo), strict=True)))
 
         # 2. the plan, in dataset order: which files to link and which annotations to write
-        links: List[Tuple[str, str]] = []       # (source image, asset path)
-        notes: Dict[str, Tuple[str, Item]] = {}  # annotation path -> (asset name, first item with those bytes)
-        folders: Dict[str, None] = {}
-        index_lines: Dict[str, List[str]] = {}
+        links: list[tuple[str, str]] = []  # (source image, asset path)
+        notes: dict[str, tuple[str, Item]] = {}  # annotation path -> (asset name, first item with those bytes)
+        folders: dict[str, None] = {}
+        index_lines: dict[str, list[str]] = {}
         for split, items in by_split.items():
-            lines: List[str] = []
+            lines: list[str] = []
             seen = set()
             for item in items:
                 src = item.image_path
@@ -264,9 +276,16 @@ def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw
                         coco_ids[h] = len(coco_ids) + 1
                         coco["images"].append({"id": coco_ids[h], "file_name": name, "width": w, "height": hh})
                         for b in item.boxes:
-                            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": coco_ids[h],
-                                                        "category_id": b.class_id + 1, "bbox": [b.x, b.y, b.w, b.h],
-                                                        "area": b.w * b.h, "iscrowd": 0})
+                            coco["annotations"].append(
+                                {
+                                    "id": len(coco["annotations"]) + 1,
+                                    "image_id": coco_ids[h],
+                                    "category_id": b.class_id + 1,
+                                    "bbox": [b.x, b.y, b.w, b.h],
+                                    "area": b.w * b.h,
+                                    "iscrowd": 0,
+                                }
+                            )
                     anno_rel = coco_rel
                 else:
                     anno_rel = f"annotations/{h[-2:]}/{h}.{'xml' if fmt == 'voc' else 'txt'}"
@@ -279,19 +298,18 @@ def write_in_dir(ds: Dataset, in_dir: Path, *, export_format: str = "det-voc:raw
         for d in folders:
             os.makedirs(d, exist_ok=True)
 
-        def place(job: Tuple[str, str]) -> str:
+        def place(job: tuple[str, str]) -> str:
             return place_file(job[0], job[1], mode, make_parent=False)
 
-        def annotate(job: Tuple[str, Tuple[str, Item]]) -> None:
+        def annotate(job: tuple[str, tuple[str, Item]]) -> None:
             path, (name, item) = job
-            text = voc_xml(name, image_size(item.image_path), item.boxes) \
-                if fmt == "voc" else ark_text(item.boxes)
+            text = voc_xml(name, image_size(item.image_path), item.boxes) if fmt == "voc" else ark_text(item.boxes)
             _write_new(path, text)
 
         # links and annotation files go together: both are mostly inode work in the kernel
         placed = _in_chunks(pool, place, links, wait=False)
         annotated = _in_chunks(pool, annotate, list(notes.items()), wait=False)
-        for job, m in zip(links, placed()):
+        for job, m in zip(links, placed(), strict=True):
             if m != "exists":
                 stats.methods[m] = stats.methods.get(m, 0) + 1
                 stats.assets += 1
@@ -320,14 +338,14 @@ def _io_workers(n: int) -> int:
     return 1 if n < 64 else max(1, min(4, os.cpu_count() or 1))
 
 
-def _in_chunks(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], jobs: List[Any], wait: bool = True) -> Any:
+def _in_chunks(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], jobs: list[Any], wait: bool = True) -> Any:
     """``[fn(j) for j in jobs]``, run on ``pool`` as a few contiguous chunks (a future per file
     would cost more than the file). With ``wait=False``, returns a function that waits and gives
     that list. Either raises the first failure, in job order."""
     size = max(-(-len(jobs) // (4 * _io_workers(len(jobs)))), 1)
-    futures = [pool.submit(lambda part: [fn(j) for j in part], jobs[i:i + size]) for i in range(0, len(jobs), size)]
+    futures = [pool.submit(lambda part: [fn(j) for j in part], jobs[i : i + size]) for i in range(0, len(jobs), size)]
 
-    def results() -> List[Any]:
+    def results() -> list[Any]:
         return [r for f in futures for r in f.result()]
 
     return results() if wait else results
@@ -342,7 +360,7 @@ def _write_new(path: str, text: str) -> None:
     try:
         data = memoryview(text.encode("utf-8"))
         while data:
-            data = data[os.write(fd, data):]
+            data = data[os.write(fd, data) :]
     finally:
         os.close(fd)
 
@@ -352,34 +370,55 @@ def make_task_id(tasks: Sequence[str]) -> str:
     return "t" + time.strftime("%Y%m%d%H%M%S") + f"{int(time.time() * 1000) % 1000:03d}" + "".join(t[0] for t in tasks)
 
 
-def env_yaml(tasks: Sequence[str], task_id: str, protocol_version: str, in_root: str, out_root: str,
-             manifest_file: str = "/img-man/manifest.yaml") -> Dict[str, Any]:
+def env_yaml(
+    tasks: Sequence[str],
+    task_id: str,
+    protocol_version: str,
+    in_root: str,
+    out_root: str,
+    manifest_file: str = "/img-man/manifest.yaml",
+) -> dict[str, Any]:
     """env.yaml content for ``tasks`` with paths under ``in_root`` / ``out_root`` (docs/contract.md#envyaml).
 
     Below protocol 1.0.0 the ``protocol_version`` key is left out, as old platforms did.
     """
     training = "training" in tasks
-    env: Dict[str, Any] = {}
+    env: dict[str, Any] = {}
     if not protocol_version.startswith("0."):
         env["protocol_version"] = protocol_version
-    env.update({
-        "task_id": task_id,
-        "run_training": training, "run_mining": "mining" in tasks, "run_infer": "infer" in tasks,
-        "manifest_file": manifest_file,
-        "input": {"root_dir": in_root, "assets_dir": f"{in_root}/assets", "annotations_dir": f"{in_root}/annotations",
-                  "models_dir": f"{in_root}/models", "config_file": f"{in_root}/config.yaml",
-                  "training_index_file": f"{in_root}/train-index.tsv" if training else "",
-                  "val_index_file": f"{in_root}/val-index.tsv" if training else "",
-                  "candidate_index_file": "" if training else f"{in_root}/candidate-index.tsv"},
-        "output": {"root_dir": out_root, "models_dir": f"{out_root}/models", "tensorboard_dir": f"{out_root}/tensorboard",
-                   "training_result_file": f"{out_root}/models/result.yaml", "mining_result_file": f"{out_root}/result.tsv",
-                   "infer_result_file": f"{out_root}/infer-result.json", "monitor_file": f"{out_root}/monitor.txt",
-                   "executor_log_file": f"{out_root}/ymir-executor-out.log"},
-    })
+    env.update(
+        {
+            "task_id": task_id,
+            "run_training": training,
+            "run_mining": "mining" in tasks,
+            "run_infer": "infer" in tasks,
+            "manifest_file": manifest_file,
+            "input": {
+                "root_dir": in_root,
+                "assets_dir": f"{in_root}/assets",
+                "annotations_dir": f"{in_root}/annotations",
+                "models_dir": f"{in_root}/models",
+                "config_file": f"{in_root}/config.yaml",
+                "training_index_file": f"{in_root}/train-index.tsv" if training else "",
+                "val_index_file": f"{in_root}/val-index.tsv" if training else "",
+                "candidate_index_file": "" if training else f"{in_root}/candidate-index.tsv",
+            },
+            "output": {
+                "root_dir": out_root,
+                "models_dir": f"{out_root}/models",
+                "tensorboard_dir": f"{out_root}/tensorboard",
+                "training_result_file": f"{out_root}/models/result.yaml",
+                "mining_result_file": f"{out_root}/result.tsv",
+                "infer_result_file": f"{out_root}/infer-result.json",
+                "monitor_file": f"{out_root}/monitor.txt",
+                "executor_log_file": f"{out_root}/ymir-executor-out.log",
+            },
+        }
+    )
     return env
 
 
-def renumber_gpu_ids(gpu_id: str) -> Tuple[str, int]:
+def renumber_gpu_ids(gpu_id: str) -> tuple[str, int]:
     """``"3,5"`` -> ``("0,1", 2)``: inside the container the GPUs given are numbered 0..n-1."""
     ids = [g.strip() for g in str(gpu_id or "").split(",") if g.strip()]
     return ",".join(str(i) for i in range(len(ids))), len(ids)
@@ -392,12 +431,12 @@ class PreparedTask:
     work_dir: Path
     in_dir: Path
     out_dir: Path
-    tasks: List[str]
+    tasks: list[str]
     task_id: str
-    config: Dict[str, Any]
-    env: Dict[str, Any]
-    warnings: List[str] = field(default_factory=list)
-    stats: Optional[InDirStats] = None
+    config: dict[str, Any]
+    env: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    stats: InDirStats | None = None
 
     @property
     def env_file(self) -> Path:
@@ -408,22 +447,32 @@ class PreparedTask:
         return self.in_dir / "config.yaml"
 
 
-def merged_template(templates: Dict[str, Dict[str, Any]], tasks: Sequence[str]) -> Dict[str, Any]:
+def merged_template(templates: dict[str, dict[str, Any]], tasks: Sequence[str]) -> dict[str, Any]:
     """The hyper-parameters for ``tasks``: the training template; for mining + infer, the mining
     template with the infer template's extra keys (mining wins on a shared key)."""
     ordered = [t for t in TASKS if t in tasks]
-    out: Dict[str, Any] = dict(templates.get(ordered[0]) or {}) if ordered else {}
+    out: dict[str, Any] = dict(templates.get(ordered[0]) or {}) if ordered else {}
     for t in ordered[1:]:
         for k, v in (templates.get(t) or {}).items():
             out.setdefault(k, v)
     return out
 
 
-def prepare(work_dir: Path, ds: Dataset, tasks: Sequence[str], templates: Dict[str, Dict[str, Any]], *,
-            user_config: Optional[Dict[str, Any]] = None, protocol_version: str = "1.1.0",
-            container: bool = False, gpu_id: str = "", model: Optional[Dict[str, Any]] = None,
-            manifest_file: str = "/img-man/manifest.yaml", task_id: Optional[str] = None,
-            assets: str = "auto") -> PreparedTask:
+def prepare(
+    work_dir: Path,
+    ds: Dataset,
+    tasks: Sequence[str],
+    templates: dict[str, dict[str, Any]],
+    *,
+    user_config: dict[str, Any] | None = None,
+    protocol_version: str = "1.1.0",
+    container: bool = False,
+    gpu_id: str = "",
+    model: dict[str, Any] | None = None,
+    manifest_file: str = "/img-man/manifest.yaml",
+    task_id: str | None = None,
+    assets: str = "auto",
+) -> PreparedTask:
     """Build ``work_dir/in`` and ``work_dir/out`` for ``tasks``.
 
     Args:
@@ -455,7 +504,7 @@ def prepare(work_dir: Path, ds: Dataset, tasks: Sequence[str], templates: Dict[s
     out_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(out_dir, 0o777 if container else 0o755)  # a container may run as another --user (rootless: a mapped uid)
     task_id = task_id or make_task_id(tasks)
-    warnings: List[str] = []
+    warnings: list[str] = []
 
     config = merged_template(templates, tasks)
     for k in RESERVED_KEYS:
@@ -477,7 +526,7 @@ def prepare(work_dir: Path, ds: Dataset, tasks: Sequence[str], templates: Dict[s
         config[key] = [f"{in_root}/models/{f}" for f in model["files"]]
 
     if tasks == ["training"]:
-        splits = ("train", "val")
+        splits: tuple[str, ...] = ("train", "val")
         if not ds.train:
             raise ValueError(f"dataset {ds.name} has no training images")
     else:
@@ -488,8 +537,14 @@ def prepare(work_dir: Path, ds: Dataset, tasks: Sequence[str], templates: Dict[s
         unknown = [n for n in ds.class_names if n not in class_names]
         if unknown:
             warnings.append(f"the dataset's classes {unknown} are not in the model's class_names {class_names}")
-    stats = write_in_dir(ds, in_dir, export_format=str(config.get("export_format") or "det-voc:raw"),
-                         path_prefix=in_root, mode=assets, splits=splits)
+    stats = write_in_dir(
+        ds,
+        in_dir,
+        export_format=str(config.get("export_format") or "det-voc:raw"),
+        path_prefix=in_root,
+        mode=assets,
+        splits=splits,
+    )
     for split in ("train", "val", "candidate"):
         (in_dir / f"{split}-index.tsv").touch()
     env = env_yaml(tasks, task_id, protocol_version, in_root, out_root, manifest_file)

@@ -29,11 +29,13 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from typing import Any, List, Optional
+from typing import Any
 
 FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
-_SYSTEM_FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-                 "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf")
+_SYSTEM_FONTS = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+)
 
 
 def _writable_dir(path: str) -> bool:
@@ -44,17 +46,17 @@ def _writable_dir(path: str) -> bool:
     return os.access(path, os.W_OK | os.X_OK)
 
 
-def find_font() -> Optional[str]:
+def find_font() -> str | None:
     """A TrueType font on this machine (matplotlib's DejaVuSans, else a system font), or None."""
     spec = importlib.util.find_spec("matplotlib")
-    candidates: List[str] = []
+    candidates: list[str] = []
     if spec is not None and spec.origin:
         candidates.append(os.path.join(os.path.dirname(spec.origin), "mpl-data", "fonts", "ttf", "DejaVuSans.ttf"))
     candidates.extend(_SYSTEM_FONTS)
     return next((c for c in candidates if os.path.isfile(c)), None)
 
 
-def prepare_environment(config_dir: Optional[str] = None) -> str:
+def prepare_environment(config_dir: str | None = None) -> str:
     """Set the offline environment (see the module docstring); returns the Ultralytics config folder
     (``$YOLO_CONFIG_DIR/Ultralytics``)."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -92,9 +94,20 @@ def apply_settings(**overrides: Any) -> None:
     apply ``overrides`` (e.g. ``runs_dir``). Changes only the settings file in YOLO_CONFIG_DIR."""
     from ultralytics.utils import SETTINGS
 
-    wanted = {"sync": False, "hub": False, "tensorboard": False, "wandb": False, "mlflow": False,
-              "clearml": False, "comet": False, "dvc": False, "neptune": False, "raytune": False,
-              "vscode_msg": False, "openvino_msg": False}
+    wanted = {
+        "sync": False,
+        "hub": False,
+        "tensorboard": False,
+        "wandb": False,
+        "mlflow": False,
+        "clearml": False,
+        "comet": False,
+        "dvc": False,
+        "neptune": False,
+        "raytune": False,
+        "vscode_msg": False,
+        "openvino_msg": False,
+    }
     wanted.update(overrides)
     known = {k: v for k, v in wanted.items() if k in SETTINGS}
     if any(SETTINGS.get(k) != v for k, v in known.items()):

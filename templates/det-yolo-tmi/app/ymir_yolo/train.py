@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import yaml
 
@@ -37,14 +37,17 @@ from ymir_exc import result_writer as rw
 from ymir_exc.dataset_convert import convert_ymir_to_yolov5
 from ymir_exc.errors import ConfigFileError, ModelError
 from ymir_exc.util import get_weight_files
-
 from ymir_yolo.params import TrainParams, class_names_of
 
 STAGE_SUFFIX = ".pt"
 BEST_STAGE = "best"
 PREPARE_END, TRAIN_END = 0.02, 0.97
-METRIC_KEYS = {"mAP": "metrics/mAP50(B)", "mAP50_95": "metrics/mAP50-95(B)",
-               "precision": "metrics/precision(B)", "recall": "metrics/recall(B)"}
+METRIC_KEYS = {
+    "mAP": "metrics/mAP50(B)",
+    "mAP50_95": "metrics/mAP50-95(B)",
+    "precision": "metrics/precision(B)",
+    "recall": "metrics/recall(B)",
+}
 
 
 def log(msg: str) -> None:
@@ -85,21 +88,23 @@ class TrainingReporter:
         self.batch = 0
         self.in_epoch = False
         self.last_report = 0.0
-        self.stages: Dict[str, Dict[str, Any]] = {}  # written stages: name -> {files, metrics, timestamp}
+        self.stages: dict[str, dict[str, Any]] = {}  # written stages: name -> {files, metrics, timestamp}
         self._writer = None
 
-    def __getstate__(self) -> Dict[str, Any]:
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_writer"] = None
         return state
 
-    def callbacks(self) -> Dict[str, Any]:
-        return {"on_pretrain_routine_end": self.on_pretrain_routine_end,
-                "on_train_epoch_start": self.on_train_epoch_start,
-                "on_train_batch_end": self.on_train_batch_end,
-                "on_model_save": self.on_model_save,
-                "on_fit_epoch_end": self.on_fit_epoch_end,
-                "on_train_end": self.on_train_end}
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_pretrain_routine_end": self.on_pretrain_routine_end,
+            "on_train_epoch_start": self.on_train_epoch_start,
+            "on_train_batch_end": self.on_train_batch_end,
+            "on_model_save": self.on_model_save,
+            "on_fit_epoch_end": self.on_fit_epoch_end,
+            "on_train_end": self.on_train_end,
+        }
 
     # -------------------------------------------------------------- progress
     def _report(self, trainer: Any, epochs_done: float, force: bool = False) -> None:
@@ -129,14 +134,26 @@ class TrainingReporter:
         self._report(trainer, done, force=self.batch == self.nb)
 
     # -------------------------------------------------------------- stages
-    def _metrics(self, trainer: Any) -> Dict[str, float]:
+    def _metrics(self, trainer: Any) -> dict[str, float]:
         m = trainer.metrics or {}
         return {k: _fraction(m.get(src, 0.0)) for k, src in METRIC_KEYS.items()}
 
-    def _write_stage(self, name: str, files: List[str], metrics: Dict[str, float], timestamp: int,
-                     attachments: Optional[Dict[str, List[str]]] = None) -> None:
-        rw.write_model_stage(stage_name=name, files=files, evaluation_result=metrics, timestamp=timestamp,
-                             attachments=attachments, evaluate_config={"iou_thr": 0.5, "conf_thr": 0.001})
+    def _write_stage(
+        self,
+        name: str,
+        files: list[str],
+        metrics: dict[str, float],
+        timestamp: int,
+        attachments: dict[str, list[str]] | None = None,
+    ) -> None:
+        rw.write_model_stage(
+            stage_name=name,
+            files=files,
+            evaluation_result=metrics,
+            timestamp=timestamp,
+            attachments=attachments,
+            evaluate_config={"iou_thr": 0.5, "conf_thr": 0.001},
+        )
         self.stages[name] = {"files": list(files), "metrics": dict(metrics), "timestamp": timestamp}
         self._drop_evicted()
 
@@ -145,22 +162,28 @@ class TrainingReporter:
         the metrics, the timestamp). With several GPUs Ultralytics trains in DDP child processes
         and the callbacks run in rank 0's copy of this object: the parent learns the stages here."""
         try:
-            with open(self.result_file, "r", encoding="utf-8") as f:
+            with open(self.result_file, encoding="utf-8") as f:
                 result = yaml.safe_load(f) or {}
         except OSError:
             return
         for name, st in (result.get("model_stages") or {}).items():
             if not isinstance(st, dict):
                 continue
-            metrics = {k: float(v) for k, v in st.items() if k not in ("stage_name", "files", "timestamp")
-                       and isinstance(v, (int, float))}
-            self.stages[name] = {"files": [os.path.join(self.models_dir, f) for f in st.get("files") or []],
-                                 "metrics": metrics, "timestamp": int(st.get("timestamp") or 0)}
+            metrics = {
+                k: float(v)
+                for k, v in st.items()
+                if k not in ("stage_name", "files", "timestamp") and isinstance(v, (int, float))
+            }
+            self.stages[name] = {
+                "files": [os.path.join(self.models_dir, f) for f in st.get("files") or []],
+                "metrics": metrics,
+                "timestamp": int(st.get("timestamp") or 0),
+            }
 
     def _drop_evicted(self) -> None:
         """Delete the folders of stages the SDK evicted from result.yaml (at most 11 are kept)."""
         try:
-            with open(self.result_file, "r", encoding="utf-8") as f:
+            with open(self.result_file, encoding="utf-8") as f:
                 result = yaml.safe_load(f) or {}
         except OSError:
             return
@@ -219,7 +242,7 @@ class TrainingReporter:
             return
         self.in_epoch = False
         step = int(trainer.epoch) + 1
-        scalars: Dict[str, float] = {}
+        scalars: dict[str, float] = {}
         if trainer.tloss is not None:
             scalars.update(trainer.label_loss_items(trainer.tloss, prefix="train"))
         for k, v in (trainer.metrics or {}).items():
@@ -257,9 +280,13 @@ def resolve_model(cfg: Any, params: TrainParams) -> str:
     if params.model.endswith(".pt"):
         path = params.model if os.path.isabs(params.model) else os.path.join(cfg.ymir.input.models_dir, params.model)
         if not os.path.isfile(path):
-            raise ModelError(f"weights {params.model!r} not found and this image works offline (nothing is "
-                             f"downloaded): train from scratch with a model YAML such as yolov8n.yaml, or pick a "
-                             f"pretrained model on the platform (pretrained_model_params)", path=path, key="model")
+            raise ModelError(
+                f"weights {params.model!r} not found and this image works offline (nothing is "
+                f"downloaded): train from scratch with a model YAML such as yolov8n.yaml, or pick a "
+                f"pretrained model on the platform (pretrained_model_params)",
+                path=path,
+                key="model",
+            )
         return path
     return params.model
 
@@ -277,8 +304,9 @@ def check_gpus(device: str) -> None:
     wanted = [int(g) for g in device.split(",")]
     seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if seen == 0 or max(wanted) >= seen:
-        raise RuntimeError(f"No CUDA GPUs are available for gpu_id {device!r}: torch {torch.__version__} "
-                           f"sees {seen} GPU(s)")
+        raise RuntimeError(
+            f"No CUDA GPUs are available for gpu_id {device!r}: torch {torch.__version__} sees {seen} GPU(s)"
+        )
 
 
 def skip_online_amp_check() -> bool:
@@ -305,13 +333,13 @@ def _build_model(source: str):
         if source.endswith((".yaml", ".yml")):
             raise ConfigFileError(f"unknown model YAML {source!r}: {e}", key="model") from e
         raise ModelError(f"cannot load {source}: {e}", path=source) from e
-    except Exception as e:  # noqa: BLE001 - a corrupt or foreign checkpoint
+    except Exception as e:
         if source.endswith(".pt"):
             raise ModelError(f"cannot load {source}: {type(e).__name__}: {e}", path=source) from e
         raise
 
 
-def _attachments(save_dir: str) -> Optional[Dict[str, List[str]]]:
+def _attachments(save_dir: str) -> dict[str, list[str]] | None:
     if not os.path.isdir(save_dir):
         return None
     images = sorted(os.path.join(save_dir, f) for f in os.listdir(save_dir) if f.endswith((".png", ".jpg")))
@@ -329,14 +357,14 @@ def _export_onnx(reporter: TrainingReporter, params: TrainParams) -> None:
     t0 = time.time()
     try:
         onnx_path = YOLO(pt, task="detect").export(format="onnx", imgsz=params.img_size, device="cpu")
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise ModelError(f"ONNX export failed: {type(e).__name__}: {e}", path=pt, key="export_onnx") from e
     reporter._write_stage(best, [pt, str(onnx_path)], rec["metrics"], rec["timestamp"])
     log(f"stage {best}: exported {onnx_path} in {time.time() - t0:.1f} s")
 
 
 def _best_stage_name(result_file: str) -> str:
-    with open(result_file, "r", encoding="utf-8") as f:
+    with open(result_file, encoding="utf-8") as f:
         return str((yaml.safe_load(f) or {}).get("best_stage_name") or "")
 
 
@@ -351,8 +379,11 @@ def training(cfg: Any) -> None:
         try:
             import onnx  # noqa: F401
         except ImportError:
-            raise ConfigFileError("export_onnx is true but the onnx package is not installed in this image "
-                                  "(pip install onnx, or set export_onnx: false)", key="export_onnx") from None
+            raise ConfigFileError(
+                "export_onnx is true but the onnx package is not installed in this image "
+                "(pip install onnx, or set export_onnx: false)",
+                key="export_onnx",
+            ) from None
 
     data_yaml = convert_ymir_to_yolov5(cfg, out_dir=os.path.join(out.root_dir, "yolo_dataset"))
     log(f"dataset ready in {time.time() - t0:.2f} s: {data_yaml}; classes {class_names}")
@@ -362,7 +393,10 @@ def training(cfg: Any) -> None:
     source = resolve_model(cfg, params)
     model = _build_model(source)
     if params.device != "cpu" and skip_online_amp_check():
-        log("AMP self-check skipped (it would download yolo26n.pt); AMP stays on unless ultralytics_args sets amp: false")
+        log(
+            "AMP self-check skipped (it would download yolo26n.pt); "
+            "AMP stays on unless ultralytics_args sets amp: false"
+        )
     reporter = TrainingReporter(cfg, params)
     for event, fn in reporter.callbacks().items():
         model.add_callback(event, fn)
@@ -384,5 +418,7 @@ def training(cfg: Any) -> None:
     if params.export_onnx:
         _export_onnx(reporter, params)
     best = _best_stage_name(out.training_result_file)
-    log(f"training done in {time.time() - t0:.1f} s; best stage {best}: mAP50 "
-        f"{reporter.stages.get(best, {}).get('metrics', {}).get('mAP', float('nan')):.4f}")
+    log(
+        f"training done in {time.time() - t0:.1f} s; best stage {best}: mAP50 "
+        f"{reporter.stages.get(best, {}).get('metrics', {}).get('mAP', float('nan')):.4f}"
+    )
