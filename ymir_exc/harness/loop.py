@@ -299,7 +299,11 @@ def _train_and_test(executor: LocalExecutor, runtime: str, ds: Dataset, labeled:
     _require_ok(trained, f"{tag}: training")
     rep = trained.training
     assert rep is not None and rep.model_hash is not None and trained.run is not None
-    last = max(rep.stages.values(), key=lambda st: st.timestamp).stage_name if rep.stages else rep.best_stage_name
+    # the last stage written: the newest timestamp, on a tie (stages written within a second) the
+    # later one in result.yaml's order, as the platform orders them
+    stages = list(rep.stages.values())
+    i_last = max(range(len(stages)), key=lambda i: (stages[i].timestamp, i)) if stages else -1
+    last = stages[i_last].stage_name if stages else rep.best_stage_name
     res = RoundResult(strategy, r, len(labeled), rep.mAP, rep.model_hash, round(trained.run.seconds, 2), seed=s,
                       best_stage=rep.best_stage_name, last_stage=last)
     if test:
@@ -332,11 +336,14 @@ def score_on_test(executor: LocalExecutor, runtime: str, ds: Dataset, test: List
     out = run_task(executor, runtime, ["infer"], test_ds, work_dir=work, store=store, user_config=icfg,
                    model_ref=model_ref, show=show)
     _require_ok(out, f"{tag}: test inference ({model_ref})")
-    assert out.infer is not None and out.infer.results is not None
+    # the harness checked the file (no problems, else _require_ok raised); a test split is small
+    infer_file = out.prepared.work_dir / "out" / "infer-result.json"
+    detection = json.loads(infer_file.read_text(encoding="utf-8")).get("detection", {})
     sources = out.prepared.stats.sources if out.prepared.stats else {}
     truth = {i.image_path: i.boxes for i in test}
     found: Dict[str, List[Tuple[str, float, int, int, int, int]]] = {}
-    for key, boxes in out.infer.results.items():
+    for key, entry in detection.items():
+        boxes = entry.get("boxes", entry.get("annotations", []))
         src = sources.get(os.path.basename(key))
         if src not in truth:
             raise LoopError(f"{tag}: test inference returned {key!r}, not a test image")
