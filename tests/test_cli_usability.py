@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
-from typing import List, Optional
 
 import pytest
 import yaml
@@ -24,10 +23,12 @@ from PIL import Image, ImageChops
 from ymir_exc.harness.datasets import load_sample
 
 SCRIPT = Path(sys.executable).with_name("ymir-exc")
-SAMPLE_IMAGES = sorted((Path(__file__).resolve().parents[1] / "ymir_exc" / "samples" / "trees" / "images").glob("*.jpg"))
+SAMPLE_IMAGES = sorted(
+    (Path(__file__).resolve().parents[1] / "ymir_exc" / "samples" / "trees" / "images").glob("*.jpg")
+)
 
 
-def ymir_exc(*args: str, cwd: Path, env: Optional[dict] = None, **kw) -> subprocess.CompletedProcess:
+def ymir_exc(*args: str, cwd: Path, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     """Run the installed ``ymir-exc`` command in ``cwd`` with a private TMPDIR."""
     argv = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "ymir_exc.cli"]
     full_env = dict(os.environ, TMPDIR=str(cwd / ".tmp"), **(env or {}))
@@ -35,11 +36,11 @@ def ymir_exc(*args: str, cwd: Path, env: Optional[dict] = None, **kw) -> subproc
     return subprocess.run(argv + list(args), cwd=cwd, env=full_env, capture_output=True, text=True, **kw)
 
 
-def photos(folder: Path, n: int = 5) -> List[Path]:
+def photos(folder: Path, n: int = 5) -> list[Path]:
     """``n`` real JPEGs from the sample under user-style names."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for i, src in enumerate(SAMPLE_IMAGES[40:40 + n]):
+    for i, src in enumerate(SAMPLE_IMAGES[40 : 40 + n]):
         dst = folder / f"holiday {i:02d}.jpg"
         shutil.copyfile(src, dst)
         out.append(dst)
@@ -57,6 +58,7 @@ def home(tmp_path_factory):
 
 
 # ------------------------------------------------------------------ bundled executors, init
+
 
 def test_bundled_executor_runs_by_name_outside_the_repo(home):
     assert not (home / "det-demo-tmi").exists()
@@ -81,8 +83,14 @@ def test_init_writes_an_executor_that_passes_verify(tmp_path):
     proc = ymir_exc("init", "my-exec", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     root = tmp_path / "my-exec"
-    for rel in ("app/start.py", "img-man/manifest.yaml", "img-man/training-template.yaml",
-                "img-man/mining-template.yaml", "img-man/infer-template.yaml", "Dockerfile"):
+    for rel in (
+        "app/start.py",
+        "img-man/manifest.yaml",
+        "img-man/training-template.yaml",
+        "img-man/mining-template.yaml",
+        "img-man/infer-template.yaml",
+        "Dockerfile",
+    ):
         assert (root / rel).is_file(), rel
     # examples/minimal-tmi, byte for byte but for its name
     example = Path(__file__).resolve().parents[1] / "examples" / "minimal-tmi"
@@ -122,10 +130,25 @@ def test_verify_keep_prints_and_keeps_its_work_dirs_and_failures_exit_3(tmp_path
 
 # ------------------------------------------------------------------ your own images
 
+
 def test_infer_on_a_folder_of_your_images_writes_predictions_and_pictures(home):
     mine = photos(home / "my photos")
-    proc = ymir_exc("run", "det-demo-tmi", "--task", "infer", "--source", "my photos", "--model", "latest",
-                    "--model-location", "models", "--save-vis", "vis", "--quiet", cwd=home)
+    proc = ymir_exc(
+        "run",
+        "det-demo-tmi",
+        "--task",
+        "infer",
+        "--source",
+        "my photos",
+        "--model",
+        "latest",
+        "--model-location",
+        "models",
+        "--save-vis",
+        "vis",
+        "--quiet",
+        cwd=home,
+    )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     pred_path = Path(next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("predictions.json:")))
     assert pred_path.parent.parent == home / "ymir-work"
@@ -133,8 +156,7 @@ def test_infer_on_a_folder_of_your_images_writes_predictions_and_pictures(home):
     assert sorted(im["file_name"] for im in doc["images"]) == sorted(str(p.resolve()) for p in mine)
     assert doc["categories"] == [{"id": 1, "name": "tree"}]
     sizes = {im["id"]: (im["width"], im["height"]) for im in doc["images"]}
-    assert all(sizes[i] == Image.open(p).size for i, p in
-               ((im["id"], im["file_name"]) for im in doc["images"]))
+    assert all(sizes[i] == Image.open(p).size for i, p in ((im["id"], im["file_name"]) for im in doc["images"]))
     assert doc["annotations"], "the demo model finds trees on sample tiles"
     for a in doc["annotations"]:  # a valid COCO results list: image_id, category_id, bbox, score
         assert set(a) == {"image_id", "category_id", "bbox", "score"}
@@ -151,8 +173,9 @@ def test_infer_on_a_folder_of_your_images_writes_predictions_and_pictures(home):
     assert [p.name for p in vis] == sorted(p.name for p in mine)
     with_boxes = {Path(doc["images"][a["image_id"] - 1]["file_name"]).name for a in doc["annotations"]}
     for p in vis:
-        changed = ImageChops.difference(Image.open(p).convert("RGB"), Image.open(home / "my photos" / p.name)
-                                        .convert("RGB")).getbbox()
+        changed = ImageChops.difference(
+            Image.open(p).convert("RGB"), Image.open(home / "my photos" / p.name).convert("RGB")
+        ).getbbox()
         # boxes drawn where there are detections (JPEG re-encoding alone changes little)
         if p.name in with_boxes:
             assert changed is not None
@@ -160,8 +183,21 @@ def test_infer_on_a_folder_of_your_images_writes_predictions_and_pictures(home):
 
 def test_mining_on_a_glob_writes_mining_tsv_ranked_by_score(home):
     mine = photos(home / "glob", 4)
-    proc = ymir_exc("run", "det-demo-tmi", "--task", "mining", "--source", "glob/*.jpg", "--model", "latest",
-                    "--model-location", "models", "--quiet", "--json", cwd=home)
+    proc = ymir_exc(
+        "run",
+        "det-demo-tmi",
+        "--task",
+        "mining",
+        "--source",
+        "glob/*.jpg",
+        "--model",
+        "latest",
+        "--model-location",
+        "models",
+        "--quiet",
+        "--json",
+        cwd=home,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)  # stdout: one JSON document
     rows = [line.split("\t") for line in Path(summary["mining_tsv"]).read_text().splitlines()]
@@ -174,13 +210,36 @@ def test_mining_on_a_glob_writes_mining_tsv_ranked_by_score(home):
 
 def test_one_image_file_and_an_empty_glob(home):
     one = photos(home / "single", 1)[0]
-    proc = ymir_exc("run", "det-demo-tmi", "--task", "infer", "--source", str(one), "--model", "latest",
-                    "--model-location", "models", "--quiet", cwd=home)
+    proc = ymir_exc(
+        "run",
+        "det-demo-tmi",
+        "--task",
+        "infer",
+        "--source",
+        str(one),
+        "--model",
+        "latest",
+        "--model-location",
+        "models",
+        "--quiet",
+        cwd=home,
+    )
     assert proc.returncode == 0, proc.stderr
     pred = Path(next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("predictions.json:")))
     assert [im["file_name"] for im in json.loads(pred.read_text())["images"]] == [str(one.resolve())]
-    none = ymir_exc("run", "det-demo-tmi", "--task", "infer", "--source", "nothing/*.png", "--model", "latest",
-                    "--model-location", "models", cwd=home)
+    none = ymir_exc(
+        "run",
+        "det-demo-tmi",
+        "--task",
+        "infer",
+        "--source",
+        "nothing/*.png",
+        "--model",
+        "latest",
+        "--model-location",
+        "models",
+        cwd=home,
+    )
     assert none.returncode == 2 and "no file matches" in none.stderr
     training = ymir_exc("run", "det-demo-tmi", "--source", "single", cwd=home)
     assert training.returncode == 2 and "--source" in training.stderr
@@ -191,35 +250,85 @@ def test_split_chooses_the_candidates_of_a_dataset(home, tmp_path):
     # falls back from unlabeled to all with a note
     img = tmp_path / "only.jpg"
     shutil.copyfile(SAMPLE_IMAGES[0], img)
-    (tmp_path / "coco.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "only.jpg", "width": 320, "height": 320}],
-        "categories": [{"id": 1, "name": "tree"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 40], "area": 2000,
-                         "iscrowd": 0}]}))
-    infer = ymir_exc("run", "det-demo-tmi", "--task", "infer", "--dataset", str(tmp_path / "coco.json"), "--model",
-                     "latest", "--model-location", "models", "--quiet", cwd=home)
+    (tmp_path / "coco.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "only.jpg", "width": 320, "height": 320}],
+                "categories": [{"id": 1, "name": "tree"}],
+                "annotations": [
+                    {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 40], "area": 2000, "iscrowd": 0}
+                ],
+            }
+        )
+    )
+    infer = ymir_exc(
+        "run",
+        "det-demo-tmi",
+        "--task",
+        "infer",
+        "--dataset",
+        str(tmp_path / "coco.json"),
+        "--model",
+        "latest",
+        "--model-location",
+        "models",
+        "--quiet",
+        cwd=home,
+    )
     assert infer.returncode == 0, infer.stderr
     assert "candidate 1 images" in infer.stdout
-    mining = ymir_exc("run", "det-demo-tmi", "--task", "mining", "--dataset", str(tmp_path / "coco.json"),
-                      "--model", "latest", "--model-location", "models", "--quiet", cwd=home)
+    mining = ymir_exc(
+        "run",
+        "det-demo-tmi",
+        "--task",
+        "mining",
+        "--dataset",
+        str(tmp_path / "coco.json"),
+        "--model",
+        "latest",
+        "--model-location",
+        "models",
+        "--quiet",
+        cwd=home,
+    )
     assert mining.returncode == 0, mining.stderr
     assert "no unlabeled image" in mining.stderr and "mining: 1 candidates scored" in mining.stdout
-    val = ymir_exc("run", "det-demo-tmi", "--task", "infer", "--split", "val", "--model", "latest",
-                   "--model-location", "models", "--quiet", cwd=home)
+    val = ymir_exc(
+        "run",
+        "det-demo-tmi",
+        "--task",
+        "infer",
+        "--split",
+        "val",
+        "--model",
+        "latest",
+        "--model-location",
+        "models",
+        "--quiet",
+        cwd=home,
+    )
     assert val.returncode == 0 and f"infer: {len(load_sample().val)} images" in val.stdout
 
 
 # ------------------------------------------------------------------ model packages
 
+
 def _platform_package(path: Path, object_type: int, metrics: dict) -> Path:
     """A package as the platform's ymir-cmd 2.x packs it: plain tarfile (mtimes, no sorting),
     package_version 2.0.0, object_type at the top, every metric key in the stage."""
-    info = {"executor_config": {"class_names": ["person", "cat"], "epochs": 10},
-            "task_context": {"executor": "youdaoyzbx/ymir-executor:ymir2.1.0-yolov5-cu111-tmi", "producer": "ymir",
-                             "mAP": metrics.get("mAP", 0.0)},
-            "stages": {"epoch_10": {"stage_name": "epoch_10", "files": ["best.pt"], "timestamp": 1663840020,
-                                    **metrics}},
-            "best_stage_name": "epoch_10", "model_hash": "", "object_type": object_type, "package_version": "2.0.0"}
+    info = {
+        "executor_config": {"class_names": ["person", "cat"], "epochs": 10},
+        "task_context": {
+            "executor": "youdaoyzbx/ymir-executor:ymir2.1.0-yolov5-cu111-tmi",
+            "producer": "ymir",
+            "mAP": metrics.get("mAP", 0.0),
+        },
+        "stages": {"epoch_10": {"stage_name": "epoch_10", "files": ["best.pt"], "timestamp": 1663840020, **metrics}},
+        "best_stage_name": "epoch_10",
+        "model_hash": "",
+        "object_type": object_type,
+        "package_version": "2.0.0",
+    }
     with tarfile.open(path, "w:gz") as tar:
         for name, data in (("ymir-info.yaml", yaml.safe_dump(info).encode()), ("epoch_10/best.pt", b"weights")):
             ti = tarfile.TarInfo(name)
@@ -261,8 +370,16 @@ def test_models_rm_prune_prefixes_and_umask(tmp_path):
     hashes = []
     for i in range(3):
         pkg = _platform_package(tmp_path / f"m{i}.tar.gz", 2, dict(ALL_METRICS, mAP=0.1 * (i + 1)))
-        proc = ymir_exc("models", "import", "--package-path", str(pkg), "--model-location", "store", cwd=tmp_path,
-                        preexec_fn=lambda: os.umask(0o022))
+        proc = ymir_exc(
+            "models",
+            "import",
+            "--package-path",
+            str(pkg),
+            "--model-location",
+            "store",
+            cwd=tmp_path,
+            preexec_fn=lambda: os.umask(0o022),
+        )
         hashes.append(proc.stdout.split("model hash: ")[1].split(",")[0])
     for h in hashes:
         assert stat.S_IMODE((tmp_path / "store" / h).stat().st_mode) == 0o644
@@ -278,6 +395,7 @@ def test_models_rm_prune_prefixes_and_umask(tmp_path):
 
 # ------------------------------------------------------------------ config, options, temp dirs
 
+
 def test_config_keys_are_checked_and_set_overrides(tmp_path):
     typo = ymir_exc("run", "det-demo-tmi", "--set", "epoch=2", "--dry-run", cwd=tmp_path)
     assert typo.returncode == 2 and "did you mean 'epochs'?" in typo.stderr
@@ -286,15 +404,35 @@ def test_config_keys_are_checked_and_set_overrides(tmp_path):
     assert in_file.returncode == 2 and "did you mean 'epochs'?" in in_file.stderr
     assert not (tmp_path / "ymir-work").exists()  # refused before anything was prepared or run
     (tmp_path / "cfg.yaml").write_text("epochs: 5\nlearning_rate: 0.1\n")
-    ok = ymir_exc("run", "det-demo-tmi", "--config", "cfg.yaml", "--set", "epochs=3", "--set", "ymir_debug=true",
-                  "--dry-run", cwd=tmp_path)
+    ok = ymir_exc(
+        "run",
+        "det-demo-tmi",
+        "--config",
+        "cfg.yaml",
+        "--set",
+        "epochs=3",
+        "--set",
+        "ymir_debug=true",
+        "--dry-run",
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0, ok.stderr
     cfg = yaml.safe_load(ok.stdout.split("config.yaml:\n", 1)[1])
     assert cfg["epochs"] == 3 and cfg["learning_rate"] == 0.1 and cfg["ymir_debug"] is True
     passed = ymir_exc("run", "det-demo-tmi", "--set", "epoch=2", "--allow-unknown-keys", "--dry-run", cwd=tmp_path)
     assert passed.returncode == 0 and "epoch: 2" in passed.stdout
-    algo = ymir_exc("run", "det-demo-tmi", "--task", "mining", "--set", "mining_algorithm=entrpy", "--model",
-                    "latest", "--dry-run", cwd=tmp_path)
+    algo = ymir_exc(
+        "run",
+        "det-demo-tmi",
+        "--task",
+        "mining",
+        "--set",
+        "mining_algorithm=entrpy",
+        "--model",
+        "latest",
+        "--dry-run",
+        cwd=tmp_path,
+    )
     assert algo.returncode == 2 and "did you mean 'entropy'?" in algo.stderr
 
 
@@ -303,8 +441,14 @@ def test_dry_run_removes_its_temp_dir_unless_keep(tmp_path):
     assert proc.returncode == 0 and not list((tmp_path / ".tmp").iterdir())
     # a closed pipe (`| head`) leaves nothing behind either
     argv = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "ymir_exc.cli"]
-    head = subprocess.run(" ".join(argv) + " run det-demo-tmi --dry-run | head -1", shell=True, cwd=tmp_path,
-                          env=dict(os.environ, TMPDIR=str(tmp_path / ".tmp")), capture_output=True, text=True)
+    head = subprocess.run(
+        " ".join(argv) + " run det-demo-tmi --dry-run | head -1",
+        shell=True,
+        cwd=tmp_path,
+        env=dict(os.environ, TMPDIR=str(tmp_path / ".tmp")),
+        capture_output=True,
+        text=True,
+    )
     assert head.stdout.startswith("task ") and not list((tmp_path / ".tmp").iterdir())
     kept = ymir_exc("run", "det-demo-tmi", "--dry-run", "--keep", cwd=tmp_path)
     (left,) = list((tmp_path / ".tmp").iterdir())
@@ -326,21 +470,50 @@ LOOP = ["loop", "det-demo-tmi", "--initial", "8", "--topk", "5", "--set", "epoch
 
 @pytest.mark.parametrize("executor", ["det-demo-tmi", "det-yolo-tmi"])
 def test_loop_refuses_an_unknown_mining_algorithm_before_training(tmp_path, executor):
-    proc = ymir_exc("loop", executor, "--initial", "8", "--topk", "5", "--rounds", "1", "--mining-algorithm",
-                    "entrpy", "--out", "lp", "--runtime", "local", cwd=tmp_path)
+    proc = ymir_exc(
+        "loop",
+        executor,
+        "--initial",
+        "8",
+        "--topk",
+        "5",
+        "--rounds",
+        "1",
+        "--mining-algorithm",
+        "entrpy",
+        "--out",
+        "lp",
+        "--runtime",
+        "local",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "did you mean 'entropy'?" in proc.stderr
     assert "training" not in proc.stdout and not (tmp_path / "lp" / "entrpy").exists()
 
 
 def test_loop_with_seeds_plots_mean_and_spread_and_records_selections(tmp_path):
-    proc = ymir_exc(*LOOP, "--rounds", "1", "--mining-algorithm", "entropy", "--baseline", "random-harness",
-                    "--seeds", "0,1", "--out", "lp", "--json", cwd=tmp_path)
+    proc = ymir_exc(
+        *LOOP,
+        "--rounds",
+        "1",
+        "--mining-algorithm",
+        "entropy",
+        "--baseline",
+        "random-harness",
+        "--seeds",
+        "0,1",
+        "--out",
+        "lp",
+        "--json",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["complete"] is True  # a finished loop says so, as an interrupted one says False
     rounds = doc["rounds"]
     assert sorted((r["seed"], r["strategy"], r["round"]) for r in rounds) == sorted(
-        (s, st, k) for s in (0, 1) for st in ("entropy", "random-harness") for k in (0, 1))
+        (s, st, k) for s in (0, 1) for st in ("entropy", "random-harness") for k in (0, 1)
+    )
     assert "loop: entropy seed 1 round 1/1" in proc.stderr  # the progress line names strategy, seed, round
     train = {p for p in (i.image_path for i in load_sample().train)}
     for r in rounds:
@@ -355,8 +528,13 @@ def test_loop_with_seeds_plots_mean_and_spread_and_records_selections(tmp_path):
 
 def test_loop_ctrl_c_keeps_finished_rounds_and_resume_finishes(tmp_path):
     argv = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "ymir_exc.cli"]
-    proc = subprocess.Popen(argv + LOOP + ["--rounds", "3", "--mining-algorithm", "entropy", "--out", "lp"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv + LOOP + ["--rounds", "3", "--mining-algorithm", "entropy", "--out", "lp"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     for line in proc.stdout:  # wait for round 0 to finish, then press Ctrl-C
         if "round 0  labeled" in line:
@@ -384,6 +562,7 @@ def test_loop_ctrl_c_keeps_finished_rounds_and_resume_finishes(tmp_path):
 
 # ------------------------------------------------------------------ packaging
 
+
 def test_the_wheel_ships_the_bundled_executors_and_the_init_template(tmp_path):
     """What `pip install ymir-exc` gets: the executors' and the template's files, as regular files."""
     import zipfile
@@ -395,23 +574,44 @@ def test_the_wheel_ships_the_bundled_executors_and_the_init_template(tmp_path):
 
     # building in this environment takes a second; an isolated build (fresh setuptools from the
     # index) about 25 s on 2 cores: only when this setuptools cannot build wheels by itself
-    local = importlib.util.find_spec("wheel") is not None or \
-        tuple(int(x) for x in setuptools.__version__.split(".")[:2]) >= (70, 1)
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(repo)]
-                          + (["--no-build-isolation"] if local else []), capture_output=True, text=True)
+    local = importlib.util.find_spec("wheel") is not None or tuple(
+        int(x) for x in setuptools.__version__.split(".")[:2]
+    ) >= (70, 1)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(repo)]
+        + (["--no-build-isolation"] if local else []),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("ymir_exc-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {f"ymir_exc/executors/det-demo-tmi/{p.relative_to(repo / 'det-demo-tmi')}"
-                for p in (repo / "det-demo-tmi").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
-    expected |= {f"ymir_exc/executors/det-yolo-tmi/{p.relative_to(repo / 'templates' / 'det-yolo-tmi')}"
-                 for p in (repo / "templates" / "det-yolo-tmi").rglob("*")
-                 if p.is_file() and "__pycache__" not in p.parts}
-    expected |= {f"ymir_exc/examples/minimal-tmi/{rel}" for rel in (
-        "app/start.py", "img-man/manifest.yaml", "img-man/training-template.yaml", "img-man/mining-template.yaml",
-        "img-man/infer-template.yaml", "Dockerfile", "README.md")}
+    expected = {
+        f"ymir_exc/executors/det-demo-tmi/{p.relative_to(repo / 'det-demo-tmi')}"
+        for p in (repo / "det-demo-tmi").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    expected |= {
+        f"ymir_exc/executors/det-yolo-tmi/{p.relative_to(repo / 'templates' / 'det-yolo-tmi')}"
+        for p in (repo / "templates" / "det-yolo-tmi").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    expected |= {
+        f"ymir_exc/examples/minimal-tmi/{rel}"
+        for rel in (
+            "app/start.py",
+            "img-man/manifest.yaml",
+            "img-man/training-template.yaml",
+            "img-man/mining-template.yaml",
+            "img-man/infer-template.yaml",
+            "Dockerfile",
+            "README.md",
+        )
+    }
     assert "ymir_exc/executors/det-demo-tmi/app/start.py" in expected
     assert expected <= names, sorted(expected - names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     with zipfile.ZipFile(wheel) as z:
-        assert z.read("ymir_exc/executors/det-demo-tmi/app/start.py") == (repo / "det-demo-tmi/app/start.py").read_bytes()
+        assert (
+            z.read("ymir_exc/executors/det-demo-tmi/app/start.py") == (repo / "det-demo-tmi/app/start.py").read_bytes()
+        )

@@ -1,5 +1,6 @@
 """Unit tests of det-demo-tmi's colour-window detector (det-demo-tmi/app/demo_model.py), plus one
 end-to-end run of det-demo-tmi/app/start.py on a synthetic workspace."""
+
 from __future__ import annotations
 
 import json
@@ -41,10 +42,10 @@ def make_image(path: Path, seed: int, size=(128, 128), colours=(GREEN,), n=3):
         while placed < n:
             s = int(rng.integers(18, 30))
             x, y = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
-            if taken[max(0, y - 4):y + s + 4, max(0, x - 4):x + s + 4].any():
+            if taken[max(0, y - 4) : y + s + 4, max(0, x - 4) : x + s + 4].any():
                 continue
-            taken[y:y + s, x:x + s] = True
-            a[y:y + s, x:x + s] = colour + rng.normal(0, 8, (s, s, 3))
+            taken[y : y + s, x : x + s] = True
+            a[y : y + s, x : x + s] = colour + rng.normal(0, 8, (s, s, 3))
             boxes.append((cid, x, y, s, s))
             placed += 1
     Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(path)
@@ -74,10 +75,11 @@ def trained(tmp_path_factory):
 
 # ----------------------------------------------------------------------------- training
 
+
 def test_training_loss_falls_and_finds_the_squares(trained):
     trainer, history, _ = trained
     losses = [h[0] for h in history]
-    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
     assert losses[0] < math.log(2)  # below the loss of w = 0
     assert history[-1][1]["mAP"] >= 0.8, history[-1][1]
     assert trainer.class_data[0].n_pos > 0
@@ -96,8 +98,8 @@ def test_training_is_deterministic(tmp_path, trained):
 
 def _same_data(trained):
     trainer, _, _ = trained
-    train = [(img.path, gts) for img, gts in zip(trainer.train_imgs, trainer.train_gts)]
-    val = [(img.path, gts) for img, gts in zip(trainer.val_imgs, trainer.val_gts)]
+    train = [(img.path, gts) for img, gts in zip(trainer.train_imgs, trainer.train_gts, strict=False)]
+    val = [(img.path, gts) for img, gts in zip(trainer.val_imgs, trainer.val_gts, strict=False)]
     return train, val
 
 
@@ -128,6 +130,7 @@ def test_multi_class(tmp_path):
 
 
 # ----------------------------------------------------------------------------- inference
+
 
 def test_inference_boxes_are_ints_inside_the_image(tmp_path, trained):
     trainer, _, _ = trained
@@ -222,6 +225,7 @@ def test_ap_interpolation_and_duplicates():
 
 # ----------------------------------------------------------------------------- geometry
 
+
 def test_nms_removes_the_overlapping_lower_score_box():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [30, 30, 10, 10]], float)
     keep = dm.nms(boxes, np.array([0.5, 0.9, 0.7]), iou_thr=0.3)
@@ -254,7 +258,7 @@ def test_kmeans_anchors_deterministic_and_sorted():
 def test_window_grid():
     win = dm.window_grid(10, 8, np.array([[4.2, 3.8], [3.9, 4.1], [20.0, 2.0]]), stride=2)
     sizes = sorted({(int(w), int(h)) for w, h in win[:, 2:]})
-    assert sizes == [(4, 4), (10, 2)]   # (4, 4) once; the wide shape shrunk to the image width
+    assert sizes == [(4, 4), (10, 2)]  # (4, 4) once; the wide shape shrunk to the image width
     assert (win[:, 0] + win[:, 2] <= 10).all() and (win[:, 1] + win[:, 3] <= 8).all()
     assert len(win) == 4 * 3 + 1 * 4
 
@@ -265,9 +269,9 @@ def test_window_features_on_a_flat_square():
     bright = np.full((20, 20), 0.5)
     f = dm.window_features(llr, bright, np.array([[5, 5, 5, 5], [0, 0, 5, 5]]))
     assert f.shape == (2, len(dm.FEATURE_NAMES))
-    assert f[0, 0] == 1.0 and f[0, 1] == 0.0 and f[0, 2] == 1.0   # inside, ring, centre
+    assert f[0, 0] == 1.0 and f[0, 1] == 0.0 and f[0, 2] == 1.0  # inside, ring, centre
     assert f[0, 3] == pytest.approx(0.0, abs=1e-7) and f[0, 4] == pytest.approx(0.5)
-    assert f[1, 0] == 0.0 and f[1, 1] > 0.0   # the square is in the ring of the corner window
+    assert f[1, 0] == 0.0 and f[1, 1] > 0.0  # the square is in the ring of the corner window
     assert f[0, 6] == pytest.approx(math.log(25))
 
 
@@ -282,6 +286,7 @@ def test_colour_llr():
 
 
 # ----------------------------------------------------------------------------- mining
+
 
 def test_entropy_score():
     assert dm.entropy_score([]) == 0.0
@@ -304,18 +309,28 @@ def test_random_score(tmp_path):
 
 # ----------------------------------------------------------------------------- hyper-parameters
 
+
 def test_hyper_params():
-    p = dm.HyperParams.from_config({"downscale": "2", "learning_rate": 0.1, "mining_algorithm": "Random",
-                                    "class_names": ["x"]}, conf_threshold=0.05)
+    p = dm.HyperParams.from_config(
+        {"downscale": "2", "learning_rate": 0.1, "mining_algorithm": "Random", "class_names": ["x"]},
+        conf_threshold=0.05,
+    )
     assert (p.downscale, p.learning_rate, p.mining_algorithm, p.conf_threshold) == (2, 0.1, "random", 0.05)
-    for key, bad in (("downscale", 0), ("stride", 1.5), ("epochs", "many"), ("nms_iou", 2.0),
-                     ("mining_algorithm", "greedy"), ("max_det", True)):
+    for key, bad in (
+        ("downscale", 0),
+        ("stride", 1.5),
+        ("epochs", "many"),
+        ("nms_iou", 2.0),
+        ("mining_algorithm", "greedy"),
+        ("max_det", True),
+    ):
         with pytest.raises(ConfigFileError) as e:
             dm.HyperParams.from_config({key: bad})
         assert e.value.key == key
 
 
 # ----------------------------------------------------------------------------- end to end
+
 
 def _workspace(root: Path, task: str, train, val, cand, model=None):
     inp, out = root / "in", root / "out"
@@ -335,39 +350,61 @@ def _workspace(root: Path, task: str, train, val, cand, model=None):
     write_ark(val, "val")
     (inp / "candidate-index.tsv").write_text("".join(f"{p}\n" for p in cand))
     training = task == "training"
-    env = {"protocol_version": "1.1.0", "task_id": "t1", "run_training": training,
-           "run_mining": not training, "run_infer": not training,
-           "input": {"root_dir": str(inp), "assets_dir": str(inp / "assets"),
-                     "annotations_dir": str(inp / "annotations"), "models_dir": str(inp / "models"),
-                     "config_file": str(inp / "config.yaml"),
-                     "training_index_file": str(inp / "train-index.tsv") if training else "",
-                     "val_index_file": str(inp / "val-index.tsv") if training else "",
-                     "candidate_index_file": "" if training else str(inp / "candidate-index.tsv")},
-           "output": {"root_dir": str(out), "models_dir": str(out / "models"),
-                      "tensorboard_dir": str(out / "tensorboard"),
-                      "training_result_file": str(out / "models" / "result.yaml"),
-                      "mining_result_file": str(out / "result.tsv"),
-                      "infer_result_file": str(out / "infer-result.json"),
-                      "monitor_file": str(out / "monitor.txt"),
-                      "executor_log_file": str(out / "ymir-executor-out.log")}}
+    env = {
+        "protocol_version": "1.1.0",
+        "task_id": "t1",
+        "run_training": training,
+        "run_mining": not training,
+        "run_infer": not training,
+        "input": {
+            "root_dir": str(inp),
+            "assets_dir": str(inp / "assets"),
+            "annotations_dir": str(inp / "annotations"),
+            "models_dir": str(inp / "models"),
+            "config_file": str(inp / "config.yaml"),
+            "training_index_file": str(inp / "train-index.tsv") if training else "",
+            "val_index_file": str(inp / "val-index.tsv") if training else "",
+            "candidate_index_file": "" if training else str(inp / "candidate-index.tsv"),
+        },
+        "output": {
+            "root_dir": str(out),
+            "models_dir": str(out / "models"),
+            "tensorboard_dir": str(out / "tensorboard"),
+            "training_result_file": str(out / "models" / "result.yaml"),
+            "mining_result_file": str(out / "result.tsv"),
+            "infer_result_file": str(out / "infer-result.json"),
+            "monitor_file": str(out / "monitor.txt"),
+            "executor_log_file": str(out / "ymir-executor-out.log"),
+        },
+    }
     (inp / "env.yaml").write_text(yaml.safe_dump(env))
     tpl = ROOT / "det-demo-tmi" / "img-man"
     cfg = {}
-    for name in (["training"] if training else ["mining", "infer"]):
+    for name in ["training"] if training else ["mining", "infer"]:
         cfg.update(yaml.safe_load((tpl / f"{name}-template.yaml").read_text()))
-    cfg.update({"class_names": ["tree"], "gpu_id": "", "gpu_count": 0, "task_id": "t1",
-                "export_format": "det-ark:raw", "epochs": 3})
+    cfg.update(
+        {
+            "class_names": ["tree"],
+            "gpu_id": "",
+            "gpu_count": 0,
+            "task_id": "t1",
+            "export_format": "det-ark:raw",
+            "epochs": 3,
+        }
+    )
     if model:
         cfg["model_params_path"] = [model]
     (inp / "config.yaml").write_text(yaml.safe_dump(cfg))
-    envvars = dict(os.environ, DEFAULT_ENV_FILE_PATH=str(inp / "env.yaml"),
-                   DEFAULT_CONFIG_FILE_PATH=str(inp / "config.yaml"))
+    envvars = dict(
+        os.environ, DEFAULT_ENV_FILE_PATH=str(inp / "env.yaml"), DEFAULT_CONFIG_FILE_PATH=str(inp / "config.yaml")
+    )
     return out, envvars
 
 
 def _run(envvars):
-    return subprocess.run([sys.executable, str(APP / "start.py")], env=envvars, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(APP / "start.py")], env=envvars, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_start_py_end_to_end(tmp_path):

@@ -8,13 +8,12 @@ from collections import Counter
 
 import pytest
 import yaml
+from conftest import REPO
 
 from ymir_exc.cli import main
 from ymir_exc.errors import AnnotationError
 from ymir_exc.harness.datasets import Dataset, Item, load_sample
 from ymir_exc.harness.loop import baseline_pick, check_disjoint, split_initial, split_test
-
-from conftest import REPO
 
 
 def test_initial_split_is_seeded_and_disjoint():
@@ -30,16 +29,41 @@ def test_loop_runs_mining_and_random_rounds_and_writes_figures(tmp_path, capsys)
     out = tmp_path / "loop"
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("epochs: 2\n")
-    rc = main(["loop", str(REPO / "det-demo-tmi"), "--initial", "8", "--rounds", "2", "--topk", "5",
-               "--mining-algorithm", "entropy", "--baseline", "random-harness", "--seed", "1", "--out", str(out),
-               "--config", str(cfg), "--quiet"])
+    rc = main(
+        [
+            "loop",
+            str(REPO / "det-demo-tmi"),
+            "--initial",
+            "8",
+            "--rounds",
+            "2",
+            "--topk",
+            "5",
+            "--mining-algorithm",
+            "entropy",
+            "--baseline",
+            "random-harness",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+            "--config",
+            str(cfg),
+            "--quiet",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     data = json.loads((out / "loop.json").read_text())
     rounds = data["rounds"]
     assert [(r["strategy"], r["round"], r["labeled"]) for r in rounds] == [
-        ("entropy", 0, 8), ("entropy", 1, 13), ("entropy", 2, 18),
-        ("random-harness", 0, 8), ("random-harness", 1, 13), ("random-harness", 2, 18)]
+        ("entropy", 0, 8),
+        ("entropy", 1, 13),
+        ("entropy", 2, 18),
+        ("random-harness", 0, 8),
+        ("random-harness", 1, 13),
+        ("random-harness", 2, 18),
+    ]
     # the same initial set and seed: round 0 is the same training for both strategies
     assert rounds[0]["mAP"] == rounds[3]["mAP"]
     # each round's model is a stored package
@@ -56,10 +80,12 @@ def test_loop_runs_mining_and_random_rounds_and_writes_figures(tmp_path, capsys)
 def test_plot_shows_mean_and_spread_with_random_as_the_baseline():
     from ymir_exc.harness.loop import RoundResult, plot
 
-    rounds = [RoundResult(s, k, 8 + 5 * k, m, "h", 1.0, seed=seed)
-              for seed, shift in ((0, 0.0), (1, 0.02))
-              for s, base in (("entropy", 0.3), ("random-harness", 0.2))
-              for k, m in ((0, 0.1 + shift), (1, base + shift))]
+    rounds = [
+        RoundResult(s, k, 8 + 5 * k, m, "h", 1.0, seed=seed)
+        for seed, shift in ((0, 0.0), (1, 0.02))
+        for s, base in (("entropy", 0.3), ("random-harness", 0.2))
+        for k, m in ((0, 0.1 + shift), (1, base + shift))
+    ]
     fig = plot(rounds, {"executor": "det-demo-tmi", "dataset": "trees", "val_images": 11, "topk": 5})
     ax = fig.axes[0]
     assert ax.get_ylim()[0] == 0
@@ -147,16 +173,48 @@ def test_loop_refuses_a_dataset_whose_splits_overlap_before_training(tmp_path):
     bad = Dataset("overlap", ds.class_names, ds.train, ds.val + [Item(str(copy), list(ds.train[3].boxes))], [])
     executor, runtime = resolve_executor(str(REPO / "det-demo-tmi"), "local")
     with pytest.raises(AnnotationError, match="val-copy.jpg"):
-        run_loop(executor, runtime, bad, initial=8, rounds=1, topk=5, strategies=["entropy"], out_dir=tmp_path / "o",
-                 store=ModelStore(tmp_path / "models"), log=lambda m: None)
+        run_loop(
+            executor,
+            runtime,
+            bad,
+            initial=8,
+            rounds=1,
+            topk=5,
+            strategies=["entropy"],
+            out_dir=tmp_path / "o",
+            store=ModelStore(tmp_path / "models"),
+            log=lambda m: None,
+        )
     assert not (tmp_path / "o").exists()  # nothing was trained
 
 
 def test_loop_test_split_shared_round_0_training_seed_and_the_executors_random(tmp_path, capsys):
     out = tmp_path / "lp"
-    rc = main(["loop", str(REPO / "det-demo-tmi"), "--initial", "8", "--rounds", "1", "--topk", "5",
-               "--mining-algorithm", "random", "--baseline", "random", "--seeds", "0,1", "--test-split", "12",
-               "--set", "epochs=2", "--out", str(out), "--quiet"])
+    rc = main(
+        [
+            "loop",
+            str(REPO / "det-demo-tmi"),
+            "--initial",
+            "8",
+            "--rounds",
+            "1",
+            "--topk",
+            "5",
+            "--mining-algorithm",
+            "random",
+            "--baseline",
+            "random",
+            "--seeds",
+            "0,1",
+            "--test-split",
+            "12",
+            "--set",
+            "epochs=2",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "--baseline random is deprecated" in captured.err
@@ -167,7 +225,9 @@ def test_loop_test_split_shared_round_0_training_seed_and_the_executors_random(t
     for seed in (0, 1):
         r0 = [r for r in rounds if r["seed"] == seed and r["round"] == 0]
         # round 0: one training per seed, reported under both strategies
-        assert len(r0) == 2 and r0[0]["model_hash"] == r0[1]["model_hash"] and [r["shared"] for r in r0] == [False, True]
+        assert (
+            len(r0) == 2 and r0[0]["model_hash"] == r0[1]["model_hash"] and [r["shared"] for r in r0] == [False, True]
+        )
         assert sorted(p.name for p in (out / f"seed_{seed}").iterdir()) == ["random", "random-harness", "round_0"]
         assert not (out / f"seed_{seed}" / "random" / "round_0").exists()
         # the training seed follows --seed
@@ -175,7 +235,8 @@ def test_loop_test_split_shared_round_0_training_seed_and_the_executors_random(t
         assert cfg["seed"] == seed
         # the executor's own random mining ran as a mining task; the harness baseline did not mine
         assert (out / f"seed_{seed}" / "round_0" / "mine-random" / "out" / "result.tsv").is_file() or any(
-            (out / f"seed_{seed}" / "round_0" / "mine-random" / "out").rglob("result.tsv"))
+            (out / f"seed_{seed}" / "round_0" / "mine-random" / "out").rglob("result.tsv")
+        )
         assert not (out / f"seed_{seed}" / "round_0" / "mine-random-harness").exists()
     for r in rounds:
         assert r["test_best"] is not None and 0 <= r["test_best"] <= 1 and r["test_last"] is not None

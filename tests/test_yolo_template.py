@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 from ymir_exc.cli import main
@@ -45,12 +44,16 @@ def yolo_env(tmp_path_factory):
     except BaseException:
         mp.undo()
         raise
-    mp.setenv("PYTHONPATH", os.pathsep.join([str(YOLO_ENV)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    mp.setenv(
+        "PYTHONPATH",
+        os.pathsep.join([str(YOLO_ENV)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
+    )
     yield
     mp.undo()
 
 
 # ------------------------------------------------------------------ static: no torch needed
+
 
 def _img_man(name: str):
     return yaml.safe_load((YOLO / "img-man" / name).read_text(encoding="utf-8"))
@@ -126,9 +129,10 @@ def test_stage_files_of_evicted_stages_are_deleted(ws):
     files of the two it evicted."""
     sys.path.insert(0, str(YOLO / "app"))
     try:
-        from ymir_exc.util import get_merged_config
         from ymir_yolo.params import TrainParams
         from ymir_yolo.train import TrainingReporter
+
+        from ymir_exc.util import get_merged_config
 
         rep = TrainingReporter(get_merged_config(), TrainParams())
         models = ws.out_dir / "models"
@@ -147,6 +151,7 @@ def test_stage_files_of_evicted_stages_are_deleted(ws):
 
 # ------------------------------------------------------------------ through the harness CLI
 
+
 def _unlabeled() -> list:
     """The sample's candidates that are in neither train nor val: what mining runs on by default."""
     ds = load_sample()
@@ -163,8 +168,20 @@ def _config(path: Path, **cfg) -> str:
 def trained(tmp_path_factory, yolo_env):
     root = tmp_path_factory.mktemp("yolo")
     store = root / "models"
-    rc = main(["run", str(YOLO), "--task", "training", "--config", _config(root / "tiny.yaml", **TINY),
-               "--work-dir", str(root / "train"), "--model-location", str(store)])
+    rc = main(
+        [
+            "run",
+            str(YOLO),
+            "--task",
+            "training",
+            "--config",
+            _config(root / "tiny.yaml", **TINY),
+            "--work-dir",
+            str(root / "train"),
+            "--model-location",
+            str(store),
+        ]
+    )
     summary = json.loads((root / "train" / "ymir-exc-run.json").read_text())
     assert rc == 0, (root / "train" / "out" / "ymir-executor-out.log").read_text()[-3000:]
     return {"root": root, "store": store, "summary": summary, "out": root / "train" / "out"}
@@ -199,16 +216,41 @@ def test_training_logs_tensorboard_scalars(trained):
     acc = event_accumulator.EventAccumulator(str(trained["out"] / "tensorboard"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"train/box_loss", "train/cls_loss", "val/mAP50", "val/mAP50_95", "val/precision", "val/recall",
-            "lr/pg0"} <= tags
+    assert {
+        "train/box_loss",
+        "train/cls_loss",
+        "val/mAP50",
+        "val/mAP50_95",
+        "val/precision",
+        "val/recall",
+        "lr/pg0",
+    } <= tags
     assert [e.step for e in acc.Scalars("val/mAP50")] == [1, 2]
 
 
 def test_mining_and_infer_share_one_run_with_sorted_scores_and_integer_boxes(trained, tmp_path, capsys):
     work = tmp_path / "mi"
     cfg = _config(tmp_path / "mi.yaml", img_size=96, conf_threshold=0.001, max_det=20, mining_algorithm="aldd")
-    rc = main(["run", str(YOLO), "--task", "mining", "--task", "infer", "--model", "latest", "--config", cfg,
-               "--work-dir", str(work), "--model-location", str(trained["store"]), "--topk", "3"])
+    rc = main(
+        [
+            "run",
+            str(YOLO),
+            "--task",
+            "mining",
+            "--task",
+            "infer",
+            "--model",
+            "latest",
+            "--config",
+            cfg,
+            "--work-dir",
+            str(work),
+            "--model-location",
+            str(trained["store"]),
+            "--topk",
+            "3",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.out + captured.err
     candidates = _unlabeled()  # mining's default --split
@@ -242,8 +284,23 @@ def test_mining_and_infer_share_one_run_with_sorted_scores_and_integer_boxes(tra
 def test_mining_algorithms_score_every_candidate(trained, tmp_path, algorithm):
     work = tmp_path / algorithm
     cfg = _config(tmp_path / "m.yaml", img_size=96, mining_algorithm=algorithm)
-    rc = main(["run", str(YOLO), "--task", "mining", "--model", "latest", "--config", cfg, "--work-dir", str(work),
-               "--model-location", str(trained["store"]), "--quiet"])
+    rc = main(
+        [
+            "run",
+            str(YOLO),
+            "--task",
+            "mining",
+            "--model",
+            "latest",
+            "--config",
+            cfg,
+            "--work-dir",
+            str(work),
+            "--model-location",
+            str(trained["store"]),
+            "--quiet",
+        ]
+    )
     assert rc == 0, (work / "out" / "ymir-executor-out.log").read_text()[-3000:]
     lines = (work / "out" / "result.tsv").read_text().splitlines()
     scores = [float(line.split("\t")[1]) for line in lines]
@@ -255,8 +312,22 @@ def test_mining_algorithms_score_every_candidate(trained, tmp_path, algorithm):
 def _failed_training(tmp_path, cfg: str, *extra: str):
     """Run a training that must fail: asserts exit status 1; returns monitor.txt's state."""
     work = tmp_path / "w"
-    rc = main(["run", str(YOLO), "--task", "training", "--config", cfg, *extra, "--work-dir", str(work),
-               "--model-location", str(tmp_path / "m"), "--quiet"])
+    rc = main(
+        [
+            "run",
+            str(YOLO),
+            "--task",
+            "training",
+            "--config",
+            cfg,
+            *extra,
+            "--work-dir",
+            str(work),
+            "--model-location",
+            str(tmp_path / "m"),
+            "--quiet",
+        ]
+    )
     assert rc == 1
     return parse_monitor((work / "out" / "monitor.txt").read_text())
 
@@ -286,8 +357,21 @@ def test_export_onnx_adds_an_onnx_file_to_the_best_stage(tmp_path, yolo_env):
     pytest.importorskip("onnx", reason="export_onnx needs the onnx package")
     work = tmp_path / "w"
     cfg = _config(tmp_path / "c.yaml", **dict(TINY, epochs=1, export_onnx=True))
-    rc = main(["run", str(YOLO), "--task", "training", "--config", cfg, "--work-dir", str(work),
-               "--model-location", str(tmp_path / "m"), "--quiet"])
+    rc = main(
+        [
+            "run",
+            str(YOLO),
+            "--task",
+            "training",
+            "--config",
+            cfg,
+            "--work-dir",
+            str(work),
+            "--model-location",
+            str(tmp_path / "m"),
+            "--quiet",
+        ]
+    )
     assert rc == 0, (work / "out" / "ymir-executor-out.log").read_text()[-3000:]
     result = yaml.safe_load((work / "out" / "models" / "result.yaml").read_text())
     assert result["best_stage_name"] == "best"
@@ -295,14 +379,26 @@ def test_export_onnx_adds_an_onnx_file_to_the_best_stage(tmp_path, yolo_env):
 
 
 def test_verify_passes_every_check(tmp_path, yolo_env, capsys):
-    rc = main(["verify", str(YOLO), "--runtime", "local", "--work-dir", str(tmp_path),
-               "--config", _config(tmp_path / "tiny.yaml", **TINY), "--quiet"])
+    rc = main(
+        [
+            "verify",
+            str(YOLO),
+            "--runtime",
+            "local",
+            "--work-dir",
+            str(tmp_path),
+            "--config",
+            _config(tmp_path / "tiny.yaml", **TINY),
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert re.search(r"^\d+ passed, 0 failed$", out, re.M), out
 
 
 # ------------------------------------------------------------------ in-process: scoring and the pass
+
 
 @pytest.fixture(scope="module")
 def app(yolo_env):
@@ -379,6 +475,7 @@ def test_unreadable_image_is_an_error_or_ranked_last_by_policy(app, trained, tmp
 
 # ------------------------------------------------------------------ several GPUs: Ultralytics' DDP
 
+
 def test_several_gpus_become_ultralytics_ddp_device_from_the_platform_s_renumbered_ids(capsys):
     """``--gpu-id 2,3`` on the host: the harness hands the executor gpu_id '0,1' (the container or
     CUDA_VISIBLE_DEVICES sees only those GPUs, renumbered), and the template passes Ultralytics
@@ -392,7 +489,9 @@ def test_several_gpus_become_ultralytics_ddp_device_from_the_platform_s_renumber
     try:
         from ymir_yolo.params import PredictParams, TrainParams
 
-        args = TrainParams.from_config(dict(_img_man("training-template.yaml"), gpu_id=gpu_id.group(1))).ultralytics_train_args()
+        args = TrainParams.from_config(
+            dict(_img_man("training-template.yaml"), gpu_id=gpu_id.group(1))
+        ).ultralytics_train_args()
         assert args["device"] == "0,1" and len(args["device"].split(",")) == 2  # Ultralytics' world size
         assert args["batch"] == _img_man("training-template.yaml")["batch_size"]  # the total, split by Ultralytics
         assert TrainParams.from_config({"gpu_id": " 0, 1 ,2"}).device == "0,1,2"
@@ -416,17 +515,32 @@ def test_ddp_callbacks_survive_cloudpickle_and_the_parent_reads_back_rank_0_s_st
 
     models = tmp_path / "models"
     models.mkdir()
-    out = SimpleNamespace(models_dir=str(models), training_result_file=str(models / "result.yaml"),
-                          tensorboard_dir=str(tmp_path / "tb"))
-    parent = TrainingReporter(SimpleNamespace(ymir=SimpleNamespace(output=out)), TrainParams.from_config({"gpu_id": "0,1"}))
+    out = SimpleNamespace(
+        models_dir=str(models), training_result_file=str(models / "result.yaml"), tensorboard_dir=str(tmp_path / "tb")
+    )
+    parent = TrainingReporter(
+        SimpleNamespace(ymir=SimpleNamespace(output=out)), TrainParams.from_config({"gpu_id": "0,1"})
+    )
     callbacks = cloudpickle.loads(cloudpickle.dumps({k: [v] for k, v in parent.callbacks().items()}))
     child = callbacks["on_fit_epoch_end"][0].__self__
     assert child is not parent and child.result_file == parent.result_file
-    (models / "result.yaml").write_text(yaml.safe_dump({
-        "best_stage_name": "best",
-        "model_stages": {"epoch_2": {"stage_name": "epoch_2", "files": ["epoch_2.pt"], "timestamp": 10, "mAP": 0.25,
-                                     "mAP50_95": 0.1},
-                         "best": {"stage_name": "best", "files": ["best.pt"], "timestamp": 11, "mAP": 0.3}}}))
+    (models / "result.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "best_stage_name": "best",
+                "model_stages": {
+                    "epoch_2": {
+                        "stage_name": "epoch_2",
+                        "files": ["epoch_2.pt"],
+                        "timestamp": 10,
+                        "mAP": 0.25,
+                        "mAP50_95": 0.1,
+                    },
+                    "best": {"stage_name": "best", "files": ["best.pt"], "timestamp": 11, "mAP": 0.3},
+                },
+            }
+        )
+    )
     assert parent.stages == {}
     parent.load_written_stages()
     assert parent.stages["best"] == {"files": [str(models / "best.pt")], "metrics": {"mAP": 0.3}, "timestamp": 11}
@@ -466,6 +580,7 @@ def test_a_read_only_config_dir_prepared_at_build_time_seeds_the_writable_one(tm
 
 # ------------------------------------------------------------------ ranks: torch.distributed
 
+
 def test_ranks_are_one_per_gpu_with_nccl_or_num_workers_cpu_processes_with_gloo(app):
     """The NCCL path is checked for its arguments only (no GPU here); gloo runs below."""
     predict, _ = app
@@ -475,8 +590,12 @@ def test_ranks_are_one_per_gpu_with_nccl_or_num_workers_cpu_processes_with_gloo(
 
     gpu = predict.shard_plan(PredictParams.from_config({"gpu_id": "0,1", "num_workers": 4}))
     assert (gpu.backend, gpu.world_size, gpu.devices) == ("nccl", 2, ("0", "1"))
-    assert gpu.init_args(1, 29512) == {"backend": "nccl", "init_method": "tcp://127.0.0.1:29512", "rank": 1,
-                                       "world_size": 2}
+    assert gpu.init_args(1, 29512) == {
+        "backend": "nccl",
+        "init_method": "tcp://127.0.0.1:29512",
+        "rank": 1,
+        "world_size": 2,
+    }
     assert gpu.device(1) == "1"
     cpu = predict.shard_plan(PredictParams.from_config({"gpu_id": "", "num_workers": "3"}))
     assert (cpu.backend, cpu.world_size, cpu.devices) == ("gloo", 3, ("cpu", "cpu", "cpu"))
@@ -491,17 +610,46 @@ def test_ranks_are_one_per_gpu_with_nccl_or_num_workers_cpu_processes_with_gloo(
 
 def test_no_module_level_state_carries_results_between_tasks(app):
     predict, _ = app
-    state = [n for n, v in vars(predict).items() if n.startswith("_") and isinstance(v, (dict, list, set))
-             and not n.startswith("__")]
+    state = [
+        n
+        for n, v in vars(predict).items()
+        if n.startswith("_") and isinstance(v, (dict, list, set)) and not n.startswith("__")
+    ]
     assert state == []
 
 
 def _mine_and_infer(trained, tmp_path, name, **cfg):
     work = tmp_path / name
-    cfg_file = _config(tmp_path / f"{name}.yaml", img_size=96, conf_threshold=0.001, mining_conf_threshold=0.001,
-                       max_det=20, batch_size=2, **cfg)
-    rc = main(["run", str(YOLO), "--task", "mining", "--task", "infer", "--model", "latest", "--config", cfg_file,
-               "--work-dir", str(work), "--model-location", str(trained["store"]), "--split", "all", "--quiet"])
+    cfg_file = _config(
+        tmp_path / f"{name}.yaml",
+        img_size=96,
+        conf_threshold=0.001,
+        mining_conf_threshold=0.001,
+        max_det=20,
+        batch_size=2,
+        **cfg,
+    )
+    rc = main(
+        [
+            "run",
+            str(YOLO),
+            "--task",
+            "mining",
+            "--task",
+            "infer",
+            "--model",
+            "latest",
+            "--config",
+            cfg_file,
+            "--work-dir",
+            str(work),
+            "--model-location",
+            str(trained["store"]),
+            "--split",
+            "all",
+            "--quiet",
+        ]
+    )
     assert rc == 0, (work / "out" / "ymir-executor-out.log").read_text()[-3000:]
     rows = [line.split("\t") for line in (work / "out" / "result.tsv").read_text().splitlines()]
     det = json.loads((work / "out" / "infer-result.json").read_text())["detection"]
@@ -511,8 +659,7 @@ def _mine_and_infer(trained, tmp_path, name, **cfg):
 @pytest.mark.parametrize("algorithm", ["aldd", "entropy"])
 def test_two_gloo_ranks_give_the_one_rank_results(trained, tmp_path, algorithm):
     _, one, det1 = _mine_and_infer(trained, tmp_path, f"one-{algorithm}", mining_algorithm=algorithm)
-    work, two, det2 = _mine_and_infer(trained, tmp_path, f"two-{algorithm}", mining_algorithm=algorithm,
-                                      num_workers=2)
+    work, two, det2 = _mine_and_infer(trained, tmp_path, f"two-{algorithm}", mining_algorithm=algorithm, num_workers=2)
     log = (work / "out" / "ymir-executor-out.log").read_text()
     assert "2 ranks (gloo) on cpu, cpu" in log and log.count("loaded on cpu") == 2  # one model per rank
     assert re.search(r"rank 1/2: \d+ candidates", log)
@@ -521,14 +668,15 @@ def test_two_gloo_ranks_give_the_one_rank_results(trained, tmp_path, algorithm):
     score1, score2 = dict(one), dict(two)
     assert sorted(score2) == sorted(score1)
     assert max(abs(score1[p] - score2[p]) for p in score1) <= 1e-6
-    for (p1, _), (p2, _) in zip(one, two):
+    for (p1, _), (p2, _) in zip(one, two, strict=False):
         assert p1 == p2 or abs(score1[p1] - score1[p2]) <= 1e-6, (p1, p2)
     assert list(det2) == list(det1)  # candidate order
     for key in det1:
         b1, b2 = det1[key]["boxes"], det2[key]["boxes"]
-        assert [b["box"] for b in b2] == [b["box"] for b in b1] and [b["class_name"] for b in b2] == \
-            [b["class_name"] for b in b1]
-        assert all(abs(x["score"] - y["score"]) <= 1e-6 for x, y in zip(b1, b2))
+        assert [b["box"] for b in b2] == [b["box"] for b in b1] and [b["class_name"] for b in b2] == [
+            b["class_name"] for b in b1
+        ]
+        assert all(abs(x["score"] - y["score"]) <= 1e-6 for x, y in zip(b1, b2, strict=False))
     assert sum(len(v["boxes"]) for v in det1.values()) > 0  # boxes to compare
     assert len(one) == 59  # --split all: every image of the sample
     if algorithm == "aldd":
@@ -539,10 +687,28 @@ def test_two_gloo_ranks_give_the_one_rank_results(trained, tmp_path, algorithm):
     assert (mon.state, mon.percent) == (3, 1.0)
     if algorithm == "aldd":  # inference alone on 2 ranks: rank 0 merges the infer parts
         infer_work = tmp_path / "two-infer"
-        cfg_file = _config(tmp_path / "two-infer.yaml", img_size=96, conf_threshold=0.001, max_det=20, batch_size=2,
-                           num_workers=2)
-        rc = main(["run", str(YOLO), "--task", "infer", "--model", "latest", "--config", cfg_file, "--work-dir",
-                   str(infer_work), "--model-location", str(trained["store"]), "--split", "all", "--quiet"])
+        cfg_file = _config(
+            tmp_path / "two-infer.yaml", img_size=96, conf_threshold=0.001, max_det=20, batch_size=2, num_workers=2
+        )
+        rc = main(
+            [
+                "run",
+                str(YOLO),
+                "--task",
+                "infer",
+                "--model",
+                "latest",
+                "--config",
+                cfg_file,
+                "--work-dir",
+                str(infer_work),
+                "--model-location",
+                str(trained["store"]),
+                "--split",
+                "all",
+                "--quiet",
+            ]
+        )
         assert rc == 0, (infer_work / "out" / "ymir-executor-out.log").read_text()[-3000:]
         det3 = json.loads((infer_work / "out" / "infer-result.json").read_text())["detection"]
         assert sorted(det3) == sorted(det1)
@@ -569,8 +735,15 @@ def test_a_failing_rank_fails_the_task_with_state_4_and_its_message(app, trained
     paths = good[:3] + [str(bad)] + good[3:]  # index 3: rank 1's shard
     (ws.in_dir / "candidate-index.tsv").write_text("".join(p + "\n" for p in paths))
     ws.write_env(run_training=False, run_mining=True)
-    ws.write_config(class_names=["tree"], model_params_path=["best.pt"], img_size=96, batch_size=2,
-                    mining_algorithm="entropy", num_workers=2, gpu_id="")
+    ws.write_config(
+        class_names=["tree"],
+        model_params_path=["best.pt"],
+        img_size=96,
+        batch_size=2,
+        mining_algorithm="entropy",
+        num_workers=2,
+        gpu_id="",
+    )
     assert settings.DEFAULT_ENV_FILE_PATH == str(ws.env_file)
     predictor = predict.Predictor()
     assert Executor(mining=predictor.mining).run() == 1
@@ -620,9 +793,9 @@ def test_aldd_scores_an_image_the_same_alone_and_padded_in_a_batch(app):
     alone = [torch.rand(1, 2, 320 // s, 256 // s, generator=g) for s in strides]  # a 320 x 256 (h x w) input
     other = [torch.rand(1, 2, 320 // s, 320 // s, generator=g) for s in strides]
     padded = []
-    for m, o, s in zip(alone, other, strides):
+    for m, o, s in zip(alone, other, strides, strict=False):
         canvas = torch.full((1, 2, 320 // s, 320 // s), 1e-4)  # letterbox padding: about 0, as a model gives
-        canvas[..., 32 // s: 32 // s + 256 // s] = m  # LetterBox centres it: 32 px each side
+        canvas[..., 32 // s : 32 // s + 256 // s] = m  # LetterBox centres it: 32 px each side
         padded.append(torch.cat([canvas, o]))
     one = scoring.aldd_scores(_dense(alone), (320, 256), strides, orig_hw=[(320, 256)], img_size=320)
     batch = scoring.aldd_scores(_dense(padded), (320, 320), strides, orig_hw=[(320, 256), (400, 400)], img_size=320)
@@ -633,8 +806,9 @@ def test_aldd_scores_an_image_the_same_alone_and_padded_in_a_batch(app):
 
 
 def test_aldd_window_must_be_odd_and_at_least_3(app):
-    from ymir_exc.errors import ConfigFileError
     from ymir_yolo.params import PredictParams
+
+    from ymir_exc.errors import ConfigFileError
 
     _, scoring = app
     assert PredictParams.from_config({"aldd_window": 5}).aldd_window == 5

@@ -12,10 +12,10 @@ Examples::
 Exit status: 0 success; 1 the executor failed; 2 bad arguments or input (a named error, no
 traceback); 3 the executor's outputs break the contract (monitor.txt included; ``verify``: a check
 failed; a warning, such as no tensorboard logs, does not); 70 an internal error of ymir-exc (one
-line on stderr, the traceback in a log file whose path it names); 130 interrupted (Ctrl-C; the executor's process group is stopped and state 4
-written first); 143 terminated (SIGTERM, e.g. from ``timeout`` or a CI runner: handled as Ctrl-C,
-temp dirs removed, loop.json kept). With ``--json`` (run, verify, models, loop) stdout holds one
-JSON document (on an error ``{"error": ..., "exit_status": N}``) and every other line goes to
+line on stderr, the traceback in a log file whose path it names); 130 interrupted (Ctrl-C; the
+executor's process group is stopped and state 4 written first); 143 terminated (SIGTERM, e.g.
+from ``timeout`` or a CI runner: handled as Ctrl-C, temp dirs removed, loop.json kept). With
+``--json`` (run, verify, models, loop) stdout holds one JSON document (on an error ``{"error": ..., "exit_status": N}``) and every other line goes to
 stderr. A closed stdout or stderr (``ymir-exc run ... | head -1``) does not stop the work: that
 stream is switched to /dev/null and the exit status still reflects the task.
 """
@@ -28,8 +28,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import yaml
 
@@ -51,7 +52,7 @@ _JSON_MODE = False
 #: set by main() when ``--json`` is on the command line, so an argparse error prints a document too
 _JSON_WANTED = False
 #: the signal (SIGTERM) that interrupted the command, once one did; None for Ctrl-C or none
-_SIGNAL: Optional[int] = None
+_SIGNAL: int | None = None
 
 
 def _out(msg: str = "") -> None:
@@ -93,6 +94,7 @@ def _resolve(ref: str, runtime: str) -> Any:
 
 # ------------------------------------------------------------------ sample
 
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from ymir_exc.harness.datasets import load_sample, write_sample
 
@@ -107,14 +109,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ run
 
-def _load_user_config(path: Optional[str], sets: Optional[List[str]] = None) -> Dict[str, Any]:
+
+def _load_user_config(path: str | None, sets: list[str] | None = None) -> dict[str, Any]:
     """``--config`` file (a YAML mapping) with ``--set key=value`` overrides on top (values
     read as YAML scalars: ``epochs=2`` is an int, ``name=a,b`` a string).
 
     Raises:
         ConfigFileError: the file is not a YAML mapping; ValueError: a --set without ``=``.
     """
-    cfg: Dict[str, Any] = {}
+    cfg: dict[str, Any] = {}
     if path:
         from ymir_exc.env import load_yaml_mapping
 
@@ -130,7 +133,7 @@ def _load_user_config(path: Optional[str], sets: Optional[List[str]] = None) -> 
     return cfg
 
 
-def _checked_config(args: argparse.Namespace, executor: Any) -> Dict[str, Any]:
+def _checked_config(args: argparse.Namespace, executor: Any) -> dict[str, Any]:
     """The user's config after the unknown-key check (see ``check_config_keys``), without the
     reserved keys the platform sets (each dropped with a warning naming where it came from:
     ``--config FILE`` or ``--set KEY=...``)."""
@@ -148,7 +151,7 @@ def _checked_config(args: argparse.Namespace, executor: Any) -> Dict[str, Any]:
     return cfg
 
 
-def _dataset_from_args(args: argparse.Namespace):
+def _dataset_from_args(args: argparse.Namespace) -> Any:
     from ymir_exc.harness.datasets import load_dataset
 
     class_names = [c.strip() for c in args.class_names.split(",") if c.strip()] if args.class_names else None
@@ -158,24 +161,41 @@ def _dataset_from_args(args: argparse.Namespace):
         if not sep or not src or not dst:
             raise ValueError(f"--class-alias {a!r}: expected NAME=CLASS")
         aliases[src.strip()] = dst.strip()
-    return load_dataset(args.dataset, class_names, aliases, args.unknown_classes,
-                        image_root=getattr(args, "image_root", None), duplicates=getattr(args, "duplicates", "error"))
+    return load_dataset(
+        args.dataset,
+        class_names,
+        aliases,
+        args.unknown_classes,
+        image_root=getattr(args, "image_root", None),
+        duplicates=getattr(args, "duplicates", "error"),
+    )
 
 
-def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
+def print_outcome(outcome: Any, store: Any, topk: int = 10) -> dict[str, Any]:
     """Print what a task produced (the lines a user and scripts look for); returns a summary."""
     prepared, result = outcome.prepared, outcome.run
-    summary: Dict[str, Any] = {"task_id": prepared.task_id, "tasks": prepared.tasks, "work_dir": str(prepared.work_dir),
-                               "runtime": outcome.runtime}
+    summary: dict[str, Any] = {
+        "task_id": prepared.task_id,
+        "tasks": prepared.tasks,
+        "work_dir": str(prepared.work_dir),
+        "runtime": outcome.runtime,
+    }
     if result is None:
         return summary
     summary.update(exit_code=result.exit_code, seconds=round(result.seconds, 3))
     mon = result.monitor
     if not result.ok:
-        why = "timed out" if result.timed_out else "was interrupted" if result.interrupted else \
-            f"failed with exit code {result.exit_code}"
-        _err(f"executor {why} after {result.seconds:.1f} s; monitor.txt: "
-             + (f"state {mon.state}, return code {mon.return_code}" if mon else "missing"))
+        why = (
+            "timed out"
+            if result.timed_out
+            else "was interrupted"
+            if result.interrupted
+            else f"failed with exit code {result.exit_code}"
+        )
+        _err(
+            f"executor {why} after {result.seconds:.1f} s; monitor.txt: "
+            + (f"state {mon.state}, return code {mon.return_code}" if mon else "missing")
+        )
         if mon and mon.message:
             _err("  " + mon.message.splitlines()[0])
         tail = result.log_tail(20)
@@ -203,8 +223,10 @@ def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
             _report_problems("training result", rep.problems)
         else:
             _out(f"pack success, model hash: {rep.model_hash}, best_stage_name: {rep.best_stage_name}, mAP: {rep.mAP}")
-            _out(f"  stored in {store.location}; stages: " + ", ".join(
-                f"{n} ({s.evaluation_result().get('mAP', 0):.4f})" for n, s in rep.stages.items()))
+            _out(
+                f"  stored in {store.location}; stages: "
+                + ", ".join(f"{n} ({s.evaluation_result().get('mAP', 0):.4f})" for n, s in rep.stages.items())
+            )
             summary.update(model_hash=rep.model_hash, best_stage_name=rep.best_stage_name, mAP=rep.mAP)
     if outcome.mining is not None:
         mrep = outcome.mining
@@ -214,16 +236,18 @@ def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
         _out(f"mining: {len(mrep.ranked)} candidates scored; top {min(k, len(mrep.ranked))}:")
         sources = prepared.stats.sources if prepared.stats else {}
         for i, (p, sc) in enumerate(mrep.ranked[:k], 1):
-            src = sources.get(os.path.basename(p))
-            _out(f"  {i:3d}  {sc:<12.6g}  {p}" + (f"  ({os.path.basename(src)})" if src else ""))
+            src_of: str | None = sources.get(os.path.basename(p))
+            _out(f"  {i:3d}  {sc:<12.6g}  {p}" + (f"  ({os.path.basename(src_of)})" if src_of else ""))
         summary["topk"] = [{"path": p, "score": sc} for p, sc in mrep.ranked[:k]]
     if outcome.infer is not None:
         irep = outcome.infer
         if irep.problems:
             _report_problems("infer result", irep.problems)
         with_boxes = irep.with_boxes
-        _out(f"infer: {irep.images} images, {irep.boxes} boxes ({with_boxes} images with boxes); per class: "
-             + (", ".join(f"{c} {n}" for c, n in sorted(irep.per_class.items())) or "none"))
+        _out(
+            f"infer: {irep.images} images, {irep.boxes} boxes ({with_boxes} images with boxes); per class: "
+            + (", ".join(f"{c} {n}" for c, n in sorted(irep.per_class.items())) or "none")
+        )
         if irep.dropped:
             _out("  dropped: " + ", ".join(f"{why} {n}" for why, n in sorted(irep.dropped.items())))
         _out(f"  results: {prepared.out_dir / 'infer-result.json'}")
@@ -232,12 +256,12 @@ def print_outcome(outcome: Any, store: Any, topk: int = 10) -> Dict[str, Any]:
     return summary
 
 
-def _assets_named(text: str, sources: Dict[str, str]) -> Dict[str, str]:
+def _assets_named(text: str, sources: dict[str, str]) -> dict[str, str]:
     """``{asset file name: the user's image}`` for each asset (``<sha1>.<ext>``, as in
     ``in/assets``) that ``text`` (an executor's last log lines) names, in order of appearance."""
     import re
 
-    found: Dict[str, str] = {}
+    found: dict[str, str] = {}
     for m in re.finditer(r"[0-9a-f]{40}\.[A-Za-z0-9]+", text):
         if m.group(0) in sources:
             found.setdefault(m.group(0), sources[m.group(0)])
@@ -251,19 +275,20 @@ def _write_asset_map(prepared: Any) -> None:
 
     sources = prepared.stats.sources if prepared.stats else {}
     if sources:
-        atomic_write(prepared.work_dir / "assets.tsv",
-                     "".join(f"{a}\t{src}\n" for a, src in sorted(sources.items())))
+        atomic_write(prepared.work_dir / "assets.tsv", "".join(f"{a}\t{src}\n" for a, src in sorted(sources.items())))
 
 
-def _run_dataset(args: argparse.Namespace, tasks: List[str]) -> Any:
+def _run_dataset(args: argparse.Namespace, tasks: list[str]) -> Any:
     """The dataset a run prepares ``in/`` from: ``--source`` images, or ``--dataset`` with the
     candidates of ``--split`` for mining / infer."""
     from ymir_exc.harness.sources import select_candidates, source_dataset
 
     if args.source:
         if "training" in tasks:
-            raise ValueError("--source gives images without labels: use it with --task mining / --task infer "
-                             "(training takes --dataset)")
+            raise ValueError(
+                "--source gives images without labels: use it with --task mining / --task infer "
+                "(training takes --dataset)"
+            )
         if args.dataset:
             raise ValueError("give --source or --dataset, not both")
         if args.split:
@@ -281,10 +306,10 @@ def _run_dataset(args: argparse.Namespace, tasks: List[str]) -> Any:
     return ds
 
 
-def _write_user_results(outcome: Any, ds: Any, summary: Dict[str, Any], save_vis: Optional[str]) -> None:
+def _write_user_results(outcome: Any, ds: Any, summary: dict[str, Any], save_vis: str | None) -> None:
     """predictions.json / mining.tsv in the work dir, keyed by the user's paths; --save-vis."""
-    from ymir_exc.harness.predictions import (asset_sources, mining_rows, save_vis as draw, write_mining_tsv,
-                                              write_predictions)
+    from ymir_exc.harness.predictions import asset_sources, mining_rows, write_mining_tsv, write_predictions
+    from ymir_exc.harness.predictions import save_vis as draw
 
     prepared = outcome.prepared
     stats = prepared.stats.sources if prepared.stats else {}
@@ -302,8 +327,10 @@ def _write_user_results(outcome: Any, ds: Any, summary: Dict[str, Any], save_vis
         infer_file = task_env(prepared.env, prepared.work_dir).output.infer_result_file
         counts = write_predictions(path, infer_file, sources, list(prepared.config["class_names"]))
         summary["predictions_json"] = str(path)
-        _out(f"predictions.json: {path}  ({counts['images']} images, {counts['annotations']} boxes; "
-             f"file_name = your path)")
+        _out(
+            f"predictions.json: {path}  ({counts['images']} images, {counts['annotations']} boxes; "
+            f"file_name = your path)"
+        )
         if save_vis:
             written = draw(Path(save_vis), json.loads(path.read_text(encoding="utf-8")))
             summary["save_vis"] = str(Path(save_vis).resolve())
@@ -334,7 +361,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = ModelStore(args.model_location)
     model_ref = _latest_of(store, args.model, executor.name) if args.model else args.model
     dry = args.dry_run or args.print_argv
-    work = Path(tempfile.mkdtemp(prefix="ymir-exc-dry-run-")) if dry else (Path(args.work_dir) if args.work_dir else None)
+    work = (
+        Path(tempfile.mkdtemp(prefix="ymir-exc-dry-run-")) if dry else (Path(args.work_dir) if args.work_dir else None)
+    )
 
     def announce(prepared: Any) -> None:
         _write_asset_map(prepared)
@@ -348,11 +377,25 @@ def cmd_run(args: argparse.Namespace) -> int:
                 _out(f"model: {key} = {prepared.config[key]}; classes {prepared.config['class_names']}")
 
     try:
-        outcome = run_task(executor, runtime, tasks, ds, work_dir=work, store=store, model_ref=model_ref,
-                           user_config=user_config, protocol_version=args.protocol_version,
-                           gpu_id=args.gpu_id or "", timeout=args.timeout, show=not args.quiet,
-                           network_none=args.network_none, user=args.user, dry_run=dry, before_run=announce,
-                           assets=args.assets)
+        outcome = run_task(
+            executor,
+            runtime,
+            tasks,
+            ds,
+            work_dir=work,
+            store=store,
+            model_ref=model_ref,
+            user_config=user_config,
+            protocol_version=args.protocol_version,
+            gpu_id=args.gpu_id or "",
+            timeout=args.timeout,
+            show=not args.quiet,
+            network_none=args.network_none,
+            user=args.user,
+            dry_run=dry,
+            before_run=announce,
+            assets=args.assets,
+        )
         prepared = outcome.prepared
         if args.print_argv:
             _out(shlex.join(outcome.argv))
@@ -361,10 +404,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             announce(prepared)
             _out("dry run: would run\n  " + shlex.join(outcome.argv))
             if runtime == "local":
-                _out(f"  with DEFAULT_ENV_FILE_PATH={prepared.env_file} DEFAULT_CONFIG_FILE_PATH={prepared.config_file}")
+                _out(
+                    f"  with DEFAULT_ENV_FILE_PATH={prepared.env_file} DEFAULT_CONFIG_FILE_PATH={prepared.config_file}"
+                )
             _out("config.yaml:\n" + yaml.safe_dump(prepared.config, sort_keys=False))
-            args.json_doc = {"dry_run": True, "argv": outcome.argv, "config": prepared.config,
-                             "work_dir": str(prepared.work_dir) if args.keep else None}
+            args.json_doc = {
+                "dry_run": True,
+                "argv": outcome.argv,
+                "config": prepared.config,
+                "work_dir": str(prepared.work_dir) if args.keep else None,
+            }
             return 0
     finally:
         if dry and work is not None:
@@ -398,19 +447,22 @@ def _latest_of(store: Any, model_ref: str, executor: str) -> str:
     path, own = store.resolve_latest(executor)
     if not own:
         producer = _producer(store, path.name)
-        _err(f"note: no model of {executor} in {store.location}; --model latest is the newest of any executor: "
-             f"{path.name[:12]}" + (f" (produced by {producer})" if producer else ""))
-    return path.name + at + stage
+        _err(
+            f"note: no model of {executor} in {store.location}; --model latest is the newest of any executor: "
+            f"{path.name[:12]}" + (f" (produced by {producer})" if producer else "")
+        )
+    return str(path.name + at + stage)
 
 
-def _producer(store: Any, ref: str) -> Optional[str]:
+def _producer(store: Any, ref: str) -> str | None:
     try:
-        return store.get(ref, verify=False).info.task_context.get("executor")
-    except Exception:  # noqa: BLE001 - only for the note
+        producer = store.get(ref, verify=False).info.task_context.get("executor")
+        return None if producer is None else str(producer)
+    except Exception:
         return None
 
 
-def _report_problems(what: str, problems: List[str]) -> None:
+def _report_problems(what: str, problems: list[str]) -> None:
     _err(f"{what} breaks the contract ({len(problems)} problem(s)):")
     for p in problems:
         _err(f"  - {p}")
@@ -418,14 +470,25 @@ def _report_problems(what: str, problems: List[str]) -> None:
 
 # ------------------------------------------------------------------ models
 
-def _model_doc(m: Any) -> Dict[str, Any]:
+
+def _model_doc(m: Any) -> dict[str, Any]:
     """A stored package as JSON: hash, path, primary metric, classes, every stage's metrics."""
-    return {"hash": m.hash, "path": str(m.path), "best_stage_name": m.info.best_stage_name,
-            "object_type": m.object_type, "metric": m.metric_name(), "value": m.mAP(),
-            "class_names": m.class_names, "executor": m.info.task_context.get("executor"),
-            "producer": m.info.task_context.get("producer"), "package_version": m.info.package_version,
-            "stages": {n: {"files": list(st.files), "timestamp": st.timestamp, "metrics": st.evaluation_result()}
-                       for n, st in m.info.stages.items()}}
+    return {
+        "hash": m.hash,
+        "path": str(m.path),
+        "best_stage_name": m.info.best_stage_name,
+        "object_type": m.object_type,
+        "metric": m.metric_name(),
+        "value": m.mAP(),
+        "class_names": m.class_names,
+        "executor": m.info.task_context.get("executor"),
+        "producer": m.info.task_context.get("producer"),
+        "package_version": m.info.package_version,
+        "stages": {
+            n: {"files": list(st.files), "timestamp": st.timestamp, "metrics": st.evaluation_result()}
+            for n, st in m.info.stages.items()
+        },
+    }
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -435,12 +498,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.models_cmd == "import":
         from ymir_exc.harness.models import ImportLimits
 
-        limits = ImportLimits(max_info_bytes=args.max_info_size, max_members=args.max_members,
-                              max_expansion=args.max_expansion, bomb_member_bytes=args.bomb_member_size,
-                              bomb_total_bytes=args.bomb_total_size)
+        limits = ImportLimits(
+            max_info_bytes=args.max_info_size,
+            max_members=args.max_members,
+            max_expansion=args.max_expansion,
+            bomb_member_bytes=args.bomb_member_size,
+            bomb_total_bytes=args.bomb_total_size,
+        )
         m = store.import_package(args.package_path, limits)
-        _out(f"pack success, model hash: {m.hash}, best_stage_name: {m.info.best_stage_name}, "
-             f"{m.metric_name()}: {m.mAP()}")
+        _out(
+            f"pack success, model hash: {m.hash}, best_stage_name: {m.info.best_stage_name}, "
+            f"{m.metric_name()}: {m.mAP()}"
+        )
         args.json_doc = _model_doc(m)
         return 0
     if args.models_cmd == "list":
@@ -450,8 +519,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         for name, why in corrupt:
             _out(f"{name}  CORRUPT: {why}")
         for m in models:
-            _out(f"{m.hash}  best {m.info.best_stage_name} {m.metric_name()} {m.mAP():.4f}  classes {m.class_names}  "
-                 f"executor {m.info.task_context.get('executor', '?')}  stages {len(m.info.stages)}")
+            _out(
+                f"{m.hash}  best {m.info.best_stage_name} {m.metric_name()} {m.mAP():.4f}  classes {m.class_names}  "
+                f"executor {m.info.task_context.get('executor', '?')}  stages {len(m.info.stages)}"
+            )
         args.json_doc = {"location": str(store.location), "models": [_model_doc(m) for m in models]}
         return 0
     if args.models_cmd == "rm":
@@ -470,7 +541,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     m = store.get(args.hash)
     _out(f"model {m.hash}  ({m.path})")
-    _out(f"  executor: {m.info.task_context.get('executor', '?')}  producer: {m.info.task_context.get('producer', '?')}")
+    _out(
+        f"  executor: {m.info.task_context.get('executor', '?')}  producer: {m.info.task_context.get('producer', '?')}"
+    )
     _out(f"  classes: {m.class_names}")
     ot = f"object_type {m.object_type}" if m.object_type is not None else "no object_type"
     _out(f"  best stage: {m.info.best_stage_name}  {m.metric_name()}: {m.mAP()}  ({ot})")
@@ -482,6 +555,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ inspect / verify
+
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ymir_exc.harness.executors import TEMPLATE_FILES
@@ -518,9 +592,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     store = ModelStore(args.model_location) if args.model_location else None
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="ymir-exc-verify-"))
     try:
-        checks = verify(executor, runtime, ds, work_root=root, store=store, user_config=user_config,
-                        protocol_version=args.protocol_version, timeout=args.timeout, show=not args.quiet,
-                        network_none=args.network_none, user=args.user, crash=not args.no_crash)
+        checks = verify(
+            executor,
+            runtime,
+            ds,
+            work_root=root,
+            store=store,
+            user_config=user_config,
+            protocol_version=args.protocol_version,
+            timeout=args.timeout,
+            show=not args.quiet,
+            network_none=args.network_none,
+            user=args.user,
+            crash=not args.no_crash,
+        )
     finally:
         if args.work_dir or args.keep:
             _err(f"work dirs kept in {root.resolve()}")
@@ -538,15 +623,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     warned = [c for c in checks if c.status == "WARN"]
     passed = len(checks) - len(failed) - len(warned)
     _out(f"{passed} passed, {len(failed)} failed" + (f", {len(warned)} warning(s)" if warned else ""))
-    args.json_doc = {"executor": executor.name, "runtime": runtime, "passed": passed, "failed": len(failed),
-                     "warnings": len(warned),
-                     "work_dir": str(root.resolve()) if (args.work_dir or args.keep) else None,
-                     "checks": [{"scenario": c.scenario, "check": c.name, "ok": c.ok, "status": c.status,
-                                 "detail": c.detail} for c in checks]}
+    args.json_doc = {
+        "executor": executor.name,
+        "runtime": runtime,
+        "passed": passed,
+        "failed": len(failed),
+        "warnings": len(warned),
+        "work_dir": str(root.resolve()) if (args.work_dir or args.keep) else None,
+        "checks": [
+            {"scenario": c.scenario, "check": c.name, "ok": c.ok, "status": c.status, "detail": c.detail}
+            for c in checks
+        ],
+    }
     return EXIT_BAD_OUTPUT if failed else 0
 
 
 # ------------------------------------------------------------------ init
+
 
 def cmd_init(args: argparse.Namespace) -> int:
     from ymir_exc.harness.executors import init_executor
@@ -561,7 +654,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ loop
 
-def _parse_seeds(text: str) -> List[int]:
+
+def _parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -574,9 +668,21 @@ def _parse_seeds(text: str) -> List[int]:
 def cmd_loop(args: argparse.Namespace) -> int:
     import time
 
-    from ymir_exc.harness.executors import check_mining_algorithm, resolve_executor
-    from ymir_exc.harness.loop import (BASELINE, METRICS, RESUME_KEYS, metrics_of, parse_test_split, read_json,
-                                       run_loop, split_test, table, verdict, write_json, write_outputs)
+    from ymir_exc.harness.executors import check_mining_algorithm
+    from ymir_exc.harness.loop import (
+        BASELINE,
+        METRICS,
+        RESUME_KEYS,
+        metrics_of,
+        parse_test_split,
+        read_json,
+        run_loop,
+        split_test,
+        table,
+        verdict,
+        write_json,
+        write_outputs,
+    )
     from ymir_exc.harness.models import ModelStore
 
     executor, runtime = _resolve(args.executor, args.runtime)
@@ -586,68 +692,113 @@ def cmd_loop(args: argparse.Namespace) -> int:
     seeds = _parse_seeds(args.seeds) if args.seeds else None
     test_split = parse_test_split(args.test_split) if args.test_split else None
     if args.baseline == "random":
-        _err(f"--baseline random is deprecated: it is the harness-side baseline, now named {BASELINE} "
-             f"(use --mining-algorithm random for the executor's own random mining)")
+        _err(
+            f"--baseline random is deprecated: it is the harness-side baseline, now named {BASELINE} "
+            f"(use --mining-algorithm random for the executor's own random mining)"
+        )
         args.baseline = BASELINE
-    wanted = {"executor": executor.name, "dataset": ds.name, "initial": args.initial, "rounds": args.rounds,
-              "topk": args.topk, "continue_training": args.continue_training or None, "seeds": seeds,
-              "test_split": test_split,
-              "strategies": list(dict.fromkeys((args.mining_algorithm or []) + ([args.baseline] if args.baseline
-                                                                               else []))) or None}
-    done: List[Any] = []
+    wanted = {
+        "executor": executor.name,
+        "dataset": ds.name,
+        "initial": args.initial,
+        "rounds": args.rounds,
+        "topk": args.topk,
+        "continue_training": args.continue_training or None,
+        "seeds": seeds,
+        "test_split": test_split,
+        "strategies": list(dict.fromkeys((args.mining_algorithm or []) + ([args.baseline] if args.baseline else [])))
+        or None,
+    }
+    done: list[Any] = []
     if args.resume:
         meta, done = read_json(out)
         for key in RESUME_KEYS:
             if wanted.get(key) is not None and wanted[key] != meta.get(key):
-                raise ValueError(f"--resume: {out / 'loop.json'} has {key} {meta.get(key)!r}, the command line "
-                                 f"{wanted[key]!r}; leave it out or choose a new --out")
+                raise ValueError(
+                    f"--resume: {out / 'loop.json'} has {key} {meta.get(key)!r}, the command line "
+                    f"{wanted[key]!r}; leave it out or choose a new --out"
+                )
         stored_config = dict(meta.get("config") or {})
         if (args.config or args.set) and user_config != stored_config:
-            raise ValueError(f"--resume: {out / 'loop.json'} ran with config {stored_config!r}, the command line "
-                             f"gives {user_config!r}; leave --config / --set out to keep the loop's")
+            raise ValueError(
+                f"--resume: {out / 'loop.json'} ran with config {stored_config!r}, the command line "
+                f"gives {user_config!r}; leave --config / --set out to keep the loop's"
+            )
         user_config = stored_config
         meta = {k: meta[k] for k in RESUME_KEYS if k in meta}
         meta.setdefault("test_split", None)
         meta.update(config=user_config, val_images=len(ds.val))
     else:
         if (out / "loop.json").is_file():
-            raise FileExistsError(f"--out {out} already holds a loop (loop.json): add --resume to continue it, "
-                                  f"or choose a new --out")
+            raise FileExistsError(
+                f"--out {out} already holds a loop (loop.json): add --resume to continue it, or choose a new --out"
+            )
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise FileExistsError(f"--out {out}: exists and is not empty; choose a new --out")
-        missing = [f"--{k.replace('_', '-')}" for k in ("initial", "rounds", "topk", "mining_algorithm")
-                   if getattr(args, k) in (None, [])]
+        missing = [
+            f"--{k.replace('_', '-')}"
+            for k in ("initial", "rounds", "topk", "mining_algorithm")
+            if getattr(args, k) in (None, [])
+        ]
         if missing:
             raise ValueError(f"loop needs {', '.join(missing)} (or --resume with an --out holding loop.json)")
         meta = {k: v for k, v in wanted.items()}
-        meta.update(continue_training=args.continue_training, seeds=seeds or [args.seed], config=user_config,
-                    val_images=len(ds.val))
+        meta.update(
+            continue_training=args.continue_training,
+            seeds=seeds or [args.seed],
+            config=user_config,
+            val_images=len(ds.val),
+        )
     check_mining_algorithm(executor, [s for s in meta["strategies"] if s != BASELINE])
     meta["test_images"] = len(split_test(ds, meta["test_split"])[1])
     store = ModelStore(args.model_location or out / "models")
     _out(f"loop: {executor.name} [{runtime}] on {ds.summary()}")
-    _out(f"  initial {meta['initial']}, rounds {meta['rounds']}, top-{meta['topk']}, strategies {meta['strategies']}, "
-         f"seeds {meta['seeds']}; test {meta['test_images']} images; out {out}" + (f"; resuming after {len(done)} finished round(s)" if done else ""))
+    _out(
+        f"  initial {meta['initial']}, rounds {meta['rounds']}, top-{meta['topk']}, strategies {meta['strategies']}, "
+        f"seeds {meta['seeds']}; test {meta['test_images']} images; out {out}"
+        + (f"; resuming after {len(done)} finished round(s)" if done else "")
+    )
     t0 = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    results: List[Any] = list(done)
+    results: list[Any] = list(done)
 
-    def saved(so_far: List[Any]) -> None:
+    def saved(so_far: list[Any]) -> None:
         results[:] = so_far
         write_json(so_far, out, meta, complete=False)
 
     try:
-        results = run_loop(executor, runtime, ds, initial=meta["initial"], rounds=meta["rounds"], topk=meta["topk"],
-                           strategies=meta["strategies"], seeds=meta["seeds"], out_dir=out, store=store,
-                           user_config=user_config, continue_training=meta["continue_training"],
-                           show=not args.quiet, log=_out, done=done, on_round=saved,
-                           test_split=meta["test_split"])
+        results = run_loop(
+            executor,
+            runtime,
+            ds,
+            initial=meta["initial"],
+            rounds=meta["rounds"],
+            topk=meta["topk"],
+            strategies=meta["strategies"],
+            seeds=meta["seeds"],
+            out_dir=out,
+            store=store,
+            user_config=user_config,
+            continue_training=meta["continue_training"],
+            show=not args.quiet,
+            log=_out,
+            done=done,
+            on_round=saved,
+            test_split=meta["test_split"],
+        )
     except KeyboardInterrupt:
         path = write_json(results, out, meta, complete=False)
-        _err(f"interrupted: {len(results)} finished round(s) kept in {out / 'loop.json'}; "
-             f"continue with: ymir-exc loop {args.executor} --out {out} --resume")
-        args.json_doc = {"meta": meta, "complete": False, "loop_json": str(path), "plot": None,
-                         "rounds": json.loads(path.read_text(encoding="utf-8"))["rounds"]}
+        _err(
+            f"interrupted: {len(results)} finished round(s) kept in {out / 'loop.json'}; "
+            f"continue with: ymir-exc loop {args.executor} --out {out} --resume"
+        )
+        args.json_doc = {
+            "meta": meta,
+            "complete": False,
+            "loop_json": str(path),
+            "plot": None,
+            "rounds": json.loads(path.read_text(encoding="utf-8"))["rounds"],
+        }
         return _interrupted_status()
     meta["seconds"] = round(time.monotonic() - t0, 1)
     paths = write_outputs(results, out, meta)
@@ -657,22 +808,35 @@ def cmd_loop(args: argparse.Namespace) -> int:
         _out(table(results, metric))
         for line in verdict(results, metric):
             _out(line)
-    _out(f"figures: {paths['json']}" + (f"; plot: {paths['png']}" if "png" in paths else
-                                          " (no plot: pip install matplotlib)"))
-    args.json_doc = {"meta": meta, "complete": True, "loop_json": str(paths["json"]), "plot": str(paths.get("png", "")) or None,
-                     "rounds": json.loads(paths["json"].read_text(encoding="utf-8"))["rounds"]}
+    _out(
+        f"figures: {paths['json']}"
+        + (f"; plot: {paths['png']}" if "png" in paths else " (no plot: pip install matplotlib)")
+    )
+    args.json_doc = {
+        "meta": meta,
+        "complete": True,
+        "loop_json": str(paths["json"]),
+        "plot": str(paths.get("png", "")) or None,
+        "rounds": json.loads(paths["json"].read_text(encoding="utf-8"))["rounds"],
+    }
     return 0
 
 
 # ------------------------------------------------------------------ schema
 
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from ymir_exc import env, formats
 
-    models = {"env.yaml": env.EnvConfig, "result.yaml": formats.TrainingResult,
-              "result.yaml (legacy, protocol < 1.0.0)": formats.LegacyTrainingResult,
-              "infer-result.json box": formats.InferAnnotation, "ymir-info.yaml": formats.ModelPackageInfo}
-    _out(json.dumps({k: m.model_json_schema() for k, m in models.items()}, indent=2))
+    models = {
+        "env.yaml": env.EnvConfig,
+        "result.yaml": formats.TrainingResult,
+        "result.yaml (legacy, protocol < 1.0.0)": formats.LegacyTrainingResult,
+        "infer-result.json box": formats.InferAnnotation,
+        "ymir-info.yaml": formats.ModelPackageInfo,
+    }
+    schemas: dict[str, Any] = {k: m.model_json_schema() for k, m in models.items()}  # type: ignore[attr-defined]
+    _out(json.dumps(schemas, indent=2))
     return 0
 
 
@@ -691,39 +855,62 @@ def _seconds(text: str) -> float:
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     """--runtime, --dataset and the class options, shared by run, verify and loop."""
-    p.add_argument("--runtime", default="auto", choices=["auto", "local", "docker", "podman"],
-                   help="auto: a folder runs locally, an image with docker (if its daemon answers) else podman")
-    p.add_argument("--dataset", help="bundled sample name (default trees), a YMIR in/ folder, a VOC folder, "
-                                     "a COCO .json or a YOLO data.yaml")
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "local", "docker", "podman"],
+        help="auto: a folder runs locally, an image with docker (if its daemon answers) else podman",
+    )
+    p.add_argument(
+        "--dataset",
+        help="bundled sample name (default trees), a YMIR in/ folder, a VOC folder, a COCO .json or a YOLO data.yaml",
+    )
     p.add_argument("--class-names", help="comma-separated class names (default: from the data)")
     p.add_argument("--class-alias", action="append", metavar="NAME=CLASS", help="map a class of the data onto a class")
-    p.add_argument("--unknown-classes", choices=["stop", "ignore"], default="stop",
-                   help="a box of a class not in --class-names: stop with the list (default) or drop it")
-    p.add_argument("--image-root", help="COCO: the folder images are taken from (default: the json's folder "
-                                        "and its parent)")
-    p.add_argument("--duplicates", choices=["error", "first", "merge"], default="error",
-                   help="the same image bytes with different labels: stop listing them (default), keep the "
-                        "first copy's labels, or merge the boxes")
+    p.add_argument(
+        "--unknown-classes",
+        choices=["stop", "ignore"],
+        default="stop",
+        help="a box of a class not in --class-names: stop with the list (default) or drop it",
+    )
+    p.add_argument(
+        "--image-root", help="COCO: the folder images are taken from (default: the json's folder and its parent)"
+    )
+    p.add_argument(
+        "--duplicates",
+        choices=["error", "first", "merge"],
+        default="error",
+        help="the same image bytes with different labels: stop listing them (default), keep the "
+        "first copy's labels, or merge the boxes",
+    )
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML of hyper-parameters overriding the image's templates")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="one hyper-parameter (value read as YAML: epochs=2); beats --config; repeatable")
-    p.add_argument("--allow-unknown-keys", action="store_true",
-                   help="pass config keys that neither the templates nor the platform know (default: error)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="one hyper-parameter (value read as YAML: epochs=2); beats --config; repeatable",
+    )
+    p.add_argument(
+        "--allow-unknown-keys",
+        action="store_true",
+        help="pass config keys that neither the templates nor the platform know (default: error)",
+    )
 
 
 def _add_json_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON document on stdout (everything else goes to stderr)")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout (everything else goes to stderr)"
+    )
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one addition: with ``--json`` on the command line, a usage error (exit 2)
     also prints ``{"error": ..., "exit_status": 2}`` on stdout."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         if _JSON_WANTED:
             from ymir_exc.harness.output import write_line
 
@@ -744,17 +931,30 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="prepare in/, run an executor, check and collect its outputs")
     r.add_argument("executor", help="executor folder (img-man/ + app/start.py) or image tag")
     _add_dataset_args(r)
-    r.add_argument("--task", action="append", choices=["training", "mining", "infer"],
-                   help="training (default), mining, infer; give --task mining --task infer for both")
-    r.add_argument("--source", metavar="PATH|GLOB|FILE",
-                   help="mining / infer on your own images: a folder (recursive), a glob or one image; no labels")
-    r.add_argument("--split", choices=["val", "unlabeled", "all"],
-                   help="mining / infer on --dataset: which images (default: all for infer, unlabeled for mining; "
-                        "unlabeled falls back to all when there is none)")
+    r.add_argument(
+        "--task",
+        action="append",
+        choices=["training", "mining", "infer"],
+        help="training (default), mining, infer; give --task mining --task infer for both",
+    )
+    r.add_argument(
+        "--source",
+        metavar="PATH|GLOB|FILE",
+        help="mining / infer on your own images: a folder (recursive), a glob or one image; no labels",
+    )
+    r.add_argument(
+        "--split",
+        choices=["val", "unlabeled", "all"],
+        help="mining / infer on --dataset: which images (default: all for infer, unlabeled for mining; "
+        "unlabeled falls back to all when there is none)",
+    )
     r.add_argument("--save-vis", metavar="DIR", help="infer: draw the boxes onto copies of the images in DIR")
     _add_config_args(r)
-    r.add_argument("--model", help="model package: HASH[@STAGE], a unique prefix, or 'latest' (the newest this "
-                   "executor produced, else the newest of any; default stage: best)")
+    r.add_argument(
+        "--model",
+        help="model package: HASH[@STAGE], a unique prefix, or 'latest' (the newest this "
+        "executor produced, else the newest of any; default stage: best)",
+    )
     r.add_argument("--work-dir", help="work dir W (default ./ymir-work/<task id>)")
     r.add_argument("--model-location", help="model store (default $YMIR_EXC_MODEL_LOCATION or ~/.ymir-exc/models)")
     r.add_argument("--protocol-version", default="1.1.0", help="env.yaml protocol_version (0.x legacy, 1.x, 2.x)")
@@ -762,9 +962,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=_seconds, help="stop the executor after this many seconds")
     r.add_argument("--topk", type=int, default=10, help="mining: how many top candidates to print (default 10)")
     r.add_argument("--network-none", action="store_true", help="containers: run with --network none")
-    r.add_argument("--assets", choices=["auto", "link", "copy", "reflink"], default="auto",
-                   help="how images get into in/assets: auto (default: a reflink where the file system can, "
-                        "else a hard link), link, copy, reflink; local runs check hard-linked images afterwards")
+    r.add_argument(
+        "--assets",
+        choices=["auto", "link", "copy", "reflink"],
+        default="auto",
+        help="how images get into in/assets: auto (default: a reflink where the file system can, "
+        "else a hard link), link, copy, reflink; local runs check hard-linked images afterwards",
+    )
     r.add_argument("--user", help="containers: --user UID:GID (default: yours)")
     r.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
     r.add_argument("--print-argv", action="store_true", help="print the executor's command line only")
@@ -784,23 +988,39 @@ def build_parser() -> argparse.ArgumentParser:
     im = msub.add_parser("import", help="import a model package (tar.gz with ymir-info.yaml)")
     im.add_argument("--package-path", required=True)
     im.add_argument("--max-members", type=int, default=10_000, help="refuse more members (default 10000)")
-    im.add_argument("--max-info-size", type=int, default=1 << 20, metavar="BYTES",
-                    help="refuse a larger ymir-info.yaml (default 1 MiB)")
-    im.add_argument("--max-expansion", type=float, default=100.0, metavar="RATIO",
-                    help="refuse members adding up to more than RATIO x the package's size while one is over "
-                         "--bomb-member-size or all add up to over --bomb-total-size (default 100; 0 disables)")
-    im.add_argument("--bomb-member-size", type=int, default=64 << 20, metavar="BYTES",
-                    help="see --max-expansion (default 64 MiB)")
-    im.add_argument("--bomb-total-size", type=int, default=1 << 30, metavar="BYTES",
-                    help="see --max-expansion (default 1 GiB)")
+    im.add_argument(
+        "--max-info-size",
+        type=int,
+        default=1 << 20,
+        metavar="BYTES",
+        help="refuse a larger ymir-info.yaml (default 1 MiB)",
+    )
+    im.add_argument(
+        "--max-expansion",
+        type=float,
+        default=100.0,
+        metavar="RATIO",
+        help="refuse members adding up to more than RATIO x the package's size while one is over "
+        "--bomb-member-size or all add up to over --bomb-total-size (default 100; 0 disables)",
+    )
+    im.add_argument(
+        "--bomb-member-size", type=int, default=64 << 20, metavar="BYTES", help="see --max-expansion (default 64 MiB)"
+    )
+    im.add_argument(
+        "--bomb-total-size", type=int, default=1 << 30, metavar="BYTES", help="see --max-expansion (default 1 GiB)"
+    )
     rm = msub.add_parser("rm", help="delete stored packages")
     rm.add_argument("hash", nargs="+", help="sha1, unique prefix (min 6) or 'latest'")
     pr = msub.add_parser("prune", help="delete all but the newest packages")
     pr.add_argument("--keep", type=int, required=True, metavar="N", help="how many of the newest to keep")
     for sp in (ls, sh, im, rm, pr):  # the group's options are accepted after the sub command too
         sp.add_argument("--model-location", default=argparse.SUPPRESS, help=location_help)
-        sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print one JSON document on stdout (everything else goes to stderr)")
+        sp.add_argument(
+            "--json",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print one JSON document on stdout (everything else goes to stderr)",
+        )
     m.set_defaults(func=cmd_models)
 
     ins = sub.add_parser("inspect", help="print an executor's manifest and templates")
@@ -834,23 +1054,39 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--initial", type=int, help="labeled training images to start with (required unless --resume)")
     lp.add_argument("--rounds", type=int, help="mining rounds (trainings = rounds + 1; required unless --resume)")
     lp.add_argument("--topk", type=int, help="images mined and labeled per round (required unless --resume)")
-    lp.add_argument("--mining-algorithm", action="append",
-                    help="the executor's mining_algorithm, e.g. entropy; repeat to compare several "
-                         "(checked against the manifest's list before anything runs)")
-    lp.add_argument("--baseline", choices=["random-harness", "random"],
-                    help="random-harness: also run the same rounds with the harness picking at random "
-                         "('random' is a deprecated alias; --mining-algorithm random is the executor's own)")
-    lp.add_argument("--test-split", metavar="N|FRACTION",
-                    help="hold out N labeled training images (or a fraction, e.g. 0.2) as a test set, never "
-                         "trained on nor used to pick a stage; the loop reports test mAP50")
-    lp.add_argument("--seed", type=int, default=0,
-                    help="the seed of the initial split, the baseline's picks and the training (default 0)")
+    lp.add_argument(
+        "--mining-algorithm",
+        action="append",
+        help="the executor's mining_algorithm, e.g. entropy; repeat to compare several "
+        "(checked against the manifest's list before anything runs)",
+    )
+    lp.add_argument(
+        "--baseline",
+        choices=["random-harness", "random"],
+        help="random-harness: also run the same rounds with the harness picking at random "
+        "('random' is a deprecated alias; --mining-algorithm random is the executor's own)",
+    )
+    lp.add_argument(
+        "--test-split",
+        metavar="N|FRACTION",
+        help="hold out N labeled training images (or a fraction, e.g. 0.2) as a test set, never "
+        "trained on nor used to pick a stage; the loop reports test mAP50",
+    )
+    lp.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the seed of the initial split, the baseline's picks and the training (default 0)",
+    )
     lp.add_argument("--seeds", metavar="S,S,...", help="several seeds, e.g. 0,1,2: the plot shows mean and spread")
     lp.add_argument("--continue-training", action="store_true", help="train from the previous round's model")
     _add_config_args(lp)
     lp.add_argument("--out", help="output folder, new or empty (default ./ymir-work/loop-<time>)")
-    lp.add_argument("--resume", action="store_true",
-                    help="continue the loop whose loop.json is in --out (finished rounds are not run again)")
+    lp.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the loop whose loop.json is in --out (finished rounds are not run again)",
+    )
     lp.add_argument("--model-location", help="model store (default OUT/models)")
     lp.add_argument("--quiet", action="store_true")
     _add_json_arg(lp)
@@ -870,7 +1106,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated(signum)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The ``ymir-exc`` command: parse ``argv`` (default ``sys.argv[1:]``) and run the command
     with the exit-status policy of the module docstring (SIGTERM handled as Ctrl-C, exit 143)."""
     import signal
@@ -902,8 +1138,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 #: errors of the input (files, arguments, packages), shown as one line with exit status 2
-INPUT_ERRORS = (YmirExcError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-                PermissionError, ValueError, RuntimeError)
+INPUT_ERRORS = (
+    YmirExcError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ValueError,
+    RuntimeError,
+)
 
 
 def guarded(func: Any, args: argparse.Namespace) -> int:
@@ -913,9 +1157,9 @@ def guarded(func: Any, args: argparse.Namespace) -> int:
     exit 70. With ``--json`` the command's document (``args.json_doc``) is printed on stdout; a
     command that ends in an error without one prints ``{"error": ..., "exit_status": N}``.
     Output to a closed pipe never ends the command (see :mod:`ymir_exc.harness.output`)."""
-    error: Optional[str] = None
+    error: str | None = None
     try:
-        code = func(args)
+        code = int(func(args))
     except KeyboardInterrupt:
         code = _interrupted_status()
         error = "terminated (SIGTERM)" if _SIGNAL else "interrupted (Ctrl-C)"
@@ -923,7 +1167,7 @@ def guarded(func: Any, args: argparse.Namespace) -> int:
     except INPUT_ERRORS as e:
         code, error = EXIT_USAGE, str(e)
         _err(f"ymir-exc: error: {e}")
-    except Exception as e:  # noqa: BLE001 - the one place that turns a bug into a log file
+    except Exception as e:
         code, error = _internal_error(e), f"internal error: {type(e).__name__}: {e}"
     if _JSON_MODE:
         from ymir_exc.harness.output import write_line
@@ -943,8 +1187,9 @@ def _internal_error(e: BaseException) -> int:
     text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
     try:
         os.makedirs(log_dir, exist_ok=True)
-        fd, log = tempfile.mkstemp(prefix=f"ymir-exc-crash-{time.strftime('%Y%m%d%H%M%S')}-", suffix=".log",
-                                   dir=log_dir)
+        fd, log = tempfile.mkstemp(
+            prefix=f"ymir-exc-crash-{time.strftime('%Y%m%d%H%M%S')}-", suffix=".log", dir=log_dir
+        )
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(f"ymir-exc {__version__}; argv {sys.argv!r}\n{text}")
         where = f"traceback in {log}"

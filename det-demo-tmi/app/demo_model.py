@@ -56,8 +56,9 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -67,56 +68,73 @@ from ymir_exc.metrics import evaluate_detections, iou_matrix
 
 #: colour quantisation: levels per channel, hence QUANT_LEVELS ** 3 colour bins
 QUANT_LEVELS = 8
-NUM_BINS = QUANT_LEVELS ** 3
+NUM_BINS = QUANT_LEVELS**3
 #: the context ring is the window grown by this fraction of its size (half on each side)
 RING_GROW = 0.5
 #: k-means rounds for the box shapes
 KMEANS_ITERS = 20
 #: a window is a positive training example when its IoU with a ground-truth box is >= this
 POSITIVE_IOU = 0.5
-FEATURE_NAMES = ("llr_inside", "llr_ring", "llr_centre", "brightness_std", "brightness_inside",
-                 "brightness_ring", "log_area")
+FEATURE_NAMES = (
+    "llr_inside",
+    "llr_ring",
+    "llr_centre",
+    "brightness_std",
+    "brightness_inside",
+    "brightness_ring",
+    "log_area",
+)
 MODEL_FORMAT = "ymir-det-demo-tmi/colour-window"
 MODEL_VERSION = 1
 
 #: (class_id, x, y, w, h): a ground-truth box in integer pixels, (x, y) the top-left corner
-GTBox = Tuple[int, int, int, int, int]
+GTBox = tuple[int, int, int, int, int]
 #: (class_id, score, x, y, w, h): a detection in integer pixels
-Detection = Tuple[int, float, int, int, int, int]
+Detection = tuple[int, float, int, int, int, int]
 #: (image path, [GTBox, ...])
-Item = Tuple[str, Sequence[GTBox]]
+Item = tuple[str, Sequence[GTBox]]
 
 
 # ---------------------------------------------------------------------------- hyper-parameters
+
 
 @dataclass
 class HyperParams:
     """Hyper-parameters (the keys of the img-man templates), with their defaults."""
 
-    downscale: int = 4           #: images are shrunk by this factor before anything else
-    num_anchors: int = 3         #: number of box shapes (k of the k-means)
-    stride: int = 2              #: window grid step, in downscaled pixels
-    epochs: int = 10             #: evaluations / saved stages
-    iters_per_epoch: int = 10    #: gradient-descent steps per epoch
-    learning_rate: float = 0.5   #: gradient-descent step size
-    l2: float = 1e-3             #: L2 penalty on the weights (not the bias)
-    max_negatives: int = 50000   #: negatives kept per class (every n-th window)
-    nms_iou: float = 0.3         #: NMS: a box overlapping a better one by more than this is dropped
-    max_det: int = 100           #: detections kept per image
+    downscale: int = 4  #: images are shrunk by this factor before anything else
+    num_anchors: int = 3  #: number of box shapes (k of the k-means)
+    stride: int = 2  #: window grid step, in downscaled pixels
+    epochs: int = 10  #: evaluations / saved stages
+    iters_per_epoch: int = 10  #: gradient-descent steps per epoch
+    learning_rate: float = 0.5  #: gradient-descent step size
+    l2: float = 1e-3  #: L2 penalty on the weights (not the bias)
+    max_negatives: int = 50000  #: negatives kept per class (every n-th window)
+    nms_iou: float = 0.3  #: NMS: a box overlapping a better one by more than this is dropped
+    max_det: int = 100  #: detections kept per image
     conf_threshold: float = 0.1  #: detections need p >= this
     mining_algorithm: str = "entropy"  #: 'entropy' or 'random'
-    random_seed: int = 0         #: seed of the 'random' mining score
-    seed: int = 0                #: training seed: which every-n-th negatives are kept (offset seed mod n)
+    random_seed: int = 0  #: seed of the 'random' mining score
+    seed: int = 0  #: training seed: which every-n-th negatives are kept (offset seed mod n)
 
     _RANGES = {
-        "downscale": (1, 64), "num_anchors": (1, 32), "stride": (1, 1024), "epochs": (1, 1000),
-        "iters_per_epoch": (1, 100000), "learning_rate": (1e-9, 100.0), "l2": (0.0, 100.0),
-        "max_negatives": (1, 10 ** 9), "nms_iou": (0.0, 1.0), "max_det": (1, 100000),
-        "conf_threshold": (0.0, 1.0), "random_seed": (-(2 ** 63), 2 ** 63 - 1), "seed": (0, 2 ** 63 - 1),
+        "downscale": (1, 64),
+        "num_anchors": (1, 32),
+        "stride": (1, 1024),
+        "epochs": (1, 1000),
+        "iters_per_epoch": (1, 100000),
+        "learning_rate": (1e-9, 100.0),
+        "l2": (0.0, 100.0),
+        "max_negatives": (1, 10**9),
+        "nms_iou": (0.0, 1.0),
+        "max_det": (1, 100000),
+        "conf_threshold": (0.0, 1.0),
+        "random_seed": (-(2**63), 2**63 - 1),
+        "seed": (0, 2**63 - 1),
     }
 
     @classmethod
-    def from_config(cls, param: Mapping[str, Any], conf_threshold: Optional[float] = None) -> "HyperParams":
+    def from_config(cls, param: Mapping[str, Any], conf_threshold: float | None = None) -> HyperParams:
         """Read the hyper-parameters from config.yaml (unknown keys are ignored).
 
         Args:
@@ -147,8 +165,9 @@ class HyperParams:
                         raise ValueError
                     v = int(v)
             except (TypeError, ValueError):
-                raise ConfigFileError(f"must be {'an integer' if is_int else 'a number'}, got {raw!r}",
-                                      key=f.name) from None
+                raise ConfigFileError(
+                    f"must be {'an integer' if is_int else 'a number'}, got {raw!r}", key=f.name
+                ) from None
             lo, hi = cls._RANGES[f.name]
             if not (math.isfinite(v) and lo <= v <= hi):
                 raise ConfigFileError(f"must be in [{lo}, {hi}], got {raw!r}", key=f.name)
@@ -158,23 +177,24 @@ class HyperParams:
 
 # ---------------------------------------------------------------------------- images
 
+
 @dataclass
 class ImageData:
     """One image, downscaled: colour bins and brightness, and the scale back to pixels."""
 
     path: str
-    width: int                 #: original size, pixels
+    width: int  #: original size, pixels
     height: int
-    bins: np.ndarray           #: (h, w) int, colour bin 0..511 of each downscaled pixel
-    brightness: np.ndarray     #: (h, w) float64 in [0, 1]
-    sx: float                  #: original pixels per downscaled pixel, x
+    bins: np.ndarray  #: (h, w) int, colour bin 0..511 of each downscaled pixel
+    brightness: np.ndarray  #: (h, w) float64 in [0, 1]
+    sx: float  #: original pixels per downscaled pixel, x
     sy: float
 
 
 def colour_bins(rgb: np.ndarray) -> np.ndarray:
     """Quantise an (h, w, 3) uint8 RGB array to QUANT_LEVELS levels per channel: bin 0..511."""
     shift = 8 - int(math.log2(QUANT_LEVELS))
-    q = (rgb.astype(np.int64) >> shift)
+    q = rgb.astype(np.int64) >> shift
     return (q[..., 0] * QUANT_LEVELS + q[..., 1]) * QUANT_LEVELS + q[..., 2]
 
 
@@ -190,7 +210,7 @@ def load_image(path: str, downscale: int) -> ImageData:
             im = im.convert("RGB")
     except FileNotFoundError:
         raise ImageError("image not found", path=path) from None
-    except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt data
+    except Exception as e:
         raise ImageError(f"cannot read image: {e}", path=path) from None
     width, height = im.size
     w = max(1, int(round(width / downscale)))
@@ -214,7 +234,8 @@ def rect_sums(ii: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1
 
 # ---------------------------------------------------------------------------- geometry
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float, max_keep: Optional[int] = None) -> np.ndarray:
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float, max_keep: int | None = None) -> np.ndarray:
     """Greedy non-maximum suppression.
 
     Takes boxes by score, highest first (ties: lower index first); a box whose IoU with an
@@ -223,14 +244,14 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float, max_keep: Optiona
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    keep: List[int] = []
+    keep: list[int] = []
     while order.size and (max_keep is None or len(keep) < max_keep):
         i = int(order[0])
         keep.append(i)
         rest = order[1:]
         if rest.size == 0:
             break
-        order = rest[iou_matrix(boxes[i:i + 1], boxes[rest])[0] <= iou_thr]
+        order = rest[iou_matrix(boxes[i : i + 1], boxes[rest])[0] <= iou_thr]
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -298,7 +319,7 @@ def window_features(llr_map: np.ndarray, brightness: np.ndarray, windows: np.nda
     cw, ch = np.maximum(1, ww // 2), np.maximum(1, hh // 2)
     cx0, cy0 = x0 + (ww - cw) // 2, y0 + (hh - ch) // 2
 
-    def inside_and_ring(ii: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def inside_and_ring(ii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s_in = rect_sums(ii, x0, y0, x1, y1)
         s_ring = rect_sums(ii, ox0, oy0, ox1, oy1) - s_in
         m_in = s_in / area
@@ -340,8 +361,13 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- evaluation
 
-def evaluate(detections: Sequence[Sequence[Detection]], ground_truth: Sequence[Sequence[GTBox]],
-             num_classes: int, iou_thr: float = 0.5) -> Dict[str, Any]:
+
+def evaluate(
+    detections: Sequence[Sequence[Detection]],
+    ground_truth: Sequence[Sequence[GTBox]],
+    num_classes: int,
+    iou_thr: float = 0.5,
+) -> dict[str, Any]:
     """Detection metrics over a set of images: :func:`ymir_exc.metrics.evaluate_detections`
     (PASCAL VOC 2010+ devkit protocol) with classes as indices ``0..num_classes-1``.
 
@@ -359,30 +385,39 @@ def evaluate(detections: Sequence[Sequence[Detection]], ground_truth: Sequence[S
     """
     if len(detections) != len(ground_truth):
         raise ValueError(f"{len(detections)} detection lists for {len(ground_truth)} images")
-    m = evaluate_detections(dict(enumerate(detections)), dict(enumerate(ground_truth)),
-                            classes=range(num_classes), iou_thr=iou_thr)
+    m = evaluate_detections(
+        dict(enumerate(detections)), dict(enumerate(ground_truth)), classes=range(num_classes), iou_thr=iou_thr
+    )
     m["ap"] = [m["ap"][c] for c in range(num_classes)]
     return m
 
 
 # ---------------------------------------------------------------------------- the model
 
+
 @dataclass
 class ClassModel:
     """The part of the model that belongs to one class."""
 
-    llr: np.ndarray             #: (NUM_BINS,) colour log-likelihood ratio
-    mean: np.ndarray            #: (F,) feature mean of the training windows
-    std: np.ndarray             #: (F,) feature std (1 where it was 0)
-    weights: np.ndarray         #: (F + 1,) logistic weights, the last one is the bias
-    trained: bool = True        #: False when the class had no positive window: it is never detected
+    llr: np.ndarray  #: (NUM_BINS,) colour log-likelihood ratio
+    mean: np.ndarray  #: (F,) feature mean of the training windows
+    std: np.ndarray  #: (F,) feature std (1 where it was 0)
+    weights: np.ndarray  #: (F + 1,) logistic weights, the last one is the bias
+    trained: bool = True  #: False when the class had no positive window: it is never detected
 
 
 class DemoModel:
     """A trained colour-window detector: everything needed to detect, saved as one JSON file."""
 
-    def __init__(self, class_names: Sequence[str], downscale: int, stride: int, anchors: np.ndarray,
-                 classes: Sequence[ClassModel], info: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        downscale: int,
+        stride: int,
+        anchors: np.ndarray,
+        classes: Sequence[ClassModel],
+        info: dict[str, Any] | None = None,
+    ) -> None:
         self.class_names = list(class_names)
         self.downscale = int(downscale)
         self.stride = int(stride)
@@ -391,15 +426,28 @@ class DemoModel:
         self.info = dict(info or {})
 
     # -- serialisation
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
-            "format": MODEL_FORMAT, "version": MODEL_VERSION,
-            "class_names": self.class_names, "downscale": self.downscale, "stride": self.stride,
-            "quant_levels": QUANT_LEVELS, "ring_grow": RING_GROW, "feature_names": list(FEATURE_NAMES),
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "class_names": self.class_names,
+            "downscale": self.downscale,
+            "stride": self.stride,
+            "quant_levels": QUANT_LEVELS,
+            "ring_grow": RING_GROW,
+            "feature_names": list(FEATURE_NAMES),
             "anchors": self.anchors.tolist(),
-            "classes": [{"class_name": n, "trained": cm.trained, "weights": cm.weights.tolist(),
-                         "feature_mean": cm.mean.tolist(), "feature_std": cm.std.tolist(),
-                         "llr": cm.llr.tolist()} for n, cm in zip(self.class_names, self.classes)],
+            "classes": [
+                {
+                    "class_name": n,
+                    "trained": cm.trained,
+                    "weights": cm.weights.tolist(),
+                    "feature_mean": cm.mean.tolist(),
+                    "feature_std": cm.std.tolist(),
+                    "llr": cm.llr.tolist(),
+                }
+                for n, cm in zip(self.class_names, self.classes, strict=False)
+            ],
             "info": self.info,
         }
 
@@ -412,14 +460,14 @@ class DemoModel:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str) -> "DemoModel":
+    def load(cls, path: str) -> DemoModel:
         """Read a model written by :meth:`save`.
 
         Raises:
             ModelError: missing file, not JSON, or not a model of this format / version.
         """
         try:
-            with open(path, "r", encoding="utf-8") as f:
+            with open(path, encoding="utf-8") as f:
                 d = json.load(f)
         except FileNotFoundError:
             raise ModelError("model file not found", path=path) from None
@@ -433,15 +481,29 @@ class DemoModel:
             nf = len(FEATURE_NAMES)
             classes = []
             for c in d["classes"]:
-                cm = ClassModel(np.asarray(c["llr"], np.float64), np.asarray(c["feature_mean"], np.float64),
-                                np.asarray(c["feature_std"], np.float64), np.asarray(c["weights"], np.float64),
-                                bool(c["trained"]))
-                if cm.llr.shape != (NUM_BINS,) or cm.mean.shape != (nf,) or cm.std.shape != (nf,) \
-                        or cm.weights.shape != (nf + 1,):
+                cm = ClassModel(
+                    np.asarray(c["llr"], np.float64),
+                    np.asarray(c["feature_mean"], np.float64),
+                    np.asarray(c["feature_std"], np.float64),
+                    np.asarray(c["weights"], np.float64),
+                    bool(c["trained"]),
+                )
+                if (
+                    cm.llr.shape != (NUM_BINS,)
+                    or cm.mean.shape != (nf,)
+                    or cm.std.shape != (nf,)
+                    or cm.weights.shape != (nf + 1,)
+                ):
                     raise ValueError(f"bad array sizes for class {c.get('class_name')!r}")
                 classes.append(cm)
-            model = cls(d["class_names"], d["downscale"], d["stride"], np.asarray(d["anchors"], np.float64),
-                        classes, d.get("info"))
+            model = cls(
+                d["class_names"],
+                d["downscale"],
+                d["stride"],
+                np.asarray(d["anchors"], np.float64),
+                classes,
+                d.get("info"),
+            )
             if len(model.classes) != len(model.class_names) or not model.class_names or model.anchors.shape[0] == 0:
                 raise ValueError("class_names, classes and anchors do not fit")
         except (KeyError, TypeError, ValueError) as e:
@@ -449,7 +511,7 @@ class DemoModel:
         return model
 
     # -- detection
-    def class_scores(self, img: ImageData) -> Tuple[np.ndarray, np.ndarray]:
+    def class_scores(self, img: ImageData) -> tuple[np.ndarray, np.ndarray]:
         """Windows (n, 4, downscaled px) of an image and their probabilities (C, n)."""
         h, w = img.bins.shape
         windows = window_grid(w, h, self.anchors, self.stride)
@@ -460,12 +522,12 @@ class DemoModel:
                 probs[c] = sigmoid(z @ cm.weights[:-1] + cm.weights[-1])
         return windows, probs
 
-    def detect_image(self, img: ImageData, conf_threshold: float, nms_iou: float, max_det: int) -> List[Detection]:
+    def detect_image(self, img: ImageData, conf_threshold: float, nms_iou: float, max_det: int) -> list[Detection]:
         """Detections ``(class_id, score, x, y, w, h)`` of a loaded image, best first."""
         windows, probs = self.class_scores(img)
         return postprocess(windows, probs, img, conf_threshold, nms_iou, max_det, self.trained_mask())
 
-    def detect(self, path: str, conf_threshold: float, nms_iou: float, max_det: int) -> List[Detection]:
+    def detect(self, path: str, conf_threshold: float, nms_iou: float, max_det: int) -> list[Detection]:
         """Detections of the image at ``path`` (see :meth:`detect_image`).
 
         Raises:
@@ -473,16 +535,23 @@ class DemoModel:
         """
         return self.detect_image(load_image(path, self.downscale), conf_threshold, nms_iou, max_det)
 
-    def trained_mask(self) -> List[bool]:
+    def trained_mask(self) -> list[bool]:
         return [cm.trained for cm in self.classes]
 
 
-def postprocess(windows: np.ndarray, probs: np.ndarray, img: ImageData, conf_threshold: float, nms_iou: float,
-                max_det: int, trained: Optional[Sequence[bool]] = None) -> List[Detection]:
+def postprocess(
+    windows: np.ndarray,
+    probs: np.ndarray,
+    img: ImageData,
+    conf_threshold: float,
+    nms_iou: float,
+    max_det: int,
+    trained: Sequence[bool] | None = None,
+) -> list[Detection]:
     """Threshold, per-class NMS (in original pixels), then the ``max_det`` best over all
     classes (ties: lower class, then earlier window). Boxes are integer pixels."""
     pixel_boxes = to_pixels(windows, img)
-    cand: List[Tuple[float, int, int]] = []
+    cand: list[tuple[float, int, int]] = []
     for c in range(probs.shape[0]):
         if trained is not None and not trained[c]:
             continue
@@ -497,13 +566,14 @@ def postprocess(windows: np.ndarray, probs: np.ndarray, img: ImageData, conf_thr
 
 # ---------------------------------------------------------------------------- training
 
+
 def _gt_array(boxes: Sequence[GTBox], class_id: int, img: ImageData) -> np.ndarray:
     """Ground-truth boxes of one class in downscaled (continuous) pixels, (m, 4)."""
     rows = [(b[1] / img.sx, b[2] / img.sy, b[3] / img.sx, b[4] / img.sy) for b in boxes if b[0] == class_id]
     return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
 
 
-def _box_mask(shape: Tuple[int, int], gt_small: np.ndarray) -> np.ndarray:
+def _box_mask(shape: tuple[int, int], gt_small: np.ndarray) -> np.ndarray:
     """Downscaled pixels whose centre lies inside any of the boxes (m, 4)."""
     h, w = shape
     cx = np.arange(w) + 0.5
@@ -521,7 +591,9 @@ def colour_llr(fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
     return np.log((fg + 1) / (fg.sum() + fg.size)) - np.log((bg + 1) / (bg.sum() + bg.size))
 
 
-def logistic_loss_grad(x: np.ndarray, y: np.ndarray, a: np.ndarray, w: np.ndarray, l2: float) -> Tuple[float, np.ndarray]:
+def logistic_loss_grad(
+    x: np.ndarray, y: np.ndarray, a: np.ndarray, w: np.ndarray, l2: float
+) -> tuple[float, np.ndarray]:
     """Weighted logistic loss and its gradient; ``x`` (n, F + 1) ends with a column of ones
     (bias, not penalised)."""
     z = x @ w
@@ -535,11 +607,11 @@ def logistic_loss_grad(x: np.ndarray, y: np.ndarray, a: np.ndarray, w: np.ndarra
 
 @dataclass
 class _ClassData:
-    x: np.ndarray       # (n, F + 1) standardised, ones column last
+    x: np.ndarray  # (n, F + 1) standardised, ones column last
     y: np.ndarray
     a: np.ndarray
     n_pos: int
-    n_neg: int          # negatives kept (after subsampling)
+    n_neg: int  # negatives kept (after subsampling)
     prior_logit: float  # ln(positives / all negatives): added to the bias of the saved model
 
 
@@ -559,8 +631,14 @@ class Trainer:
         AnnotationError: the training set has no box at all.
     """
 
-    def __init__(self, train_items: Sequence[Item], val_items: Sequence[Item], class_names: Sequence[str],
-                 params: HyperParams, progress: Optional[Callable[[float], None]] = None) -> None:
+    def __init__(
+        self,
+        train_items: Sequence[Item],
+        val_items: Sequence[Item],
+        class_names: Sequence[str],
+        params: HyperParams,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
         self.params = params
         self.class_names = list(class_names)
         p = params
@@ -573,42 +651,46 @@ class Trainer:
             if progress is not None:
                 progress(0.9 * done / max(1, n_all))
 
-        self.train_imgs: List[ImageData] = []
-        self.train_gts: List[List[GTBox]] = []
+        self.train_imgs: list[ImageData] = []
+        self.train_gts: list[list[GTBox]] = []
         for path, boxes in train_items:
             self.train_imgs.append(load_image(path, p.downscale))
             self.train_gts.append([tuple(int(v) for v in b) for b in boxes])  # type: ignore[misc]
             tick()
-        self.val_imgs: List[ImageData] = []
-        self.val_gts: List[List[GTBox]] = []
+        self.val_imgs: list[ImageData] = []
+        self.val_gts: list[list[GTBox]] = []
         for path, boxes in val_items:
             self.val_imgs.append(load_image(path, p.downscale))
             self.val_gts.append([tuple(int(v) for v in b) for b in boxes])  # type: ignore[misc]
             tick()
 
-        wh = [(b[3] / img.sx, b[4] / img.sy) for img, gts in zip(self.train_imgs, self.train_gts) for b in gts]
+        wh = [
+            (b[3] / img.sx, b[4] / img.sy)
+            for img, gts in zip(self.train_imgs, self.train_gts, strict=False)
+            for b in gts
+        ]
         if not wh:
             raise AnnotationError("the training set has no box: nothing to learn")
         self.anchors = kmeans_anchors(np.asarray(wh), p.num_anchors)
 
         nf = len(FEATURE_NAMES)
-        self.class_models: List[ClassModel] = []
-        self.class_data: List[Optional[_ClassData]] = []
-        self.val_windows: List[np.ndarray] = []
-        self.val_z: List[List[Optional[np.ndarray]]] = [[] for _ in self.val_imgs]
+        self.class_models: list[ClassModel] = []
+        self.class_data: list[_ClassData | None] = []
+        self.val_windows: list[np.ndarray] = []
+        self.val_z: list[list[np.ndarray | None]] = [[] for _ in self.val_imgs]
         for c in range(len(self.class_names)):
             # colour statistics
             fg = np.zeros(NUM_BINS)
             bg = np.zeros(NUM_BINS)
-            gts_small = [_gt_array(g, c, img) for img, g in zip(self.train_imgs, self.train_gts)]
-            for img, gs in zip(self.train_imgs, gts_small):
+            gts_small = [_gt_array(g, c, img) for img, g in zip(self.train_imgs, self.train_gts, strict=False)]
+            for img, gs in zip(self.train_imgs, gts_small, strict=False):
                 mask = _box_mask(img.bins.shape, gs)
                 fg += np.bincount(img.bins[mask], minlength=NUM_BINS)
                 bg += np.bincount(img.bins[~mask], minlength=NUM_BINS)
             llr = colour_llr(fg, bg)
             # training windows
             feats, labels = [], []
-            for img, gs in zip(self.train_imgs, gts_small):
+            for img, gs in zip(self.train_imgs, gts_small, strict=False):
                 h, w = img.bins.shape
                 win = window_grid(w, h, self.anchors, p.stride)
                 feats.append(window_features(llr[img.bins], img.brightness, win))
@@ -620,7 +702,7 @@ class Trainer:
             neg_idx = np.nonzero(~y)[0]
             n_neg_all = neg_idx.size
             step = max(1, math.ceil(neg_idx.size / p.max_negatives))
-            neg_idx = neg_idx[p.seed % step::step]
+            neg_idx = neg_idx[p.seed % step :: step]
             idx = np.sort(np.concatenate([pos_idx, neg_idx]))
             f, y = f[idx], y[idx].astype(np.float64)
             mean = f.mean(axis=0) if f.shape[0] else np.zeros(nf)
@@ -632,8 +714,9 @@ class Trainer:
             if trained:
                 a = np.where(y > 0, 0.5 / pos_idx.size, 0.5 / neg_idx.size)
                 x = np.concatenate([(f - mean) / std, np.ones((f.shape[0], 1))], axis=1)
-                self.class_data.append(_ClassData(x, y, a, int(pos_idx.size), int(neg_idx.size),
-                                                  math.log(pos_idx.size / n_neg_all)))
+                self.class_data.append(
+                    _ClassData(x, y, a, int(pos_idx.size), int(neg_idx.size), math.log(pos_idx.size / n_neg_all))
+                )
             else:
                 self.class_data.append(None)
         # validation windows and their standardised features, computed once
@@ -642,24 +725,28 @@ class Trainer:
             win = window_grid(w, h, self.anchors, p.stride)
             self.val_windows.append(win)
             for cm in self.class_models:
-                self.val_z[k].append((window_features(cm.llr[img.bins], img.brightness, win) - cm.mean) / cm.std
-                                     if cm.trained else None)
+                self.val_z[k].append(
+                    (window_features(cm.llr[img.bins], img.brightness, win) - cm.mean) / cm.std if cm.trained else None
+                )
         if progress is not None:
             progress(1.0)
         self.epoch = 0
-        self.losses: List[float] = []
+        self.losses: list[float] = []
 
     def loss(self) -> float:
         """Current training loss: mean over the trained classes of their weighted logistic loss."""
-        vals = [logistic_loss_grad(d.x, d.y, d.a, cm.weights, self.params.l2)[0]
-                for cm, d in zip(self.class_models, self.class_data) if d is not None]
+        vals = [
+            logistic_loss_grad(d.x, d.y, d.a, cm.weights, self.params.l2)[0]
+            for cm, d in zip(self.class_models, self.class_data, strict=False)
+            if d is not None
+        ]
         return float(np.mean(vals)) if vals else 0.0
 
-    def run_epoch(self, progress: Optional[Callable[[float], None]] = None) -> float:
+    def run_epoch(self, progress: Callable[[float], None] | None = None) -> float:
         """``iters_per_epoch`` gradient-descent steps for every class; returns the loss after."""
         p = self.params
         for it in range(p.iters_per_epoch):
-            for cm, d in zip(self.class_models, self.class_data):
+            for cm, d in zip(self.class_models, self.class_data, strict=False):
                 if d is None:
                     continue
                 _, g = logistic_loss_grad(d.x, d.y, d.a, cm.weights, p.l2)
@@ -683,37 +770,46 @@ class Trainer:
             w[-1] += d.prior_logit
         return w
 
-    def val_detections(self, conf_threshold: float) -> List[List[Detection]]:
+    def val_detections(self, conf_threshold: float) -> list[list[Detection]]:
         """Detections of the current model on every validation image."""
         p = self.params
         out = []
-        for img, win, zs in zip(self.val_imgs, self.val_windows, self.val_z):
+        for img, win, zs in zip(self.val_imgs, self.val_windows, self.val_z, strict=False):
             probs = np.zeros((len(self.class_models), win.shape[0]))
             for c, z in enumerate(zs):
                 if z is not None:
                     w = self.scoring_weights(c)
                     probs[c] = sigmoid(z @ w[:-1] + w[-1])
-            out.append(postprocess(win, probs, img, conf_threshold, p.nms_iou, p.max_det,
-                                   [cm.trained for cm in self.class_models]))
+            out.append(
+                postprocess(
+                    win, probs, img, conf_threshold, p.nms_iou, p.max_det, [cm.trained for cm in self.class_models]
+                )
+            )
         return out
 
-    def evaluate(self, conf_threshold: Optional[float] = None, iou_thr: float = 0.5) -> Dict[str, Any]:
+    def evaluate(self, conf_threshold: float | None = None, iou_thr: float = 0.5) -> dict[str, Any]:
         """:func:`evaluate` of the current model on the validation set."""
         conf = self.params.conf_threshold if conf_threshold is None else conf_threshold
         return evaluate(self.val_detections(conf), self.val_gts, len(self.class_names), iou_thr)
 
     def model(self) -> DemoModel:
         """A snapshot of the current model."""
-        info = {"epoch": self.epoch, "train_loss": self.losses[-1] if self.losses else None,
-                "train_images": len(self.train_imgs),
-                "positives": [d.n_pos if d else 0 for d in self.class_data],
-                "negatives": [d.n_neg if d else 0 for d in self.class_data]}
-        classes = [ClassModel(cm.llr.copy(), cm.mean.copy(), cm.std.copy(), self.scoring_weights(c), cm.trained)
-                   for c, cm in enumerate(self.class_models)]
+        info = {
+            "epoch": self.epoch,
+            "train_loss": self.losses[-1] if self.losses else None,
+            "train_images": len(self.train_imgs),
+            "positives": [d.n_pos if d else 0 for d in self.class_data],
+            "negatives": [d.n_neg if d else 0 for d in self.class_data],
+        }
+        classes = [
+            ClassModel(cm.llr.copy(), cm.mean.copy(), cm.std.copy(), self.scoring_weights(c), cm.trained)
+            for c, cm in enumerate(self.class_models)
+        ]
         return DemoModel(self.class_names, self.params.downscale, self.params.stride, self.anchors, classes, info)
 
 
 # ---------------------------------------------------------------------------- mining
+
 
 def entropy_score(detections: Sequence[Detection]) -> float:
     """Mean binary entropy ``H(p) = -p ln p - (1 - p) ln(1 - p)`` of the detections' scores
@@ -737,4 +833,4 @@ def random_score(path: str, seed: int = 0) -> float:
     except OSError as e:
         raise ImageError(f"cannot read image: {e.strerror}", path=path) from None
     h = hashlib.sha1(f"{seed}:{digest}".encode("ascii")).hexdigest()
-    return int(h[:13], 16) / float(16 ** 13)
+    return int(h[:13], 16) / float(16**13)

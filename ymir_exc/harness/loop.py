@@ -31,9 +31,10 @@ import os
 import random
 import shutil
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from ymir_exc._io import atomic_write
 from ymir_exc.errors import AnnotationError
@@ -43,8 +44,17 @@ from ymir_exc.harness.models import ModelStore
 from ymir_exc.harness.pipeline import TaskOutcome, run_task
 
 #: settings a resumed loop must share with the one it continues
-RESUME_KEYS = ("executor", "dataset", "initial", "rounds", "topk", "strategies", "seeds", "continue_training",
-               "test_split")
+RESUME_KEYS = (
+    "executor",
+    "dataset",
+    "initial",
+    "rounds",
+    "topk",
+    "strategies",
+    "seeds",
+    "continue_training",
+    "test_split",
+)
 #: the harness-side random baseline's strategy name (``--baseline random-harness``)
 BASELINE = "random-harness"
 #: score threshold of the test-set inference (when the executor's infer template declares
@@ -69,12 +79,12 @@ class RoundResult:
     model_hash: str
     train_seconds: float
     mine_seconds: float = 0.0
-    selected: List[str] = field(default_factory=list)
+    selected: list[str] = field(default_factory=list)
     seed: int = 0
     best_stage: str = ""
     last_stage: str = ""
-    test_best: Optional[float] = None
-    test_last: Optional[float] = None
+    test_best: float | None = None
+    test_last: float | None = None
     shared: bool = False
 
 
@@ -98,7 +108,7 @@ def parse_test_split(text: str) -> float:
     return v
 
 
-def split_test(ds: Dataset, test_split: Optional[float]) -> Tuple[Dataset, List[Item]]:
+def split_test(ds: Dataset, test_split: float | None) -> tuple[Dataset, list[Item]]:
     """(the dataset without its test images, the test images): ``test_split`` images (a count, or
     a fraction of ``ds.train`` rounded) of the labeled training images, drawn by a fixed stream
     (``random.Random("ymir-exc-loop:test")`` over the images sorted by path), the same for every
@@ -111,8 +121,10 @@ def split_test(ds: Dataset, test_split: Optional[float]) -> Tuple[Dataset, List[
         return ds, []
     n = int(test_split) if test_split >= 1 else round(test_split * len(ds.train))
     if not 0 < n < len(ds.train):
-        raise ValueError(f"--test-split {test_split:g} gives {n} test images; the dataset has {len(ds.train)} "
-                         f"training images (a test set needs at least 1 and must leave some)")
+        raise ValueError(
+            f"--test-split {test_split:g} gives {n} test images; the dataset has {len(ds.train)} "
+            f"training images (a test set needs at least 1 and must leave some)"
+        )
     order = sorted(ds.train, key=lambda i: i.image_path)
     random.Random("ymir-exc-loop:test").shuffle(order)
     test = order[:n]
@@ -121,7 +133,7 @@ def split_test(ds: Dataset, test_split: Optional[float]) -> Tuple[Dataset, List[
     return Dataset(ds.name, list(ds.class_names), rest, list(ds.val), list(ds.candidate), list(ds.notes)), test
 
 
-def split_initial(ds: Dataset, initial: int, seed: int) -> tuple:
+def split_initial(ds: Dataset, initial: int, seed: int) -> tuple[Any, ...]:
     """(initial labeled items, pool items): a seeded shuffle (``random.Random(seed)``) of the
     training images sorted by path.
 
@@ -129,14 +141,16 @@ def split_initial(ds: Dataset, initial: int, seed: int) -> tuple:
         ValueError: ``initial`` is not smaller than the number of training images.
     """
     if not 0 < initial < len(ds.train):
-        raise ValueError(f"--initial must be between 1 and {len(ds.train) - 1} (the dataset has {len(ds.train)} "
-                         f"training images), got {initial}")
+        raise ValueError(
+            f"--initial must be between 1 and {len(ds.train) - 1} (the dataset has {len(ds.train)} "
+            f"training images), got {initial}"
+        )
     order = sorted(ds.train, key=lambda i: i.image_path)
     random.Random(seed).shuffle(order)
     return order[:initial], order[initial:]
 
 
-def baseline_pick(pool: Sequence[Item], topk: int, seed: int, rnd: int) -> List[Item]:
+def baseline_pick(pool: Sequence[Item], topk: int, seed: int, rnd: int) -> list[Item]:
     """The harness baseline's ``topk`` picks of ``pool`` in round ``rnd``: a uniform sample
     without replacement of the pool sorted by path, drawn from
     ``random.Random(f"{seed}:baseline:{rnd}")``. That stream is independent of the split's
@@ -147,7 +161,7 @@ def baseline_pick(pool: Sequence[Item], topk: int, seed: int, rnd: int) -> List[
     return [order[i] for i in sorted(picked)]
 
 
-def check_disjoint(splits: Dict[str, Sequence[Item]]) -> None:
+def check_disjoint(splits: dict[str, Sequence[Item]]) -> None:
     """Refuse any image that is in two of ``splits`` (e.g. train / val / test / pool), by path or
     by content (sha1 of the bytes; computed once and kept in ``Item.sha1``).
 
@@ -156,7 +170,7 @@ def check_disjoint(splits: Dict[str, Sequence[Item]]) -> None:
     """
     from ymir_exc.harness.workspace import sha1_file
 
-    where: Dict[str, List[Tuple[str, str]]] = {}
+    where: dict[str, list[tuple[str, str]]] = {}
     for name, items in splits.items():
         for it in items:
             if it.sha1 is None:
@@ -164,8 +178,12 @@ def check_disjoint(splits: Dict[str, Sequence[Item]]) -> None:
             where.setdefault(it.sha1, []).append((name, it.image_path))
     clashes = [" = ".join(f"{p} ({n})" for n, p in v) for v in where.values() if len({n for n, _ in v}) > 1]
     if clashes:
-        raise AnnotationError(f"{len(clashes)} image(s) are in more than one of {' / '.join(splits)} (same bytes): "
-                              + "; ".join(clashes[:10]) + (" ..." if len(clashes) > 10 else ""), key="splits")
+        raise AnnotationError(
+            f"{len(clashes)} image(s) are in more than one of {' / '.join(splits)} (same bytes): "
+            + "; ".join(clashes[:10])
+            + (" ..." if len(clashes) > 10 else ""),
+            key="splits",
+        )
 
 
 def _require_ok(outcome: TaskOutcome, what: str) -> None:
@@ -174,8 +192,9 @@ def _require_ok(outcome: TaskOutcome, what: str) -> None:
         raise KeyboardInterrupt
     if r is None or not r.ok:
         tail = r.log_tail(10) if r else ""
-        raise LoopError(f"{what} failed (exit code {r.exit_code if r else '?'}; work dir {outcome.prepared.work_dir})"
-                        f"\n{tail}")
+        raise LoopError(
+            f"{what} failed (exit code {r.exit_code if r else '?'}; work dir {outcome.prepared.work_dir})\n{tail}"
+        )
     if outcome.problems:
         raise LoopError(f"{what}: outputs break the contract: " + "; ".join(outcome.problems[:3]))
 
@@ -187,18 +206,33 @@ def round_dir(out_dir: Path, strategy: str, seed: int, r: int, several_seeds: bo
     return base / "round_0" if r == 0 else base / strategy / f"round_{r}"
 
 
-def training_seed_key(executor: LocalExecutor) -> Optional[str]:
+def training_seed_key(executor: LocalExecutor) -> str | None:
     """``seed`` when the executor's training template declares it (the loop then sets it to the
     loop's seed), else None."""
     return SEED_KEY if SEED_KEY in (executor.templates().get("training") or {}) else None
 
 
-def run_loop(executor: LocalExecutor, runtime: str, ds: Dataset, *, initial: int, rounds: int, topk: int,
-             strategies: List[str], seed: int = 0, out_dir: Path, store: ModelStore,
-             user_config: Optional[Dict[str, Any]] = None, continue_training: bool = False,
-             show: bool = False, log: Callable[[str], None] = print, seeds: Optional[Sequence[int]] = None,
-             done: Optional[List[RoundResult]] = None, test_split: Optional[float] = None,
-             on_round: Optional[Callable[[List[RoundResult]], None]] = None) -> List[RoundResult]:
+def run_loop(
+    executor: LocalExecutor,
+    runtime: str,
+    ds: Dataset,
+    *,
+    initial: int,
+    rounds: int,
+    topk: int,
+    strategies: list[str],
+    seed: int = 0,
+    out_dir: Path,
+    store: ModelStore,
+    user_config: dict[str, Any] | None = None,
+    continue_training: bool = False,
+    show: bool = False,
+    log: Callable[[str], None] = print,
+    seeds: Sequence[int] | None = None,
+    done: list[RoundResult] | None = None,
+    test_split: float | None = None,
+    on_round: Callable[[list[RoundResult]], None] | None = None,
+) -> list[RoundResult]:
     """Run the loop for every seed and strategy (:data:`BASELINE` = harness-side random
     selection; anything else, ``random`` included, is the executor's ``mining_algorithm``).
 
@@ -221,12 +255,14 @@ def run_loop(executor: LocalExecutor, runtime: str, ds: Dataset, *, initial: int
     seeds = list(seeds) if seeds else [seed]
     several = len(seeds) > 1
     ds, test = split_test(ds, test_split)
-    results: List[RoundResult] = list(done or [])
+    results: list[RoundResult] = list(done or [])
     finished = {(r.seed, r.strategy, r.round): r for r in results}
     seed_key = training_seed_key(executor)
     if seed_key is None:
-        log(f"loop: {executor.name} declares no training key {SEED_KEY!r}: every seed trains with the executor's "
-            f"own training randomness")
+        log(
+            f"loop: {executor.name} declares no training key {SEED_KEY!r}: every seed trains with the executor's "
+            f"own training randomness"
+        )
     elif user_config and seed_key in user_config:
         log(f"loop: the config's {seed_key}: {user_config[seed_key]!r} is replaced by the loop's seed")
     for s in seeds:
@@ -237,10 +273,10 @@ def run_loop(executor: LocalExecutor, runtime: str, ds: Dataset, *, initial: int
         cfg = dict(user_config or {})
         if seed_key is not None:
             cfg[seed_key] = s
-        round0: Optional[RoundResult] = next((r for r in results if r.seed == s and r.round == 0), None)
+        round0: RoundResult | None = next((r for r in results if r.seed == s and r.round == 0), None)
         for strategy in strategies:
             labeled, pool = list(init), list(pool0)
-            prev_model: Optional[str] = None
+            prev_model: str | None = None
             for r in range(rounds + 1):
                 tag = f"{strategy} seed {s} round {r}/{rounds}"
                 prior = finished.get((s, strategy, r))
@@ -259,8 +295,23 @@ def run_loop(executor: LocalExecutor, runtime: str, ds: Dataset, *, initial: int
                     if base.exists():  # an interrupted attempt: start this round afresh
                         shutil.rmtree(base)
                     check_disjoint({"train": labeled, "val": ds.val, "test": test, "pool": pool})
-                    res = _train_and_test(executor, runtime, ds, labeled, test, strategy, s, r, cfg, base, store,
-                                          show, prev_model if continue_training else None, tag, log)
+                    res = _train_and_test(
+                        executor,
+                        runtime,
+                        ds,
+                        labeled,
+                        test,
+                        strategy,
+                        s,
+                        r,
+                        cfg,
+                        base,
+                        store,
+                        show,
+                        prev_model if continue_training else None,
+                        tag,
+                        log,
+                    )
                     if r == 0:
                         round0 = res
                 prev_model = res.model_hash
@@ -269,9 +320,20 @@ def run_loop(executor: LocalExecutor, runtime: str, ds: Dataset, *, initial: int
                         chosen = baseline_pick(pool, topk, s, r)
                     else:
                         log(f"loop: {tag}: mining {len(pool)} pool images ({strategy})")
-                        chosen, res.mine_seconds = _mine(executor, runtime, ds, pool, strategy, cfg, res.model_hash,
-                                                         base / f"mine-{strategy}" if r == 0 else base / "mine",
-                                                         store, show, topk, tag)
+                        chosen, res.mine_seconds = _mine(
+                            executor,
+                            runtime,
+                            ds,
+                            pool,
+                            strategy,
+                            cfg,
+                            res.model_hash,
+                            base / f"mine-{strategy}" if r == 0 else base / "mine",
+                            store,
+                            show,
+                            topk,
+                            tag,
+                        )
                     ids = {id(i) for i in chosen}
                     pool = [i for i in pool if id(i) not in ids]
                     labeled = labeled + chosen  # "labeling": their held-out ground truth is revealed
@@ -279,23 +341,48 @@ def run_loop(executor: LocalExecutor, runtime: str, ds: Dataset, *, initial: int
                 results.append(res)
                 if on_round is not None:  # saved before it is announced
                     on_round(results)
-                figures = f"val mAP50 {res.mAP:.4f}" + ("" if res.test_best is None else
-                                                        f"  test mAP50 best {res.test_best:.4f} "
-                                                        f"last {res.test_last:.4f}")
-                log(f"{strategy:>10}  seed {s}  round {r}  labeled {res.labeled:4d}  {figures}  "
-                    f"model {res.model_hash[:12]}")
+                figures = f"val mAP50 {res.mAP:.4f}" + (
+                    "" if res.test_best is None else f"  test mAP50 best {res.test_best:.4f} last {res.test_last:.4f}"
+                )
+                log(
+                    f"{strategy:>10}  seed {s}  round {r}  labeled {res.labeled:4d}  {figures}  "
+                    f"model {res.model_hash[:12]}"
+                )
     return results
 
 
-def _train_and_test(executor: LocalExecutor, runtime: str, ds: Dataset, labeled: List[Item], test: List[Item],
-                    strategy: str, s: int, r: int, cfg: Dict[str, Any], base: Path, store: ModelStore, show: bool,
-                    model_ref: Optional[str], tag: str, log: Callable[[str], None]) -> RoundResult:
+def _train_and_test(
+    executor: LocalExecutor,
+    runtime: str,
+    ds: Dataset,
+    labeled: list[Item],
+    test: list[Item],
+    strategy: str,
+    s: int,
+    r: int,
+    cfg: dict[str, Any],
+    base: Path,
+    store: ModelStore,
+    show: bool,
+    model_ref: str | None,
+    tag: str,
+    log: Callable[[str], None],
+) -> RoundResult:
     """Train on ``labeled`` (val picks the best stage), then score the best and the last stage on
     ``test`` (when there is one)."""
     log(f"loop: {tag}: training on {len(labeled)} labeled images")
     train_ds = Dataset(f"{ds.name}-s{s}-r{r}", ds.class_names, labeled, ds.val, [])
-    trained = run_task(executor, runtime, ["training"], train_ds, work_dir=base / "train", store=store,
-                       user_config=cfg, model_ref=model_ref, show=show)
+    trained = run_task(
+        executor,
+        runtime,
+        ["training"],
+        train_ds,
+        work_dir=base / "train",
+        store=store,
+        user_config=cfg,
+        model_ref=model_ref,
+        show=show,
+    )
     _require_ok(trained, f"{tag}: training")
     rep = trained.training
     assert rep is not None and rep.model_hash is not None and trained.run is not None
@@ -304,20 +391,57 @@ def _train_and_test(executor: LocalExecutor, runtime: str, ds: Dataset, labeled:
     stages = list(rep.stages.values())
     i_last = max(range(len(stages)), key=lambda i: (stages[i].timestamp, i)) if stages else -1
     last = stages[i_last].stage_name if stages else rep.best_stage_name
-    res = RoundResult(strategy, r, len(labeled), rep.mAP, rep.model_hash, round(trained.run.seconds, 2), seed=s,
-                      best_stage=rep.best_stage_name, last_stage=last)
+    res = RoundResult(
+        strategy,
+        r,
+        len(labeled),
+        rep.mAP,
+        rep.model_hash,
+        round(trained.run.seconds, 2),
+        seed=s,
+        best_stage=rep.best_stage_name,
+        last_stage=last,
+    )
     if test:
-        log(f"loop: {tag}: scoring stages {rep.best_stage_name}" + (f" and {last}" if last != rep.best_stage_name
-                                                                      else "") + f" on {len(test)} test images")
-        res.test_best = score_on_test(executor, runtime, ds, test, f"{rep.model_hash}@{rep.best_stage_name}", cfg,
-                                      base / "test-best", store, show, tag)
-        res.test_last = res.test_best if last == rep.best_stage_name else score_on_test(
-            executor, runtime, ds, test, f"{rep.model_hash}@{last}", cfg, base / "test-last", store, show, tag)
+        log(
+            f"loop: {tag}: scoring stages {rep.best_stage_name}"
+            + (f" and {last}" if last != rep.best_stage_name else "")
+            + f" on {len(test)} test images"
+        )
+        res.test_best = score_on_test(
+            executor,
+            runtime,
+            ds,
+            test,
+            f"{rep.model_hash}@{rep.best_stage_name}",
+            cfg,
+            base / "test-best",
+            store,
+            show,
+            tag,
+        )
+        res.test_last = (
+            res.test_best
+            if last == rep.best_stage_name
+            else score_on_test(
+                executor, runtime, ds, test, f"{rep.model_hash}@{last}", cfg, base / "test-last", store, show, tag
+            )
+        )
     return res
 
 
-def score_on_test(executor: LocalExecutor, runtime: str, ds: Dataset, test: List[Item], model_ref: str,
-                  cfg: Dict[str, Any], work: Path, store: ModelStore, show: bool, tag: str) -> float:
+def score_on_test(
+    executor: LocalExecutor,
+    runtime: str,
+    ds: Dataset,
+    test: list[Item],
+    model_ref: str,
+    cfg: dict[str, Any],
+    work: Path,
+    store: ModelStore,
+    show: bool,
+    tag: str,
+) -> float:
     """mAP50 of ``model_ref`` (``HASH@STAGE``) on ``test``: the executor's infer task on the test
     images (their labels stay in the harness; ``conf_threshold`` lowered to
     :data:`TEST_CONF_THRESHOLD` when the infer template declares it), then
@@ -333,39 +457,72 @@ def score_on_test(executor: LocalExecutor, runtime: str, ds: Dataset, test: List
     icfg = dict(cfg)
     if "conf_threshold" in (executor.templates().get("infer") or {}):
         icfg["conf_threshold"] = TEST_CONF_THRESHOLD
-    out = run_task(executor, runtime, ["infer"], test_ds, work_dir=work, store=store, user_config=icfg,
-                   model_ref=model_ref, show=show)
+    out = run_task(
+        executor,
+        runtime,
+        ["infer"],
+        test_ds,
+        work_dir=work,
+        store=store,
+        user_config=icfg,
+        model_ref=model_ref,
+        show=show,
+    )
     _require_ok(out, f"{tag}: test inference ({model_ref})")
     # the harness checked the file (no problems, else _require_ok raised); a test split is small
     infer_file = out.prepared.work_dir / "out" / "infer-result.json"
     detection = json.loads(infer_file.read_text(encoding="utf-8")).get("detection", {})
     sources = out.prepared.stats.sources if out.prepared.stats else {}
     truth = {i.image_path: i.boxes for i in test}
-    found: Dict[str, List[Tuple[str, float, int, int, int, int]]] = {}
+    found: dict[str, list[tuple[str, float, int, int, int, int]]] = {}
     for key, entry in detection.items():
         boxes = entry.get("boxes", entry.get("annotations", []))
         src = sources.get(os.path.basename(key))
         if src not in truth:
             raise LoopError(f"{tag}: test inference returned {key!r}, not a test image")
-        found[src] = [(b["class_name"], float(b["score"]), b["box"]["x"], b["box"]["y"], b["box"]["w"], b["box"]["h"])
-                      for b in boxes if "box" in b]
+        found[src] = [
+            (b["class_name"], float(b["score"]), b["box"]["x"], b["box"]["y"], b["box"]["w"], b["box"]["h"])
+            for b in boxes
+            if "box" in b
+        ]
     return float(evaluate_detections(found, truth, classes=list(ds.class_names))["mAP"])
 
 
-def _mine(executor: LocalExecutor, runtime: str, ds: Dataset, pool: List[Item], strategy: str, cfg: Dict[str, Any],
-          model: str, work: Path, store: ModelStore, show: bool, topk: int, tag: str) -> Tuple[List[Item], float]:
+def _mine(
+    executor: LocalExecutor,
+    runtime: str,
+    ds: Dataset,
+    pool: list[Item],
+    strategy: str,
+    cfg: dict[str, Any],
+    model: str,
+    work: Path,
+    store: ModelStore,
+    show: bool,
+    topk: int,
+    tag: str,
+) -> tuple[list[Item], float]:
     if work.exists():  # an interrupted attempt
         shutil.rmtree(work)
     mine_ds = Dataset(f"{ds.name}-pool", ds.class_names, [], [], [Item(i.image_path) for i in pool])
-    mined = run_task(executor, runtime, ["mining"], mine_ds, work_dir=work, store=store,
-                     user_config=dict(cfg, mining_algorithm=strategy), model_ref=model, show=show)
+    mined = run_task(
+        executor,
+        runtime,
+        ["mining"],
+        mine_ds,
+        work_dir=work,
+        store=store,
+        user_config=dict(cfg, mining_algorithm=strategy),
+        model_ref=model,
+        show=show,
+    )
     _require_ok(mined, f"{tag}: mining")
     assert mined.mining is not None and mined.run is not None
     sources = mined.prepared.stats.sources if mined.prepared.stats else {}
-    by_path: Dict[str, List[Item]] = {}
+    by_path: dict[str, list[Item]] = {}
     for it in pool:
         by_path.setdefault(it.image_path, []).append(it)
-    chosen: List[Item] = []
+    chosen: list[Item] = []
     for asset, _score in mined.mining.ranked:
         src = sources.get(os.path.basename(asset))
         while src in by_path and by_path[src] and len(chosen) < topk:
@@ -378,25 +535,28 @@ def _mine(executor: LocalExecutor, runtime: str, ds: Dataset, pool: List[Item], 
 
 
 #: the figures a table / plot can show: RoundResult attribute -> what it is
-METRICS = {"test_best": "mAP50 on test, stage picked on val", "test_last": "mAP50 on test, last stage",
-           "mAP": "mAP50 on val, best stage"}
+METRICS = {
+    "test_best": "mAP50 on test, stage picked on val",
+    "test_last": "mAP50 on test, last stage",
+    "mAP": "mAP50 on val, best stage",
+}
 
 
-def _series(results: List[RoundResult], strategy: str, metric: str = "mAP") -> List[Tuple[int, int, List[float]]]:
+def _series(results: list[RoundResult], strategy: str, metric: str = "mAP") -> list[tuple[int, int, list[float]]]:
     """[(round, labeled, [``metric`` per seed])] of one strategy (rounds without it left out)."""
-    by_round: Dict[int, List[RoundResult]] = {}
+    by_round: dict[int, list[RoundResult]] = {}
     for r in results:
         if r.strategy == strategy and getattr(r, metric) is not None:
             by_round.setdefault(r.round, []).append(r)
     return [(k, v[0].labeled, [getattr(x, metric) for x in v]) for k, v in sorted(by_round.items())]
 
 
-def metrics_of(results: List[RoundResult]) -> List[str]:
+def metrics_of(results: list[RoundResult]) -> list[str]:
     """The :data:`METRICS` the results carry, test first."""
     return [m for m in METRICS if any(getattr(r, m) is not None for r in results)]
 
 
-def table(results: List[RoundResult], metric: str = "mAP") -> str:
+def table(results: list[RoundResult], metric: str = "mAP") -> str:
     """round | labeled | ``metric`` per strategy (mean +- population standard deviation over
     seeds), as text."""
     strategies = list(dict.fromkeys(r.strategy for r in results))
@@ -421,12 +581,12 @@ def table(results: List[RoundResult], metric: str = "mAP") -> str:
     return "\n".join(lines)
 
 
-def verdict(results: List[RoundResult], metric: str = "mAP", baseline: str = BASELINE) -> List[str]:
+def verdict(results: list[RoundResult], metric: str = "mAP", baseline: str = BASELINE) -> list[str]:
     """One line per mining strategy at the last round: its mean gap to ``baseline`` against the
     spread (the larger of the two population standard deviations over seeds), and whether the
     gap exceeds it. Empty without the baseline."""
     last = max((r.round for r in results), default=0)
-    vals: Dict[str, List[float]] = {}
+    vals: dict[str, list[float]] = {}
     for r in results:
         if r.round == last and getattr(r, metric) is not None:
             vals.setdefault(r.strategy, []).append(getattr(r, metric))
@@ -440,20 +600,23 @@ def verdict(results: List[RoundResult], metric: str = "mAP", baseline: str = BAS
         gap = statistics.fmean(v) - statistics.fmean(b)
         spread = max(statistics.pstdev(v), statistics.pstdev(b))
         word = "exceeds" if abs(gap) > spread else "does not exceed"
-        out.append(f"{s} - {baseline} at round {last} ({METRICS[metric]}): {gap:+.4f}, which {word} the spread "
-                   f"over {len(v)} seed(s) ({spread:.4f})")
+        out.append(
+            f"{s} - {baseline} at round {last} ({METRICS[metric]}): {gap:+.4f}, which {word} the spread "
+            f"over {len(v)} seed(s) ({spread:.4f})"
+        )
     return out
 
 
-def write_json(results: List[RoundResult], out_dir: Path, meta: Dict[str, Any], complete: bool) -> Path:
+def write_json(results: list[RoundResult], out_dir: Path, meta: dict[str, Any], complete: bool) -> Path:
     """``loop.json`` (settings, every round, ``complete``), written atomically."""
     path = out_dir / "loop.json"
-    atomic_write(path, json.dumps({"meta": meta, "complete": complete, "rounds": [asdict(r) for r in results]},
-                                  indent=2))
+    atomic_write(
+        path, json.dumps({"meta": meta, "complete": complete, "rounds": [asdict(r) for r in results]}, indent=2)
+    )
     return path
 
 
-def read_json(out_dir: Path) -> Tuple[Dict[str, Any], List[RoundResult]]:
+def read_json(out_dir: Path) -> tuple[dict[str, Any], list[RoundResult]]:
     """(meta, finished rounds) of ``OUT/loop.json``.
 
     Raises:
@@ -469,7 +632,7 @@ def read_json(out_dir: Path) -> Tuple[Dict[str, Any], List[RoundResult]]:
         raise ValueError(f"{path}: not a loop.json of ymir-exc ({e})") from None
 
 
-def plot(results: List[RoundResult], meta: Dict[str, Any]) -> Any:
+def plot(results: list[RoundResult], meta: dict[str, Any]) -> Any:
     """The loop's figure (a matplotlib Figure): one panel per figure the results carry (test
     mAP50 of the val-picked stage, test mAP50 of the last stage; val mAP50 alone without a test
     split) against labeled images per strategy, the mean over seeds with its min-max band, the
@@ -486,7 +649,7 @@ def plot(results: List[RoundResult], meta: Dict[str, Any]) -> Any:
 
     panels = [m for m in metrics_of(results) if m != "mAP"] or ["mAP"]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.4), dpi=120, squeeze=False)
-    for ax, metric in zip(axes[0], panels):
+    for ax, metric in zip(axes[0], panels, strict=False):
         ticks = set()
         for s in dict.fromkeys(r.strategy for r in results):
             pts = _series(results, s, metric)
@@ -494,11 +657,13 @@ def plot(results: List[RoundResult], meta: Dict[str, Any]) -> Any:
             ticks.update(xs)
             mean = [statistics.fmean(v) for _, _, v in pts]
             baseline = s == BASELINE
-            line, = ax.plot(xs, mean, marker="o", linestyle="--" if baseline else "-",
-                            label=f"{s} (baseline)" if baseline else s)
+            (line,) = ax.plot(
+                xs, mean, marker="o", linestyle="--" if baseline else "-", label=f"{s} (baseline)" if baseline else s
+            )
             if any(len(v) > 1 for _, _, v in pts):
-                ax.fill_between(xs, [min(v) for _, _, v in pts], [max(v) for _, _, v in pts], alpha=0.2,
-                                color=line.get_color())
+                ax.fill_between(
+                    xs, [min(v) for _, _, v in pts], [max(v) for _, _, v in pts], alpha=0.2, color=line.get_color()
+                )
         ax.set_xticks(sorted(ticks))
         ax.set_ylim(bottom=0)
         ax.set_xlabel("labeled training images")
@@ -507,16 +672,22 @@ def plot(results: List[RoundResult], meta: Dict[str, Any]) -> Any:
         ax.grid(True, alpha=0.3)
         ax.legend()
     seeds = sorted({r.seed for r in results})
-    test = f"test: {meta['test_images']} images (never trained on, never used to pick a stage); " \
-        if meta.get("test_images") else ""
-    caption = test + f"val: {meta.get('val_images', '?')} images; top-{meta.get('topk', '?')} per round; " + (
-        f"mean and min-max over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]}")
+    test = (
+        f"test: {meta['test_images']} images (never trained on, never used to pick a stage); "
+        if meta.get("test_images")
+        else ""
+    )
+    caption = (
+        test
+        + f"val: {meta.get('val_images', '?')} images; top-{meta.get('topk', '?')} per round; "
+        + (f"mean and min-max over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]}")
+    )
     fig.text(0.5, 0.01, caption, ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
-def write_outputs(results: List[RoundResult], out_dir: Path, meta: Dict[str, Any]) -> Dict[str, Path]:
+def write_outputs(results: list[RoundResult], out_dir: Path, meta: dict[str, Any]) -> dict[str, Path]:
     """``loop.json`` (complete) and ``loop.png`` (:func:`plot`; skipped without matplotlib)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": write_json(results, out_dir, meta, complete=True)}

@@ -13,8 +13,9 @@ The defaults below are those of the img-man templates; the templates document ea
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 from ymir_exc.errors import ConfigFileError
 
@@ -27,7 +28,7 @@ def _get(param: Mapping[str, Any], key: str, default: Any) -> Any:
     return default if v is None else v
 
 
-def _int(param: Mapping[str, Any], key: str, default: int, minimum: Optional[int] = None) -> int:
+def _int(param: Mapping[str, Any], key: str, default: int, minimum: int | None = None) -> int:
     v = _get(param, key, default)
     if isinstance(v, str) and v.strip().lstrip("-").isdigit():
         v = int(v.strip())
@@ -38,8 +39,9 @@ def _int(param: Mapping[str, Any], key: str, default: int, minimum: Optional[int
     return int(v)
 
 
-def _float(param: Mapping[str, Any], key: str, default: float, lo: Optional[float] = None,
-           hi: Optional[float] = None) -> float:
+def _float(
+    param: Mapping[str, Any], key: str, default: float, lo: float | None = None, hi: float | None = None
+) -> float:
     v = _get(param, key, default)
     if isinstance(v, str):
         try:
@@ -123,19 +125,22 @@ class TrainParams:
     plots: bool = False
     seed: int = 0
     device: str = "cpu"
-    ultralytics_args: Dict[str, Any] = field(default_factory=dict)
+    ultralytics_args: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, param: Mapping[str, Any]) -> "TrainParams":
+    def from_config(cls, param: Mapping[str, Any]) -> TrainParams:
         d = cls()
         model = str(_get(param, "model", d.model)).strip()
         if not model.endswith((".yaml", ".yml", ".pt")):
-            raise ConfigFileError(f"must be an Ultralytics model YAML (e.g. yolov8n.yaml, yolo11n.yaml) "
-                                  f"or a .pt file, got {model!r}", key="model")
+            raise ConfigFileError(
+                f"must be an Ultralytics model YAML (e.g. yolov8n.yaml, yolo11n.yaml) or a .pt file, got {model!r}",
+                key="model",
+            )
         extra = _get(param, "ultralytics_args", {})
         if not isinstance(extra, dict):
-            raise ConfigFileError(f"must be a mapping of extra Ultralytics train arguments, got {extra!r}",
-                                  key="ultralytics_args")
+            raise ConfigFileError(
+                f"must be a mapping of extra Ultralytics train arguments, got {extra!r}", key="ultralytics_args"
+            )
         cache = str(_get(param, "cache", d.cache)).strip().lower()
         if cache not in ("false", "ram", "disk", "true"):
             raise ConfigFileError(f"must be false, ram or disk, got {cache!r}", key="cache")
@@ -163,14 +168,25 @@ class TrainParams:
             ultralytics_args=dict(extra),
         )
 
-    def ultralytics_train_args(self) -> Dict[str, Any]:
+    def ultralytics_train_args(self) -> dict[str, Any]:
         """Keyword arguments of ``YOLO.train`` (without ``data``, ``project`` and ``name``)."""
-        args: Dict[str, Any] = {
-            "epochs": self.epochs, "batch": self.batch_size, "imgsz": self.img_size, "lr0": self.learning_rate,
-            "optimizer": self.optimizer, "patience": self.patience, "save_period": -1,
-            "workers": self.workers, "close_mosaic": self.close_mosaic, "device": self.device,
-            "cache": {"false": False, "true": "ram"}.get(self.cache, self.cache), "plots": self.plots,
-            "seed": self.seed, "verbose": True, "exist_ok": True, "val": True,
+        args: dict[str, Any] = {
+            "epochs": self.epochs,
+            "batch": self.batch_size,
+            "imgsz": self.img_size,
+            "lr0": self.learning_rate,
+            "optimizer": self.optimizer,
+            "patience": self.patience,
+            "save_period": -1,
+            "workers": self.workers,
+            "close_mosaic": self.close_mosaic,
+            "device": self.device,
+            "cache": {"false": False, "true": "ram"}.get(self.cache, self.cache),
+            "plots": self.plots,
+            "seed": self.seed,
+            "verbose": True,
+            "exist_ok": True,
+            "val": True,
         }
         args.update(self.ultralytics_args)
         return args
@@ -187,7 +203,7 @@ class PredictParams:
     bad_image_policy: str = "error"
     device: str = "cpu"
     #: every device of gpu_id (one rank each), or ``("cpu",)``
-    devices: Tuple[str, ...] = ("cpu",)
+    devices: tuple[str, ...] = ("cpu",)
     #: CPU processes (ranks, torch.distributed gloo) when no GPU is given
     num_workers: int = 1
     # inference
@@ -204,7 +220,7 @@ class PredictParams:
     aldd_pool: int = 4
 
     @classmethod
-    def from_config(cls, param: Mapping[str, Any]) -> "PredictParams":
+    def from_config(cls, param: Mapping[str, Any]) -> PredictParams:
         d = cls()
         device = device_of(param)
         return cls(

@@ -39,17 +39,17 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 from ymir_exc import dataset_reader, monitor
 from ymir_exc import result_writer as rw
 from ymir_exc.env import DatasetType
-from ymir_exc.streaming import InferResultWriter, merge_mining_parts, write_mining_part
 from ymir_exc.errors import ImageError, ModelError
+from ymir_exc.streaming import InferResultWriter, merge_mining_parts, write_mining_part
 from ymir_exc.util import get_weight_files
-
 from ymir_yolo.params import PredictParams, class_names_of
 
 BAD_IMAGE_SCORE = -1.0
@@ -73,8 +73,10 @@ def torch_device(device: str):
     if device == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError(f"No CUDA GPUs are available: gpu_id asks for device {device!r} "
-                           f"but this torch ({torch.__version__}) sees none")
+        raise RuntimeError(
+            f"No CUDA GPUs are available: gpu_id asks for device {device!r} "
+            f"but this torch ({torch.__version__}) sees none"
+        )
     return torch.device(f"cuda:{int(device)}")
 
 
@@ -88,15 +90,17 @@ class Detector:
         self.weights = weights
         self.device = torch_device(device)
         try:
-            self.backend = AutoBackend(weights, device=self.device, fp16=half, fuse=True, verbose=False,
-                                       end2end=False)
-        except Exception as e:  # noqa: BLE001 - any loader failure means unusable weights
+            self.backend = AutoBackend(weights, device=self.device, fp16=half, fuse=True, verbose=False, end2end=False)
+        except Exception as e:
             raise ModelError(f"cannot load the model: {type(e).__name__}: {e}", path=weights) from e
         self.backend.eval()
         names = getattr(self.backend, "names", None) or {}
         if names and len(names) != len(class_names):
-            raise ModelError(f"the model predicts {len(names)} classes {list(names.values())} but class_names "
-                             f"has {len(class_names)}: {list(class_names)}", path=weights)
+            raise ModelError(
+                f"the model predicts {len(names)} classes {list(names.values())} but class_names "
+                f"has {len(class_names)}: {list(class_names)}",
+                path=weights,
+            )
         self.class_names = list(class_names)
         self.nc = len(class_names)
         self.stride = int(max(getattr(self.backend, "stride", 32) or 32, 32))
@@ -126,13 +130,16 @@ def weights_of(cfg: Any) -> str:
     """
     weights = get_weight_files(cfg, suffix=(".pt", ".pth", ".onnx", ".torchscript"))
     if not weights:
-        raise ModelError(f"no model weights (.pt, .onnx, .torchscript) in model_params_path "
-                         f"{cfg.param.get('model_params_path')!r}", key="model_params_path")
+        raise ModelError(
+            f"no model weights (.pt, .onnx, .torchscript) in model_params_path {cfg.param.get('model_params_path')!r}",
+            key="model_params_path",
+        )
     pt = [w for w in weights if w.endswith((".pt", ".pth"))]
     return (pt or weights)[0]
 
 
 # ------------------------------------------------------------------ images
+
 
 def read_image(path: str):
     """BGR uint8 image (EXIF orientation applied), or None when it cannot be read / decoded."""
@@ -150,13 +157,13 @@ def read_image(path: str):
 
 @dataclass
 class Batch:
-    paths: List[str]
-    originals: List[Optional[Tuple[int, int]]]  # (h, w) or None for an unreadable image
+    paths: list[str]
+    originals: list[tuple[int, int] | None]  # (h, w) or None for an unreadable image
     tensor: Any = None  # (n_readable, 3, H, W) float
-    index: List[int] = field(default_factory=list)  # position in ``paths`` of each tensor row
+    index: list[int] = field(default_factory=list)  # position in ``paths`` of each tensor row
 
 
-def _letterbox_batch(images: List[Any], imgsz: int, stride: int):
+def _letterbox_batch(images: list[Any], imgsz: int, stride: int):
     import numpy as np
     from ultralytics.data.augment import LetterBox
 
@@ -167,15 +174,16 @@ def _letterbox_batch(images: List[Any], imgsz: int, stride: int):
     return np.ascontiguousarray(arr[..., ::-1].transpose(0, 3, 1, 2))  # BGR -> RGB, BHWC -> BCHW
 
 
-def iter_batches(paths: Sequence[str], params: PredictParams, stride: int, device: Any, fp16: bool,
-                 pool: ThreadPoolExecutor) -> Iterator[Batch]:
+def iter_batches(
+    paths: Sequence[str], params: PredictParams, stride: int, device: Any, fp16: bool, pool: ThreadPoolExecutor
+) -> Iterator[Batch]:
     """Decode and letterbox ``paths`` in batches, one batch ahead of the consumer."""
     import torch
 
     imgsz = int(math.ceil(params.img_size / stride) * stride)
-    chunks = [list(paths[i:i + params.batch_size]) for i in range(0, len(paths), params.batch_size)]
+    chunks = [list(paths[i : i + params.batch_size]) for i in range(0, len(paths), params.batch_size)]
 
-    def submit(chunk: List[str]):
+    def submit(chunk: list[str]):
         return [pool.submit(read_image, p) for p in chunk]
 
     pending = submit(chunks[0]) if chunks else None
@@ -194,15 +202,18 @@ def iter_batches(paths: Sequence[str], params: PredictParams, stride: int, devic
 
 # ------------------------------------------------------------------ one pass
 
+
 @dataclass
 class PassResult:
-    scores: Dict[str, float] = field(default_factory=dict)
-    boxes: Dict[str, List[rw.Annotation]] = field(default_factory=dict)
-    bad_images: List[str] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    boxes: dict[str, list[rw.Annotation]] = field(default_factory=dict)
+    bad_images: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
-def _annotations(det, orig_hw: Tuple[int, int], input_hw: Tuple[int, int], class_names: Sequence[str]) -> List[rw.Annotation]:
+def _annotations(
+    det, orig_hw: tuple[int, int], input_hw: tuple[int, int], class_names: Sequence[str]
+) -> list[rw.Annotation]:
     """NMS output rows ``x1 y1 x2 y2 conf cls`` (letterboxed input pixels) -> integer-pixel boxes
     of the original image: ``x = round(x1)``, ``w = round(x2) - x`` (>= 1), clipped to the image."""
     from ultralytics.utils.ops import scale_boxes
@@ -213,7 +224,7 @@ def _annotations(det, orig_hw: Tuple[int, int], input_hw: Tuple[int, int], class
     xyxy = scale_boxes(input_hw, det[:, :4].clone(), orig_hw)
     H, W = orig_hw
     out = []
-    for (x1, y1, x2, y2), conf, cls in zip(xyxy.tolist(), det[:, 4].tolist(), det[:, 5].tolist()):
+    for (x1, y1, x2, y2), conf, cls in zip(xyxy.tolist(), det[:, 4].tolist(), det[:, 5].tolist(), strict=False):
         x, y = min(max(int(round(x1)), 0), W - 1), min(max(int(round(y1)), 0), H - 1)
         w = min(max(int(round(x2)) - x, 1), W - x)
         h = min(max(int(round(y2)) - y, 1), H - y)
@@ -222,10 +233,17 @@ def _annotations(det, orig_hw: Tuple[int, int], input_hw: Tuple[int, int], class
     return out
 
 
-def run_pass(paths: Sequence[str], detector: Detector, params: PredictParams, *, mining: Optional[str],
-             infer: bool, progress: Callable[[float], None],
-             on_score: Optional[Callable[[int, str, float], None]] = None,
-             on_boxes: Optional[Callable[[int, str, List[rw.Annotation]], None]] = None) -> PassResult:
+def run_pass(
+    paths: Sequence[str],
+    detector: Detector,
+    params: PredictParams,
+    *,
+    mining: str | None,
+    infer: bool,
+    progress: Callable[[float], None],
+    on_score: Callable[[int, str, float], None] | None = None,
+    on_boxes: Callable[[int, str, list[rw.Annotation]], None] | None = None,
+) -> PassResult:
     """One batched forward pass over ``paths``: mining scores with algorithm ``mining`` (None for
     none), inference boxes when ``infer``. ``progress`` gets fractions 0-1 of the pass.
 
@@ -253,8 +271,11 @@ def run_pass(paths: Sequence[str], detector: Detector, params: PredictParams, *,
                 if shape is None:
                     p = batch.paths[i]
                     if params.bad_image_policy == "error":
-                        raise ImageError("not a readable image (OpenCV cannot decode it); set bad_image_policy: "
-                                         "lowest to rank such images last instead", path=p)
+                        raise ImageError(
+                            "not a readable image (OpenCV cannot decode it); set bad_image_policy: "
+                            "lowest to rank such images last instead",
+                            path=p,
+                        )
                     res.bad_images.append(p)
                     print(f"det-yolo-tmi: unreadable image, ranked last with no boxes: {p}", file=sys.stderr)
                     if mining:
@@ -265,34 +286,55 @@ def run_pass(paths: Sequence[str], detector: Detector, params: PredictParams, *,
                 out = detector.backend(batch.tensor)
                 y = out[0] if isinstance(out, (list, tuple)) else out
                 if isinstance(y, dict) or y.ndim != 3 or y.shape[1] != 4 + detector.nc:
-                    raise ModelError(f"unexpected model output {getattr(y, 'shape', type(y))}; expected "
-                                     f"(batch, 4 + {detector.nc}, anchors) from a YOLO detection head",
-                                     path=detector.weights)
+                    raise ModelError(
+                        f"unexpected model output {getattr(y, 'shape', type(y))}; expected "
+                        f"(batch, 4 + {detector.nc}, anchors) from a YOLO detection head",
+                        path=detector.weights,
+                    )
                 input_hw = tuple(batch.tensor.shape[2:])
                 rows = [batch.paths[i] for i in batch.index]
                 pos = [done + i for i in batch.index]
                 if mining == "entropy":
-                    dets, keep = non_max_suppression(y, params.mining_conf_threshold, params.mining_nms_iou,
-                                                     max_det=params.mining_max_det, nc=detector.nc,
-                                                     max_time_img=NMS_SECONDS_PER_IMAGE, return_idxs=True)
+                    dets, keep = non_max_suppression(
+                        y,
+                        params.mining_conf_threshold,
+                        params.mining_nms_iou,
+                        max_det=params.mining_max_det,
+                        nc=detector.nc,
+                        max_time_img=NMS_SECONDS_PER_IMAGE,
+                        return_idxs=True,
+                    )
                     probs = [y[b, 4:, keep[b].view(-1).long()].T for b in range(len(rows))]
-                    for k, p, v in zip(pos, rows, scoring.entropy_scores(probs, params.mining_max_det)):
+                    for k, p, v in zip(pos, rows, scoring.entropy_scores(probs, params.mining_max_det), strict=False):
                         put_score(k, p, v)
                 elif mining == "aldd":
                     try:
-                        s = scoring.aldd_scores(y[:, 4:, :], input_hw, detector.strides, params.aldd_window,
-                                                params.aldd_pool, [batch.originals[i] for i in batch.index],
-                                                math.ceil(params.img_size / detector.stride) * detector.stride)
+                        s = scoring.aldd_scores(
+                            y[:, 4:, :],
+                            input_hw,
+                            detector.strides,
+                            params.aldd_window,
+                            params.aldd_pool,
+                            [batch.originals[i] for i in batch.index],
+                            math.ceil(params.img_size / detector.stride) * detector.stride,
+                        )
                     except ValueError as e:
                         raise ModelError(f"ALDD needs the dense YOLO head output: {e}", path=detector.weights) from e
-                    for k, p, v in zip(pos, rows, s.tolist()):
+                    for k, p, v in zip(pos, rows, s.tolist(), strict=False):
                         put_score(k, p, float(v))
                 if infer:
-                    dets = non_max_suppression(y, params.conf_threshold, params.nms_iou, max_det=params.max_det,
-                                               nc=detector.nc, max_time_img=NMS_SECONDS_PER_IMAGE)
-                    for b, (k, p) in enumerate(zip(pos, rows)):
-                        put_boxes(k, p, _annotations(dets[b], batch.originals[batch.index[b]], input_hw,
-                                                     detector.class_names))
+                    dets = non_max_suppression(
+                        y,
+                        params.conf_threshold,
+                        params.nms_iou,
+                        max_det=params.max_det,
+                        nc=detector.nc,
+                        max_time_img=NMS_SECONDS_PER_IMAGE,
+                    )
+                    for b, (k, p) in enumerate(zip(pos, rows, strict=False)):
+                        put_boxes(
+                            k, p, _annotations(dets[b], batch.originals[batch.index[b]], input_hw, detector.class_names)
+                        )
             done += len(batch.paths)
             progress(done / n if n else 1.0)
     res.seconds = time.time() - t0
@@ -300,6 +342,7 @@ def run_pass(paths: Sequence[str], detector: Detector, params: PredictParams, *,
 
 
 # ------------------------------------------------------------------ ranks (torch.distributed)
+
 
 @dataclass(frozen=True)
 class ShardPlan:
@@ -309,13 +352,17 @@ class ShardPlan:
 
     backend: str
     world_size: int
-    devices: Tuple[str, ...]
+    devices: tuple[str, ...]
 
-    def init_args(self, rank: int, port: int) -> Dict[str, Any]:
+    def init_args(self, rank: int, port: int) -> dict[str, Any]:
         """Keyword arguments of ``torch.distributed.init_process_group`` for ``rank`` (a TCP
         rendezvous on this host at ``port``)."""
-        return {"backend": self.backend, "init_method": f"tcp://127.0.0.1:{int(port)}", "rank": int(rank),
-                "world_size": self.world_size}
+        return {
+            "backend": self.backend,
+            "init_method": f"tcp://127.0.0.1:{int(port)}",
+            "rank": int(rank),
+            "world_size": self.world_size,
+        }
 
     def device(self, rank: int) -> str:
         return self.devices[rank]
@@ -328,7 +375,7 @@ def shard_plan(params: PredictParams) -> ShardPlan:
     return ShardPlan("gloo", params.num_workers, ("cpu",) * params.num_workers)
 
 
-def shard_of(items: Iterable[Any], rank: int, world_size: int) -> Iterator[Tuple[int, Any]]:
+def shard_of(items: Iterable[Any], rank: int, world_size: int) -> Iterator[tuple[int, Any]]:
     """``(index, item)`` of the items rank ``rank`` takes: every ``world_size``-th from ``rank``
     (disjoint, together all of them, the same for every run over the same list)."""
     for i, x in enumerate(items):
@@ -344,8 +391,8 @@ class Job:
     params: PredictParams
     plan: ShardPlan
     weights: str
-    class_names: List[str]
-    mining: Optional[str]  # algorithm, or None for an inference-only pass
+    class_names: list[str]
+    mining: str | None  # algorithm, or None for an inference-only pass
     infer: bool
     parts_dir: str
     n: int
@@ -374,7 +421,7 @@ def _error_file(parts_dir: str, rank: int) -> str:
     return os.path.join(parts_dir, f"error-{rank}.json")
 
 
-def _run_rank(rank: int, job: Job, progress: Callable[[int], None], detector: Optional[Detector] = None) -> Detector:
+def _run_rank(rank: int, job: Job, progress: Callable[[int], None], detector: Detector | None = None) -> Detector:
     """Rank ``rank``'s shard through the model: mining rows to a sorted part file, boxes to a
     JSON-lines part file (``[index, path, [[class, score, x, y, w, h], ...]]``, index order)."""
     shard = list(shard_of(_iter_candidates(job.cfg), rank, job.plan.world_size))
@@ -382,10 +429,11 @@ def _run_rank(rank: int, job: Job, progress: Callable[[int], None], detector: Op
         detector = Detector(job.weights, job.plan.device(rank), job.params.half, job.class_names)
     index = [i for i, _ in shard]
     paths = [p for _, p in shard]
-    mining_rows: List[Tuple[int, str, float]] = []
+    mining_rows: list[tuple[int, str, float]] = []
     infer_file = open(_infer_part(job.parts_dir, rank), "w", encoding="utf-8") if job.infer else None
     try:
-        def on_boxes(k: int, p: str, anns: List[rw.Annotation]) -> None:
+
+        def on_boxes(k: int, p: str, anns: list[rw.Annotation]) -> None:
             assert infer_file is not None
             boxes = [[a.class_name, a.score, a.box.x, a.box.y, a.box.w, a.box.h] for a in anns]
             infer_file.write(json.dumps([index[k], p, boxes], ensure_ascii=False) + "\n")
@@ -398,15 +446,25 @@ def _run_rank(rank: int, job: Job, progress: Callable[[int], None], detector: Op
                 last[0] = done
                 progress(done)
 
-        res = run_pass(paths, detector, job.params, mining=job.mining, infer=job.infer, progress=on_progress,
-                       on_score=lambda k, p, v: mining_rows.append((index[k], p, v)), on_boxes=on_boxes)
+        res = run_pass(
+            paths,
+            detector,
+            job.params,
+            mining=job.mining,
+            infer=job.infer,
+            progress=on_progress,
+            on_score=lambda k, p, v: mining_rows.append((index[k], p, v)),
+            on_boxes=on_boxes,
+        )
     finally:
         if infer_file is not None:
             infer_file.close()
     if job.mining:
         write_mining_part(_mining_part(job.parts_dir, rank), mining_rows)
-    log(f"rank {rank}/{job.plan.world_size}: {len(paths)} candidates in {res.seconds:.2f} s"
-        + (f"; {len(res.bad_images)} unreadable image(s) ranked last" if res.bad_images else ""))
+    log(
+        f"rank {rank}/{job.plan.world_size}: {len(paths)} candidates in {res.seconds:.2f} s"
+        + (f"; {len(res.bad_images)} unreadable image(s) ranked last" if res.bad_images else "")
+    )
     return detector
 
 
@@ -420,17 +478,22 @@ def merge_infer_parts(parts: Sequence[str], expected: int) -> None:
     """
     from ymir_exc.errors import ResultError
 
-    def rows(part: str) -> Iterator[Tuple[int, str, list]]:
-        with open(part, "r", encoding="utf-8") as f:
+    def rows(part: str) -> Iterator[tuple[int, str, list]]:
+        with open(part, encoding="utf-8") as f:
             for line in f:
                 i, p, boxes = json.loads(line)
                 yield i, p, boxes
 
     n = 0
     with InferResultWriter() as w:
-        for i, p, boxes in heapq.merge(*map(rows, parts), key=lambda r: r[0]):
-            w.add(p, [{"class_name": c, "score": s, "box": {"x": x, "y": y, "w": bw, "h": bh}}
-                      for c, s, x, y, bw, bh in boxes])
+        for _i, p, boxes in heapq.merge(*map(rows, parts), key=lambda r: r[0]):
+            w.add(
+                p,
+                [
+                    {"class_name": c, "score": s, "box": {"x": x, "y": y, "w": bw, "h": bh}}
+                    for c, s, x, y, bw, bh in boxes
+                ],
+            )
             n += 1
         if n != expected:
             raise ResultError(f"the ranks' infer parts hold {n} image(s), expected {expected}", key="infer_result")
@@ -466,8 +529,9 @@ def _rank_entry(rank: int, job: Job, counters: Any) -> None:
             counters[rank] = done
 
         _run_rank(rank, job, progress)
-        total = torch.tensor([counters[rank]], dtype=torch.int64,
-                             device="cuda" if job.plan.backend == "nccl" else "cpu")
+        total = torch.tensor(
+            [counters[rank]], dtype=torch.int64, device="cuda" if job.plan.backend == "nccl" else "cpu"
+        )
         dist.all_reduce(total)  # every rank has written its parts
         if rank == 0:
             if int(total.item()) != job.n:
@@ -478,8 +542,9 @@ def _rank_entry(rank: int, job: Job, counters: Any) -> None:
         from ymir_exc.executor import return_code_for
 
         with open(_error_file(job.parts_dir, rank), "w", encoding="utf-8") as f:
-            json.dump({"type": type(e).__name__, "message": str(e), "return_code": return_code_for(e),
-                       "time": time.time()}, f)
+            json.dump(
+                {"type": type(e).__name__, "message": str(e), "return_code": return_code_for(e), "time": time.time()}, f
+            )
         raise
     finally:
         if started:
@@ -507,8 +572,7 @@ def run_sharded(job: Job, report: Callable[[float], None]) -> None:
     os.environ["DEFAULT_ENV_FILE_PATH"] = settings.DEFAULT_ENV_FILE_PATH
     os.environ["DEFAULT_CONFIG_FILE_PATH"] = settings.DEFAULT_CONFIG_FILE_PATH
     try:
-        ctx = tmp.start_processes(_rank_entry, args=(job, counters), nprocs=world, join=False,
-                                  start_method="spawn")
+        ctx = tmp.start_processes(_rank_entry, args=(job, counters), nprocs=world, join=False, start_method="spawn")
     finally:
         for k, v in saved.items():
             if v is None:
@@ -523,7 +587,7 @@ def run_sharded(job: Job, report: Callable[[float], None]) -> None:
     report(1.0)
 
 
-def _rank_failure(job: Job, rank: Optional[int], fallback: str) -> RankFailed:
+def _rank_failure(job: Job, rank: int | None, fallback: str) -> RankFailed:
     """The error of the rank that failed first (the others then fail on a closed connection),
     from the ``error-<rank>.json`` files; else ``fallback`` (a rank killed without one)."""
     from ymir_exc.code import ExecutorReturnCode as RC
@@ -538,14 +602,19 @@ def _rank_failure(job: Job, rank: Optional[int], fallback: str) -> RankFailed:
             continue
     if errors:
         _, r, err = min(errors, key=lambda e: e[:2])
-        return RankFailed(f"rank {r} of {job.plan.world_size} failed: {err['type']}: {err['message']}",
-                          int(err.get("return_code") or RC.RC_CMD_CONTAINER_ERROR))
+        return RankFailed(
+            f"rank {r} of {job.plan.world_size} failed: {err['type']}: {err['message']}",
+            int(err.get("return_code") or RC.RC_CMD_CONTAINER_ERROR),
+        )
     lines = fallback.strip().splitlines()
-    return RankFailed(f"rank {rank} of {job.plan.world_size} failed: {lines[-1] if lines else fallback}",
-                      int(RC.RC_CMD_CONTAINER_ERROR))
+    return RankFailed(
+        f"rank {rank} of {job.plan.world_size} failed: {lines[-1] if lines else fallback}",
+        int(RC.RC_CMD_CONTAINER_ERROR),
+    )
 
 
 # ------------------------------------------------------------------ tasks
+
 
 def _iter_candidates(cfg: Any) -> Iterator[str]:
     for item in dataset_reader.read_items(DatasetType.CANDIDATE, cfg):
@@ -576,8 +645,8 @@ class Predictor:
     """
 
     def __init__(self) -> None:
-        self._detectors: Dict[Tuple[str, str, bool], Detector] = {}
-        self._pending_infer: Optional[Tuple[str, int, str]] = None  # (parts dir, n, candidate index file)
+        self._detectors: dict[tuple[str, str, bool], Detector] = {}
+        self._pending_infer: tuple[str, int, str] | None = None  # (parts dir, n, candidate index file)
 
     def close(self) -> None:
         """Remove part files a task left (an infer task that never ran)."""
@@ -601,12 +670,29 @@ class Predictor:
             log(f"{job.plan.world_size} ranks ({job.plan.backend}) on {', '.join(job.plan.devices)}")
             run_sharded(job, report)
 
-    def _job(self, cfg: Any, params: PredictParams, mining: Optional[str], infer: bool, n: int,
-             merge_mining: bool, merge_infer: bool) -> Job:
-        return Job(cfg=cfg, params=params, plan=shard_plan(params), weights=weights_of(cfg),
-                   class_names=class_names_of(cfg.param), mining=mining, infer=infer,
-                   parts_dir=tempfile.mkdtemp(prefix="ymir-yolo-parts-"), n=n, merge_mining=merge_mining,
-                   merge_infer=merge_infer)
+    def _job(
+        self,
+        cfg: Any,
+        params: PredictParams,
+        mining: str | None,
+        infer: bool,
+        n: int,
+        merge_mining: bool,
+        merge_infer: bool,
+    ) -> Job:
+        return Job(
+            cfg=cfg,
+            params=params,
+            plan=shard_plan(params),
+            weights=weights_of(cfg),
+            class_names=class_names_of(cfg.param),
+            mining=mining,
+            infer=infer,
+            parts_dir=tempfile.mkdtemp(prefix="ymir-yolo-parts-"),
+            n=n,
+            merge_mining=merge_mining,
+            merge_infer=merge_infer,
+        )
 
     def mining(self, cfg: Any) -> None:
         """The mining task: a score for every candidate, result.tsv sorted by score (descending)."""
@@ -616,11 +702,13 @@ class Predictor:
         n = sum(1 for _ in _iter_candidates(cfg))
         also_infer = bool(cfg.ymir.run_infer)
         algo = params.mining_algorithm
-        log(f"mining {n} candidates with {algo}"
-            + (" (inference in the same pass)" if also_infer and algo != "random" else ""))
+        log(
+            f"mining {n} candidates with {algo}"
+            + (" (inference in the same pass)" if also_infer and algo != "random" else "")
+        )
         if algo == "random":
             paths = list(_iter_candidates(cfg))
-            rw.write_mining_result(list(zip(paths, scoring_random(paths, params.random_seed))))
+            rw.write_mining_result(list(zip(paths, scoring_random(paths, params.random_seed), strict=False)))
             report(1.0)
             return
         t0 = time.time()
@@ -672,7 +760,7 @@ def _index_file(cfg: Any) -> str:
     return str(cfg.ymir.input.candidate_index_file)
 
 
-def scoring_random(paths: Sequence[str], seed: int) -> List[float]:
+def scoring_random(paths: Sequence[str], seed: int) -> list[float]:
     from ymir_yolo.scoring import random_scores
 
     return random_scores(paths, seed)

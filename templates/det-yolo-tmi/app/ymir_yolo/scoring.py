@@ -16,7 +16,7 @@ is the binary entropy in nats (``h(0) = h(1) = 0``, ``h(0.5) = ln 2``).
 from __future__ import annotations
 
 import hashlib
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ def binary_entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * p.log() + (1.0 - p) * (1.0 - p).log())
 
 
-def random_scores(paths: Sequence[str], seed: int = 0) -> List[float]:
+def random_scores(paths: Sequence[str], seed: int = 0) -> list[float]:
     """Uniform pseudo-random scores in [0, 1), reproducible and independent of the candidates' order.
 
     ``score(path) = int(sha1(f"{seed}:{path}")[:13], 16) / 16**13``. A baseline: active learning
@@ -38,12 +38,12 @@ def random_scores(paths: Sequence[str], seed: int = 0) -> List[float]:
     """
     out = []
     for p in paths:
-        h = hashlib.sha1(f"{seed}:{p}".encode("utf-8")).hexdigest()
-        out.append(int(h[:13], 16) / float(16 ** 13))
+        h = hashlib.sha1(f"{seed}:{p}".encode()).hexdigest()
+        out.append(int(h[:13], 16) / float(16**13))
     return out
 
 
-def entropy_scores(det_class_probs: Sequence[torch.Tensor], max_det: Optional[int] = None) -> List[float]:
+def entropy_scores(det_class_probs: Sequence[torch.Tensor], max_det: int | None = None) -> list[float]:
     """Uncertainty sampling with the entropy of each detection's detected class (Settles, "Active
     Learning Literature Survey", University of Wisconsin-Madison CS TR 1648, 2009: uncertainty
     sampling), summed over an image's detections, one of the aggregations (sum, average, max)
@@ -81,7 +81,7 @@ def entropy_scores(det_class_probs: Sequence[torch.Tensor], max_det: Optional[in
     return out
 
 
-def letterbox_region(orig_hw: Tuple[int, int], input_hw: Tuple[int, int], img_size: int) -> Tuple[int, int, int, int]:
+def letterbox_region(orig_hw: tuple[int, int], input_hw: tuple[int, int], img_size: int) -> tuple[int, int, int, int]:
     """``(top, left, height, width)``, in network-input pixels, of an ``orig_hw`` image inside its
     letterboxed ``input_hw`` input, by Ultralytics' ``LetterBox`` (center=True, scaleup=True): the
     image is resized by ``r = min(S / h0, S / w0)`` (``S`` = ``img_size``) to
@@ -95,15 +95,21 @@ def letterbox_region(orig_hw: Tuple[int, int], input_hw: Tuple[int, int], img_si
     return max(top, 0), max(left, 0), min(h, H), min(w, W)
 
 
-def level_shapes(input_hw: Tuple[int, int], strides: Sequence[int]) -> List[Tuple[int, int]]:
+def level_shapes(input_hw: tuple[int, int], strides: Sequence[int]) -> list[tuple[int, int]]:
     """``(h, w)`` of each prediction grid for a letterboxed input of ``input_hw`` pixels."""
     H, W = input_hw
     return [(H // s, W // s) for s in strides]
 
 
-def aldd_scores(class_probs: torch.Tensor, input_hw: Tuple[int, int], strides: Sequence[int] = (8, 16, 32),
-                window: int = 3, pool: int = 4, orig_hw: Optional[Sequence[Tuple[int, int]]] = None,
-                img_size: Optional[int] = None) -> torch.Tensor:
+def aldd_scores(
+    class_probs: torch.Tensor,
+    input_hw: tuple[int, int],
+    strides: Sequence[int] = (8, 16, 32),
+    window: int = 3,
+    pool: int = 4,
+    orig_hw: Sequence[tuple[int, int]] | None = None,
+    img_size: int | None = None,
+) -> torch.Tensor:
     """ALDD: Aghdam, Gonzalez-Garcia, van de Weijer and López, "Active Learning for Deep Detection
     Neural Networks", ICCV 2019.
 
@@ -166,27 +172,27 @@ def aldd_scores(class_probs: torch.Tensor, input_hw: Tuple[int, int], strides: S
     p = class_probs.float()
     maps = []
     offset = 0
-    for (h, w) in shapes:
-        maps.append(p[:, :, offset:offset + h * w].reshape(B, C, h, w))
+    for h, w in shapes:
+        maps.append(p[:, :, offset : offset + h * w].reshape(B, C, h, w))
         offset += h * w
     H, W = input_hw
     scores = []
     for b in range(B):
-        top, left, h_img, w_img = (0, 0, H, W) if orig_hw is None else letterbox_region(
-            tuple(orig_hw[b]), input_hw, int(img_size))  # type: ignore[arg-type]
+        top, left, h_img, w_img = (
+            (0, 0, H, W) if orig_hw is None else letterbox_region(tuple(orig_hw[b]), input_hw, int(img_size))
+        )  # type: ignore[arg-type]
         fine = None
         total = None
-        for m, s in zip(maps, strides):
+        for m, s in zip(maps, strides, strict=False):
             r0, r1 = top // s, -(-(top + h_img) // s)
             c0, c1 = left // s, -(-(left + w_img) // s)
-            crop = m[b:b + 1, :, r0:r1, c0:c1]
+            crop = m[b : b + 1, :, r0:r1, c0:c1]
             if fine is None:
                 fine = tuple(crop.shape[2:])
             elif tuple(crop.shape[2:]) != fine:
                 crop = F.interpolate(crop, size=fine, mode="bilinear", align_corners=False)
             mean_p = F.avg_pool2d(crop, window, stride=1, padding=window // 2, count_include_pad=False)
-            mean_h = F.avg_pool2d(binary_entropy(crop), window, stride=1, padding=window // 2,
-                                  count_include_pad=False)
+            mean_h = F.avg_pool2d(binary_entropy(crop), window, stride=1, padding=window // 2, count_include_pad=False)
             u = (binary_entropy(mean_p) - mean_h).clamp(min=0.0)
             total = u if total is None else total + u
         pooled = F.max_pool2d(total, pool, stride=pool, ceil_mode=True)  # (1, C, h', w')
