@@ -17,7 +17,8 @@ executor's process group is stopped and state 4 written first); 143 terminated (
 from ``timeout`` or a CI runner: handled as Ctrl-C, temp dirs removed, loop.json kept). With
 ``--json`` (run, verify, models, loop) stdout holds one JSON document (on an error
 ``{"error": ..., "exit_status": N}``) and every other line goes to stderr. A closed stdout or
-stderr (``ymir-exc run ... | head -1``) does not stop the work: that stream is switched to /dev/null and the exit status still reflects the task.
+stderr (``ymir-exc run ... | head -1``) does not stop the work: that stream is switched to /dev/null
+and the exit status still reflects the task.
 """
 
 from __future__ import annotations
