@@ -829,13 +829,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from ymir_exc import env, formats
 
-    models = {
-        "env.yaml": env.EnvConfig,
-        "result.yaml": formats.TrainingResult,
-        "result.yaml (legacy, protocol < 1.0.0)": formats.LegacyTrainingResult,
-        "infer-result.json box": formats.InferAnnotation,
-        "ymir-info.yaml": formats.ModelPackageInfo,
-    }
+    models = {"env.yaml": env.EnvConfig, **formats.file_models()}
     schemas: dict[str, Any] = {k: m.model_json_schema() for k, m in models.items()}  # type: ignore[attr-defined]
     _out(json.dumps(schemas, indent=2))
     return 0

@@ -40,6 +40,7 @@ from ymir_exc import env
 from ymir_exc._io import atomic_write
 from ymir_exc.code import ExecutorReturnCode, ExecutorState
 from ymir_exc.errors import MonitorError
+from ymir_exc.formats.monitor import format_monitor_line, parse_monitor
 
 
 class YmirTask(IntEnum):
@@ -71,12 +72,6 @@ def _check_percent(percent: Any) -> float:
     if not math.isfinite(p) or not -PERCENT_TOLERANCE <= p <= 1.0 + PERCENT_TOLERANCE:
         raise MonitorError(f"percent must be a fraction in [0, 1], got {percent!r}", key="percent")
     return min(max(p, 0.0), 1.0)  # float rounding just outside [0, 1] is clamped into it
-
-
-def format_monitor_line(task_id: str, timestamp: float, percent: float, state: int, return_code: int) -> str:
-    """One monitor.txt line (no newline):
-    ``task_id \t timestamp \t percent:.2f \t state \t return_code``."""
-    return f"{task_id}\t{timestamp:.6f}\t{percent:.2f}\t{int(state)}\t{int(return_code)}"
 
 
 def write_monitor_logger(
@@ -239,9 +234,9 @@ def written_error_code(path: str | None = None) -> int | None:
     try:
         path = path or env.current_env().output.monitor_file
         with open(path, encoding="utf-8") as f:
-            first = f.readline().rstrip("\n").split("\t")
-        if len(first) >= 5 and int(first[3]) == ExecutorState.ES_ERROR and int(first[4]) != 0:
-            return int(first[4])
+            st = parse_monitor(f.readline())
+        if st.state == ExecutorState.ES_ERROR and st.return_code != 0:
+            return st.return_code
     except Exception:
         pass
     return None

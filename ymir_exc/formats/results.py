@@ -1,17 +1,24 @@
-"""pydantic models: the single definition of each output file format.
+"""The result files an executor writes: result.yaml (model stages), result.tsv (mining lines),
+infer-result.json (detection boxes, segmentation COCO result).
 
-The writers an executor calls (``result_writer``) and the checks the host runs (``harness``)
-validate against these same models. JSON Schema for the docs: ``ymir-exc schema``, or
-``TrainingResult.model_json_schema()``.
+:mod:`ymir_exc.result_writer` writes them, :mod:`ymir_exc.harness.collect` checks them and
+``ymir-exc schema`` prints their JSON Schema, all from the models and checkers below.
 
-Sources: docs/contract.md (result.yaml, result.tsv, infer-result.json, ymir-info.yaml).
+Example::
+
+    >>> from ymir_exc.formats.results import InferAnnotation, infer_box_problem
+    >>> box = {"class_name": "tree", "score": 0.9, "box": {"x": 1, "y": 2, "w": 3, "h": 0}}
+    >>> infer_box_problem(box, ["tree"])
+    'w or h <= 0'
+
+Sources: docs/contract.md (result.yaml, result.tsv, infer-result.json).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -193,8 +200,60 @@ class LegacyTrainingResult(BaseModel):
     map: float = Field(ge=0.0, le=1.0)
 
 
+# ------------------------------------------------------------------ result.tsv (mining)
+
+
+class MiningLine(BaseModel):
+    """One line of result.tsv: ``<asset path>\\t<score>\\n`` (:func:`format_mining_line`); the
+    lines are sorted by score, descending."""
+
+    path: str = Field(min_length=1, pattern=r"^[^\t\r\n]+$", description="the candidate's path, as in the index")
+    score: float = Field(allow_inf_nan=False, description="any finite number; higher is more informative")
+
+
+def format_mining_line(path: str, score: float) -> str:
+    """The result.tsv line of one candidate: ``f"{path}\\t{score!r}\\n"`` (the shortest repr of
+    the float, what upstream writes). No check: see :class:`MiningLine`."""
+    return f"{path}\t{score!r}\n"
+
+
+class MiningLineError(ValueError):
+    """A result.tsv line that breaks :class:`MiningLine`; ``kind`` is ``"columns"``,
+    ``"number"`` or ``"finite"`` (the harness counts problems by kind)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def parse_mining_line(line: str) -> tuple[str, float]:
+    """``(path, score)`` of one result.tsv line (without its newline).
+
+    Raises:
+        MiningLineError: not two tab-separated columns (``columns``), a score that ``float()``
+            cannot read (``number``) or that is not finite (``finite``).
+    """
+    parts = line.split("\t")
+    if len(parts) != 2:
+        raise MiningLineError("columns", f"expected '<path>\\t<score>', got {len(parts)} column(s)")
+    asset, sc = parts
+    try:
+        score = float(sc)
+    except ValueError:
+        raise MiningLineError("number", f"score {sc[:40]!r} is not a number") from None
+    if not math.isfinite(score):
+        raise MiningLineError("finite", f"score {sc!r} is not finite")
+    return asset, score
+
+
+# ------------------------------------------------------------------ infer-result.json (detection)
+
+
 class InferBox(BaseModel):
-    """A box of infer-result.json, integer pixels (docs/contract.md)."""
+    """A box of infer-result.json, integer pixels (docs/contract.md): ``(x, y)`` top-left
+    corner, width ``w`` > 0 and height ``h`` > 0. Strict: a float or a bool is not a coordinate."""
+
+    model_config = ConfigDict(strict=True)
 
     x: int
     y: int
@@ -203,35 +262,42 @@ class InferBox(BaseModel):
 
 
 class InferAnnotation(BaseModel):
+    """One box of infer-result.json: ``{"class_name", "score", "box"}``. The class name must be
+    one of config.yaml's ``class_names`` (checked by :func:`infer_box_problem`, which knows them);
+    the score is a finite number in [0, 1]."""
+
+    model_config = ConfigDict(strict=True)
+
     class_name: str
-    score: float = Field(ge=0.0, le=1.0)
+    score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
     box: InferBox
 
 
-class ModelPackageInfo(BaseModel):
-    """``ymir-info.yaml`` inside a model package (package_version 2.0.0; docs/contract.md)."""
+def infer_box_problem(b: Any, class_names: Collection[str]) -> str | None:
+    """Why the JSON value ``b`` is not a valid :class:`InferAnnotation` whose class is in
+    ``class_names``, or None when it is. The same verdict as the model (a test holds them
+    equal), at the cost of a few type checks: infer-result.json has millions of boxes.
 
-    model_config = ConfigDict(extra="allow")
-
-    executor_config: dict[str, Any]
-    task_context: dict[str, Any]
-    stages: dict[str, ModelStage] = Field(min_length=1)
-    best_stage_name: str
-    package_version: str = "2.0.0"
-
-    @field_validator("executor_config")
-    @classmethod
-    def _class_names(cls, v: dict[str, Any]) -> dict[str, Any]:
-        names = v.get("class_names")
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            raise ValueError("executor_config.class_names must be a non-empty list of names")
-        return v
-
-    @model_validator(mode="after")
-    def _best(self) -> ModelPackageInfo:
-        if self.best_stage_name not in self.stages:
-            raise ValueError(f"best_stage_name {self.best_stage_name!r} is not one of stages {sorted(self.stages)}")
-        return self
+    Returns:
+        None, or the first of ``"not an object"``, ``"class not in class_names"``, ``"score not
+        in [0, 1]"``, ``"box lacks x, y, w or h"``, ``"coordinate not an integer"``, ``"w or h <= 0"``.
+    """
+    if not isinstance(b, dict):
+        return "not an object"
+    name = b.get("class_name")
+    if not isinstance(name, str) or name not in class_names:
+        return "class not in class_names"
+    s = b.get("score")
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= 1:
+        return "score not in [0, 1]"
+    box = b.get("box")
+    if not isinstance(box, dict) or any(k not in box for k in "xywh"):
+        return "box lacks x, y, w or h"
+    if any(isinstance(box[k], bool) or not isinstance(box[k], int) for k in "xywh"):
+        return "coordinate not an integer"
+    if box["w"] <= 0 or box["h"] <= 0:
+        return "w or h <= 0"
+    return None
 
 
 # ------------------------------------------------------------------ segmentation results

@@ -50,9 +50,19 @@ from ymir_exc import __version__
 from ymir_exc.code import ExecutorState
 from ymir_exc.env import EnvConfig, parse_env_file, parse_yaml_text
 from ymir_exc.errors import ResultError
-from ymir_exc.formats import LegacyTrainingResult, ModelStage, TrainingResult, check_coco_result, primary_metric_key
+from ymir_exc.formats.monitor import parse_monitor
+from ymir_exc.formats.results import (
+    LegacyTrainingResult,
+    MiningLineError,
+    ModelStage,
+    TrainingResult,
+    check_coco_result,
+    infer_box_problem,
+    parse_mining_line,
+    primary_metric_key,
+)
 from ymir_exc.harness.models import LEGACY_STAGE_NAME, MAX_STAGE_NAME_BYTES, ModelStore, build_info, stage_entries
-from ymir_exc.harness.runtime import parse_monitor, read_text_nofollow
+from ymir_exc.harness.runtime import read_text_nofollow
 
 #: result.yaml larger than this is a problem, not something to parse
 RESULT_YAML_MAX_BYTES = 16 << 20
@@ -489,18 +499,10 @@ def check_mining(env: EnvConfig, candidates: list[str] | None = None) -> MiningR
             if not line.strip():
                 rep.blank += 1
                 continue
-            parts = line.split("\t")
-            if len(parts) != 2:
-                bad["columns"].add(f"{path}:{n}: expected '<path>\\t<score>', got {len(parts)} column(s)")
-                continue
-            asset, sc = parts
             try:
-                score = float(sc)
-            except ValueError:
-                bad["number"].add(f"{path}:{n}: score {sc[:40]!r} is not a number")
-                continue
-            if not math.isfinite(score):
-                bad["finite"].add(f"{path}:{n}: score {sc!r} is not finite")
+                asset, score = parse_mining_line(line)
+            except MiningLineError as e:
+                bad[e.kind].add(f"{path}:{n}: {e}")
                 continue
             d = _digest(asset)
             digests += d
@@ -584,24 +586,6 @@ class InferReport:
     duplicates: int = 0
     #: ``{key: kept boxes}``, only with ``check_infer(..., keep_results=True)`` (memory grows with it)
     results: dict[str, list[dict[str, Any]]] | None = None
-
-
-def _box_problem(b: Any, class_names: list[str]) -> str | None:
-    if not isinstance(b, dict):
-        return "not an object"
-    if b.get("class_name") not in class_names:
-        return "class not in class_names"
-    s = b.get("score")
-    if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= 1:
-        return "score not in [0, 1]"
-    box = b.get("box")
-    if not isinstance(box, dict) or any(k not in box for k in "xywh"):
-        return "box lacks x, y, w or h"
-    if any(isinstance(box[k], bool) or not isinstance(box[k], int) for k in "xywh"):
-        return "coordinate not an integer"
-    if box["w"] <= 0 or box["h"] <= 0:
-        return "w or h <= 0"
-    return None
 
 
 #: infer-result.json nested deeper than this is refused before any prefix-building parse (the
@@ -736,7 +720,7 @@ def _check_detection_entry(
     kept = 0
     good: list[dict[str, Any]] | None = [] if rep.results is not None else None
     for b in boxes:
-        why = _box_problem(b, class_names)
+        why = infer_box_problem(b, class_names)
         if why:
             rep.dropped[why] += 1
         else:

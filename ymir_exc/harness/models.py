@@ -44,10 +44,9 @@ from pydantic import ValidationError
 
 from ymir_exc.env import parse_yaml_text
 from ymir_exc.errors import ModelError
-from ymir_exc.formats import ModelPackageInfo, ModelStage, best_stage, primary_metric_key, to_builtin
+from ymir_exc.formats.package import INFO_NAME, PACKAGE_VERSION, ModelPackageInfo
+from ymir_exc.formats.results import ModelStage, best_stage, primary_metric_key, to_builtin
 
-INFO_NAME = "ymir-info.yaml"
-PACKAGE_VERSION = "2.0.0"
 LEGACY_STAGE_NAME = "default_best_stage"
 #: longest stage name, in bytes of UTF-8 (a path component must stay well under 255 bytes)
 MAX_STAGE_NAME_BYTES = 100

@@ -90,9 +90,9 @@ class _StreamedResults:
     def __init__(self, f: Any, class_names: Sequence[str]) -> None:
         import ijson
 
-        from ymir_exc.harness.collect import _box_problem
+        from ymir_exc.formats.results import infer_box_problem
 
-        self._problem = _box_problem
+        self._problem = infer_box_problem
         self._names = list(class_names)
         self._it = ijson.kvitems(f, "detection", use_float=True)
         self._spool = tempfile.TemporaryFile()

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from ymir_exc.code import ExecutorReturnCode, ExecutorState
+from ymir_exc.formats.monitor import MonitorState, format_monitor_line, parse_monitor
 from ymir_exc.harness.output import write_line
-from ymir_exc.monitor import format_monitor_line
 
 POLL_SECONDS = 0.2
 KILL_GRACE_SECONDS = 10.0
@@ -50,35 +50,6 @@ class Terminated(KeyboardInterrupt):
     def __init__(self, signum: int = signal.SIGTERM) -> None:
         super().__init__(signum)
         self.signum = signum
-
-
-@dataclass
-class MonitorState:
-    """One reading of monitor.txt."""
-
-    task_id: str
-    timestamp: float
-    percent: float
-    state: int
-    return_code: int
-    message: str = ""
-    raw: str = ""
-
-
-def parse_monitor(text: str) -> MonitorState:
-    """Parse monitor.txt content.
-
-    Raises:
-        ValueError: the first line is not ``task_id\\ttime\\tpercent\\tstate\\treturn_code``.
-    """
-    lines = text.splitlines()
-    if not lines:
-        raise ValueError("monitor.txt is empty")
-    parts = lines[0].split("\t")
-    if len(parts) != 5:
-        raise ValueError(f"first line has {len(parts)} tab-separated fields, expected 5: {lines[0]!r}")
-    tid, ts, pct, state, rc = parts
-    return MonitorState(tid, float(ts), float(pct), int(state), int(rc), "\n".join(lines[1:]), text)
 
 
 MONITOR_MAX_BYTES = 1 << 20
