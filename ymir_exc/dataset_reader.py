@@ -21,7 +21,6 @@ and a malformed annotation is an :class:`~ymir_exc.errors.AnnotationError`, neve
 
 from __future__ import annotations
 
-import codecs
 import itertools
 import json
 import math
@@ -30,7 +29,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from ymir_exc import env
+from ymir_exc import _fast, env
 from ymir_exc.env import DatasetType
 from ymir_exc.errors import AnnotationError, ConfigFileError, IndexFileError
 
@@ -178,127 +177,14 @@ class _ItemPaths(itertools.chain[tuple[str, str]]):
             current.close()
 
 
-#: bytes read per block: a multiple of the text layer's 8192-byte chunks, so that a decoding
-#: error is met at the same line as by line-by-line reading (see _item_path_lines)
-_BLOCK_SIZE = 8 * 8192
-#: ``bytes.translate`` with this deletes every byte but 0..32: what is left of a block is its tab
-#: and newline structure, plus any space / control character (those blocks take the slow path)
-_NOT_STRUCTURE = bytes(range(33, 256))
-_PAIRS = b"\t\n" * (_BLOCK_SIZE // 2 + 1)
-_LINES = b"\n" * (_BLOCK_SIZE + 1)
-
-
 def _item_path_blocks(
     dataset_type: DatasetType | str, env_config: env.EnvConfig | None, live: list[Any]
 ) -> Generator[Iterable[tuple[str, str]], None, None]:
-    """Blocks of ``(asset, annotation)`` pairs, whole lines at a time, for :func:`item_paths`.
-
-    Fast path: a block of plain lines (training: exactly one tab per line, both columns
-    non-empty; candidate: no tab, non-empty) is split in two C calls. Anything else (blank line,
-    missing column, extra column, space, CR, control character, bad UTF-8, whitespace-only path)
-    hands the rest of the file to :func:`_item_path_lines`, the line-by-line reader, which yields
-    the same pairs and raises the same errors at the same line. ``live[0]`` is the block being
-    iterated (for ``close()``).
-    """
+    """Blocks of ``(asset, annotation)`` pairs for :func:`item_paths` (resolved on the first
+    item asked for; see :func:`ymir_exc._fast.item_path_blocks`)."""
     dataset_type = _as_dataset_type(dataset_type)
     path = index_file_path(dataset_type, env_config)
-    need_annotation = dataset_type != DatasetType.CANDIDATE
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise IndexFileError("index file not found", path=path) from None
-    except OSError as e:
-        raise IndexFileError(f"cannot read index file: {e.strerror}", path=path) from None
-    done = 0  # lines yielded so far
-    decode = codecs.getincrementaldecoder("utf-8")().decode
-    isspace = str.isspace
-    # the partial line after a block's last newline: its fields (split at tabs) and tab bytes
-    carry: list[str] = [""]
-    carry_seps = b""
-    carry_ascii = True
-    with f:
-        read = f.read
-        while True:
-            block = read(_BLOCK_SIZE)
-            final = not block
-            try:
-                text = decode(block, final)
-            except UnicodeDecodeError:
-                break
-            # one split of the whole block at tabs and newlines; the block's bytes reduced to its
-            # tabs and newlines tell, for the price of one more pass, whether that split is a
-            # clean (asset, annotation) pairing
-            fields = text.replace("\t", "\n").split("\n")
-            seps = block.translate(None, _NOT_STRUCTURE)
-            if carry_seps:
-                seps = carry_seps + seps
-            if len(carry) > 1 or carry[0]:
-                fields[0] = carry[-1] + fields[0]
-                if len(carry) > 1:
-                    fields[0:0] = carry[:-1]
-            is_ascii = carry_ascii and text.isascii()
-            if final:
-                if len(fields) == 1 and not fields[0]:
-                    return  # the file ended with a newline (or is empty)
-            else:
-                cut = seps.rfind(b"\n")
-                if cut < 0:  # no line ends in this block
-                    carry, carry_seps, carry_ascii = fields, seps, is_ascii
-                    continue
-                carry_seps = seps[cut + 1 :]
-                m = len(carry_seps) + 1
-                carry = fields[-m:]
-                del fields[-m:]
-                seps = seps[:cut]
-                carry_ascii = text.isascii()
-            k = len(seps)
-            if need_annotation or seps != _LINES[:k]:
-                if not (k & 1 and seps == _PAIRS[:k]):
-                    break
-                ok = all(fields) if need_annotation else all(fields[0::2])
-                if ok and not is_ascii:
-                    ok = not any(map(isspace, fields[0::2]))
-                if not ok:
-                    break
-                live[0] = fields
-                pairs = iter(fields)
-                done += len(fields) >> 1
-                yield zip(pairs, pairs, strict=True)
-            else:
-                if not all(fields) or (not is_ascii and any(map(isspace, fields))):
-                    break
-                live[0] = fields
-                done += len(fields)
-                yield zip(fields, itertools.repeat(""))
-            if final:
-                return
-    live[0] = _item_path_lines(path, need_annotation, skip=done)
-    yield live[0]
-
-
-def _item_path_lines(path: str, need_annotation: bool, skip: int = 0) -> Iterator[tuple[str, str]]:
-    """The line-by-line reader (every check, exact line numbers), from line ``skip + 1`` on."""
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise IndexFileError("index file not found", path=path) from None
-    except OSError as e:
-        raise IndexFileError(f"cannot read index file: {e.strerror}", path=path) from None
-    with f:
-        try:
-            for n, line in enumerate(f, 1):
-                if n <= skip:
-                    continue
-                asset, sep, annotation = line.rstrip("\r\n").partition("\t")
-                if not asset or asset.isspace():
-                    raise IndexFileError("blank line (expected an image path)", path=path, line=n)
-                if need_annotation and not annotation:
-                    raise IndexFileError("expected '<image path>\\t<annotation path>'", path=path, line=n)
-                if "\t" in annotation:
-                    annotation = annotation.partition("\t")[0]
-                yield asset, annotation
-        except UnicodeDecodeError:
-            raise IndexFileError("index file is not UTF-8 text", path=path) from None
+    yield from _fast.item_path_blocks(path, dataset_type != DatasetType.CANDIDATE, live)
 
 
 def items_count(dataset_type: DatasetType | str, env_config: env.EnvConfig | None = None) -> int:

@@ -26,27 +26,36 @@ import logging
 import math
 import numbers
 import os
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Iterable, Mapping, Sequence
+from operator import attrgetter
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from ymir_exc import env
+from ymir_exc import _fast, env
 from ymir_exc._io import atomic_copy, atomic_file, atomic_write, locked
 from ymir_exc.errors import NotSupportedError, ResultError
+from ymir_exc.formats.results import (
+    MAX_MODEL_STAGES,
+    PRIMARY_METRIC_KEYS,
+    STAGE_RESERVED_KEYS,
+    LegacyTrainingResult,
+    ModelStage,
+    TrainingResult,
+    best_stage,
+    check_coco_result,
+    check_evaluation_value,
+    format_mining_line,
+    primary_metric_key,
+    to_builtin,
+)
 
 logger = logging.getLogger("ymir_exc")
 
-if TYPE_CHECKING:
-    from ymir_exc.formats import ModelStage
-
-# ymir_exc.formats (the result.yaml models) is imported by the functions that need it, and Box /
-# Annotation build their validators on first use (defer_build): importing this module builds no
-# pydantic schema, which keeps `import ymir_exc.result_writer` fast.
+# The formats' models and Box / Annotation build their validators on first use (defer_build):
+# importing this module builds no pydantic schema, which keeps `import ymir_exc.result_writer` fast.
 
 
 def _to_int(v: Any) -> int:
@@ -319,7 +328,6 @@ def write_model_stage(
             primary metric, a metric outside [0, 1] (but -1 for a non-primary one), a corrupt
             existing result.yaml. Nothing is written then.
     """
-    from ymir_exc.formats import STAGE_RESERVED_KEYS, check_evaluation_value, primary_metric_key, to_builtin
 
     env_config = env.current_env()
     out = env_config.output
@@ -373,15 +381,6 @@ def _update_result(
     models_dir: str,
 ) -> None:
     """Merge one stage into result.yaml (the caller holds the lock)."""
-    from ymir_exc.formats import (
-        MAX_MODEL_STAGES,
-        PRIMARY_METRIC_KEYS,
-        ModelStage,
-        TrainingResult,
-        best_stage,
-        primary_metric_key,
-        to_builtin,
-    )
 
     cached = _result_cache.get(path)
     stamp = _file_stamp(path) if cached is not None else None
@@ -452,85 +451,13 @@ _YAML_DUMPER = getattr(yaml, "CSafeDumper", None) or yaml.SafeDumper
 
 
 def _yaml_dump(data: Any) -> str:
-    """``yaml.safe_dump(data, sort_keys=False, allow_unicode=True)``: the same text.
-
-    result.yaml (nested mappings of plain names, numbers and lists of file names) is written by
-    :func:`_plain_yaml_mapping` directly; anything else goes through PyYAML (libyaml's emitter when
-    available)."""
-    lines: list[str] = []
-    if isinstance(data, dict) and data and _plain_yaml_mapping(data, "", lines):
-        return "".join(lines)
+    """``yaml.safe_dump(data, sort_keys=False, allow_unicode=True)``: the same text, through
+    libyaml's emitter when PyYAML has it."""
     return yaml.dump(data, Dumper=_YAML_DUMPER, sort_keys=False, allow_unicode=True)
-
-
-#: strings PyYAML writes unquoted and reads back as strings: a letter or '_', then letters,
-#: digits, '_', '.', '/', '-'; minus the words its resolver reads as booleans or null
-_PLAIN_STR = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*").fullmatch
-_RESERVED_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null", "y", "n", "nan", "inf"})
-
-
-def _plain_scalar(v: Any) -> str | None:
-    """How SafeDumper writes ``v`` as a plain scalar, or None when this fast path does not know."""
-    t = type(v)
-    if t is str:
-        if _PLAIN_STR(v) and v.lower() not in _RESERVED_WORDS:
-            return cast(str, v)
-        return None
-    if t is float:
-        if v != v:
-            return ".nan"
-        if v in (math.inf, -math.inf):
-            return ".inf" if v > 0 else "-.inf"
-        r = repr(v).lower()
-        if "." not in r and "e" in r:
-            r = r.replace("e", ".0e", 1)
-        return r
-    if t is int:
-        return str(v)
-    if t is bool:
-        return "true" if v else "false"
-    if v is None:
-        return "null"
-    return None
-
-
-def _plain_yaml_mapping(data: dict[Any, Any], indent: str, out: list[str]) -> bool:
-    """Append the block-style lines of a mapping; False if something needs the real dumper."""
-    for k, v in data.items():
-        if type(k) is not str or len(k) >= 128:
-            return False
-        key = _plain_scalar(k)
-        if key is None:
-            return False
-        t = type(v)
-        if t is dict:
-            if not v:
-                out.append(f"{indent}{key}: {{}}\n")
-            else:
-                out.append(f"{indent}{key}:\n")
-                if not _plain_yaml_mapping(v, indent + "  ", out):
-                    return False
-        elif t is list:
-            if not v:
-                out.append(f"{indent}{key}: []\n")
-                continue
-            out.append(f"{indent}{key}:\n")
-            for item in v:
-                text = _plain_scalar(item)
-                if text is None:
-                    return False
-                out.append(f"{indent}- {text}\n")
-        else:
-            text = _plain_scalar(v)
-            if text is None:
-                return False
-            out.append(f"{indent}{key}: {text}\n")
-    return True
 
 
 def _write_legacy(path: str, entry: dict[str, Any]) -> None:
     """Legacy result (protocol < 1.0.0): keep the best of (map, timestamp) seen so far."""
-    from ymir_exc.formats import LegacyTrainingResult, primary_metric_key
 
     key = primary_metric_key(entry)
     if key is None:
@@ -573,9 +500,9 @@ def write_mining_result(mining_result: Iterable[tuple[str, float]]) -> None:
     """
     import numpy as np
 
-    paths, raw_scores = _split_pairs(mining_result)
-    if not _all_numbers(raw_scores):
-        bad = next(i for i, s in enumerate(raw_scores) if not _is_number(s))
+    paths, raw_scores = _fast.split_pairs(mining_result)
+    if not _fast.all_numbers(raw_scores):
+        bad = next(i for i, s in enumerate(raw_scores) if not _fast.is_number(s))
         raise ResultError(f"score of {paths[bad]!r} is not a number: {raw_scores[bad]!r}", key=f"mining_result[{bad}]")
     scores = np.asarray(raw_scores, dtype=np.float64).reshape(-1)
     finite = np.isfinite(scores)
@@ -587,87 +514,20 @@ def write_mining_result(mining_result: Iterable[tuple[str, float]]) -> None:
         bad = next(i for i, p in enumerate(paths) if not p or any(c in p for c in "\t\r\n"))
         raise ResultError(f"asset path {paths[bad]!r} is empty or holds a tab / newline", key=f"mining_result[{bad}]")
     del text
-    if _may_repeat(np, paths) and len(set(paths)) != len(paths):
+    if _fast.may_repeat(paths) and len(set(paths)) != len(paths):
         seen = set()
         dup = next(p for p in paths if p in seen or seen.add(p))  # type: ignore[func-returns-value]
         raise ResultError(f"asset path {dup!r} appears more than once", key="mining_result")
-    order = _stable_descending_order(np, scores)
+    order = _fast.descending_order(scores)
     sorted_scores = scores[order].tolist()
     path = env.current_env().output.mining_result_file
-    if not set(map(type, paths)) <= {str}:
-        atomic_write(
-            path, "".join([f"{paths[i]}\t{s!r}\n" for i, s in zip(order.tolist(), sorted_scores, strict=True)])
-        )
-        return
-    # the lines are assembled a chunk at a time by str.join (path, tab, repr(score), newline:
-    # what f"{path}\t{score!r}\n" gives for a str path and a float score) and streamed out
     take = order.tolist()
     del raw_scores, scores, finite, order
-    tabs, newlines = ["\t"] * _MINING_CHUNK, ["\n"] * _MINING_CHUNK
     with atomic_file(path) as write:
-        for start in range(0, len(take), _MINING_CHUNK):
-            idx = take[start : start + _MINING_CHUNK]
-            k = len(idx)
-            cells: list[Any] = [None] * (4 * k)
-            cells[0::4] = [paths[idx[0]]] if k == 1 else itemgetter(*idx)(paths)
-            cells[1::4] = tabs[:k]
-            cells[2::4] = map(repr, sorted_scores[start : start + _MINING_CHUNK])
-            cells[3::4] = newlines[:k]
-            write("".join(cells))
-
-
-#: lines per formatted chunk (small enough to stay in the CPU cache)
-_MINING_CHUNK = 4096
-
-
-def _stable_descending_order(np: Any, scores: Any) -> Any:
-    """``np.argsort(-scores, kind="stable")``: a plain (faster) argsort when no two scores tie,
-    since the order is then the same."""
-    neg = -scores
-    order = np.argsort(neg)
-    ranked = neg[order]
-    if len(ranked) > 1 and (ranked[1:] == ranked[:-1]).any():
-        order = np.argsort(neg, kind="stable")
-    return order
-
-
-def _may_repeat(np: Any, paths: list[str]) -> bool:
-    """False when no two paths can be equal: their hashes all differ (sorting int64 hashes is
-    cheaper than a million-entry set; equal hashes fall back to the set)."""
-    if len(paths) < 2:
-        return False
-    h = np.fromiter(map(hash, paths), dtype=np.int64, count=len(paths))
-    h.sort()
-    return bool((h[1:] == h[:-1]).any())
-
-
-def _split_pairs(pairs: Iterable[tuple[str, float]]) -> tuple[list[Any], list[Any]]:
-    """``([path, ...], [score, ...])`` from ``(path, score)`` pairs, exactly as
-    ``for path, score in pairs`` unpacks them (errors included)."""
-    if type(pairs) in (list, tuple) and set(map(type, pairs)) <= {tuple, list} and set(map(len, pairs)) <= {2}:
-        return list(map(itemgetter(0), pairs)), list(map(itemgetter(1), pairs))
-    paths: list[Any] = []
-    scores: list[Any] = []
-    for path, score in pairs:
-        paths.append(path)
-        scores.append(score)
-    return paths, scores
-
-
-def _all_numbers(values: list[Any]) -> bool:
-    """``all(map(_is_number, values))``, deciding once per distinct type."""
-    return all(issubclass(t, numbers.Real) and not issubclass(t, bool) for t in set(map(type, values))) or all(
-        map(_is_number, values)
-    )
-
-
-def _is_number(v: Any) -> bool:
-    """A real number (numpy scalars included, bool excluded), or a 0-d numeric numpy array
-    (e.g. ``np.asarray(score)``; upstream wrote its ``str``, which is the number)."""
-    if isinstance(v, numbers.Real):
-        return not isinstance(v, bool)
-    kind = getattr(getattr(v, "dtype", None), "kind", None)
-    return getattr(v, "ndim", None) == 0 and kind is not None and kind in "iuf"
+        if set(map(type, paths)) <= {str}:
+            _fast.write_mining_lines(write, paths, take, sorted_scores)
+        else:  # str subclasses: what their own __format__ gives
+            write("".join([format_mining_line(paths[i], s) for i, s in zip(take, sorted_scores, strict=True)]))
 
 
 # ------------------------------------------------------------------ inference
@@ -681,16 +541,6 @@ def _validated_annotation(a: Any, where: str) -> Annotation:
     except ValidationError as e:
         err = e.errors()[0]
         raise ResultError(err["msg"], key=f"{where}." + ".".join(map(str, err["loc"]))) from None
-
-
-def _annotation_dict(a: Any, where: str) -> dict[str, Any]:
-    a = _validated_annotation(a, where)
-    b = a.box
-    return {"class_name": a.class_name, "score": a.score, "box": {"x": b.x, "y": b.y, "w": b.w, "h": b.h}}
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def write_infer_result(infer_result: Any, algorithm: str = "detection") -> None:
@@ -755,51 +605,21 @@ class _DetectionEncoder:
         self.class_names = _class_names_or_none()
         self.known = set(self.class_names) if self.class_names else None
         self.encode_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
-        self.names_json: dict[str, str] = {}
         self.origin: dict[str, str] = {}
         self.digests: set[bytes] | None = set() if digests_only else None
         self.entry_head = "{" + self.encode_str(self.box_key) + ":["
-        self.box_json = self._box_json_fn()
+        self._degenerate = [0]
+        self.box_json = _fast.box_json_fn(self.encode_str, self._degenerate)
 
     @property
     def degenerate(self) -> int:
         """Boxes dropped so far (w or h <= 0)."""
         return self._degenerate[0]
 
-    def _box_json_fn(self) -> Callable[[Annotation], str]:
-        """``box_json(annotation)``: one box's JSON text, or "" for a degenerate box (counted).
-        A closure over locals (no attribute lookups per box: a million boxes per call)."""
-        names_json, encode_str = self.names_json, self.encode_str
-        degenerate = self._degenerate = [0]
-        inf = math.inf
-
-        def box_json(a: Annotation) -> str:
-            b = a.box
-            name, score, x, y, w, h = a.class_name, a.score, b.x, b.y, b.w, b.h
-            if w <= 0 or h <= 0:
-                degenerate[0] += 1
-                return ""
-            if (
-                type(score) is float
-                and -inf < score < inf
-                and type(x) is int
-                and type(y) is int
-                and type(w) is int
-                and type(h) is int
-                and type(name) is str
-            ):
-                n = names_json.get(name)
-                if n is None:
-                    n = names_json[name] = encode_str(name)
-                return f'{{"class_name":{n},"score":{score!r},"box":{{"x":{x},"y":{y},"w":{w},"h":{h}}}}}'
-            return _json({"class_name": name, "score": score, "box": {"x": x, "y": y, "w": w, "h": h}})
-
-        return box_json
-
     def head(self, algorithm: Any) -> str:
         if type(algorithm) is str:
             return "{" + self.encode_str(algorithm) + ":{"
-        return _json({algorithm: {}})[:-3] + "{"  # json.dumps turns a non-str key into a string its own way
+        return _fast.json_text({algorithm: {}})[:-3] + "{"  # json.dumps turns a non-str key into a string its own way
 
     def warn_degenerate(self, who: str) -> None:
         if self.degenerate:
@@ -837,7 +657,11 @@ class _DetectionEncoder:
         if not all(map(_in_unit_range, scores)):  # NaN fails the comparison too
             i = next(i for i, s in enumerate(scores) if not _in_unit_range(s))
             raise ResultError(f"score must be a finite number in [0, 1], got {scores[i]!r}", key=f"{key}[{i}].score")
-        boxes = ",".join(filter(None, map(self.box_json, anns)))
+        try:
+            boxes = ",".join(filter(None, map(self.box_json, anns)))
+        except _fast.BadBox as e:
+            i = next(i for i, a in enumerate(anns) if a is e.annotation)
+            raise _fast.bad_box_error(e, f"{key}[{i}]") from None
         if self.known is not None:
             names = list(map(_CLASS_NAME, anns))
             if not self.known.issuperset(names):
@@ -849,7 +673,6 @@ class _DetectionEncoder:
 
 
 def _write_segmentation(infer_result: Any, env_config: env.EnvConfig) -> None:
-    from ymir_exc.formats import check_coco_result
 
     data = to_builtin_json(infer_result)
     try:
@@ -857,13 +680,11 @@ def _write_segmentation(infer_result: Any, env_config: env.EnvConfig) -> None:
     except ValueError as e:
         key, _, msg = str(e).partition(": ")
         raise ResultError(msg or str(e), key=key if msg else "infer_result") from None
-    atomic_write(env_config.output.infer_result_file, _json(data))
+    atomic_write(env_config.output.infer_result_file, _fast.json_text(data))
 
 
 def to_builtin_json(value: Any) -> Any:
     """numpy numbers / arrays in a nested result converted to plain Python (JSON-ready)."""
-    from ymir_exc.formats import to_builtin
-
     return to_builtin(value)
 
 

@@ -1,47 +1,24 @@
-"""The SDK's fast paths (bench/) against straightforward reference implementations.
+"""The SDK's fast paths (bench/) against their plain reference implementations.
 
-Each reference below is the plain per-item code the fast path replaced; on random inputs,
-valid and broken, both must yield / write the same thing and raise the same error.
+The references live beside the fast paths in :mod:`ymir_exc._fast`: the plain per-item code
+each fast path replaces; on random inputs, valid and broken, both must yield / write the same
+thing and raise the same error.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 
 import pytest
 
+from ymir_exc import _fast, monitor
 from ymir_exc import dataset_reader as dr
-from ymir_exc import monitor
 from ymir_exc import result_writer as rw
 from ymir_exc.env import DatasetType
 from ymir_exc.errors import IndexFileError, ResultError
 
 # ------------------------------------------------------------------ item_paths
-
-
-def _reference_item_paths(path, need_annotation):
-    """item_paths as it was: one line at a time."""
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise IndexFileError("index file not found", path=path) from None
-    except OSError as e:
-        raise IndexFileError(f"cannot read index file: {e.strerror}", path=path) from None
-    with f:
-        try:
-            for n, line in enumerate(f, 1):
-                asset, sep, annotation = line.rstrip("\r\n").partition("\t")
-                if not asset or asset.isspace():
-                    raise IndexFileError("blank line (expected an image path)", path=path, line=n)
-                if need_annotation and not annotation:
-                    raise IndexFileError("expected '<image path>\\t<annotation path>'", path=path, line=n)
-                if "\t" in annotation:
-                    annotation = annotation.partition("\t")[0]
-                yield asset, annotation
-        except UnicodeDecodeError:
-            raise IndexFileError("index file is not UTF-8 text", path=path) from None
 
 
 def _outcome(it):
@@ -75,10 +52,10 @@ def _random_index(rnd, n, training, odd_rate):
     return data
 
 
-@pytest.mark.parametrize("block", [dr._BLOCK_SIZE, 8192])
+@pytest.mark.parametrize("block", [_fast._BLOCK_SIZE, 8192])
 @pytest.mark.parametrize("dataset_type", [DatasetType.TRAINING, DatasetType.CANDIDATE])
 def test_item_paths_matches_line_by_line_reading(ws, monkeypatch, block, dataset_type):
-    monkeypatch.setattr(dr, "_BLOCK_SIZE", block)
+    monkeypatch.setattr(_fast, "_BLOCK_SIZE", block)
     name = "train-index.tsv" if dataset_type == DatasetType.TRAINING else "candidate-index.tsv"
     path = ws.in_dir / name
     rnd = random.Random(f"{block}-{dataset_type}")
@@ -87,7 +64,7 @@ def test_item_paths_matches_line_by_line_reading(ws, monkeypatch, block, dataset
         odd = rnd.choice([0.0, 0.0, 0.001, 0.01, 0.2])
         path.write_bytes(_random_index(rnd, n, training=rnd.random() < 0.8, odd_rate=odd))
         got = _outcome(dr.item_paths(dataset_type))
-        want = _outcome(_reference_item_paths(str(path), dataset_type != DatasetType.CANDIDATE))
+        want = _outcome(_fast.item_path_lines(str(path), dataset_type != DatasetType.CANDIDATE))
         assert got == want, f"trial {trial}: n={n} odd={odd}"
 
 
@@ -104,35 +81,6 @@ def test_item_paths_is_lazy_and_closable(ws):
 
 
 # ------------------------------------------------------------------ write_mining_result
-
-
-def _reference_mining_text(mining_result):
-    """write_mining_result as it was (validation order, messages, bytes), returning the text."""
-    import numpy as np
-
-    paths, raw_scores = [], []
-    for path, score in mining_result:
-        paths.append(path)
-        raw_scores.append(score)
-    if not all(map(rw._is_number, raw_scores)):
-        bad = next(i for i, s in enumerate(raw_scores) if not rw._is_number(s))
-        raise ResultError(f"score of {paths[bad]!r} is not a number: {raw_scores[bad]!r}", key=f"mining_result[{bad}]")
-    scores = np.asarray(raw_scores, dtype=np.float64).reshape(-1)
-    finite = np.isfinite(scores)
-    if not finite.all():
-        bad = int(np.argmin(finite))
-        raise ResultError(f"score of {paths[bad]!r} is not finite: {raw_scores[bad]!r}", key=f"mining_result[{bad}]")
-    text = "".join(paths)
-    if "\t" in text or "\n" in text or "\r" in text or not all(paths):
-        bad = next(i for i, p in enumerate(paths) if not p or any(c in p for c in "\t\r\n"))
-        raise ResultError(f"asset path {paths[bad]!r} is empty or holds a tab / newline", key=f"mining_result[{bad}]")
-    if len(set(paths)) != len(paths):
-        seen = set()
-        dup = next(p for p in paths if p in seen or seen.add(p))
-        raise ResultError(f"asset path {dup!r} appears more than once", key="mining_result")
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores = scores[order].tolist()
-    return "".join([f"{paths[i]}\t{s!r}\n" for i, s in zip(order.tolist(), sorted_scores, strict=True)])
 
 
 class _PathStr(str):
@@ -180,7 +128,7 @@ def test_write_mining_result_matches_the_reference(ws):
         if not isinstance(pairs, (list, tuple)):
             pairs = iter(listed)
         try:
-            want, want_err = _reference_mining_text(listed), None
+            want, want_err = _fast.mining_text_plain(listed), None
         except ResultError as e:
             want, want_err = None, (str(e), e.key)
         if out.exists():
@@ -195,39 +143,6 @@ def test_write_mining_result_matches_the_reference(ws):
 
 
 # ------------------------------------------------------------------ write_infer_result
-
-
-def _reference_infer_text(infer_result, algorithm, box_key, known, class_names):
-    """write_infer_result as it was, returning the text."""
-    if algorithm not in ("classification", "detection", "segmentation"):  # upstream's assert
-        raise ResultError(
-            f"unknown algorithm {algorithm!r}: one of classification, detection, segmentation", key="algorithm"
-        )
-    result, origin = {}, {}
-    for asset_path, anns in infer_result.items():
-        key = os.path.basename(str(asset_path))
-        if not key:
-            raise ResultError(f"asset path {asset_path!r} has no basename", key="infer_result")
-        if key in origin:
-            raise ResultError(
-                f"two results share the basename {key!r}: {origin[key]!r} and {asset_path!r}", key="infer_result"
-            )
-        origin[key] = str(asset_path)
-        boxes = [rw._annotation_dict(a, f"{key}[{i}]") for i, a in enumerate(anns)]
-        for i, b in enumerate(boxes):  # the score range is checked at write time (NaN fails too)
-            if not 0.0 <= b["score"] <= 1.0:
-                raise ResultError(
-                    f"score must be a finite number in [0, 1], got {b['score']!r}", key=f"{key}[{i}].score"
-                )
-        if known is not None:
-            for i, b in enumerate(boxes):
-                if b["class_name"] not in known:
-                    raise ResultError(
-                        f"class_name {b['class_name']!r} not in class_names {class_names}", key=f"{key}[{i}].class_name"
-                    )
-        # boxes with w or h <= 0 are dropped at write time
-        result[key] = {box_key: [b for b in boxes if b["box"]["w"] > 0 and b["box"]["h"] > 0]}
-    return json.dumps({algorithm: result}, ensure_ascii=False, separators=(",", ":"))
 
 
 def _random_annotation(rnd, names):
@@ -253,7 +168,7 @@ def _random_annotation(rnd, names):
     if r < 0.25:
         return ann
     a = rw.Annotation(**ann)
-    if r < 0.28:  # changed after validation: written as json.dumps would
+    if r < 0.28:  # changed after validation: checked against the format when written
         a.score = rnd.choice([float("nan"), 7, True, 2.5])
     elif r < 0.30:
         a.box.x = rnd.choice([True, 3.0])
@@ -276,10 +191,9 @@ def test_write_infer_result_matches_the_reference(ws):
             anns = [_random_annotation(rnd, names) for _ in range(rnd.choice([0, 1, 10]))]
             data[f"{folder}/{name}"] = anns if rnd.random() < 0.9 else tuple(anns)
         algorithm = rnd.choice(["detection", "detection", "detection", "detection", "seg é", None, 5])
-        known = set(class_names) if class_names else None
         box_key = "boxes" if protocol else "annotations"
         try:
-            want, want_err = _reference_infer_text(data, algorithm, box_key, known, class_names or None), None
+            want, want_err = _fast.infer_text_plain(data, algorithm, box_key, class_names or None), None
         except ResultError as e:
             want, want_err = None, (str(e), e.key)
         if out.exists():

@@ -35,7 +35,7 @@ PACKAGE_VERSION = "2.0.0"
 class ModelPackageInfo(BaseModel):
     """``ymir-info.yaml`` inside a model package (package_version 2.0.0; docs/contract.md)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     executor_config: dict[str, Any]
     task_context: dict[str, Any]

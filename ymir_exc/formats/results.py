@@ -101,7 +101,7 @@ class ModelStage(BaseModel):
     any metric but the primary one).
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     stage_name: str
     files: list[str] = Field(min_length=1)
@@ -141,7 +141,7 @@ class ModelStage(BaseModel):
 class TrainingResult(BaseModel):
     """``/out/models/result.yaml`` for protocol >= 1.0.0."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     best_stage_name: str
     model_stages: dict[str, ModelStage] = Field(min_length=1)
@@ -194,7 +194,7 @@ def best_stage(stages: dict[str, ModelStage]) -> str:
 class LegacyTrainingResult(BaseModel):
     """result.yaml below protocol 1.0.0: ``{model: [files], map: <float>}``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     model: list[str] = Field(min_length=1)
     map: float = Field(ge=0.0, le=1.0)
@@ -206,6 +206,8 @@ class LegacyTrainingResult(BaseModel):
 class MiningLine(BaseModel):
     """One line of result.tsv: ``<asset path>\\t<score>\\n`` (:func:`format_mining_line`); the
     lines are sorted by score, descending."""
+
+    model_config = ConfigDict(defer_build=True)
 
     path: str = Field(min_length=1, pattern=r"^[^\t\r\n]+$", description="the candidate's path, as in the index")
     score: float = Field(allow_inf_nan=False, description="any finite number; higher is more informative")
@@ -253,7 +255,7 @@ class InferBox(BaseModel):
     """A box of infer-result.json, integer pixels (docs/contract.md): ``(x, y)`` top-left
     corner, width ``w`` > 0 and height ``h`` > 0. Strict: a float or a bool is not a coordinate."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, defer_build=True)
 
     x: int
     y: int
@@ -266,16 +268,16 @@ class InferAnnotation(BaseModel):
     one of config.yaml's ``class_names`` (checked by :func:`infer_box_problem`, which knows them);
     the score is a finite number in [0, 1]."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, defer_build=True)
 
     class_name: str
     score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
     box: InferBox
 
 
-def infer_box_problem(b: Any, class_names: Collection[str]) -> str | None:
+def infer_box_problem(b: Any, class_names: Collection[str] | None) -> str | None:
     """Why the JSON value ``b`` is not a valid :class:`InferAnnotation` whose class is in
-    ``class_names``, or None when it is. The same verdict as the model (a test holds them
+    ``class_names`` (None: any name), or None when it is. The same verdict as the model (a test holds them
     equal), at the cost of a few type checks: infer-result.json has millions of boxes.
 
     Returns:
@@ -285,7 +287,7 @@ def infer_box_problem(b: Any, class_names: Collection[str]) -> str | None:
     if not isinstance(b, dict):
         return "not an object"
     name = b.get("class_name")
-    if not isinstance(name, str) or name not in class_names:
+    if not isinstance(name, str) or (class_names is not None and name not in class_names):
         return "class not in class_names"
     s = b.get("score")
     if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= 1:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ymir_exc._io import atomic_file, atomic_write
+from ymir_exc.formats.results import infer_box_problem
 
 
 def asset_sources(stats_sources: Mapping[str, str], candidates: Sequence[str]) -> dict[str, list[str]]:
@@ -89,8 +90,6 @@ class _StreamedResults:
 
     def __init__(self, f: Any, class_names: Sequence[str]) -> None:
         import ijson
-
-        from ymir_exc.formats.results import infer_box_problem
 
         self._problem = infer_box_problem
         self._names = list(class_names)
