@@ -289,6 +289,46 @@ def _attachments(attachments: Mapping[str, Sequence[str]] | None, models_dir: st
     return out
 
 
+def _stage_metrics(name: str, evaluation_result: dict[str, Any] | None, mAP: Any) -> dict[str, Any]:
+    """A stage's metrics as plain Python, checked (counts ints >= 0, fractions in [0, 1], -1
+    allowed for a metric that is not the primary one); ``mAP`` sets ``"mAP"``, as upstream.
+
+    Raises:
+        ResultError: a reserved key (stage_name, files, timestamp), a bad value (names the
+            key), no primary metric.
+    """
+    metrics: dict[str, Any] = dict(to_builtin({k: _metric_scalar(v) for k, v in dict(evaluation_result or {}).items()}))
+    clash = STAGE_RESERVED_KEYS.intersection(metrics)
+    if clash:
+        raise ResultError(f"evaluation_result may not set {sorted(clash)}", key="evaluation_result")
+    if mAP is not None:  # as upstream: mAP= sets evaluation_result["mAP"]
+        metrics["mAP"] = to_builtin(_metric_scalar(mAP))
+    primary = primary_metric_key(metrics)
+    for k, v in metrics.items():
+        try:
+            metrics[k] = check_evaluation_value(k, v, primary=k == primary)
+        except ValueError as e:
+            raise ResultError(str(e), key=f"model_stages.{name}.{k}") from None
+    if primary is None:
+        raise ResultError(
+            f"stage {name!r} has no primary metric: give mAP (or maskAP / mIoU) as a fraction in [0, 1]",
+            key=f"model_stages.{name}.mAP",
+        )
+    return metrics
+
+
+def _stage_timestamp(timestamp: Any) -> int:
+    """Unix seconds (now when None), truncated to an int.
+
+    Raises:
+        ResultError: not a finite number.
+    """
+    ts = int(time.time()) if timestamp is None else to_builtin(timestamp)
+    if isinstance(ts, bool) or not isinstance(ts, numbers.Real) or not math.isfinite(ts):
+        raise ResultError(f"timestamp must be unix seconds, got {timestamp!r}", key="timestamp")
+    return int(math.trunc(ts))
+
+
 def write_model_stage(
     stage_name: str,
     files: list[str],
@@ -334,27 +374,8 @@ def write_model_stage(
     name = _normalise_stage_name(stage_name)
     if isinstance(files, (str, os.PathLike)) or not files:
         raise ResultError(f"files must be a non-empty list of paths, got {files!r}", key=f"model_stages.{name}.files")
-    metrics: dict[str, Any] = dict(to_builtin({k: _metric_scalar(v) for k, v in dict(evaluation_result or {}).items()}))
-    clash = STAGE_RESERVED_KEYS.intersection(metrics)
-    if clash:
-        raise ResultError(f"evaluation_result may not set {sorted(clash)}", key="evaluation_result")
-    if mAP is not None:  # as upstream: mAP= sets evaluation_result["mAP"]
-        metrics["mAP"] = to_builtin(_metric_scalar(mAP))
-    primary = primary_metric_key(metrics)
-    for k, v in metrics.items():
-        try:
-            metrics[k] = check_evaluation_value(k, v, primary=k == primary)
-        except ValueError as e:
-            raise ResultError(str(e), key=f"model_stages.{name}.{k}") from None
-    if primary is None:
-        raise ResultError(
-            f"stage {name!r} has no primary metric: give mAP (or maskAP / mIoU) as a fraction in [0, 1]",
-            key=f"model_stages.{name}.mAP",
-        )
-    ts = int(time.time()) if timestamp is None else to_builtin(timestamp)
-    if isinstance(ts, bool) or not isinstance(ts, numbers.Real) or not math.isfinite(ts):
-        raise ResultError(f"timestamp must be unix seconds, got {timestamp!r}", key="timestamp")
-    ts = math.trunc(ts)
+    metrics = _stage_metrics(name, evaluation_result, mAP)
+    ts = _stage_timestamp(timestamp)
 
     stored = [_stage_file_name(name, f, out.models_dir) for f in files]
     entry = {"stage_name": name, "files": stored, "timestamp": ts, **metrics}
@@ -381,27 +402,7 @@ def _update_result(
     models_dir: str,
 ) -> None:
     """Merge one stage into result.yaml (the caller holds the lock)."""
-
-    cached = _result_cache.get(path)
-    stamp = _file_stamp(path) if cached is not None else None
-    if cached is not None and stamp == cached[0]:
-        # result.yaml is what this process wrote last: skip parsing and re-validating it
-        result, stages = dict(cached[1]), dict(cached[2])
-    else:
-        result = _load_result_yaml(path)
-        raw_stages = result.get("model_stages") or {}
-        if not isinstance(raw_stages, dict):
-            raise ResultError(
-                "existing model_stages is not a mapping; not overwriting it", path=path, key="model_stages"
-            )
-        stages = {}
-        for k, v in raw_stages.items():
-            try:
-                stages[k] = ModelStage.model_validate(v)
-            except ValidationError as e:
-                raise ResultError(
-                    f"existing stage is invalid: {e.errors()[0]['msg']}", path=path, key=f"model_stages.{k}"
-                ) from None
+    result, stages = _current_result(path)
     # a stage written again keeps its place (upstream updates its dict in place): on a tie of
     # (metric, timestamp) the stage later in result.yaml is the best
     stages[name] = ModelStage.model_validate(entry)
@@ -419,6 +420,41 @@ def _update_result(
         result["attachments"] = _attachments(attachments, models_dir)
     if evaluate_config is not None:
         result["evaluate_config"] = to_builtin(dict(evaluate_config))
+    _write_result(path, result, stages)
+
+
+def _current_result(path: str) -> tuple[dict[str, Any], dict[str, ModelStage]]:
+    """(result.yaml as a dict, its stages validated); {} and {} when there is none. What this
+    process wrote last is taken from :data:`_result_cache` when the file is still that one.
+
+    Raises:
+        ResultError: the file is not YAML, not a mapping, or a stage breaks :class:`ModelStage`.
+    """
+    cached = _result_cache.get(path)
+    if cached is not None and _file_stamp(path) == cached[0]:
+        # result.yaml is what this process wrote last: skip parsing and re-validating it
+        return dict(cached[1]), dict(cached[2])
+    result = _load_result_yaml(path)
+    raw_stages = result.get("model_stages") or {}
+    if not isinstance(raw_stages, dict):
+        raise ResultError("existing model_stages is not a mapping; not overwriting it", path=path, key="model_stages")
+    stages = {}
+    for k, v in raw_stages.items():
+        try:
+            stages[k] = ModelStage.model_validate(v)
+        except ValidationError as e:
+            raise ResultError(
+                f"existing stage is invalid: {e.errors()[0]['msg']}", path=path, key=f"model_stages.{k}"
+            ) from None
+    return result, stages
+
+
+def _write_result(path: str, result: dict[str, Any], stages: dict[str, ModelStage]) -> None:
+    """Validate ``result`` as a :class:`TrainingResult`, then replace result.yaml with it.
+
+    Raises:
+        ResultError: it would break the format (nothing written then).
+    """
     try:
         TrainingResult.model_validate(result)
     except ValidationError as e:
