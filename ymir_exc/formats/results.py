@@ -387,6 +387,95 @@ def _check_polygons(seg: list[Any]) -> None:
             raise ValueError(f"polygon {i} must be a list of at least 3 (x, y) number pairs")
 
 
+def _coco_images(images_list: list[Any]) -> dict[int, dict[str, Any]]:
+    """``{id: image}`` of a COCO result's ``images``, each checked.
+
+    Raises:
+        ValueError: ``"images[i].<key>: ..."``: no integer id, no file_name, a width / height
+            that is not an integer > 0, an id seen before.
+    """
+    images: dict[int, dict[str, Any]] = {}
+    for i, im in enumerate(images_list):
+        where = f"images[{i}]"
+        if not isinstance(im, dict) or not _is_int(im.get("id")):
+            raise ValueError(f"{where}.id: each image needs an integer id")
+        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            raise ValueError(f"{where}.file_name: each image needs a file_name")
+        for k in ("width", "height"):
+            if k in im and (not _is_int(im[k]) or im[k] <= 0):
+                raise ValueError(f"{where}.{k}: must be an integer > 0")
+        if im["id"] in images:
+            raise ValueError(f"{where}.id: image id {im['id']} appears twice")
+        images[im["id"]] = im
+    return images
+
+
+def _coco_categories(categories: list[Any], class_names: list[str] | None) -> dict[int, str]:
+    """``{id: name}`` of a COCO result's ``categories``, each checked.
+
+    Raises:
+        ValueError: ``"categories[i].<key>: ..."``: no integer id, no name, a name not in
+            ``class_names`` (when given), an id seen before.
+    """
+    cats: dict[int, str] = {}
+    for i, c in enumerate(categories):
+        where = f"categories[{i}]"
+        if not isinstance(c, dict) or not _is_int(c.get("id")):
+            raise ValueError(f"{where}.id: each category needs an integer id")
+        if not isinstance(c.get("name"), str) or not c["name"]:
+            raise ValueError(f"{where}.name: each category needs a name")
+        if class_names is not None and c["name"] not in class_names:
+            raise ValueError(f"{where}.name: {c['name']!r} is not in class_names {list(class_names)}")
+        if c["id"] in cats:
+            raise ValueError(f"{where}.id: category id {c['id']} appears twice")
+        cats[c["id"]] = c["name"]
+    return cats
+
+
+def _check_coco_annotation(where: str, a: Any, images: dict[int, dict[str, Any]], cats: dict[int, str]) -> None:
+    """One entry of a COCO result's ``annotations`` (see :func:`check_coco_result`).
+
+    Raises:
+        ValueError: ``"<where>.<key>: ..."``.
+    """
+    if not isinstance(a, dict):
+        raise ValueError(f"{where}: must be an object")
+    if not _is_int(a.get("image_id")) or a["image_id"] not in images:
+        raise ValueError(f"{where}.image_id: {a.get('image_id')!r} is not the id of an image")
+    if not _is_int(a.get("category_id")) or a["category_id"] not in cats:
+        raise ValueError(f"{where}.category_id: {a.get('category_id')!r} is not the id of a category")
+    try:
+        _check_segmentation(a.get("segmentation"), images[a["image_id"]])
+    except ValueError as e:
+        raise ValueError(f"{where}.segmentation: {e}") from None
+    if "bbox" in a:
+        bb = a["bbox"]
+        if not isinstance(bb, list) or len(bb) != 4 or not all(map(_is_num, bb)) or bb[2] < 0 or bb[3] < 0:
+            raise ValueError(f"{where}.bbox: must be [x, y, w, h], finite numbers, w and h >= 0")
+    if "score" in a:
+        s = a["score"]
+        if not _is_num(s) or not 0.0 <= s <= 1.0:
+            raise ValueError(f"{where}.score: must be a number in [0, 1], got {s!r}")
+
+
+def _check_segmentation(seg: Any, im: dict[str, Any]) -> None:
+    """An RLE whose size is the image's (when the image gives one), or polygons.
+
+    Raises:
+        ValueError: what is wrong (without the key path).
+    """
+    if isinstance(seg, dict):
+        rle_counts(seg)
+        if "height" in im and "width" in im and seg["size"] != [im["height"], im["width"]]:
+            raise ValueError(
+                f"RLE size {seg['size']} differs from the image's [height, width] [{im['height']}, {im['width']}]"
+            )
+    elif isinstance(seg, list):
+        _check_polygons(seg)
+    else:
+        raise ValueError("must be an RLE object or a list of polygons")
+
+
 def check_coco_result(data: Any, class_names: list[str] | None = None) -> dict[str, int]:
     """Validate a segmentation infer result (COCO style), as ``write_infer_result(...,
     algorithm="segmentation")`` and the harness read it.
@@ -409,61 +498,8 @@ def check_coco_result(data: Any, class_names: list[str] | None = None) -> dict[s
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise ValueError(f"{key}: must be a list")
-    images: dict[int, dict[str, Any]] = {}
-    for i, im in enumerate(data["images"]):
-        where = f"images[{i}]"
-        if not isinstance(im, dict) or not _is_int(im.get("id")):
-            raise ValueError(f"{where}.id: each image needs an integer id")
-        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
-            raise ValueError(f"{where}.file_name: each image needs a file_name")
-        for k in ("width", "height"):
-            if k in im and (not _is_int(im[k]) or im[k] <= 0):
-                raise ValueError(f"{where}.{k}: must be an integer > 0")
-        if im["id"] in images:
-            raise ValueError(f"{where}.id: image id {im['id']} appears twice")
-        images[im["id"]] = im
-    cats: dict[int, str] = {}
-    for i, c in enumerate(data["categories"]):
-        where = f"categories[{i}]"
-        if not isinstance(c, dict) or not _is_int(c.get("id")):
-            raise ValueError(f"{where}.id: each category needs an integer id")
-        if not isinstance(c.get("name"), str) or not c["name"]:
-            raise ValueError(f"{where}.name: each category needs a name")
-        if class_names is not None and c["name"] not in class_names:
-            raise ValueError(f"{where}.name: {c['name']!r} is not in class_names {list(class_names)}")
-        if c["id"] in cats:
-            raise ValueError(f"{where}.id: category id {c['id']} appears twice")
-        cats[c["id"]] = c["name"]
+    images = _coco_images(data["images"])
+    cats = _coco_categories(data["categories"], class_names)
     for i, a in enumerate(data["annotations"]):
-        where = f"annotations[{i}]"
-        if not isinstance(a, dict):
-            raise ValueError(f"{where}: must be an object")
-        if not _is_int(a.get("image_id")) or a["image_id"] not in images:
-            raise ValueError(f"{where}.image_id: {a.get('image_id')!r} is not the id of an image")
-        if not _is_int(a.get("category_id")) or a["category_id"] not in cats:
-            raise ValueError(f"{where}.category_id: {a.get('category_id')!r} is not the id of a category")
-        seg = a.get("segmentation")
-        try:
-            if isinstance(seg, dict):
-                rle_counts(seg)
-                im = images[a["image_id"]]
-                if "height" in im and "width" in im and seg["size"] != [im["height"], im["width"]]:
-                    raise ValueError(
-                        f"RLE size {seg['size']} differs from the image's [height, width] "
-                        f"[{im['height']}, {im['width']}]"
-                    )
-            elif isinstance(seg, list):
-                _check_polygons(seg)
-            else:
-                raise ValueError("must be an RLE object or a list of polygons")
-        except ValueError as e:
-            raise ValueError(f"{where}.segmentation: {e}") from None
-        if "bbox" in a:
-            bb = a["bbox"]
-            if not isinstance(bb, list) or len(bb) != 4 or not all(map(_is_num, bb)) or bb[2] < 0 or bb[3] < 0:
-                raise ValueError(f"{where}.bbox: must be [x, y, w, h], finite numbers, w and h >= 0")
-        if "score" in a:
-            s = a["score"]
-            if not _is_num(s) or not 0.0 <= s <= 1.0:
-                raise ValueError(f"{where}.score: must be a number in [0, 1], got {s!r}")
+        _check_coco_annotation(f"annotations[{i}]", a, images, cats)
     return {"images": len(images), "annotations": len(data["annotations"]), "categories": len(cats)}
