@@ -45,6 +45,42 @@ _PAIRS = b"\t\n" * (_BLOCK_SIZE // 2 + 1)
 _LINES = b"\n" * (_BLOCK_SIZE + 1)
 
 
+def _open_index(path: str, binary: bool) -> Any:
+    """The index file, opened for reading (bytes, or UTF-8 text).
+
+    Raises:
+        IndexFileError: missing or unreadable.
+    """
+    try:
+        return open(path, "rb") if binary else open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise IndexFileError("index file not found", path=path) from None
+    except OSError as e:
+        raise IndexFileError(f"cannot read index file: {e.strerror}", path=path) from None
+
+
+def _block_pairs(
+    fields: list[str], seps: bytes, need_annotation: bool, is_ascii: bool
+) -> tuple[Iterable[tuple[str, str]], int] | None:
+    """(the pairs of a block of whole lines, how many), or None when the block is not plain
+    lines (see :func:`item_path_blocks`). ``fields``: the block split at tabs and newlines;
+    ``seps``: its tab and newline bytes (and any other byte below 33), in order."""
+    k = len(seps)
+    if need_annotation or seps != _LINES[:k]:
+        if not (k & 1 and seps == _PAIRS[:k]):
+            return None
+        ok = all(fields) if need_annotation else all(fields[0::2])
+        if ok and not is_ascii:
+            ok = not any(map(str.isspace, fields[0::2]))
+        if not ok:
+            return None
+        pairs = iter(fields)
+        return zip(pairs, pairs, strict=True), len(fields) >> 1
+    if not all(fields) or (not is_ascii and any(map(str.isspace, fields))):
+        return None
+    return zip(fields, itertools.repeat("")), len(fields)
+
+
 def item_path_blocks(
     path: str, need_annotation: bool, live: list[Any]
 ) -> Generator[Iterable[tuple[str, str]], None, None]:
@@ -57,15 +93,9 @@ def item_path_blocks(
     the same pairs and raises the same errors at the same line. ``live[0]`` is the block being
     iterated (for ``close()``).
     """
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise IndexFileError("index file not found", path=path) from None
-    except OSError as e:
-        raise IndexFileError(f"cannot read index file: {e.strerror}", path=path) from None
+    f = _open_index(path, binary=True)
     done = 0  # lines yielded so far
     decode = codecs.getincrementaldecoder("utf-8")().decode
-    isspace = str.isspace
     # the partial line after a block's last newline: its fields (split at tabs) and tab bytes
     carry: list[str] = [""]
     carry_seps = b""
@@ -105,25 +135,12 @@ def item_path_blocks(
                 del fields[-m:]
                 seps = seps[:cut]
                 carry_ascii = text.isascii()
-            k = len(seps)
-            if need_annotation or seps != _LINES[:k]:
-                if not (k & 1 and seps == _PAIRS[:k]):
-                    break
-                ok = all(fields) if need_annotation else all(fields[0::2])
-                if ok and not is_ascii:
-                    ok = not any(map(isspace, fields[0::2]))
-                if not ok:
-                    break
-                live[0] = fields
-                pairs = iter(fields)
-                done += len(fields) >> 1
-                yield zip(pairs, pairs, strict=True)
-            else:
-                if not all(fields) or (not is_ascii and any(map(isspace, fields))):
-                    break
-                live[0] = fields
-                done += len(fields)
-                yield zip(fields, itertools.repeat(""))
+            got = _block_pairs(fields, seps, need_annotation, is_ascii)
+            if got is None:
+                break
+            live[0] = fields
+            done += got[1]
+            yield got[0]
             if final:
                 return
     live[0] = item_path_lines(path, need_annotation, skip=done)
@@ -132,12 +149,7 @@ def item_path_blocks(
 
 def item_path_lines(path: str, need_annotation: bool, skip: int = 0) -> Iterator[tuple[str, str]]:
     """The line-by-line reader (every check, exact line numbers), from line ``skip + 1`` on."""
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise IndexFileError("index file not found", path=path) from None
-    except OSError as e:
-        raise IndexFileError(f"cannot read index file: {e.strerror}", path=path) from None
+    f = _open_index(path, binary=False)
     with f:
         try:
             for n, line in enumerate(f, 1):

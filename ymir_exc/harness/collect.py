@@ -143,34 +143,55 @@ def check_training(env: EnvConfig) -> TrainingReport:
     """Validate ``result.yaml`` and locate every stage / attachment file (regular files inside
     ``out/`` only; see :func:`output_file_problem`)."""
     rep = TrainingReport()
+    raw = _read_result_yaml(env, rep.problems)
+    if rep.problems:
+        return rep
+    _read_stages(env, raw, rep)
+    if rep.problems:
+        return rep
+    best = rep.stages[rep.best_stage_name].evaluation_result()
+    rep.metric_key = primary_metric_key(best) or "mAP"
+    rep.mAP = float(best.get(rep.metric_key, 0.0))
+    _locate_members(env, rep)
+    return rep
+
+
+def _read_result_yaml(env: EnvConfig, problems: list[str]) -> Any:
+    """result.yaml parsed (a regular file inside ``out/``, at most :data:`RESULT_YAML_MAX_BYTES`),
+    or None after adding the problem."""
     path = env.output.training_result_file
-    models_dir = env.output.models_dir
-    root = env.output.root_dir
-    why = output_file_problem(root, path)
+    why = output_file_problem(env.output.root_dir, path)
     if why:
-        rep.problems.append(
+        problems.append(
             f"{path}: missing (a training task must write result.yaml)" if why.endswith(": missing") else why
         )
-        return rep
+        return None
     try:
         text = read_text_nofollow(Path(path), RESULT_YAML_MAX_BYTES + 1)
     except (OSError, UnicodeDecodeError) as e:
-        rep.problems.append(f"{path}: unreadable: {e}")
-        return rep
+        problems.append(f"{path}: unreadable: {e}")
+        return None
     if len(text.encode("utf-8")) > RESULT_YAML_MAX_BYTES:
-        rep.problems.append(f"{path}: larger than {RESULT_YAML_MAX_BYTES >> 20} MiB")
-        return rep
+        problems.append(f"{path}: larger than {RESULT_YAML_MAX_BYTES >> 20} MiB")
+        return None
     try:
-        raw = parse_yaml_text(text, ResultError, path)
+        return parse_yaml_text(text, ResultError, path)
     except ResultError as e:
-        rep.problems.append(str(e))
-        return rep
+        problems.append(str(e))
+        return None
+
+
+def _read_stages(env: EnvConfig, raw: Any, rep: TrainingReport) -> None:
+    """Fill ``rep``'s stages, best stage, attachments and evaluate_config from result.yaml's
+    content: :class:`TrainingResult`, or below protocol 1.0.0 :class:`LegacyTrainingResult` as
+    one stage; problems (the format's first error, too long stage names) go to ``rep.problems``."""
+    path = env.output.training_result_file
     if env.protocol_tuple < (1, 0, 0):
         try:
             legacy = LegacyTrainingResult.model_validate(raw)
         except ValidationError as e:
             rep.problems.append(f"{path}: legacy result (protocol {env.protocol_version}): {_first_error(e)}")
-            return rep
+            return
         st = ModelStage(
             stage_name=LEGACY_STAGE_NAME,
             files=legacy.model,
@@ -184,7 +205,7 @@ def check_training(env: EnvConfig) -> TrainingReport:
             result = TrainingResult.model_validate(raw)
         except ValidationError as e:
             rep.problems.append(f"{path}: {_first_error(e)}")
-            return rep
+            return
         rep.stages = dict(result.model_stages)
         rep.best_stage_name = result.best_stage_name
         rep.attachments = dict(result.attachments or {})
@@ -195,11 +216,14 @@ def check_training(env: EnvConfig) -> TrainingReport:
             rep.problems.append(
                 f"{path}: stage name {name[:40]!r}... is {size} bytes of UTF-8; at most {MAX_STAGE_NAME_BYTES}"
             )
-    if rep.problems:
-        return rep
-    best = rep.stages[rep.best_stage_name].evaluation_result()
-    rep.metric_key = primary_metric_key(best) or "mAP"
-    rep.mAP = float(best.get(rep.metric_key, 0.0))
+
+
+def _locate_members(env: EnvConfig, rep: TrainingReport) -> None:
+    """Find each stage file and attachment (``rep.members``: (name in the package, path)); the
+    ones missing or refused go to ``rep.problems``."""
+    path = env.output.training_result_file
+    models_dir = env.output.models_dir
+    root = env.output.root_dir
     legacy_layout = env.protocol_tuple < (1, 0, 0)
     for name, st in rep.stages.items():
         for f in st.files:
@@ -224,7 +248,6 @@ def check_training(env: EnvConfig) -> TrainingReport:
                 )
             else:
                 rep.members.append((f"attachments/{section}/{os.path.basename(f)}", src))
-    return rep
 
 
 def collect_training(
@@ -460,60 +483,11 @@ def check_mining(env: EnvConfig, candidates: list[str] | None = None) -> MiningR
     f = _open_output(env.output.root_dir, path, "mining", rep.problems)
     if f is None:
         return rep
-    cands = _Candidates(candidates, env.input.candidate_index_file)
-    digests, offsets, scores, known = bytearray(), array("q"), array("d"), np.zeros(0, dtype=bool)
-    known_parts: list[np.ndarray] = []
-    chunk_paths, chunk_ids = bytearray(), bytearray()
-    bad = {k: _Messages() for k in ("columns", "number", "finite", "utf8", "long")}
-
-    def flush_chunk() -> None:
-        if chunk_paths:
-            known_parts.append(
-                cands.match(
-                    np.frombuffer(bytes(chunk_paths), dtype="V16"), np.frombuffer(bytes(chunk_ids), dtype="V16")
-                )
-            )
-            chunk_paths.clear()
-            chunk_ids.clear()
-
-    pos = 0
-    n = 0
+    scan = _MiningScan(_Candidates(candidates, env.input.candidate_index_file))
     with f:
-        while True:
-            raw = f.readline(MAX_LINE_BYTES)
-            if not raw:
-                break
-            start, pos = pos, pos + len(raw)
-            n += 1
-            if not raw.endswith(b"\n") and len(raw) >= MAX_LINE_BYTES:
-                bad["long"].add(f"{path}:{n}: line longer than {MAX_LINE_BYTES >> 10} KiB")
-                while raw and not raw.endswith(b"\n"):  # skip the rest of it
-                    raw = f.readline(MAX_LINE_BYTES)
-                    pos += len(raw)
-                continue
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                bad["utf8"].add(f"{path}:{n}: not UTF-8 ({e.reason} at byte {e.start})")
-                continue
-            if not line.strip():
-                rep.blank += 1
-                continue
-            try:
-                asset, score = parse_mining_line(line)
-            except MiningLineError as e:
-                bad[e.kind].add(f"{path}:{n}: {e}")
-                continue
-            d = _digest(asset)
-            digests += d
-            chunk_paths += d
-            chunk_ids += _digest(_asset_id(asset))
-            offsets.append(start)
-            scores.append(score)
-            if len(chunk_paths) >= (1 << 16) * 16:
-                flush_chunk()
-    flush_chunk()
-    rep.lines = n
+        rep.lines = _scan_mining_lines(f, path, scan)
+    scan.flush()
+    rep.blank = scan.blank
     for kind, what in (
         ("long", "long lines"),
         ("utf8", "lines not UTF-8"),
@@ -521,10 +495,87 @@ def check_mining(env: EnvConfig, candidates: list[str] | None = None) -> MiningR
         ("number", "scores not numbers"),
         ("finite", "scores not finite"),
     ):
-        bad[kind].flush(rep.problems, what)
-    count = len(offsets)
-    known = np.concatenate(known_parts) if known_parts else np.zeros(0, dtype=bool)
-    known_parts.clear()  # the chunks' memory, now in `known`
+        scan.bad[kind].flush(rep.problems, what)
+    _rank_mining(rep, path, scan)
+    return rep
+
+
+class _MiningScan:
+    """What :func:`check_mining` keeps per result.tsv line while streaming it: the path's
+    16-byte digest, the line's offset and score; every 65,536 lines the candidates named are
+    marked (``known``: per line, whether it names one)."""
+
+    def __init__(self, cands: _Candidates) -> None:
+        self.cands = cands
+        self.digests, self.offsets, self.scores = bytearray(), array("q"), array("d")
+        self.known_parts: list[np.ndarray] = []
+        self.chunk_paths, self.chunk_ids = bytearray(), bytearray()
+        self.bad = {k: _Messages() for k in ("columns", "number", "finite", "utf8", "long")}
+        self.blank = 0
+
+    def add(self, asset: str, score: float, offset: int) -> None:
+        d = _digest(asset)
+        self.digests += d
+        self.chunk_paths += d
+        self.chunk_ids += _digest(_asset_id(asset))
+        self.offsets.append(offset)
+        self.scores.append(score)
+        if len(self.chunk_paths) >= (1 << 16) * 16:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.chunk_paths:
+            self.known_parts.append(
+                self.cands.match(
+                    np.frombuffer(bytes(self.chunk_paths), dtype="V16"),
+                    np.frombuffer(bytes(self.chunk_ids), dtype="V16"),
+                )
+            )
+            self.chunk_paths.clear()
+            self.chunk_ids.clear()
+
+    def known(self) -> np.ndarray:
+        """Per line kept, whether it names a candidate (the chunks' memory is released)."""
+        known = np.concatenate(self.known_parts) if self.known_parts else np.zeros(0, dtype=bool)
+        self.known_parts.clear()
+        return known
+
+
+def _scan_mining_lines(f: Any, path: str, scan: _MiningScan) -> int:
+    """Read result.tsv line by line (at most :data:`MAX_LINE_BYTES` a line) into ``scan``, each
+    line parsed by :func:`~ymir_exc.formats.results.parse_mining_line`; returns the number of lines."""
+    pos = 0
+    n = 0
+    while True:
+        raw = f.readline(MAX_LINE_BYTES)
+        if not raw:
+            return n
+        start, pos = pos, pos + len(raw)
+        n += 1
+        if not raw.endswith(b"\n") and len(raw) >= MAX_LINE_BYTES:
+            scan.bad["long"].add(f"{path}:{n}: line longer than {MAX_LINE_BYTES >> 10} KiB")
+            while raw and not raw.endswith(b"\n"):  # skip the rest of it
+                raw = f.readline(MAX_LINE_BYTES)
+                pos += len(raw)
+            continue
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            scan.bad["utf8"].add(f"{path}:{n}: not UTF-8 ({e.reason} at byte {e.start})")
+            continue
+        if not line.strip():
+            scan.blank += 1
+            continue
+        try:
+            asset, score = parse_mining_line(line)
+        except MiningLineError as e:
+            scan.bad[e.kind].add(f"{path}:{n}: {e}")
+            continue
+        scan.add(asset, score, start)
+
+
+def _first_occurrences(digests: bytearray, count: int) -> np.ndarray:
+    """Per line, False when an earlier line has the same path digest."""
     keep = np.ones(count, dtype=bool)
     if count > 1:
         dig = np.frombuffer(digests, dtype="V16")
@@ -534,10 +585,18 @@ def check_mining(env: EnvConfig, candidates: list[str] | None = None) -> MiningR
             idx = order[i : i + step + 1]
             same = dig[idx[1:]] == dig[idx[:-1]]
             keep[idx[1:][same]] = False
-        del dig, order, idx, same
-    del digests
-    off = np.frombuffer(offsets, dtype=np.int64)
-    sco = np.frombuffer(scores, dtype=np.float64)
+    return keep
+
+
+def _rank_mining(rep: MiningReport, path: str, scan: _MiningScan) -> None:
+    """Duplicates, unknown paths, the order of the scores and missing candidates into ``rep``;
+    ``rep.ranked``: the first occurrence of each path, best first (ties keep file order)."""
+    count = len(scan.offsets)
+    known = scan.known()
+    keep = _first_occurrences(scan.digests, count)
+    del scan.digests
+    off = np.frombuffer(scan.offsets, dtype=np.int64)
+    sco = np.frombuffer(scan.scores, dtype=np.float64)
     rep.duplicates = int(count - keep.sum())
     unknown = np.nonzero(keep & ~known)[0]
     rep.unknown = int(len(unknown))
@@ -553,7 +612,7 @@ def check_mining(env: EnvConfig, candidates: list[str] | None = None) -> MiningR
     if kept is not None:
         order = kept[order]
     rep.ranked = RankedLines(path, off, sco, order)
-    rep.missing, missing_examples = cands.unmatched()
+    rep.missing, missing_examples = scan.cands.unmatched()
     if rep.blank:
         rep.problems.append(f"{path}: {rep.blank} blank line(s)")
     if rep.duplicates:
@@ -568,7 +627,6 @@ def check_mining(env: EnvConfig, candidates: list[str] | None = None) -> MiningR
         )
     if rep.missing:
         rep.problems.append(f"{path}: {rep.missing} candidate(s) without a score, e.g. {missing_examples[0]}")
-    return rep
 
 
 @dataclass
@@ -745,15 +803,11 @@ def check_infer(
         candidates: the candidate paths (default: streamed from the candidate index file).
         keep_results: also return the kept boxes per key in ``results`` (memory grows with them).
     """
-    import ijson
-
     rep = InferReport(results={} if keep_results else None)
     path = env.output.infer_result_file
     f = _open_output(env.output.root_dir, path, "infer", rep.problems)
     if f is None:
         return rep
-    box_key = "boxes" if env.protocol_tuple >= (1, 0, 0) else "annotations"
-    keys = bytearray()
     bad_entries = _Messages()
     with f:
         why = _json_layout_problem(f, "detection")
@@ -765,15 +819,36 @@ def check_infer(
         if why:
             rep.problems.append(f"{path}: {why}")
             return rep
-        f.seek(0)
-        try:
-            for key, entry in ijson.kvitems(f, "detection", use_float=True):
-                keys += _digest(key)
-                _check_detection_entry(rep, key, entry, box_key, class_names, path, bad_entries)
-        except ijson.JSONError as e:  # the file changed since the first pass
-            rep.problems.append(f"{path}: not valid JSON: {e}")
-            return rep
-    cands = _Candidates(candidates, env.input.candidate_index_file)
+        box_key = "boxes" if env.protocol_tuple >= (1, 0, 0) else "annotations"
+        keys = _stream_detection(rep, f, path, box_key, class_names, bad_entries)
+    if keys is not None:
+        _match_infer_keys(rep, path, keys, _Candidates(candidates, env.input.candidate_index_file), bad_entries)
+    return rep
+
+
+def _stream_detection(
+    rep: InferReport, f: Any, path: str, box_key: str, class_names: list[str], bad_entries: _Messages
+) -> bytearray | None:
+    """Every image of ``detection`` checked (:func:`_check_detection_entry`); returns the
+    16-byte digests of the keys, or None after adding the problem when the JSON breaks."""
+    import ijson
+
+    f.seek(0)
+    keys = bytearray()
+    try:
+        for key, entry in ijson.kvitems(f, "detection", use_float=True):
+            keys += _digest(key)
+            _check_detection_entry(rep, key, entry, box_key, class_names, path, bad_entries)
+    except ijson.JSONError as e:  # the file changed since the first pass
+        rep.problems.append(f"{path}: not valid JSON: {e}")
+        return None
+    return keys
+
+
+def _match_infer_keys(rep: InferReport, path: str, keys: bytearray, cands: _Candidates, bad_entries: _Messages) -> None:
+    """The keys' digests against the candidates' basenames into ``rep``: basenames shared by
+    candidates, entries without a box list, repeated keys, candidates without an entry, unknown
+    keys, then the dropped boxes by reason."""
     names = _sorted_digests(os.path.basename(p) for p in cands._iter())
     clashes = _digest_duplicates(names)
     if clashes:
@@ -803,7 +878,6 @@ def check_infer(
         rep.problems.append(f"{path}: {rep.unknown} key(s) not among the candidates")
     for why, n in sorted(rep.dropped.items()):
         rep.problems.append(f"{path}: {n} box(es) dropped: {why}")
-    return rep
 
 
 def _sorted_digests(texts: Any) -> np.ndarray:

@@ -295,62 +295,99 @@ def scan_package(path: str | Path, limits: ImportLimits = ImportLimits()) -> tup
     files: dict[str, tarfile.TarInfo] = {}
     folders: set[str] = set()
     info: Any = None
-    total = biggest = count = 0
+    sizes = _Expansion(limits, package_size, where)
     try:
         with tarfile.open(path, mode="r|gz") as tar:
-            for m in tar:
-                count += 1
+            for count, m in enumerate(tar, 1):
                 if count > limits.max_members:
                     raise ModelError(f"more than {limits.max_members} members (limit: --max-members)", path=where)
-                name = _safe_member(m, where)
-                _check_names(m, name, where)
-                if name in files or (m.isdir() and name in folders) or (m.isfile() and name in folders):
-                    raise ModelError(f"member {name!r} appears twice, or as both a file and a folder", path=where)
-                parents = ["/".join(name.split("/")[:i]) for i in range(1, name.count("/") + 1)]
-                clash = next((q for q in parents if q in files), None)
-                if clash:
-                    raise ModelError(f"member {name!r} lies under {clash!r}, which is a file", path=where)
-                folders.update(parents)
+                name = _place_member(m, files, folders, where)
                 if m.isdir():
-                    folders.add(name)
                     continue
-                total += m.size
-                biggest = max(biggest, m.size)
-                if (
-                    limits.max_expansion
-                    and total > limits.max_expansion * max(package_size, 1)
-                    and (biggest > limits.bomb_member_bytes or total > limits.bomb_total_bytes)
-                ):
-                    why = (
-                        f"{biggest} bytes in one member"
-                        if biggest > limits.bomb_member_bytes
-                        else f"over {limits.bomb_total_bytes} bytes in all"
-                    )
-                    raise ModelError(
-                        f"members add up to {total} bytes, over {limits.max_expansion:g} times the "
-                        f"package's {package_size} bytes, and {why}: refused as a decompression "
-                        f"bomb (limits: --max-expansion, --bomb-member-size, --bomb-total-size)",
-                        path=where,
-                    )
+                sizes.add(m.size)
                 files[name] = m
                 if name == INFO_NAME:
-                    if m.size > limits.max_info_bytes:
-                        raise ModelError(
-                            f"{INFO_NAME} is {m.size} bytes, over {limits.max_info_bytes} (limit: --max-info-size)",
-                            path=where,
-                        )
-                    f = tar.extractfile(m)
-                    assert f is not None
-                    try:
-                        text = f.read(limits.max_info_bytes + 1).decode("utf-8")
-                    except UnicodeDecodeError as e:
-                        raise ModelError(f"{INFO_NAME} is not valid YAML: {e}", path=where) from None
-                    info = parse_yaml_text(text, ModelError, where, problem=f"{INFO_NAME} is not valid YAML")
+                    info = _read_info(tar, m, limits, where)
     except (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError, OSError) as e:
         raise ModelError(f"not a tar.gz model package: {e}", path=where) from None
     if INFO_NAME not in files:
         raise ModelError(f"no {INFO_NAME} in the package", path=where)
     return info, files
+
+
+def _place_member(m: tarfile.TarInfo, files: dict[str, tarfile.TarInfo], folders: set[str], where: str) -> str:
+    """The member's safe name, its parent folders added to ``folders`` (and itself, for a folder).
+
+    Raises:
+        ModelError: an unsafe name or type, a name seen before, a file and a folder of the
+            same name, a member under a file.
+    """
+    name = _safe_member(m, where)
+    _check_names(m, name, where)
+    if name in files or (m.isdir() and name in folders) or (m.isfile() and name in folders):
+        raise ModelError(f"member {name!r} appears twice, or as both a file and a folder", path=where)
+    parents = ["/".join(name.split("/")[:i]) for i in range(1, name.count("/") + 1)]
+    clash = next((q for q in parents if q in files), None)
+    if clash:
+        raise ModelError(f"member {name!r} lies under {clash!r}, which is a file", path=where)
+    folders.update(parents)
+    if m.isdir():
+        folders.add(name)
+    return name
+
+
+class _Expansion:
+    """The members' sizes so far, against the decompression-bomb limits."""
+
+    def __init__(self, limits: ImportLimits, package_size: int, where: str) -> None:
+        self.limits, self.package_size, self.where = limits, package_size, where
+        self.total = self.biggest = 0
+
+    def add(self, size: int) -> None:
+        """Count one member.
+
+        Raises:
+            ModelError: the members add up to over ``max_expansion`` times the package's size
+                and one member or the total is over its bomb limit.
+        """
+        limits = self.limits
+        self.total += size
+        self.biggest = max(self.biggest, size)
+        if (
+            limits.max_expansion
+            and self.total > limits.max_expansion * max(self.package_size, 1)
+            and (self.biggest > limits.bomb_member_bytes or self.total > limits.bomb_total_bytes)
+        ):
+            why = (
+                f"{self.biggest} bytes in one member"
+                if self.biggest > limits.bomb_member_bytes
+                else f"over {limits.bomb_total_bytes} bytes in all"
+            )
+            raise ModelError(
+                f"members add up to {self.total} bytes, over {limits.max_expansion:g} times the "
+                f"package's {self.package_size} bytes, and {why}: refused as a decompression "
+                f"bomb (limits: --max-expansion, --bomb-member-size, --bomb-total-size)",
+                path=self.where,
+            )
+
+
+def _read_info(tar: tarfile.TarFile, m: tarfile.TarInfo, limits: ImportLimits, where: str) -> Any:
+    """ymir-info.yaml's content, parsed (not yet validated).
+
+    Raises:
+        ModelError: over ``max_info_bytes``, not UTF-8, not YAML.
+    """
+    if m.size > limits.max_info_bytes:
+        raise ModelError(
+            f"{INFO_NAME} is {m.size} bytes, over {limits.max_info_bytes} (limit: --max-info-size)", path=where
+        )
+    f = tar.extractfile(m)
+    assert f is not None
+    try:
+        text = f.read(limits.max_info_bytes + 1).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ModelError(f"{INFO_NAME} is not valid YAML: {e}", path=where) from None
+    return parse_yaml_text(text, ModelError, where, problem=f"{INFO_NAME} is not valid YAML")
 
 
 def read_package(
