@@ -507,17 +507,8 @@ def _write_legacy(path: str, entry: dict[str, Any]) -> None:
     atomic_write(path, yaml.safe_dump(new, sort_keys=False))
 
 
-def write_training_result(
-    stage_name: str,
-    files: list[str],
-    evaluation_result: dict[str, Any] | None = None,
-    mAP: float | None = None,
-    timestamp: int | None = None,
-    attachments: dict[str, list[str]] | None = None,
-    evaluate_config: dict[str, Any] | None = None,
-) -> None:
-    """Same as :func:`write_model_stage` (the upstream 2.x alias)."""
-    write_model_stage(stage_name, files, evaluation_result, mAP, timestamp, attachments, evaluate_config)
+#: the upstream 2.x name of :func:`write_model_stage` (the same function)
+write_training_result = write_model_stage
 
 
 # ------------------------------------------------------------------ mining

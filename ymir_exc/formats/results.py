@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -387,49 +387,60 @@ def _check_polygons(seg: list[Any]) -> None:
             raise ValueError(f"polygon {i} must be a list of at least 3 (x, y) number pairs")
 
 
-def _coco_images(images_list: list[Any]) -> dict[int, dict[str, Any]]:
-    """``{id: image}`` of a COCO result's ``images``, each checked.
+def _coco_by_id(
+    entries: list[Any], section: str, text_key: str, check: Callable[[str, dict[str, Any]], None]
+) -> dict[int, dict[str, Any]]:
+    """``{id: entry}`` of a COCO result's ``images`` or ``categories`` (``section``): each an
+    object with an integer ``id`` and a non-empty string ``text_key``, then ``check(where,
+    entry)``, then an id not seen before.
 
     Raises:
-        ValueError: ``"images[i].<key>: ..."``: no integer id, no file_name, a width / height
-            that is not an integer > 0, an id seen before.
+        ValueError: ``"<section>[i].<key>: ..."``.
     """
-    images: dict[int, dict[str, Any]] = {}
-    for i, im in enumerate(images_list):
-        where = f"images[{i}]"
-        if not isinstance(im, dict) or not _is_int(im.get("id")):
-            raise ValueError(f"{where}.id: each image needs an integer id")
-        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
-            raise ValueError(f"{where}.file_name: each image needs a file_name")
+    what = section[:-1].replace("categorie", "category")
+    out: dict[int, dict[str, Any]] = {}
+    for i, e in enumerate(entries):
+        where = f"{section}[{i}]"
+        if not isinstance(e, dict) or not _is_int(e.get("id")):
+            raise ValueError(f"{where}.id: each {what} needs an integer id")
+        if not isinstance(e.get(text_key), str) or not e[text_key]:
+            raise ValueError(f"{where}.{text_key}: each {what} needs a {text_key}")
+        check(where, e)
+        if e["id"] in out:
+            raise ValueError(f"{where}.id: {what} id {e['id']} appears twice")
+        out[e["id"]] = e
+    return out
+
+
+def _coco_images(images: list[Any]) -> dict[int, dict[str, Any]]:
+    """``{id: image}`` of a COCO result's ``images``: an integer id, a file_name, optional
+    width / height integers > 0.
+
+    Raises:
+        ValueError: ``"images[i].<key>: ..."``.
+    """
+
+    def size(where: str, im: dict[str, Any]) -> None:
         for k in ("width", "height"):
             if k in im and (not _is_int(im[k]) or im[k] <= 0):
                 raise ValueError(f"{where}.{k}: must be an integer > 0")
-        if im["id"] in images:
-            raise ValueError(f"{where}.id: image id {im['id']} appears twice")
-        images[im["id"]] = im
-    return images
+
+    return _coco_by_id(images, "images", "file_name", size)
 
 
 def _coco_categories(categories: list[Any], class_names: list[str] | None) -> dict[int, str]:
-    """``{id: name}`` of a COCO result's ``categories``, each checked.
+    """``{id: name}`` of a COCO result's ``categories``: an integer id, a name (one of
+    ``class_names`` when given).
 
     Raises:
-        ValueError: ``"categories[i].<key>: ..."``: no integer id, no name, a name not in
-            ``class_names`` (when given), an id seen before.
+        ValueError: ``"categories[i].<key>: ..."``.
     """
-    cats: dict[int, str] = {}
-    for i, c in enumerate(categories):
-        where = f"categories[{i}]"
-        if not isinstance(c, dict) or not _is_int(c.get("id")):
-            raise ValueError(f"{where}.id: each category needs an integer id")
-        if not isinstance(c.get("name"), str) or not c["name"]:
-            raise ValueError(f"{where}.name: each category needs a name")
+
+    def known(where: str, c: dict[str, Any]) -> None:
         if class_names is not None and c["name"] not in class_names:
             raise ValueError(f"{where}.name: {c['name']!r} is not in class_names {list(class_names)}")
-        if c["id"] in cats:
-            raise ValueError(f"{where}.id: category id {c['id']} appears twice")
-        cats[c["id"]] = c["name"]
-    return cats
+
+    return {k: c["name"] for k, c in _coco_by_id(categories, "categories", "name", known).items()}
 
 
 def _check_coco_annotation(where: str, a: Any, images: dict[int, dict[str, Any]], cats: dict[int, str]) -> None:
