@@ -348,11 +348,19 @@ def box_json_fn(encode_str: Callable[[str], str], degenerate: list[int]) -> Call
     return box_json
 
 
-def infer_text_plain(infer_result: Any, algorithm: Any, box_key: str, class_names: list[str] | None) -> str:
+def infer_text_plain(
+    infer_result: Any,
+    algorithm: Any,
+    box_key: str,
+    class_names: list[str] | None,
+    validate: Callable[[Any, str], Any],
+) -> str:
     """Reference: what ``write_infer_result`` writes for a detection result (or the error it
-    raises), one image and one box at a time. ``infer_result`` holds annotations (or dicts
-    ``Annotation`` validates); ``class_names`` None accepts any name."""
-    from ymir_exc.result_writer import INFER_ALGORITHMS, _validated_annotation
+    raises), one image and one box at a time. ``class_names`` None accepts any name;
+    ``validate(given, where)`` is how the writer turns one given annotation (an ``Annotation``,
+    or a dict) into an ``Annotation``, raising ``ResultError`` naming ``where`` (the writer's
+    ``_validated_annotation``: this module sits below ``result_writer`` and imports nothing from it)."""
+    from ymir_exc.formats.results import INFER_ALGORITHMS
 
     if algorithm not in INFER_ALGORITHMS:  # upstream's assert
         raise ResultError(f"unknown algorithm {algorithm!r}: one of {', '.join(INFER_ALGORITHMS)}", key="algorithm")
@@ -367,7 +375,7 @@ def infer_text_plain(infer_result: Any, algorithm: Any, box_key: str, class_name
                 f"two results share the basename {key!r}: {origin[key]!r} and {asset_path!r}", key="infer_result"
             )
         origin[key] = str(asset_path)
-        anns = [_validated_annotation(a, f"{key}[{i}]") for i, a in enumerate(given)]
+        anns = [validate(a, f"{key}[{i}]") for i, a in enumerate(given)]
         for i, a in enumerate(anns):  # NaN fails the comparison too
             if not 0.0 <= a.score <= 1.0:
                 raise ResultError(f"score must be a finite number in [0, 1], got {a.score!r}", key=f"{key}[{i}].score")

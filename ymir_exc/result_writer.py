@@ -38,6 +38,7 @@ from ymir_exc import _fast, env
 from ymir_exc._io import atomic_copy, atomic_file, atomic_write, locked
 from ymir_exc.errors import NotSupportedError, ResultError
 from ymir_exc.formats.results import (
+    INFER_ALGORITHMS,
     MAX_MODEL_STAGES,
     PRIMARY_METRIC_KEYS,
     STAGE_RESERVED_KEYS,
@@ -721,10 +722,6 @@ _SCORE = attrgetter("score")
 
 def _in_unit_range(score: float) -> bool:
     return 0.0 <= score <= 1.0
-
-
-#: the ``algorithm`` values write_infer_result knows (upstream's list; classification is not implemented)
-INFER_ALGORITHMS = ("classification", "detection", "segmentation")
 
 
 def _class_names_or_none() -> list[str] | None:

@@ -193,7 +193,10 @@ def test_write_infer_result_matches_the_reference(ws):
         algorithm = rnd.choice(["detection", "detection", "detection", "detection", "seg é", None, 5])
         box_key = "boxes" if protocol else "annotations"
         try:
-            want, want_err = _fast.infer_text_plain(data, algorithm, box_key, class_names or None), None
+            want, want_err = (
+                _fast.infer_text_plain(data, algorithm, box_key, class_names or None, rw._validated_annotation),
+                None,
+            )
         except ResultError as e:
             want, want_err = None, (str(e), e.key)
         if out.exists():

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ymir_exc.formats.results import (
         ABSENT_METRIC,
         COUNT_KEYS,
+        INFER_ALGORITHMS,
         MAX_MODEL_STAGES,
         PRIMARY_METRIC_KEYS,
         STAGE_RESERVED_KEYS,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ABSENT_METRIC",
     "COUNT_KEYS",
+    "INFER_ALGORITHMS",
     "INFO_NAME",
     "MAX_MODEL_STAGES",
     "PACKAGE_VERSION",

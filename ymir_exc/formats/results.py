@@ -250,6 +250,10 @@ def parse_mining_line(line: str) -> tuple[str, float]:
 
 # ------------------------------------------------------------------ infer-result.json (detection)
 
+#: the top-level keys of infer-result.json, the ``algorithm`` values ``write_infer_result`` knows
+#: (upstream's list; classification is not implemented)
+INFER_ALGORITHMS = ("classification", "detection", "segmentation")
+
 
 class InferBox(BaseModel):
     """A box of infer-result.json, integer pixels (docs/contract.md): ``(x, y)`` top-left
