@@ -211,7 +211,7 @@ def _by_class(
     return gts, dets
 
 
-def _match(found: list[tuple[float, int, _Box]], boxes: list[NDArray], iou_thr: float) -> NDArray:
+def _match(found: list[tuple[float, int, _Box]], boxes: list[NDArray[Any]], iou_thr: float) -> NDArray[Any]:
     """VOC matching of one class: ``found`` sorted by score (descending), ``boxes[i]`` the
     ``(n_i, 4)`` ground-truth array of image ``i``. Returns a float array of ``len(found)``, 1 where
     the detection is a true positive (IoU >= ``iou_thr`` with its best box, not matched before)."""
