@@ -191,7 +191,7 @@ def evaluate_detections(
 
 
 def _by_class(
-    detections: Mapping[Any, Sequence[Prediction]], ground_truth: Mapping[Any, Sequence[GroundTruth]], keys: list
+    detections: Mapping[Any, Sequence[Prediction]], ground_truth: Mapping[Any, Sequence[GroundTruth]], keys: list[Any]
 ) -> tuple[dict[Hashable, list[list[_Box]]], dict[Hashable, list[tuple[float, int, _Box]]]]:
     """Group the boxes by class: ``gts[class][i]`` the ground-truth boxes of image ``keys[i]``,
     ``dets[class]`` the ``(score, i, box)`` of every detection of that class.

@@ -433,8 +433,6 @@ def find_blank_area_in_dataset(ymir_cfg: Any = None, max_sample_num: int = 100) 
         AnnotationError: the COCO json is missing, not JSON, or has a malformed segmentation.
         ImageError: an image without width / height in the json cannot be read.
     """
-    from ymir_exc.errors import AnnotationError
-
     cfg = _cfg_or_current(ymir_cfg)
     ymir = _ymir(cfg) if not hasattr(cfg, "input") else cfg
     items = list(dr.item_paths(DatasetType.TRAINING, ymir))
@@ -442,35 +440,64 @@ def find_blank_area_in_dataset(ymir_cfg: Any = None, max_sample_num: int = 100) 
         return False
     step = max(1, len(items) // max_sample_num)
     sample = items[::step][:max_sample_num]
-    loaded: dict[str, tuple[dict[str, dict[str, Any]], dict[Any, list[dict[str, Any]]]]] = {}
+    loaded: dict[str, _CocoIndex] = {}
     for asset, ann_path in sample:
         if ann_path not in loaded:
-            try:
-                with open(ann_path, encoding="utf-8") as f:
-                    data = json.load(f)
-                images = {os.path.basename(im["file_name"]): im for im in data.get("images", [])}
-                by_image: dict[Any, list[dict[str, Any]]] = {}
-                for a in data.get("annotations", []):
-                    by_image.setdefault(a["image_id"], []).append(a)
-            except FileNotFoundError:
-                raise AnnotationError("COCO annotation file not found", path=ann_path) from None
-            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-                raise AnnotationError(f"not a valid COCO json: {e!r}", path=ann_path) from None
-            loaded[ann_path] = (images, by_image)
-        images, by_image = loaded[ann_path]
-        im = images.get(os.path.basename(asset))
-        if im is None:
-            return True  # an image the json does not list has no label at all
-        w, h = im.get("width"), im.get("height")
-        if not w or not h:
-            w, h = image_size(asset)
-        anns = by_image.get(im.get("id"), [])
-        if not anns:
-            return True
-        try:
-            mask = coco_union_mask(anns, int(w), int(h))
-        except ValueError as e:
-            raise AnnotationError(f"image {im.get('file_name')!r}: {e}", path=ann_path) from None
-        if not mask.all():
+            loaded[ann_path] = _load_coco_index(ann_path)
+        if _has_blank_pixel(asset, ann_path, *loaded[ann_path]):
             return True
     return False
+
+
+#: a COCO json by image: ``({file basename: image entry}, {image id: [annotation, ...]})``
+_CocoIndex = tuple[dict[str, dict[str, Any]], dict[Any, list[dict[str, Any]]]]
+
+
+def _load_coco_index(ann_path: str) -> _CocoIndex:
+    """Read a ``seg-coco:raw`` json and index it by image.
+
+    Raises:
+        AnnotationError: the file is missing or is not a valid COCO json.
+    """
+    from ymir_exc.errors import AnnotationError
+
+    try:
+        with open(ann_path, encoding="utf-8") as f:
+            data = json.load(f)
+        images = {os.path.basename(im["file_name"]): im for im in data.get("images", [])}
+        by_image: dict[Any, list[dict[str, Any]]] = {}
+        for a in data.get("annotations", []):
+            by_image.setdefault(a["image_id"], []).append(a)
+    except FileNotFoundError:
+        raise AnnotationError("COCO annotation file not found", path=ann_path) from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise AnnotationError(f"not a valid COCO json: {e!r}", path=ann_path) from None
+    return images, by_image
+
+
+def _has_blank_pixel(
+    asset: str, ann_path: str, images: dict[str, dict[str, Any]], by_image: dict[Any, list[dict[str, Any]]]
+) -> bool:
+    """Whether the image ``asset`` has a pixel no annotation of the indexed json covers (an image
+    the json does not list, or one without annotations, is all blank).
+
+    Raises:
+        AnnotationError: a malformed segmentation.
+        ImageError: the json gives no width / height and the image cannot be read.
+    """
+    from ymir_exc.errors import AnnotationError
+
+    im = images.get(os.path.basename(asset))
+    if im is None:
+        return True  # an image the json does not list has no label at all
+    w, h = im.get("width"), im.get("height")
+    if not w or not h:
+        w, h = image_size(asset)
+    anns = by_image.get(im.get("id"), [])
+    if not anns:
+        return True
+    try:
+        mask = coco_union_mask(anns, int(w), int(h))
+    except ValueError as e:
+        raise AnnotationError(f"image {im.get('file_name')!r}: {e}", path=ann_path) from None
+    return not mask.all()
