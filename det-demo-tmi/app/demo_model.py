@@ -56,14 +56,16 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
-from ymir_exc.errors import AnnotationError, ConfigFileError, ImageError, ModelError
+from ymir_exc import params
+from ymir_exc.errors import AnnotationError, ImageError, ModelError
 from ymir_exc.metrics import evaluate_detections, iou_matrix
 
 #: colour quantisation: levels per channel, hence QUANT_LEVELS ** 3 colour bins
@@ -98,81 +100,58 @@ Item = tuple[str, Sequence[GTBox]]
 # ---------------------------------------------------------------------------- hyper-parameters
 
 
-@dataclass
-class HyperParams:
-    """Hyper-parameters (the keys of the img-man templates), with their defaults."""
+class HyperParams(params.HyperParams):
+    """Hyper-parameters (the keys of the img-man templates), with their defaults: those of
+    inference; :class:`TrainParams` and :class:`MiningParams` set the training and mining
+    defaults. ``HyperParams.from_config(task.param)`` reads config.yaml (unknown keys are
+    ignored); a bad value is a ConfigFileError naming the key."""
 
-    downscale: int = 4  #: images are shrunk by this factor before anything else
-    num_anchors: int = 3  #: number of box shapes (k of the k-means)
-    stride: int = 2  #: window grid step, in downscaled pixels
-    epochs: int = 10  #: evaluations / saved stages
-    iters_per_epoch: int = 10  #: gradient-descent steps per epoch
-    learning_rate: float = 0.5  #: gradient-descent step size
-    l2: float = 1e-3  #: L2 penalty on the weights (not the bias)
-    max_negatives: int = 50000  #: negatives kept per class (every n-th window)
-    nms_iou: float = 0.3  #: NMS: a box overlapping a better one by more than this is dropped
-    max_det: int = 100  #: detections kept per image
-    conf_threshold: float = 0.1  #: detections need p >= this
-    mining_algorithm: str = "entropy"  #: 'entropy' or 'random'
-    random_seed: int = 0  #: seed of the 'random' mining score
-    seed: int = 0  #: training seed: which every-n-th negatives are kept (offset seed mod n)
+    downscale: int = Field(4, ge=1, le=64, description="images are shrunk by this factor (Pillow BOX filter)")
+    num_anchors: int = Field(3, ge=1, le=32, description="number of box shapes (k of the k-means)")
+    stride: int = Field(2, ge=1, le=1024, description="window grid step, in downscaled pixels")
+    epochs: int = Field(10, ge=1, le=1000, description="evaluations / saved stages")
+    iters_per_epoch: int = Field(10, ge=1, le=100000, description="gradient-descent steps per epoch")
+    learning_rate: float = Field(0.5, ge=1e-9, le=100.0, description="gradient-descent step size")
+    l2: float = Field(1e-3, ge=0.0, le=100.0, description="L2 penalty on the weights (not the bias)")
+    max_negatives: int = Field(50000, ge=1, le=10**9, description="negatives kept per class (every n-th window)")
+    nms_iou: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="NMS: a box overlapping a better one of the same class by IoU > nms_iou is dropped",
+    )
+    max_det: int = Field(100, ge=1, le=100000, description="detections kept per image")
+    conf_threshold: float = Field(0.1, ge=0.0, le=1.0, description="detections need p >= conf_threshold")
+    mining_algorithm: Literal["entropy", "random"] = Field(
+        "entropy", description="entropy (uncertain images first) or random (a reproducible baseline)"
+    )
+    random_seed: int = Field(0, ge=-(2**63), le=2**63 - 1, description="seed of the 'random' mining score")
+    seed: int = Field(
+        0, ge=0, le=2**63 - 1, description="training seed: which every-n-th negatives are kept (offset seed mod n)"
+    )
 
-    _RANGES = {
-        "downscale": (1, 64),
-        "num_anchors": (1, 32),
-        "stride": (1, 1024),
-        "epochs": (1, 1000),
-        "iters_per_epoch": (1, 100000),
-        "learning_rate": (1e-9, 100.0),
-        "l2": (0.0, 100.0),
-        "max_negatives": (1, 10**9),
-        "nms_iou": (0.0, 1.0),
-        "max_det": (1, 100000),
-        "conf_threshold": (0.0, 1.0),
-        "random_seed": (-(2**63), 2**63 - 1),
-        "seed": (0, 2**63 - 1),
-    }
 
-    @classmethod
-    def from_config(cls, param: Mapping[str, Any], conf_threshold: float | None = None) -> HyperParams:
-        """Read the hyper-parameters from config.yaml (unknown keys are ignored).
+class TrainParams(HyperParams):
+    """training-template.yaml: the evaluation after each epoch keeps detections down to p >= 0.01."""
 
-        Args:
-            param: the config mapping.
-            conf_threshold: default of ``conf_threshold`` when the config does not set it.
+    export_format: str = Field(
+        "det-voc:raw", description="annotation format the platform exports: det-voc:raw (VOC xml) or det-ark:raw (txt)"
+    )
+    conf_threshold: float = Field(
+        0.01, ge=0.0, le=1.0, description="score threshold of the detections the per-epoch evaluation (mAP50) uses"
+    )
 
-        Raises:
-            ConfigFileError: a value of the wrong type or out of range (names the key).
-        """
-        out = cls() if conf_threshold is None else cls(conf_threshold=conf_threshold)
-        for f in fields(cls):
-            if f.name.startswith("_") or param.get(f.name) is None:
-                continue
-            raw = param[f.name]
-            if f.name == "mining_algorithm":
-                v = str(raw).strip().lower()
-                if v not in ("entropy", "random"):
-                    raise ConfigFileError(f"must be 'entropy' or 'random', got {raw!r}", key=f.name)
-                setattr(out, f.name, v)
-                continue
-            is_int = f.type in (int, "int")
-            try:
-                if isinstance(raw, bool):
-                    raise ValueError
-                v = float(raw)
-                if is_int:
-                    if not v.is_integer():
-                        raise ValueError
-                    v = int(v)
-            except (TypeError, ValueError):
-                raise ConfigFileError(
-                    f"must be {'an integer' if is_int else 'a number'}, got {raw!r}", key=f.name
-                ) from None
-            lo, hi = cls._RANGES[f.name]
-            if not (math.isfinite(v) and lo <= v <= hi):
-                raise ConfigFileError(f"must be in [{lo}, {hi}], got {raw!r}", key=f.name)
-            setattr(out, f.name, v)
-        return out
+
+class MiningParams(HyperParams):
+    """mining-template.yaml: the entropy scores detections down to p >= 0.05."""
+
+    conf_threshold: float = Field(
+        0.05, ge=0.0, le=1.0, description="detections (after NMS) scored by entropy need p >= conf_threshold"
+    )
+
+
+#: infer-template.yaml
+InferParams = HyperParams
 
 
 # ---------------------------------------------------------------------------- images
