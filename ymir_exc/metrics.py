@@ -168,17 +168,11 @@ def evaluate_detections(
     tp_all = fp_all = fn_all = 0
     for c in classes:
         boxes = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in gts.get(c, [[] for _ in keys])]
-        n_gt = sum(b.shape[0] for b in boxes)
         found = sorted(dets.get(c, []), key=lambda t: -t[0])  # stable: ties keep their order
-        tp = _match(found, boxes, iou_thr)
-        n_tp = int(tp.sum())
-        tp_all, fp_all, fn_all = tp_all + n_tp, fp_all + len(found) - n_tp, fn_all + n_gt - n_tp
-        if n_gt == 0:
-            ap[c] = None
-            continue
-        ctp = np.cumsum(tp)
-        ap[c] = voc_ap(ctp / n_gt, ctp / np.arange(1, len(found) + 1))
-        recalls.append(n_tp / n_gt)
+        ap[c], recall, (tp, fp, fn) = _class_metrics(found, boxes, iou_thr)
+        tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
+        if recall is not None:
+            recalls.append(recall)
     valid = [a for a in ap.values() if a is not None]
     return {
         "mAP": float(np.mean(valid)) if valid else 0.0,
@@ -209,6 +203,24 @@ def _by_class(
             c, s, box = _prediction(d)
             dets.setdefault(c, []).append((s, i, box))
     return gts, dets
+
+
+def _class_metrics(
+    found: list[tuple[float, int, _Box]], boxes: list[NDArray[Any]], iou_thr: float
+) -> tuple[float | None, float | None, tuple[int, int, int]]:
+    """AP, recall and ``(tp, fp, fn)`` of one class: ``found`` its detections sorted by score
+    (descending), ``boxes[i]`` the ``(n_i, 4)`` ground-truth array of image ``i``. AP and recall
+    are None when the class has no ground truth."""
+    import numpy as np
+
+    n_gt = sum(b.shape[0] for b in boxes)
+    tp = _match(found, boxes, iou_thr)
+    n_tp = int(tp.sum())
+    counts = (n_tp, len(found) - n_tp, n_gt - n_tp)
+    if n_gt == 0:
+        return None, None, counts
+    ctp = np.cumsum(tp)
+    return voc_ap(ctp / n_gt, ctp / np.arange(1, len(found) + 1)), n_tp / n_gt, counts
 
 
 def _match(found: list[tuple[float, int, _Box]], boxes: list[NDArray[Any]], iou_thr: float) -> NDArray[Any]:
