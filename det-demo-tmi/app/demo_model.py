@@ -594,6 +594,23 @@ class _ClassData:
     prior_logit: float  # ln(positives / all negatives): added to the bias of the saved model
 
 
+def _load_items(
+    items: Sequence[Item], downscale: int, tick: Callable[[], None]
+) -> tuple[list[ImageData], list[list[GTBox]]]:
+    """The images of ``items``, downscaled, and their boxes as integer tuples; ``tick`` after each.
+
+    Raises:
+        ImageError: an image cannot be read.
+    """
+    imgs: list[ImageData] = []
+    gts: list[list[GTBox]] = []
+    for path, boxes in items:
+        imgs.append(load_image(path, downscale))
+        gts.append([tuple(int(v) for v in b) for b in boxes])  # type: ignore[misc]
+        tick()
+    return imgs, gts
+
+
 class Trainer:
     """Prepares the data once, then trains epoch by epoch and evaluates on the validation set.
 
@@ -620,7 +637,6 @@ class Trainer:
     ) -> None:
         self.params = params
         self.class_names = list(class_names)
-        p = params
         n_all = len(train_items) + len(val_items)
         done = 0
 
@@ -630,19 +646,10 @@ class Trainer:
             if progress is not None:
                 progress(0.9 * done / max(1, n_all))
 
-        self.train_imgs: list[ImageData] = []
-        self.train_gts: list[list[GTBox]] = []
-        for path, boxes in train_items:
-            self.train_imgs.append(load_image(path, p.downscale))
-            self.train_gts.append([tuple(int(v) for v in b) for b in boxes])  # type: ignore[misc]
-            tick()
-        self.val_imgs: list[ImageData] = []
-        self.val_gts: list[list[GTBox]] = []
-        for path, boxes in val_items:
-            self.val_imgs.append(load_image(path, p.downscale))
-            self.val_gts.append([tuple(int(v) for v in b) for b in boxes])  # type: ignore[misc]
-            tick()
-
+        # 1. images, downscaled, and their boxes
+        self.train_imgs, self.train_gts = _load_items(train_items, params.downscale, tick)
+        self.val_imgs, self.val_gts = _load_items(val_items, params.downscale, tick)
+        # 2. box shapes
         wh = [
             (b[3] / img.sx, b[4] / img.sy)
             for img, gts in zip(self.train_imgs, self.train_gts, strict=False)
@@ -650,58 +657,20 @@ class Trainer:
         ]
         if not wh:
             raise AnnotationError("the training set has no box: nothing to learn")
-        self.anchors = kmeans_anchors(np.asarray(wh), p.num_anchors)
-
-        nf = len(FEATURE_NAMES)
+        self.anchors = kmeans_anchors(np.asarray(wh), params.num_anchors)
+        # 3. per class: colour statistics, training windows, standardisation
         self.class_models: list[ClassModel] = []
         self.class_data: list[_ClassData | None] = []
+        for c in range(len(self.class_names)):
+            cm, data = self._prepare_class(c)
+            self.class_models.append(cm)
+            self.class_data.append(data)
+        # 4. validation windows and their standardised features, computed once
         self.val_windows: list[np.ndarray] = []
         self.val_z: list[list[np.ndarray | None]] = [[] for _ in self.val_imgs]
-        for c in range(len(self.class_names)):
-            # colour statistics
-            fg = np.zeros(NUM_BINS)
-            bg = np.zeros(NUM_BINS)
-            gts_small = [_gt_array(g, c, img) for img, g in zip(self.train_imgs, self.train_gts, strict=False)]
-            for img, gs in zip(self.train_imgs, gts_small, strict=False):
-                mask = _box_mask(img.bins.shape, gs)
-                fg += np.bincount(img.bins[mask], minlength=NUM_BINS)
-                bg += np.bincount(img.bins[~mask], minlength=NUM_BINS)
-            llr = colour_llr(fg, bg)
-            # training windows
-            feats, labels = [], []
-            for img, gs in zip(self.train_imgs, gts_small, strict=False):
-                h, w = img.bins.shape
-                win = window_grid(w, h, self.anchors, p.stride)
-                feats.append(window_features(llr[img.bins], img.brightness, win))
-                pos = (iou_matrix(win, gs).max(axis=1) >= POSITIVE_IOU) if gs.shape[0] else np.zeros(win.shape[0], bool)
-                labels.append(pos)
-            f = np.concatenate(feats) if feats else np.zeros((0, nf))
-            y = np.concatenate(labels) if labels else np.zeros(0, bool)
-            pos_idx = np.nonzero(y)[0]
-            neg_idx = np.nonzero(~y)[0]
-            n_neg_all = neg_idx.size
-            step = max(1, math.ceil(neg_idx.size / p.max_negatives))
-            neg_idx = neg_idx[p.seed % step :: step]
-            idx = np.sort(np.concatenate([pos_idx, neg_idx]))
-            f, y = f[idx], y[idx].astype(np.float64)
-            mean = f.mean(axis=0) if f.shape[0] else np.zeros(nf)
-            std = f.std(axis=0) if f.shape[0] else np.ones(nf)
-            std = np.where(std > 1e-12, std, 1.0)
-            trained = pos_idx.size > 0 and neg_idx.size > 0
-            cm = ClassModel(llr, mean, std, np.zeros(nf + 1), trained)
-            self.class_models.append(cm)
-            if trained:
-                a = np.where(y > 0, 0.5 / pos_idx.size, 0.5 / neg_idx.size)
-                x = np.concatenate([(f - mean) / std, np.ones((f.shape[0], 1))], axis=1)
-                self.class_data.append(
-                    _ClassData(x, y, a, int(pos_idx.size), int(neg_idx.size), math.log(pos_idx.size / n_neg_all))
-                )
-            else:
-                self.class_data.append(None)
-        # validation windows and their standardised features, computed once
         for k, img in enumerate(self.val_imgs):
             h, w = img.bins.shape
-            win = window_grid(w, h, self.anchors, p.stride)
+            win = window_grid(w, h, self.anchors, params.stride)
             self.val_windows.append(win)
             for cm in self.class_models:
                 self.val_z[k].append(
@@ -711,6 +680,47 @@ class Trainer:
             progress(1.0)
         self.epoch = 0
         self.losses: list[float] = []
+
+    def _prepare_class(self, c: int) -> tuple[ClassModel, _ClassData | None]:
+        """Class ``c``'s colour model and standardisation (weights zero) and its training data:
+        every window of the training images, positive at IoU >= POSITIVE_IOU with a box of the
+        class, negatives subsampled to max_negatives (every n-th from ``seed mod n``); the data is
+        None when the class has no positive or no negative window."""
+        p, nf = self.params, len(FEATURE_NAMES)
+        gts_small = [_gt_array(g, c, img) for img, g in zip(self.train_imgs, self.train_gts, strict=False)]
+        fg = np.zeros(NUM_BINS)
+        bg = np.zeros(NUM_BINS)
+        for img, gs in zip(self.train_imgs, gts_small, strict=False):
+            mask = _box_mask(img.bins.shape, gs)
+            fg += np.bincount(img.bins[mask], minlength=NUM_BINS)
+            bg += np.bincount(img.bins[~mask], minlength=NUM_BINS)
+        llr = colour_llr(fg, bg)
+        feats, labels = [], []
+        for img, gs in zip(self.train_imgs, gts_small, strict=False):
+            h, w = img.bins.shape
+            win = window_grid(w, h, self.anchors, p.stride)
+            feats.append(window_features(llr[img.bins], img.brightness, win))
+            pos = (iou_matrix(win, gs).max(axis=1) >= POSITIVE_IOU) if gs.shape[0] else np.zeros(win.shape[0], bool)
+            labels.append(pos)
+        f = np.concatenate(feats) if feats else np.zeros((0, nf))
+        y = np.concatenate(labels) if labels else np.zeros(0, bool)
+        pos_idx = np.nonzero(y)[0]
+        neg_idx = np.nonzero(~y)[0]
+        n_neg_all = neg_idx.size
+        step = max(1, math.ceil(neg_idx.size / p.max_negatives))
+        neg_idx = neg_idx[p.seed % step :: step]
+        idx = np.sort(np.concatenate([pos_idx, neg_idx]))
+        f, y = f[idx], y[idx].astype(np.float64)
+        mean = f.mean(axis=0) if f.shape[0] else np.zeros(nf)
+        std = f.std(axis=0) if f.shape[0] else np.ones(nf)
+        std = np.where(std > 1e-12, std, 1.0)
+        trained = pos_idx.size > 0 and neg_idx.size > 0
+        cm = ClassModel(llr, mean, std, np.zeros(nf + 1), trained)
+        if not trained:
+            return cm, None
+        a = np.where(y > 0, 0.5 / pos_idx.size, 0.5 / neg_idx.size)
+        x = np.concatenate([(f - mean) / std, np.ones((f.shape[0], 1))], axis=1)
+        return cm, _ClassData(x, y, a, int(pos_idx.size), int(neg_idx.size), math.log(pos_idx.size / n_neg_all))
 
     def loss(self) -> float:
         """Current training loss: mean over the trained classes of their weighted logistic loss."""
