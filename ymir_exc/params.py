@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -64,6 +64,8 @@ from pydantic.fields import FieldInfo
 from ymir_exc.errors import ConfigFileError
 
 __all__ = ["HyperParams", "TRUE_WORDS", "FALSE_WORDS"]
+
+_P = TypeVar("_P", bound="HyperParams")
 
 #: strings a ``bool`` field reads as True (lower case; blanks around them are ignored)
 TRUE_WORDS = frozenset({"true", "t", "yes", "y", "on", "1"})
@@ -109,7 +111,7 @@ class HyperParams(BaseModel):
         return out
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], *, source: str = "config.yaml") -> Any:
+    def from_config(cls: type[_P], config: Mapping[str, Any], *, source: str = "config.yaml") -> _P:
         """Read the declared keys of ``config`` (the merged config.yaml: ``task.param`` or
         ``cfg.param``), with the defaults for the keys it lacks.
 
