@@ -16,12 +16,9 @@ risk entirely.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import time
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,124 +26,19 @@ from typing import Any
 
 import yaml
 
-from ymir_exc.dataset_reader import BBox, annotation_format
-from ymir_exc.harness.datasets import Dataset, Item
+from ymir_exc.formats.annotations import annotation_format
+from ymir_exc.formats.annotations import ark_text as ark_text  # re-exported: importable from here as before
+from ymir_exc.formats.annotations import voc_xml as voc_xml
+from ymir_exc.formats.env import DEFAULT_PROTOCOL_VERSION, TASKS, EnvConfig
+from ymir_exc.harness.datasets import Dataset, Item, load_sample
+from ymir_exc.harness.files import ASSET_MODES as ASSET_MODES
+from ymir_exc.harness.files import _in_chunks, _io_workers, _write_new
+from ymir_exc.harness.files import image_size as image_size
+from ymir_exc.harness.files import place_file as place_file
+from ymir_exc.harness.files import sha1_file as sha1_file
 
 #: keys the platform sets in config.yaml; they beat the template (docs/contract.md#configyaml-and-the-reserved-keys)
 RESERVED_KEYS = ("class_names", "gpu_id", "gpu_count", "task_id", "pretrained_model_params", "model_params_path")
-TASKS = ("training", "mining", "infer")
-
-
-def sha1_file(path: str, bufsize: int = 1 << 20) -> str:
-    """Hex sha1 of a file's bytes."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size <= bufsize:  # most images: one read
-            h.update(f.read())
-            return h.hexdigest()
-        while True:
-            b = f.read(bufsize)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
-#: ``--assets``: how assets get into ``in/assets``; ``auto`` = reflink, else hard link, else copy
-ASSET_MODES = ("auto", "link", "copy", "reflink")
-_FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
-
-
-def _reflink(src: str, dst: str) -> bool:
-    """Clone ``src`` to a new ``dst`` (copy-on-write, ``ioctl(FICLONE)``); False where the file
-    system (or the platform) cannot, leaving no ``dst`` behind.
-
-    Raises:
-        FileExistsError: ``dst`` exists.
-    """
-    import fcntl
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    ok = False
-    try:
-        with open(src, "rb") as f:
-            fcntl.ioctl(fd_out, _FICLONE, f.fileno())
-        ok = True
-    except OSError:
-        pass
-    finally:
-        os.close(fd_out)
-        if not ok:
-            os.unlink(dst)
-    return ok
-
-
-def place_file(src: str, dst: str, mode: str = "link", make_parent: bool = True) -> str:
-    """Put ``src`` at ``dst``: ``link`` = hard link, falling back to a copy (another file system,
-    no permission); ``reflink`` = a copy-on-write clone, falling back to a copy; ``auto`` = a
-    clone, else a hard link, else a copy; ``symlink``; ``copy``. Returns the method used
-    (``reflink``, ``link``, ``symlink``, ``copy``), or ``exists`` when ``dst`` is already there
-    (assets are named by their sha1: same name, same bytes)."""
-    if make_parent:
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-    try:
-        if mode in ("reflink", "auto"):
-            if _reflink(src, dst):
-                return "reflink"
-            if mode == "auto":
-                mode = "link"
-        if mode == "link":
-            os.link(src, dst)
-            return "link"
-        if mode == "symlink":
-            os.symlink(os.path.abspath(src), dst)
-            return "symlink"
-    except FileExistsError:
-        return "exists"
-    except OSError:
-        if mode not in ("link", "reflink"):
-            raise
-        # a hard link across file systems or without permission: copy below
-    if os.path.lexists(dst):
-        return "exists"
-    shutil.copyfile(src, dst)
-    return "copy"
-
-
-def image_size(path: str) -> tuple[int, int]:
-    """``(width, height)`` in pixels, read from the image header (Pillow)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        w, h = im.size
-        return int(w), int(h)
-
-
-def voc_xml(filename: str, size: tuple[int, int], boxes: Sequence[BBox]) -> str:
-    """A Pascal VOC annotation; ``bndbox`` is inclusive (xmax = x + w - 1), as YMIR writes it."""
-    root = ET.Element("annotation")
-    ET.SubElement(root, "filename").text = filename
-    s = ET.SubElement(root, "size")
-    ET.SubElement(s, "width").text = str(size[0])
-    ET.SubElement(s, "height").text = str(size[1])
-    ET.SubElement(s, "depth").text = "3"
-    for b in boxes:
-        o = ET.SubElement(root, "object")
-        ET.SubElement(o, "name").text = b.class_name
-        ET.SubElement(o, "difficult").text = "0"
-        bb = ET.SubElement(o, "bndbox")
-        for tag, v in (("xmin", b.x), ("ymin", b.y), ("xmax", b.x + b.w - 1), ("ymax", b.y + b.h - 1)):
-            ET.SubElement(bb, tag).text = str(v)
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode") + "\n"
-
-
-def ark_text(boxes: Sequence[BBox]) -> str:
-    """ark lines ``class_idx, xmin, ymin, xmax, ymax`` (inclusive corners)."""
-    return "".join(f"{b.class_id}, {b.x}, {b.y}, {b.x + b.w - 1}, {b.y + b.h - 1}\n" for b in boxes)
 
 
 @dataclass
@@ -330,41 +222,6 @@ def write_in_dir(
     return stats
 
 
-def _io_workers(n: int) -> int:
-    """Threads for ``n`` file jobs: one for a handful; else up to 4 (at most one per core). File
-    system calls and sha1 over more than 2 KiB release the GIL, so threads overlap them; beyond a
-    few, the kernel's own locks (one journal, one folder) serialise them anyway (measured: 10,000
-    ark annotation files + links, 0.42 s with 1 thread, 0.32 s with 2, 0.34 s with 4, 2 cores)."""
-    return 1 if n < 64 else max(1, min(4, os.cpu_count() or 1))
-
-
-def _in_chunks(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], jobs: list[Any], wait: bool = True) -> Any:
-    """``[fn(j) for j in jobs]``, run on ``pool`` as a few contiguous chunks (a future per file
-    would cost more than the file). With ``wait=False``, returns a function that waits and gives
-    that list. Either raises the first failure, in job order."""
-    size = max(-(-len(jobs) // (4 * _io_workers(len(jobs)))), 1)
-    futures = [pool.submit(lambda part: [fn(j) for j in part], jobs[i : i + size]) for i in range(0, len(jobs), size)]
-
-    def results() -> list[Any]:
-        return [r for f in futures for r in f.result()]
-
-    return results() if wait else results
-
-
-def _write_new(path: str, text: str) -> None:
-    """Create ``path`` holding ``text`` (UTF-8); an existing file (same image bytes) is kept."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return
-    try:
-        data = memoryview(text.encode("utf-8"))
-        while data:
-            data = data[os.write(fd, data) :]
-    finally:
-        os.close(fd)
-
-
 def make_task_id(tasks: Sequence[str]) -> str:
     """A task id like the platform's: ``t`` + time + the tasks' initials."""
     return "t" + time.strftime("%Y%m%d%H%M%S") + f"{int(time.time() * 1000) % 1000:03d}" + "".join(t[0] for t in tasks)
@@ -378,44 +235,18 @@ def env_yaml(
     out_root: str,
     manifest_file: str = "/img-man/manifest.yaml",
 ) -> dict[str, Any]:
-    """env.yaml content for ``tasks`` with paths under ``in_root`` / ``out_root`` (docs/contract.md#envyaml).
+    """env.yaml content for ``tasks`` with paths under ``in_root`` / ``out_root``
+    (docs/contract.md#envyaml): :meth:`EnvConfig.for_task` as a mapping ready to dump.
 
     Below protocol 1.0.0 the ``protocol_version`` key is left out, as old platforms did.
+
+    Raises:
+        ValueError: an unknown task or protocol_version.
     """
-    training = "training" in tasks
-    env: dict[str, Any] = {}
-    if not protocol_version.startswith("0."):
-        env["protocol_version"] = protocol_version
-    env.update(
-        {
-            "task_id": task_id,
-            "run_training": training,
-            "run_mining": "mining" in tasks,
-            "run_infer": "infer" in tasks,
-            "manifest_file": manifest_file,
-            "input": {
-                "root_dir": in_root,
-                "assets_dir": f"{in_root}/assets",
-                "annotations_dir": f"{in_root}/annotations",
-                "models_dir": f"{in_root}/models",
-                "config_file": f"{in_root}/config.yaml",
-                "training_index_file": f"{in_root}/train-index.tsv" if training else "",
-                "val_index_file": f"{in_root}/val-index.tsv" if training else "",
-                "candidate_index_file": "" if training else f"{in_root}/candidate-index.tsv",
-            },
-            "output": {
-                "root_dir": out_root,
-                "models_dir": f"{out_root}/models",
-                "tensorboard_dir": f"{out_root}/tensorboard",
-                "training_result_file": f"{out_root}/models/result.yaml",
-                "mining_result_file": f"{out_root}/result.tsv",
-                "infer_result_file": f"{out_root}/infer-result.json",
-                "monitor_file": f"{out_root}/monitor.txt",
-                "executor_log_file": f"{out_root}/ymir-executor-out.log",
-            },
-        }
+    cfg = EnvConfig.for_task(
+        in_root, out_root, tasks, task_id=task_id, protocol_version=protocol_version, manifest_file=manifest_file
     )
-    return env
+    return cfg.to_yaml_dict()
 
 
 def renumber_gpu_ids(gpu_id: str) -> tuple[str, int]:
@@ -465,7 +296,7 @@ def prepare(
     templates: dict[str, dict[str, Any]],
     *,
     user_config: dict[str, Any] | None = None,
-    protocol_version: str = "1.1.0",
+    protocol_version: str = DEFAULT_PROTOCOL_VERSION,
     container: bool = False,
     gpu_id: str = "",
     model: dict[str, Any] | None = None,
@@ -551,3 +382,31 @@ def prepare(
     (in_dir / "env.yaml").write_text(yaml.safe_dump(env, sort_keys=False), encoding="utf-8")
     (in_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return PreparedTask(work_dir, in_dir, out_dir, tasks, task_id, config, env, warnings, stats)
+
+
+def write_sample(name: str, out_dir: str) -> Path:
+    """Write sample ``name`` to ``out_dir`` in the documents' voc_dog layout.
+
+    ``out_dir/in/assets/<h[-2:]>/<h>.jpg``, ``in/annotations/<h[-2:]>/<h>.xml`` (VOC),
+    ``in/{train,val}-index.tsv`` (``/in/...`` paths), ``in/candidate-index.tsv``, ``in/env.yaml``
+    and ``in/config.yaml`` for a training task, and an empty ``out/``: mountable as ``/in`` and
+    ``/out`` as it is, and readable by ``--dataset out_dir``.
+
+    Returns:
+        the folder written.
+    """
+    ds = load_sample(name)
+    root = Path(out_dir).resolve()
+    write_in_dir(ds, root / "in", export_format="det-voc:raw", path_prefix="/in", mode="copy")
+    (root / "out").mkdir(parents=True, exist_ok=True)
+    env = EnvConfig.for_task("/in", "/out", ["training"], task_id=f"sample-{name}").to_yaml_dict()
+    (root / "in" / "env.yaml").write_text(yaml.safe_dump(env, sort_keys=False), encoding="utf-8")
+    cfg = {
+        "class_names": ds.class_names,
+        "gpu_id": "",
+        "gpu_count": 0,
+        "task_id": f"sample-{name}",
+        "export_format": "det-voc:raw",
+    }
+    (root / "in" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return root
