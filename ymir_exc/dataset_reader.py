@@ -51,6 +51,9 @@ from ymir_exc.formats.annotations import (
     load_coco_annotations as load_coco_annotations,
 )
 from ymir_exc.formats.annotations import (
+    oriented_size,
+)
+from ymir_exc.formats.annotations import (
     parse_ark_annotation as parse_ark_annotation,
 )
 from ymir_exc.formats.annotations import (
@@ -391,7 +394,8 @@ def filter_broken_images(files: Iterable[str]) -> list[str]:
 
 
 def check_image(path: str) -> tuple[int, int]:
-    """Open an image with Pillow and verify it; returns ``(width, height)`` in pixels.
+    """Open an image with Pillow and verify it; returns ``(width, height)`` in pixels, EXIF
+    orientation applied (the annotation pixel frame, docs/contract.md).
 
     Raises:
         ImageError: missing, unreadable or not a decodable image.
@@ -404,7 +408,7 @@ def check_image(path: str) -> tuple[int, int]:
         raise ImageError("Pillow is needed to check images", path=path) from None
     try:
         with Image.open(path) as im:
-            size = im.size
+            size = oriented_size(im)
             im.verify()
         with Image.open(path) as im:
             im.load()

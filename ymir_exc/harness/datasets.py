@@ -35,6 +35,7 @@ from ymir_exc.dataset_reader import (
     parse_voc_annotation,
 )
 from ymir_exc.errors import AnnotationError, ConfigFileError, ImageError, IndexFileError, YmirExcError
+from ymir_exc.formats.annotations import oriented_size
 
 DUPLICATE_POLICIES = ("error", "first", "merge")
 
@@ -119,7 +120,8 @@ def _inside(path: str, root: str) -> bool:
 
 def check_image(path: str, roots: Sequence[Path], where: str | None = None, line: int | None = None) -> tuple[int, int]:
     """Check that ``path`` is an image inside one of ``roots`` (links followed first) and return
-    its ``(width, height)`` from the header (Pillow).
+    its ``(width, height)`` from the header (Pillow), in the annotation pixel frame (EXIF
+    orientation applied, as :func:`ymir_exc.harness.files.image_size`).
 
     Raises:
         ImageError: outside the roots, not a regular file, or not an image Pillow recognises
@@ -139,8 +141,7 @@ def check_image(path: str, roots: Sequence[Path], where: str | None = None, line
         raise ImageError(f"image not found: {path}", path=where or path, line=line)
     try:
         with Image.open(real) as im:
-            w, h = im.size
-            return int(w), int(h)
+            return oriented_size(im)
     except Image.DecompressionBombError as e:
         raise ImageError(f"image {path}: {e}", path=where or path, line=line) from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -484,7 +485,8 @@ def load_yolo(path: str) -> Dataset:
     """An Ultralytics YOLO ``data.yaml`` (``path``, ``train``, ``val``, optional ``test``, ``names``).
 
     Labels ``cid xc yc w h`` (normalised 0-1) are read from the ``labels/`` folder beside each
-    ``images/`` folder and converted to pixels with the image's size. Candidates: ``test`` when
+    ``images/`` folder and converted to pixels with the image's size as displayed (EXIF
+    orientation applied, the frame Ultralytics reads labels in). Candidates: ``test`` when
     given, else the val images.
 
     Raises:
