@@ -36,7 +36,9 @@ def _yolo_dataset(root: Path) -> Path:
         label.parent.mkdir(parents=True, exist_ok=True)
         label.write_text(LABELS[stem] + "\n", encoding="utf-8")
     data = root / "data.yaml"
-    data.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val", "names": ["tree"]}))
+    data.write_text(
+        yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val", "names": ["tree"]})
+    )
     return data
 
 
