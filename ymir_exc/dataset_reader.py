@@ -408,9 +408,9 @@ def check_image(path: str) -> tuple[int, int]:
         raise ImageError("Pillow is needed to check images", path=path) from None
     try:
         with Image.open(path) as im:
-            size = oriented_size(im)
-            im.verify()
+            im.verify()  # before anything else reads the file (Pillow's rule)
         with Image.open(path) as im:
+            size = oriented_size(im)
             im.load()
     except FileNotFoundError:
         raise ImageError("image not found", path=path) from None

@@ -355,6 +355,46 @@ def ark_text(boxes: Sequence[BBox]) -> str:
     return "".join(f"{b.class_id}, {b.x}, {b.y}, {b.x + b.w - 1}, {b.y + b.h - 1}\n" for b in boxes)
 
 
+class CocoWriter:
+    """Builds the ``seg-coco:raw`` json (``coco-annotations.json``) one image at a time: category
+    ids are 1-based positions in ``class_names``; ``bbox`` is ``[x, y, w, h]`` in pixels, the
+    image ``width`` / ``height`` those of :func:`image_size`. Holds the document in memory
+    (about 200 bytes per image and per box).
+
+    Example::
+
+        w = CocoWriter(["tree"])
+        w.add_image("ab.jpg", (320, 240), [BBox(0, "tree", 1, 2, 3, 4)])   # -> image id 1
+        json.loads(w.to_json())["annotations"][0]["bbox"]                  # [1, 2, 3, 4]
+    """
+
+    def __init__(self, class_names: Sequence[str]) -> None:
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+        self.categories = [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]
+
+    def add_image(self, file_name: str, size: tuple[int, int], boxes: Sequence[BBox]) -> int:
+        """Add one image and its boxes; returns its id (1, 2, ...)."""
+        image_id = len(self.images) + 1
+        self.images.append({"id": image_id, "file_name": file_name, "width": size[0], "height": size[1]})
+        for b in boxes:
+            self.annotations.append(
+                {
+                    "id": len(self.annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": b.class_id + 1,
+                    "bbox": [b.x, b.y, b.w, b.h],
+                    "area": b.w * b.h,
+                    "iscrowd": 0,
+                }
+            )
+        return image_id
+
+    def to_json(self) -> str:
+        """The document: ``{"images", "annotations", "categories"}``."""
+        return json.dumps({"images": self.images, "annotations": self.annotations, "categories": self.categories})
+
+
 # ---------------------------------------------------------------- the pixel frame
 
 

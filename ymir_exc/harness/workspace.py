@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +26,11 @@ from typing import Any
 
 import yaml
 
-from ymir_exc.formats.annotations import annotation_format
+from ymir_exc.formats.annotations import CocoWriter, annotation_format
 from ymir_exc.formats.annotations import ark_text as ark_text  # re-exported: importable from here as before
 from ymir_exc.formats.annotations import voc_xml as voc_xml
 from ymir_exc.formats.env import DEFAULT_PROTOCOL_VERSION, TASKS, EnvConfig
+from ymir_exc.harness.asset_index import AssetIndex
 from ymir_exc.harness.datasets import Dataset, Item, load_sample
 from ymir_exc.harness.files import ASSET_MODES as ASSET_MODES
 from ymir_exc.harness.files import _in_chunks, _io_workers, _write_new
@@ -49,10 +50,11 @@ class InDirStats:
     duplicates: int = 0
     methods: dict[str, int] = field(default_factory=dict)
     index_files: dict[str, str] = field(default_factory=dict)
-    #: asset file name (``<sha1>.<ext>``) -> the source image it came from
-    sources: dict[str, str] = field(default_factory=dict)
+    #: asset file name (``<sha1>.<ext>``) -> the source image it came from (read from disk on
+    #: demand: :class:`~ymir_exc.harness.asset_index.AssetIndex`)
+    sources: Mapping[str, str] = field(default_factory=dict)
     #: (source image, asset path) of every asset placed as a hard link (shares the user's file)
-    linked: list[tuple[str, str]] = field(default_factory=list)
+    linked: Sequence[tuple[str, str]] = field(default_factory=list)
 
 
 def snapshot_links(linked: Sequence[tuple[str, str]]) -> dict[str, tuple[int, int, int, str]]:
@@ -96,6 +98,32 @@ def changed_links(snapshot: dict[str, tuple[int, int, int, str]]) -> list[str]:
     return changed
 
 
+#: items planned and placed together: enough to keep the thread pool busy, few enough that the
+#: chunk's plan (paths, jobs) stays a few MB at any dataset size
+CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where one write_in_dir writes: ``in_dir`` on this machine, ``prefix`` in index lines,
+    the annotation format, how assets get there."""
+
+    in_str: str
+    prefix: str
+    fmt: str
+    mode: str
+
+
+@dataclass
+class _ChunkPlan:
+    """The files one chunk of items needs: links to make, annotations to write, index lines."""
+
+    links: list[tuple[str, str]] = field(default_factory=list)  # (source image, asset path)
+    notes: list[tuple[str, str, Item]] = field(default_factory=list)  # (annotation path, asset name, item)
+    folders: set[str] = field(default_factory=set)
+    lines: list[str] = field(default_factory=list)
+
+
 def write_in_dir(
     ds: Dataset,
     in_dir: Path,
@@ -107,6 +135,12 @@ def write_in_dir(
 ) -> InDirStats:
     """Write assets, annotations and index files of ``ds`` under ``in_dir``.
 
+    Streams: items are hashed, planned and placed :data:`CHUNK` at a time, index lines go
+    straight to their files, and what was already placed is kept on disk (:class:`AssetIndex`),
+    so memory does not grow with the number of images (COCO excepted: its one json is built in
+    memory). The same image bytes become one asset and one annotation file (the first item's
+    boxes); a split lists them once.
+
     Args:
         export_format: ``det-ark:raw`` / ``ark:raw``, ``det-voc:raw`` / ``voc:raw`` or ``seg-coco:raw``.
         path_prefix: what index lines start with instead of ``in_dir`` (``/in`` for a container).
@@ -116,110 +150,113 @@ def write_in_dir(
 
     Raises:
         ConfigFileError: an unknown export_format.
+        OSError: an image that cannot be read, a file that cannot be written.
     """
     fmt = annotation_format(export_format)
     in_dir = Path(in_dir)
-    in_str = str(in_dir)
-    prefix = (path_prefix or in_str).rstrip("/")
-    stats = InDirStats()
-    coco: dict[str, Any] = {
-        "images": [],
-        "annotations": [],
-        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(ds.class_names)],
-    }
-    coco_ids: dict[str, int] = {}
-    coco_rel = "annotations/coco-annotations.json"
-    by_split = {split: list(ds.split(split)) for split in splits}
-    sources = list(dict.fromkeys(item.image_path for items in by_split.values() for item in items))
-
-    with ThreadPoolExecutor(max_workers=_io_workers(len(sources))) as pool:
-        # 1. every image's sha1 (the asset name), in parallel: reads and hashing release the GIL
-        known = {item.image_path: item.sha1 for items in by_split.values() for item in items if item.sha1}
-        todo = [s for s in sources if s not in known]
-        sha = dict(known, **dict(zip(todo, _in_chunks(pool, sha1_file, todo), strict=True)))
-
-        # 2. the plan, in dataset order: which files to link and which annotations to write
-        links: list[tuple[str, str]] = []  # (source image, asset path)
-        notes: dict[str, tuple[str, Item]] = {}  # annotation path -> (asset name, first item with those bytes)
-        folders: dict[str, None] = {}
-        index_lines: dict[str, list[str]] = {}
-        for split, items in by_split.items():
-            lines: list[str] = []
-            seen = set()
-            for item in items:
-                src = item.image_path
-                h = sha[src]
-                name = h + (os.path.splitext(src)[1].lower() or ".jpg")
-                rel = f"assets/{h[-2:]}/{name}"
-                if name not in stats.sources:
-                    stats.sources[name] = src
-                    folders[f"{in_str}/assets/{h[-2:]}"] = None
-                    links.append((src, f"{in_str}/{rel}"))
-                if h in seen:
-                    stats.duplicates += 1
-                    continue
-                seen.add(h)
-                if split == "candidate":
-                    lines.append(f"{prefix}/{rel}\n")
-                    continue
-                if fmt == "coco":
-                    if h not in coco_ids:
-                        w, hh = image_size(src)
-                        coco_ids[h] = len(coco_ids) + 1
-                        coco["images"].append({"id": coco_ids[h], "file_name": name, "width": w, "height": hh})
-                        for b in item.boxes:
-                            coco["annotations"].append(
-                                {
-                                    "id": len(coco["annotations"]) + 1,
-                                    "image_id": coco_ids[h],
-                                    "category_id": b.class_id + 1,
-                                    "bbox": [b.x, b.y, b.w, b.h],
-                                    "area": b.w * b.h,
-                                    "iscrowd": 0,
-                                }
-                            )
-                    anno_rel = coco_rel
-                else:
-                    anno_rel = f"annotations/{h[-2:]}/{h}.{'xml' if fmt == 'voc' else 'txt'}"
-                    folders[f"{in_str}/annotations/{h[-2:]}"] = None
-                    notes.setdefault(f"{in_str}/{anno_rel}", (name, item))
-                lines.append(f"{prefix}/{rel}\t{prefix}/{anno_rel}\n")
-            index_lines[split] = lines
-
-        # 3. the files, in parallel (each folder made once, before)
-        for d in folders:
-            os.makedirs(d, exist_ok=True)
-
-        def place(job: tuple[str, str]) -> str:
-            return place_file(job[0], job[1], mode, make_parent=False)
-
-        def annotate(job: tuple[str, tuple[str, Item]]) -> None:
-            path, (name, item) = job
-            text = voc_xml(name, image_size(item.image_path), item.boxes) if fmt == "voc" else ark_text(item.boxes)
-            _write_new(path, text)
-
-        # links and annotation files go together: both are mostly inode work in the kernel
-        placed = _in_chunks(pool, place, links, wait=False)
-        annotated = _in_chunks(pool, annotate, list(notes.items()), wait=False)
-        for job, m in zip(links, placed(), strict=True):
-            if m != "exists":
-                stats.methods[m] = stats.methods.get(m, 0) + 1
-                stats.assets += 1
-            if m == "link":
-                stats.linked.append(job)
-        annotated()
-
-    for split, lines in index_lines.items():
-        index = in_dir / f"{split}-index.tsv"
-        index.parent.mkdir(parents=True, exist_ok=True)
-        index.write_text("".join(lines), encoding="utf-8")
-        stats.index_files[split] = str(index)
-    if fmt == "coco" and coco_ids:
-        import json
-
-        (in_dir / coco_rel).parent.mkdir(parents=True, exist_ok=True)
-        (in_dir / coco_rel).write_text(json.dumps(coco), encoding="utf-8")
+    in_dir.mkdir(parents=True, exist_ok=True)
+    target = _Target(str(in_dir), (path_prefix or str(in_dir)).rstrip("/"), fmt, mode)
+    index = AssetIndex()
+    stats = InDirStats(sources=index.sources, linked=index.linked)
+    coco = CocoWriter(ds.class_names) if fmt == "coco" else None
+    made: set[str] = set()  # folders made (at most 2 x 256)
+    with ThreadPoolExecutor(max_workers=_io_workers(CHUNK)) as pool:
+        for split in splits:
+            path = in_dir / f"{split}-index.tsv"
+            with open(path, "w", encoding="utf-8") as out:
+                items = ds.split(split)
+                for start in range(0, len(items), CHUNK):
+                    chunk = items[start : start + CHUNK]
+                    plan = _plan_chunk(split, chunk, _chunk_digests(pool, chunk), target, index, stats, coco)
+                    _place_chunk(pool, plan, target, index, stats, made)
+                    out.write("".join(plan.lines))
+            stats.index_files[split] = str(path)
+    if coco is not None and coco.images:
+        (in_dir / COCO_REL).parent.mkdir(parents=True, exist_ok=True)
+        (in_dir / COCO_REL).write_text(coco.to_json(), encoding="utf-8")
     return stats
+
+
+#: the one annotation file of ``seg-coco:raw``, below ``in/``
+COCO_REL = "annotations/coco-annotations.json"
+
+
+def _chunk_digests(pool: ThreadPoolExecutor, chunk: Sequence[Item]) -> dict[str, str]:
+    """``{image path: hex sha1}`` for the items of ``chunk`` (``Item.sha1`` where known; the
+    rest hashed in parallel: reads and hashing release the GIL)."""
+    known = {item.image_path: item.sha1 for item in chunk if item.sha1}
+    todo = list(dict.fromkeys(item.image_path for item in chunk if item.image_path not in known))
+    return dict(known, **dict(zip(todo, _in_chunks(pool, sha1_file, todo), strict=True)))
+
+
+def _plan_chunk(
+    split: str,
+    chunk: Sequence[Item],
+    sha: dict[str, str],
+    target: _Target,
+    index: AssetIndex,
+    stats: InDirStats,
+    coco: CocoWriter | None,
+) -> _ChunkPlan:
+    """What ``chunk`` of ``split`` needs, in dataset order: new assets to place, new annotation
+    files, and its index lines (a repeat of the same bytes in a split is counted, not listed)."""
+    plan = _ChunkPlan()
+    in_str, prefix = target.in_str, target.prefix
+    for item in chunk:
+        src = item.image_path
+        h = sha[src]
+        name = h + (os.path.splitext(src)[1].lower() or ".jpg")
+        rel = f"assets/{h[-2:]}/{name}"
+        if index.add_asset(name, src, f"{in_str}/{rel}"):
+            plan.folders.add(f"{in_str}/assets/{h[-2:]}")
+            plan.links.append((src, f"{in_str}/{rel}"))
+        if not index.add_line(split, h):
+            stats.duplicates += 1
+            continue
+        if split == "candidate":
+            plan.lines.append(f"{prefix}/{rel}\n")
+            continue
+        if coco is not None:
+            if index.add_note(h):
+                coco.add_image(name, image_size(src), item.boxes)
+            anno_rel = COCO_REL
+        else:
+            anno_rel = f"annotations/{h[-2:]}/{h}.{'xml' if target.fmt == 'voc' else 'txt'}"
+            if index.add_note(h):
+                plan.folders.add(f"{in_str}/annotations/{h[-2:]}")
+                plan.notes.append((f"{in_str}/{anno_rel}", name, item))
+        plan.lines.append(f"{prefix}/{rel}\t{prefix}/{anno_rel}\n")
+    return plan
+
+
+def _place_chunk(
+    pool: ThreadPoolExecutor, plan: _ChunkPlan, target: _Target, index: AssetIndex, stats: InDirStats, made: set[str]
+) -> None:
+    """Make ``plan``'s folders (each once), then its links and annotation files in parallel
+    (both mostly inode work in the kernel); count the methods and flag the hard links."""
+    for d in sorted(plan.folders - made):
+        os.makedirs(d, exist_ok=True)
+        made.add(d)
+
+    def place(job: tuple[str, str]) -> str:
+        return place_file(job[0], job[1], target.mode, make_parent=False)
+
+    def annotate(job: tuple[str, str, Item]) -> None:
+        path, name, item = job
+        boxes = item.boxes
+        _write_new(path, voc_xml(name, image_size(item.image_path), boxes) if target.fmt == "voc" else ark_text(boxes))
+
+    placed = _in_chunks(pool, place, plan.links, wait=False)
+    annotated = _in_chunks(pool, annotate, plan.notes, wait=False)
+    linked = []
+    for (_, asset), m in zip(plan.links, placed(), strict=True):
+        if m != "exists":
+            stats.methods[m] = stats.methods.get(m, 0) + 1
+            stats.assets += 1
+        if m == "link":
+            linked.append(os.path.basename(asset))
+    index.mark_linked(linked)
+    annotated()
 
 
 def make_task_id(tasks: Sequence[str]) -> str:
