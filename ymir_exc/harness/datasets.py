@@ -106,6 +106,12 @@ def read_text_lines(path: Path, error: type[YmirExcError] = IndexFileError) -> l
     return out
 
 
+def first_few(things: Sequence[str], limit: int = 10) -> str:
+    """``things`` joined by ``"; "``, at most ``limit`` of them, ``" ..."`` when some were left out
+    (for an error that lists offending files)."""
+    return "; ".join(things[:limit]) + (" ..." if len(things) > limit else "")
+
+
 def _n_boxes(items: Sequence[Item]) -> int:
     return sum(len(i.boxes) for i in items)
 
@@ -714,8 +720,7 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
     if clashes:
         raise AnnotationError(
             f"{len(clashes)} image(s) appear under several names with different labels: "
-            + "; ".join(clashes[:10])
-            + (" ..." if len(clashes) > 10 else "")
+            + first_few(clashes)
             + " (choose with --duplicates first|merge)",
             key="duplicates",
         )
