@@ -37,6 +37,7 @@ from ymir_exc.dataset_reader import (
     parse_voc_annotation,
 )
 from ymir_exc.errors import AnnotationError, ConfigFileError, ImageError, IndexFileError, YmirExcError
+from ymir_exc.settings import PROTOCOL_VERSION
 
 DUPLICATE_POLICIES = ("error", "first", "merge")
 
@@ -204,7 +205,7 @@ def write_sample(name: str, out_dir: str) -> Path:
     write_in_dir(ds, root / "in", export_format="det-voc:raw", path_prefix="/in", mode="copy")
     (root / "out").mkdir(parents=True, exist_ok=True)
     env = {
-        "protocol_version": "1.1.0",
+        "protocol_version": PROTOCOL_VERSION,
         "task_id": f"sample-{name}",
         "run_training": True,
         "run_mining": False,

@@ -14,8 +14,10 @@ from ymir_exc.harness import collect
 from ymir_exc.harness.datasets import Dataset
 from ymir_exc.harness.executors import LocalExecutor
 from ymir_exc.harness.models import ModelStore
+from ymir_exc.harness.options import RunOptions
 from ymir_exc.harness.runtime import RunResult, container_argv, find_entry_point, run_container, run_local, shm_size_for
 from ymir_exc.harness.workspace import PreparedTask, changed_links, make_task_id, prepare, snapshot_links
+from ymir_exc.settings import TASKS
 
 
 @dataclass
@@ -40,125 +42,148 @@ class TaskOutcome:
 
 def run_task(
     executor: LocalExecutor,
-    runtime: str,
     tasks: Sequence[str],
     ds: Dataset,
+    options: RunOptions,
     *,
-    work_dir: Path | None,
-    store: ModelStore,
+    work_dir: Path | None = None,
     model_ref: str | None = None,
-    user_config: dict[str, Any] | None = None,
-    protocol_version: str = "1.1.0",
-    gpu_id: str = "",
-    timeout: float | None = None,
-    show: bool = True,
-    network_none: bool = False,
-    user: str | None = None,
-    dry_run: bool = False,
-    collect_outputs: bool = True,
+    until: str = "collect",
     before_run: Callable[[PreparedTask], None] | None = None,
-    assets: str = "auto",
 ) -> TaskOutcome:
     """Prepare ``work_dir`` (default ``./ymir-work/<task id>``), run, then check and collect.
 
     Args:
         executor: from :func:`~ymir_exc.harness.executors.resolve_executor`.
-        runtime: ``local``, ``docker`` or ``podman``.
-        tasks: ``training``, ``mining``, ``infer`` or mining + infer.
+        tasks: ``training``, ``mining``, ``infer`` or mining + infer (any order).
+        options: how to run; ``options.runtime`` is the resolved runtime (``local``, ``docker``,
+            ``podman``), ``options.model_location`` the store models are read from and
+            written to. With the local runtime, hard-linked assets (``options.assets``) are
+            checked after the run: a changed user file fails the task (listed in ``problems``).
         model_ref: ``HASH[@STAGE]``, a unique prefix or ``latest``; required for mining / infer.
-        dry_run: prepare and build the command, run nothing.
+        until: ``collect`` (default: prepare, run, check and collect the outputs), ``run``
+            (prepare and run, check nothing), ``prepare`` (prepare and build the command, run
+            nothing: a dry run).
         before_run: called with the prepared task just before the executor starts (verify uses it
             to break an input on purpose).
-        assets: how assets get into ``in/``: ``auto`` (reflink, else hard link), ``link``, ``copy``,
-            ``reflink``. With the local runtime, hard-linked assets are checked after the run: a
-            changed user file fails the task (listed in ``problems``).
 
     Raises:
         ModelError, ConfigFileError, ValueError, FileExistsError: bad inputs, before anything runs.
+        KeyboardInterrupt: Ctrl-C or SIGTERM during the run (the executor was stopped first).
     """
-    order = [t for t in ("training", "mining", "infer") if t in tasks]
+    if until not in UNTIL:
+        raise ValueError(f"until {until!r}: expected one of {', '.join(UNTIL)}")
+    order = [t for t in TASKS if t in tasks]
     task_id = make_task_id(order)
     work = Path(work_dir or Path("ymir-work") / task_id).resolve()
     out_dir = work / "out"
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} is not empty: choose a new --work-dir")
-    model = None
-    if model_ref:
-        ref, _, stage = model_ref.partition("@")
-        model = store.unpack(ref, work / "in" / "models", stage or None)
-    container = runtime != "local"
+    store = options.model_store()
+    outcome = _prepare(executor, order, ds, options, work, task_id, _unpack(store, model_ref, work))
+    if until == "prepare":
+        return outcome
+    if before_run is not None:
+        before_run(outcome.prepared)
+    _execute(executor, outcome, options)
+    if outcome.problems:  # the executor changed the user's files: nothing else is checked
+        return outcome
+    assert outcome.run is not None
+    if outcome.run.interrupted:  # Ctrl-C: the executor is stopped and state 4 written; run, verify, loop end
+        raise KeyboardInterrupt
+    if outcome.run.ok and until == "collect":
+        _collect(outcome, executor.name, store)
+    return outcome
+
+
+#: the values of :func:`run_task`'s ``until``
+UNTIL = ("collect", "run", "prepare")
+
+
+def _unpack(store: ModelStore, model_ref: str | None, work: Path) -> dict[str, Any] | None:
+    """``model_ref`` (``HASH[@STAGE]``) unpacked into ``work/in/models``; None without one."""
+    if not model_ref:
+        return None
+    ref, _, stage = model_ref.partition("@")
+    return store.unpack(ref, work / "in" / "models", stage or None)
+
+
+def _prepare(
+    executor: LocalExecutor,
+    order: list[str],
+    ds: Dataset,
+    options: RunOptions,
+    work: Path,
+    task_id: str,
+    model: dict[str, Any] | None,
+) -> TaskOutcome:
+    """``work/in`` and ``work/out`` prepared, and the command that runs the executor."""
     prepared = prepare(
         work,
         ds,
         order,
         executor.templates(),
-        user_config=user_config,
-        protocol_version=protocol_version,
-        container=container,
-        gpu_id=gpu_id,
+        user_config=dict(options.user_config),
+        protocol_version=options.protocol_version,
+        container=options.container,
+        gpu_id=options.gpu_id,
         model=model,
         manifest_file=executor.manifest_file,
         task_id=task_id,
-        assets=assets,
+        assets=options.assets,
     )
-    if container:
-        argv = container_argv(
-            runtime,
-            executor.ref,
-            prepared.in_dir,
-            prepared.out_dir,
-            task_id,
-            user=user,
-            gpu_ids=gpu_id,
-            network_none=network_none,
-            shm_size=shm_size_for(prepared.config.get("shm_size"), prepared.config["gpu_count"]),
-        )
+    if options.container:
+        shm_size = shm_size_for(prepared.config.get("shm_size"), prepared.config["gpu_count"])
+        argv = container_argv(options, executor.ref, prepared.in_dir, prepared.out_dir, task_id, shm_size=shm_size)
     else:
         argv = find_entry_point(executor.folder)
-    outcome = TaskOutcome(prepared, argv, runtime, model=model)
-    if dry_run:
-        return outcome
-    if before_run is not None:
-        before_run(prepared)
-    label = " + ".join(order)
-    if container:
-        outcome.run = run_container(argv, prepared.out_dir, label=label, timeout=timeout, show=show, task_id=task_id)
-    else:
-        links = snapshot_links(prepared.stats.linked if prepared.stats else [])
-        outcome.run = run_local(
-            executor.folder,
-            prepared.env_file,
-            prepared.config_file,
-            prepared.out_dir,
-            label=label,
-            timeout=timeout,
-            show=show,
-            gpu_ids=gpu_id,
-            task_id=task_id,
+    return TaskOutcome(prepared, argv, options.runtime, model=model)
+
+
+def _execute(executor: LocalExecutor, outcome: TaskOutcome, options: RunOptions) -> None:
+    """Run the prepared task: ``outcome.run`` set; a local run that changed the user's files
+    through hard-linked assets adds a problem."""
+    prepared = outcome.prepared
+    label, show, task_id = " + ".join(prepared.tasks), options.show, prepared.task_id
+    if options.container:
+        outcome.run = run_container(
+            outcome.argv, prepared.out_dir, label=label, timeout=options.timeout, show=show, task_id=task_id
         )
-        changed = changed_links(links)
-        if changed:
-            outcome.problems.append(
-                f"the executor changed {len(changed)} of your dataset's files through the "
-                f"hard links in in/assets (use --assets copy): "
-                + ", ".join(changed[:20])
-                + (" ..." if len(changed) > 20 else "")
-            )
-            return outcome
-    if outcome.run.interrupted:  # Ctrl-C: the executor is stopped and state 4 written; run, verify, loop end
-        raise KeyboardInterrupt
-    if not outcome.run.ok or not collect_outputs:
-        return outcome
+        return
+    links = snapshot_links(prepared.stats.linked if prepared.stats else [])
+    outcome.run = run_local(
+        executor.folder,
+        prepared.in_dir,
+        prepared.out_dir,
+        label=label,
+        timeout=options.timeout,
+        show=show,
+        gpu_ids=options.gpu_id,
+        task_id=task_id,
+    )
+    changed = changed_links(links)
+    if changed:
+        outcome.problems.append(
+            f"the executor changed {len(changed)} of your dataset's files through the "
+            f"hard links in in/assets (use --assets copy): "
+            + ", ".join(changed[:20])
+            + (" ..." if len(changed) > 20 else "")
+        )
+
+
+def _collect(outcome: TaskOutcome, executor_name: str, store: ModelStore) -> None:
+    """Check monitor.txt and each task's outputs; store the model package of a training."""
+    prepared = outcome.prepared
+    assert outcome.run is not None
     env = collect.task_env(prepared.env, prepared.work_dir)  # not in/env.yaml: a local executor may change it
-    outcome.problems += collect.check_monitor(env, task_id, outcome.run.exit_code)
-    if "training" in order:
-        outcome.training = collect.collect_training(env, prepared.config, executor.name, store)
+    outcome.problems += collect.check_monitor(env, prepared.task_id, outcome.run.exit_code)
+    if "training" in prepared.tasks:
+        outcome.training = collect.collect_training(env, prepared.config, executor_name, store)
         outcome.problems += outcome.training.problems
-    if "mining" in order:
+    if "mining" in prepared.tasks:
         outcome.mining = collect.check_mining(env)
         outcome.problems += outcome.mining.problems
-    if "infer" in order:
+    if "infer" in prepared.tasks:
         # counts only: predictions.json streams infer-result.json again (harness.predictions)
         outcome.infer = collect.check_infer(env, list(prepared.config["class_names"]))
         outcome.problems += outcome.infer.problems
-    return outcome

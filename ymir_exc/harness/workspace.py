@@ -31,10 +31,10 @@ import yaml
 
 from ymir_exc.dataset_reader import BBox, annotation_format
 from ymir_exc.harness.datasets import Dataset, Item
+from ymir_exc.settings import PROTOCOL_VERSION, TASKS
 
 #: keys the platform sets in config.yaml; they beat the template (docs/contract.md#configyaml-and-the-reserved-keys)
 RESERVED_KEYS = ("class_names", "gpu_id", "gpu_count", "task_id", "pretrained_model_params", "model_params_path")
-TASKS = ("training", "mining", "infer")
 
 
 def sha1_file(path: str, bufsize: int = 1 << 20) -> str:
@@ -465,7 +465,7 @@ def prepare(
     templates: dict[str, dict[str, Any]],
     *,
     user_config: dict[str, Any] | None = None,
-    protocol_version: str = "1.1.0",
+    protocol_version: str = PROTOCOL_VERSION,
     container: bool = False,
     gpu_id: str = "",
     model: dict[str, Any] | None = None,
