@@ -1,12 +1,18 @@
 """One task end to end, as the platform does it: prepare -> run -> check and collect.
 
-``ymir-exc run``, ``ymir-exc verify`` and ``ymir-exc loop`` all go through :func:`run_task`.
+``ymir-exc run``, ``ymir-exc verify`` and ``ymir-exc loop`` all go through :func:`run_task`;
+:func:`run` is the same as ``ymir-exc run`` from Python (exported as ``ymir_exc.harness.run``)::
+
+    from ymir_exc.harness import RunOptions, run
+
+    outcome = run("det-demo-tmi", ["training"], "trees", RunOptions(quiet=True, user_config={"epochs": 2}))
+    print(outcome.ok, outcome.training.model_hash, outcome.training.mAP)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +44,117 @@ class TaskOutcome:
     def ok(self) -> bool:
         """The executor succeeded and every output follows the contract."""
         return self.run is not None and self.run.ok and not self.problems
+
+
+def run(
+    executor: str | Path,
+    tasks: str | Sequence[str],
+    dataset: str | Path | Dataset | None = None,
+    options: RunOptions | None = None,
+    model: str | None = None,
+    work_dir: str | Path | None = None,
+) -> TaskOutcome:
+    """``ymir-exc run`` from Python: resolve the executor, read the dataset, check the config,
+    prepare the work dir, run the executor, check and collect its outputs.
+
+    Args:
+        executor: a bundled executor's name (``det-demo-tmi``), an executor folder or an image
+            tag, as ``ymir-exc run EXECUTOR`` takes it (``options.runtime`` picks how it runs).
+        tasks: ``training``, ``mining``, ``infer``, or mining + infer (one name or a sequence).
+        dataset: as ``--dataset`` (a bundled sample's name, default ``trees``; a YMIR ``in/``
+            folder, a VOC folder, a COCO .json, a YOLO data.yaml), or a loaded
+            :class:`~ymir_exc.harness.datasets.Dataset`. Mining and infer run on the dataset's
+            unlabeled images (every image when it has none; infer alone: every image).
+        options: how to run (default ``RunOptions()``); ``options.user_config`` is checked
+            against the executor's templates, as the CLI does without ``--allow-unknown-keys``.
+        model: ``HASH[@STAGE]``, a unique prefix, or ``latest[@STAGE]`` (the newest package this
+            executor produced, else the newest of any); required for mining and infer.
+        work_dir: the work dir W (default ``./ymir-work/<task id>``); its ``out/`` must be empty.
+
+    Returns:
+        the :class:`TaskOutcome` that ``ymir-exc run`` prints: ``ok``, ``run`` (exit code,
+        seconds, monitor.txt), ``training`` (``model_hash``, ``mAP``, stages), ``mining``
+        (``ranked``), ``infer`` (counts), ``problems``. An executor that fails is an outcome
+        with ``ok`` False, not an exception.
+
+    Raises:
+        ValueError: an unknown task or combination; FileNotFoundError: no such executor or
+        dataset; ConfigFileError: an unknown config key or mining_algorithm; ModelError: no
+        such model; YmirExcError: anything wrong in the data, named. KeyboardInterrupt: Ctrl-C
+        (the executor was stopped first).
+    """
+    from ymir_exc.harness.datasets import load_dataset
+    from ymir_exc.harness.executors import check_config_keys, resolve_executor
+
+    options = options or RunOptions()
+    names = [tasks] if isinstance(tasks, str) else list(tasks)
+    unknown = [t for t in names if t not in TASKS]
+    if unknown or not names:
+        raise ValueError(f"tasks {names!r}: expected training, mining, infer or mining + infer")
+    order = [t for t in TASKS if t in names]
+    exe, runtime = resolve_executor(str(executor), options.runtime)
+    options = replace(options, runtime=runtime)
+    check_config_keys(dict(options.user_config), exe)
+    check_task_config(exe, order, options.user_config)
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(None if dataset is None else str(dataset))
+    ds, _note = task_dataset(ds, order)
+    model_ref, _own = resolve_model_ref(options.model_store(), model, exe.name)
+    return run_task(exe, order, ds, options, work_dir=Path(work_dir) if work_dir else None, model_ref=model_ref)
+
+
+def check_task_config(executor: LocalExecutor, tasks: Sequence[str], user_config: Mapping[str, Any]) -> None:
+    """Refuse a mining task whose ``mining_algorithm`` (the user's, else the template's) the
+    executor's manifest does not list.
+
+    Raises:
+        ConfigFileError: the unknown name, with the choices.
+    """
+    from ymir_exc.harness.executors import check_mining_algorithm
+
+    if "mining" in tasks:
+        algo = user_config.get("mining_algorithm", (executor.templates().get("mining") or {}).get("mining_algorithm"))
+        if algo is not None:
+            check_mining_algorithm(executor, [algo])
+
+
+def task_dataset(ds: Dataset, tasks: Sequence[str], split: str | None = None) -> tuple[Dataset, str | None]:
+    """The dataset a task prepares ``in/`` from: ``ds`` itself for training; for mining / infer,
+    ``ds`` with the candidates of ``split`` (default ``all`` for infer alone, else
+    ``unlabeled``; see :func:`~ymir_exc.harness.sources.select_candidates`).
+
+    Returns:
+        (the dataset, a note for the user or None).
+
+    Raises:
+        ValueError: a ``split`` with training, or an unknown split.
+    """
+    from ymir_exc.harness.sources import select_candidates
+
+    if "training" in tasks:
+        if split:
+            raise ValueError("--split is for mining / infer (training uses the dataset's train and val splits)")
+        return ds, None
+    return select_candidates(ds, split or ("all" if list(tasks) == ["infer"] else "unlabeled"))
+
+
+def resolve_model_ref(store: ModelStore, model: str | None, executor_name: str) -> tuple[str | None, bool]:
+    """``latest[@STAGE]`` as the newest package ``executor_name`` produced (else the newest of
+    any executor) -> ``HASH[@STAGE]``; any other ref (or None) as given.
+
+    Returns:
+        (the ref, whether it is the executor's own: False only when ``latest`` fell back to
+        another executor's package).
+
+    Raises:
+        ModelError: ``latest`` with an empty store.
+    """
+    if model is None:
+        return None, True
+    ref, at, stage = model.partition("@")
+    if ref != "latest":
+        return model, True
+    path, own = store.resolve_latest(executor_name)
+    return path.name + at + stage, own
 
 
 def run_task(
