@@ -535,8 +535,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     actions = {
         "import": _models_import,
         "list": _models_list,
-        "rm": _models_rm,
-        "prune": _models_prune,
+        "rm": _models_remove,
+        "prune": _models_remove,
         "show": _models_show,
     }
     return actions[args.models_cmd](args, store)
@@ -573,21 +573,20 @@ def _models_list(args: argparse.Namespace, store: Any) -> int:
     return 0
 
 
-def _models_rm(args: argparse.Namespace, store: Any) -> int:
-    removed = []
-    for ref in args.hash:
-        removed.append(store.remove(ref))
-        _out(f"removed {removed[-1]}")
+def _models_remove(args: argparse.Namespace, store: Any) -> int:
+    """``models rm`` (the packages named, each announced as it goes) and ``models prune`` (all
+    but the ``--keep`` newest)."""
+    removed: list[str] = []
+    if args.models_cmd == "rm":
+        for ref in args.hash:
+            removed.append(store.remove(ref))
+            _out(f"removed {removed[-1]}")
+    else:
+        removed = store.prune(args.keep)
+        _out(f"removed {len(removed)} package(s), kept the {args.keep} newest in {store.location}")
+        for h in removed:
+            _out(f"  {h}")
     args.json_doc = {"location": str(store.location), "removed": removed}
-    return 0
-
-
-def _models_prune(args: argparse.Namespace, store: Any) -> int:
-    gone = store.prune(args.keep)
-    _out(f"removed {len(gone)} package(s), kept the {args.keep} newest in {store.location}")
-    for h in gone:
-        _out(f"  {h}")
-    args.json_doc = {"location": str(store.location), "removed": gone}
     return 0
 
 
