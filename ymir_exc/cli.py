@@ -98,7 +98,8 @@ def _resolve(ref: str, runtime: str) -> Any:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from ymir_exc.harness.datasets import load_sample, write_sample
+    from ymir_exc.harness.datasets import load_sample
+    from ymir_exc.harness.workspace import write_sample
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

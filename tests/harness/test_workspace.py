@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from ymir_exc.dataset_reader import parse_ark_annotation, parse_voc_annotation
-from ymir_exc.harness.datasets import load_dataset, load_sample, write_sample
-from ymir_exc.harness.workspace import prepare, renumber_gpu_ids
+from ymir_exc.harness.datasets import load_dataset, load_sample
+from ymir_exc.harness.workspace import prepare, renumber_gpu_ids, write_sample
 
 TEMPLATES = {
     "training": {"epochs": 2, "export_format": "det-ark:raw", "class_names": ["bad"]},

@@ -51,6 +51,7 @@ from ymir_exc import dataset_reader as dr
 from ymir_exc.dataset_reader import BBox, DatasetItem
 from ymir_exc.env import DatasetType
 from ymir_exc.errors import ConfigFileError, ImageError, IndexFileError
+from ymir_exc.formats.annotations import image_size
 
 __all__ = [
     "convert_ymir_to_yolov5",
@@ -69,7 +70,6 @@ DEFAULT_YOLO_DIR = "yolo_dataset"
 DEFAULT_COCO_DIR = "coco_dataset"
 
 _SPLITS = (("train", DatasetType.TRAINING), ("val", DatasetType.VALIDATION))
-_EXIF_ORIENTATION = 0x0112
 
 
 class ConvertStats:
@@ -96,33 +96,6 @@ class ConvertStats:
                     f"image, {self.dropped[split]} dropped (empty after clipping)",
                     file=sys.stderr,
                 )
-
-
-def image_size(path: str) -> tuple[int, int]:
-    """``(width, height)`` in pixels of an image as decoders show it (EXIF orientation applied),
-    read from the header only.
-
-    Raises:
-        ImageError: the file is missing or is not an image Pillow can identify.
-    """
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency of the SDK's image checks
-        raise ImageError("Pillow is needed to read image sizes", path=path) from None
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            try:
-                orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-            except Exception:
-                orientation = 1
-    except FileNotFoundError:
-        raise ImageError("image not found", path=path) from None
-    except Exception as e:
-        raise ImageError(f"not a readable image: {e}", path=path) from None
-    if orientation in (5, 6, 7, 8):  # rotated by 90 / 270 degrees
-        w, h = h, w
-    return int(w), int(h)
 
 
 def _clip(box: BBox, width: int, height: int) -> tuple[int, int, int, int] | None:

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ymir_exc.dataset_reader import (
     BBox,
     coco_boxes_lookup,
@@ -37,7 +35,7 @@ from ymir_exc.dataset_reader import (
     parse_voc_annotation,
 )
 from ymir_exc.errors import AnnotationError, ConfigFileError, ImageError, IndexFileError, YmirExcError
-from ymir_exc.settings import PROTOCOL_VERSION
+from ymir_exc.formats.annotations import oriented_size
 
 DUPLICATE_POLICIES = ("error", "first", "merge")
 
@@ -108,6 +106,12 @@ def read_text_lines(path: Path, error: type[YmirExcError] = IndexFileError) -> l
     return out
 
 
+def first_few(things: Sequence[str], limit: int = 10) -> str:
+    """``things`` joined by ``"; "``, at most ``limit`` of them, ``" ..."`` when some were left out
+    (for an error that lists offending files)."""
+    return "; ".join(things[:limit]) + (" ..." if len(things) > limit else "")
+
+
 def _n_boxes(items: Sequence[Item]) -> int:
     return sum(len(i.boxes) for i in items)
 
@@ -122,7 +126,8 @@ def _inside(path: str, root: str) -> bool:
 
 def check_image(path: str, roots: Sequence[Path], where: str | None = None, line: int | None = None) -> tuple[int, int]:
     """Check that ``path`` is an image inside one of ``roots`` (links followed first) and return
-    its ``(width, height)`` from the header (Pillow).
+    its ``(width, height)`` from the header (Pillow), in the annotation pixel frame (EXIF
+    orientation applied, as :func:`ymir_exc.harness.files.image_size`).
 
     Raises:
         ImageError: outside the roots, not a regular file, or not an image Pillow recognises
@@ -142,8 +147,7 @@ def check_image(path: str, roots: Sequence[Path], where: str | None = None, line
         raise ImageError(f"image not found: {path}", path=where or path, line=line)
     try:
         with Image.open(real) as im:
-            w, h = im.size
-            return int(w), int(h)
+            return oriented_size(im)
     except Image.DecompressionBombError as e:
         raise ImageError(f"image {path}: {e}", path=where or path, line=line) from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -185,63 +189,6 @@ def load_sample(name: str = "trees") -> Dataset:
         return out
 
     return Dataset(name, class_names, items("train", True), items("val", True), items("candidate", False))
-
-
-def write_sample(name: str, out_dir: str) -> Path:
-    """Write sample ``name`` to ``out_dir`` in the documents' voc_dog layout.
-
-    ``out_dir/in/assets/<h[-2:]>/<h>.jpg``, ``in/annotations/<h[-2:]>/<h>.xml`` (VOC),
-    ``in/{train,val}-index.tsv`` (``/in/...`` paths), ``in/candidate-index.tsv``, ``in/env.yaml``
-    and ``in/config.yaml`` for a training task, and an empty ``out/``: mountable as ``/in`` and
-    ``/out`` as it is, and readable by ``--dataset out_dir``.
-
-    Returns:
-        the folder written.
-    """
-    from ymir_exc.harness.workspace import write_in_dir
-
-    ds = load_sample(name)
-    root = Path(out_dir).resolve()
-    write_in_dir(ds, root / "in", export_format="det-voc:raw", path_prefix="/in", mode="copy")
-    (root / "out").mkdir(parents=True, exist_ok=True)
-    env = {
-        "protocol_version": PROTOCOL_VERSION,
-        "task_id": f"sample-{name}",
-        "run_training": True,
-        "run_mining": False,
-        "run_infer": False,
-        "manifest_file": "/img-man/manifest.yaml",
-        "input": {
-            "root_dir": "/in",
-            "assets_dir": "/in/assets",
-            "annotations_dir": "/in/annotations",
-            "models_dir": "/in/models",
-            "config_file": "/in/config.yaml",
-            "training_index_file": "/in/train-index.tsv",
-            "val_index_file": "/in/val-index.tsv",
-            "candidate_index_file": "",
-        },
-        "output": {
-            "root_dir": "/out",
-            "models_dir": "/out/models",
-            "tensorboard_dir": "/out/tensorboard",
-            "training_result_file": "/out/models/result.yaml",
-            "mining_result_file": "/out/result.tsv",
-            "infer_result_file": "/out/infer-result.json",
-            "monitor_file": "/out/monitor.txt",
-            "executor_log_file": "/out/ymir-executor-out.log",
-        },
-    }
-    (root / "in" / "env.yaml").write_text(yaml.safe_dump(env, sort_keys=False), encoding="utf-8")
-    cfg = {
-        "class_names": ds.class_names,
-        "gpu_id": "",
-        "gpu_count": 0,
-        "task_id": f"sample-{name}",
-        "export_format": "det-voc:raw",
-    }
-    (root / "in" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    return root
 
 
 def _resolve_in_path(p: str, in_dir: Path) -> str:
@@ -544,7 +491,8 @@ def load_yolo(path: str) -> Dataset:
     """An Ultralytics YOLO ``data.yaml`` (``path``, ``train``, ``val``, optional ``test``, ``names``).
 
     Labels ``cid xc yc w h`` (normalised 0-1) are read from the ``labels/`` folder beside each
-    ``images/`` folder and converted to pixels with the image's size. Candidates: ``test`` when
+    ``images/`` folder and converted to pixels with the image's size as displayed (EXIF
+    orientation applied, the frame Ultralytics reads labels in). Candidates: ``test`` when
     given, else the val images.
 
     Raises:
@@ -727,13 +675,13 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
         AnnotationError: different label sets under ``policy="error"``, listing the file names.
         ValueError: an unknown policy.
     """
-    from ymir_exc.harness.workspace import sha1_file
+    from ymir_exc.harness.files import sha1_file
 
     if policy not in DUPLICATE_POLICIES:
         raise ValueError(f"duplicates policy must be one of {DUPLICATE_POLICIES}, not {policy!r}")
     from concurrent.futures import ThreadPoolExecutor
 
-    from ymir_exc.harness.workspace import _in_chunks, _io_workers
+    from ymir_exc.harness.files import _in_chunks, _io_workers
 
     todo = [it for it in ds.train + ds.val + ds.candidate if it.sha1 is None]
     paths = list(dict.fromkeys(it.image_path for it in todo))
@@ -772,8 +720,7 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
     if clashes:
         raise AnnotationError(
             f"{len(clashes)} image(s) appear under several names with different labels: "
-            + "; ".join(clashes[:10])
-            + (" ..." if len(clashes) > 10 else "")
+            + first_few(clashes)
             + " (choose with --duplicates first|merge)",
             key="duplicates",
         )

@@ -169,7 +169,7 @@ def check_disjoint(splits: dict[str, Sequence[Item]]) -> None:
     Raises:
         AnnotationError: the overlapping files, named with their splits (key ``splits``).
     """
-    from ymir_exc.harness.workspace import sha1_file
+    from ymir_exc.harness.files import sha1_file
 
     where: dict[str, list[tuple[str, str]]] = {}
     for name, items in splits.items():

@@ -36,7 +36,7 @@ def asset_sources(stats_sources: Mapping[str, str], candidates: Sequence[str]) -
         candidates: every candidate image path, in order; images with identical bytes share one
             asset, and each of their paths is listed.
     """
-    from ymir_exc.harness.workspace import sha1_file
+    from ymir_exc.harness.files import sha1_file
 
     out: dict[str, list[str]] = {}
     first = {src: name for name, src in stats_sources.items()}
@@ -61,7 +61,7 @@ def build_predictions(
             without boxes.
         class_names: the model's classes; category ids are 1-based positions in it.
     """
-    from ymir_exc.harness.workspace import image_size
+    from ymir_exc.harness.files import image_size
 
     cat = {n: i + 1 for i, n in enumerate(class_names)}
     images: list[dict[str, Any]] = []
@@ -151,7 +151,7 @@ def write_predictions(
         OSError: the file cannot be written (the previous one is left).
         ValueError: an infer-result.json that is not valid JSON (ijson's error).
     """
-    from ymir_exc.harness.workspace import image_size
+    from ymir_exc.harness.files import image_size
 
     cat = {n: i + 1 for i, n in enumerate(class_names)}
     stack = contextlib.ExitStack()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ymir_exc.errors import ImageError
-from ymir_exc.harness.datasets import IMAGE_EXTS, Dataset, Item, check_image
+from ymir_exc.harness.datasets import IMAGE_EXTS, Dataset, Item, check_image, first_few
 
 SPLITS = ("val", "unlabeled", "all")
 
@@ -58,10 +58,7 @@ def source_images(spec: str) -> list[str]:
             bad.append(e.message)
     if bad:
         raise ImageError(
-            f"{len(bad)} file(s) with an image extension are no image: "
-            + "; ".join(bad[:10])
-            + (" ..." if len(bad) > 10 else "")
-            + "; remove or fix them",
+            f"{len(bad)} file(s) with an image extension are no image: " + first_few(bad) + "; remove or fix them",
             path=f"--source {spec}",
         )
     return sorted({str(q.resolve()) for q in found})
