@@ -18,12 +18,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from ymir_exc import settings
+
 #: Major protocol versions this SDK reads and writes.
 SUPPORTED_PROTOCOL_MAJORS = (0, 1, 2)
 #: the protocol version the harness hands an executor unless told otherwise
-DEFAULT_PROTOCOL_VERSION = "1.1.0"
-#: the task kinds, in the order a combined task runs them
-TASKS = ("training", "mining", "infer")
+#: (:data:`ymir_exc.settings.PROTOCOL_VERSION`, defined there once)
+DEFAULT_PROTOCOL_VERSION = settings.PROTOCOL_VERSION
+#: the task kinds, in the order a combined task runs them (:data:`ymir_exc.settings.TASKS`)
+TASKS = settings.TASKS
 
 
 # defer_build: the validators are built on first use, not at import (keeps `import ymir_exc.*`
