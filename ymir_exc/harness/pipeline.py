@@ -15,7 +15,14 @@ from ymir_exc.harness.datasets import Dataset
 from ymir_exc.harness.executors import LocalExecutor
 from ymir_exc.harness.models import ModelStore
 from ymir_exc.harness.runtime import RunResult, container_argv, find_entry_point, run_container, run_local, shm_size_for
-from ymir_exc.harness.workspace import PreparedTask, changed_links, make_task_id, prepare, snapshot_links
+from ymir_exc.harness.workspace import (
+    PreparedTask,
+    PrepareOptions,
+    changed_links,
+    make_task_id,
+    prepare,
+    snapshot_links,
+)
 
 
 @dataclass
@@ -92,14 +99,10 @@ def run_task(
         ds,
         order,
         executor.templates(),
+        PrepareOptions(protocol_version, container, gpu_id, executor.manifest_file, assets),
         user_config=user_config,
-        protocol_version=protocol_version,
-        container=container,
-        gpu_id=gpu_id,
         model=model,
-        manifest_file=executor.manifest_file,
         task_id=task_id,
-        assets=assets,
     )
     if container:
         argv = container_argv(
