@@ -374,11 +374,7 @@ def prepare(
         ConfigFileError: an unknown export_format.
         ValueError: tasks not one of the accepted combinations, or mining / infer without a model.
     """
-    tasks = [t for t in TASKS if t in tasks]
-    if tasks not in (["training"], ["mining"], ["infer"], ["mining", "infer"]):
-        raise ValueError(f"tasks must be training, mining, infer or mining + infer; got {tasks}")
-    if tasks != ["training"] and model is None:
-        raise ValueError("mining and inference need a model: pass --model HASH[@STAGE] (or 'latest')")
+    tasks = _checked_tasks(tasks, model)
     work_dir = Path(work_dir).resolve()
     in_dir, out_dir = work_dir / "in", work_dir / "out"
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -412,6 +408,20 @@ def prepare(
     (in_dir / "env.yaml").write_text(yaml.safe_dump(env, sort_keys=False), encoding="utf-8")
     (in_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return PreparedTask(work_dir, in_dir, out_dir, tasks, task_id, config, env, warnings, stats)
+
+
+def _checked_tasks(tasks: Sequence[str], model: dict[str, Any] | None) -> list[str]:
+    """``tasks`` in the platform's order.
+
+    Raises:
+        ValueError: not training, mining, infer or mining + infer; mining / infer without a model.
+    """
+    ordered = [t for t in TASKS if t in tasks]
+    if ordered not in (["training"], ["mining"], ["infer"], ["mining", "infer"]):
+        raise ValueError(f"tasks must be training, mining, infer or mining + infer; got {ordered}")
+    if ordered != ["training"] and model is None:
+        raise ValueError("mining and inference need a model: pass --model HASH[@STAGE] (or 'latest')")
+    return ordered
 
 
 def _task_config(
