@@ -402,12 +402,17 @@ def prepare(
         mode=options.assets,
         splits=_task_splits(ds, tasks),
     )
+    env = env_yaml(tasks, task_id, options.protocol_version, in_root, out_root, options.manifest_file)
+    _write_task_files(in_dir, env, config)
+    return PreparedTask(work_dir, in_dir, out_dir, tasks, task_id, config, env, warnings, stats)
+
+
+def _write_task_files(in_dir: Path, env: dict[str, Any], config: dict[str, Any]) -> None:
+    """env.yaml, config.yaml and the index files no task of this run reads (empty) in ``in_dir``."""
     for split in ("train", "val", "candidate"):
         (in_dir / f"{split}-index.tsv").touch()
-    env = env_yaml(tasks, task_id, options.protocol_version, in_root, out_root, options.manifest_file)
     (in_dir / "env.yaml").write_text(yaml.safe_dump(env, sort_keys=False), encoding="utf-8")
     (in_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return PreparedTask(work_dir, in_dir, out_dir, tasks, task_id, config, env, warnings, stats)
 
 
 def _checked_tasks(tasks: Sequence[str], model: dict[str, Any] | None) -> list[str]:
