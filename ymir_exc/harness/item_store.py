@@ -42,7 +42,8 @@ class Item:
 PAGE = 4096
 
 
-def _close(db: sqlite3.Connection, path: str) -> None:
+def close_db(db: sqlite3.Connection, path: str) -> None:
+    """Close ``db`` and delete its file ``path`` (already gone: nothing to do)."""
     db.close()
     try:
         os.unlink(path)
@@ -50,7 +51,7 @@ def _close(db: sqlite3.Connection, path: str) -> None:
         pass
 
 
-def _temp_db(prefix: str, schema: str) -> tuple[sqlite3.Connection, str]:
+def temp_db(prefix: str, schema: str) -> tuple[sqlite3.Connection, str]:
     """A new sqlite file in ``TMPDIR`` with ``schema``, no journal, no fsync.
 
     Raises:
@@ -71,8 +72,8 @@ class KeySet:
     """
 
     def __init__(self, keys: Iterable[str] = ()) -> None:
-        self._db, path = _temp_db("ymir-exc-keys-", "CREATE TABLE k (k TEXT PRIMARY KEY) WITHOUT ROWID;")
-        self._closer = weakref.finalize(self, _close, self._db, path)
+        self._db, path = temp_db("ymir-exc-keys-", "CREATE TABLE k (k TEXT PRIMARY KEY) WITHOUT ROWID;")
+        self._closer = weakref.finalize(self, close_db, self._db, path)
         self._db.executemany("INSERT OR IGNORE INTO k VALUES (?)", ((k,) for k in keys))
 
     def add(self, key: str) -> bool:
@@ -95,8 +96,8 @@ class ItemStore(Sequence[Item]):
     """
 
     def __init__(self, items: Iterable[Item] = ()) -> None:
-        self._db, path = _temp_db("ymir-exc-items-", "CREATE TABLE item (path TEXT NOT NULL, rest BLOB);")
-        self._closer = weakref.finalize(self, _close, self._db, path)
+        self._db, path = temp_db("ymir-exc-items-", "CREATE TABLE item (path TEXT NOT NULL, rest BLOB);")
+        self._closer = weakref.finalize(self, close_db, self._db, path)
         self._n = 0
         self.boxes = 0
         self.extend(items)
@@ -189,7 +190,7 @@ def sorted_paths(paths: Iterable[str], *, by_parts: bool = False, unique: bool =
     Raises:
         OSError: the temporary file cannot be made or written.
     """
-    db, tmp = _temp_db(
+    db, tmp = temp_db(
         "ymir-exc-paths-",
         "CREATE TABLE p (k BLOB NOT NULL, n INTEGER NOT NULL, path BLOB NOT NULL, PRIMARY KEY (k, n)) WITHOUT ROWID;",
     )
@@ -206,4 +207,4 @@ def sorted_paths(paths: Iterable[str], *, by_parts: bool = False, unique: bool =
         for (raw,) in db.execute("SELECT path FROM p ORDER BY k, n"):
             yield os.fsdecode(raw)
     finally:
-        _close(db, tmp)
+        close_db(db, tmp)
