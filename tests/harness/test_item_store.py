@@ -49,3 +49,13 @@ def test_folder_sources_stay_on_disk_and_duplicates_resolve_as_before(tmp_path):
     as_list = resolve_duplicates(Dataset("l", [], [], [], list(ds.candidate)))
     assert [i.image_path for i in as_list.candidate] == [i.image_path for i in resolved.candidate]
     assert isinstance(load_dataset(None).train, list)  # the bundled sample stays a list
+
+
+def test_walk_finds_what_rglob_finds(tmp_path):
+    from ymir_exc.harness.datasets import walk
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "x.jpg").write_bytes(b"")
+    (tmp_path / ".h.jpg").write_bytes(b"")
+    (tmp_path / "link").symlink_to(tmp_path / "a")  # listed, not entered
+    assert sorted(walk(tmp_path)) == sorted(tmp_path.rglob("*"))

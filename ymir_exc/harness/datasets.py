@@ -507,6 +507,27 @@ def load_coco(path: str, image_root: str | None = None) -> Dataset:
     return Dataset(p.stem, names, train, val, [Item(i.image_path) for i in val])
 
 
+def walk(root: Path) -> Iterator[Path]:
+    """Every entry below ``root`` (files, folders, links), as ``Path(root).rglob("*")`` finds
+    them (links to folders listed, not entered; unreadable folders skipped), in no particular
+    order, read lazily: memory does not grow with the number of entries (``rglob`` keeps a set
+    of every path it yielded)."""
+    try:
+        it = os.scandir(root)
+    except (PermissionError, FileNotFoundError, NotADirectoryError):
+        return
+    with it:
+        for entry in it:
+            path = root / entry.name
+            yield path
+            try:
+                is_dir = entry.is_dir() and not entry.is_symlink()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                yield from walk(path)
+
+
 def _yolo_images(base: Path, entry: Any) -> Iterator[Path]:
     """The images of a YOLO split entry (a folder, recursively, sorted; a .txt list; or a list
     of those), streamed (a folder's listing is sorted on disk).
@@ -518,7 +539,7 @@ def _yolo_images(base: Path, entry: Any) -> Iterator[Path]:
     for e in entries:
         p = (base / str(e)).resolve()
         if p.is_dir():
-            found = (str(q) for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS)
+            found = (str(q) for q in walk(p) if q.suffix.lower() in IMAGE_EXTS)
             yield from map(Path, sorted_paths(found, by_parts=True))
         elif p.is_file() and p.suffix == ".txt":
             for _, line in iter_text_lines(p):

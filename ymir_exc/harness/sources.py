@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ymir_exc.errors import ImageError
-from ymir_exc.harness.datasets import IMAGE_EXTS, Dataset, Item, check_image, first_few
+from ymir_exc.harness.datasets import IMAGE_EXTS, Dataset, Item, check_image, first_few, walk
 from ymir_exc.harness.item_store import ItemStore, KeySet, same_kind, sorted_paths
 
 SPLITS = ("val", "unlabeled", "all")
@@ -48,7 +48,7 @@ def _source_paths(spec: str) -> Iterator[str]:
     """
     p = Path(spec).expanduser()
     if p.is_dir():
-        found: Iterable[str] = (str(q) for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
+        found: Iterable[str] = (str(q) for q in walk(p) if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
         where = f"folder {spec}"
     elif p.is_file():
         if p.suffix.lower() not in IMAGE_EXTS:
