@@ -15,28 +15,17 @@ a B-tree search each (microseconds); the views :attr:`AssetIndex.sources` and
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import tempfile
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import overload
 
+from ymir_exc.harness.item_store import close_db, temp_db
+
 _SCHEMA = """
-PRAGMA journal_mode = OFF;
-PRAGMA synchronous = OFF;
 CREATE TABLE asset (name TEXT PRIMARY KEY, src TEXT NOT NULL, path TEXT NOT NULL, linked INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE line (split TEXT NOT NULL, h TEXT NOT NULL, PRIMARY KEY (split, h)) WITHOUT ROWID;
 CREATE TABLE note (h TEXT PRIMARY KEY) WITHOUT ROWID;
 """
-
-
-def _close(db: sqlite3.Connection, path: str) -> None:
-    db.close()
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 class AssetIndex:
@@ -47,11 +36,8 @@ class AssetIndex:
     """
 
     def __init__(self) -> None:
-        fd, path = tempfile.mkstemp(prefix="ymir-exc-assets-", suffix=".sqlite")
-        os.close(fd)
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        self._db.executescript(_SCHEMA)
-        self._closer = weakref.finalize(self, _close, self._db, path)
+        self._db, path = temp_db("ymir-exc-assets-", _SCHEMA)
+        self._closer = weakref.finalize(self, close_db, self._db, path)
         # the views hold the index (not only its connection): the file lives as long as they do
         self.sources = _Sources(self)
         self.linked = _Linked(self)

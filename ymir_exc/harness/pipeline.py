@@ -22,7 +22,14 @@ from ymir_exc.harness.executors import LocalExecutor
 from ymir_exc.harness.models import ModelStore
 from ymir_exc.harness.options import RunOptions
 from ymir_exc.harness.runtime import RunResult, container_argv, find_entry_point, run_container, run_local, shm_size_for
-from ymir_exc.harness.workspace import PreparedTask, changed_links, make_task_id, prepare, snapshot_links
+from ymir_exc.harness.workspace import (
+    PreparedTask,
+    PrepareOptions,
+    changed_links,
+    make_task_id,
+    prepare,
+    snapshot_links,
+)
 from ymir_exc.settings import TASKS
 
 
@@ -240,14 +247,16 @@ def _prepare(
         ds,
         order,
         executor.templates(),
+        PrepareOptions(
+            protocol_version=options.protocol_version,
+            container=options.container,
+            gpu_id=options.gpu_id,
+            manifest_file=executor.manifest_file,
+            assets=options.assets,
+        ),
         user_config=dict(options.user_config),
-        protocol_version=options.protocol_version,
-        container=options.container,
-        gpu_id=options.gpu_id,
         model=model,
-        manifest_file=executor.manifest_file,
         task_id=task_id,
-        assets=options.assets,
     )
     if options.container:
         shm_size = shm_size_for(prepared.config.get("shm_size"), prepared.config["gpu_count"])

@@ -326,20 +326,36 @@ def merged_template(templates: dict[str, dict[str, Any]], tasks: Sequence[str]) 
     return out
 
 
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How :func:`prepare` lays out ``in/`` (the run's knobs, the same for every task of a run).
+
+    Attributes:
+        protocol_version: the env.yaml protocol (below 1.0.0 the key is left out).
+        container: paths in env.yaml / index files / config are ``/in``, ``/out`` (else absolute
+            work-dir paths), and ``out/`` is world-writable (the container may run as another user).
+        gpu_id: host GPU ids, e.g. ``"3,5"`` (renumbered to ``"0,1"`` in config.yaml).
+        manifest_file: the image's manifest path written into env.yaml.
+        assets: ``auto``, ``link``, ``copy`` or ``reflink`` (see :func:`place_file`).
+    """
+
+    protocol_version: str = DEFAULT_PROTOCOL_VERSION
+    container: bool = False
+    gpu_id: str = ""
+    manifest_file: str = "/img-man/manifest.yaml"
+    assets: str = "auto"
+
+
 def prepare(
     work_dir: Path,
     ds: Dataset,
     tasks: Sequence[str],
     templates: dict[str, dict[str, Any]],
+    options: PrepareOptions = PrepareOptions(),
     *,
     user_config: dict[str, Any] | None = None,
-    protocol_version: str = DEFAULT_PROTOCOL_VERSION,
-    container: bool = False,
-    gpu_id: str = "",
     model: dict[str, Any] | None = None,
-    manifest_file: str = "/img-man/manifest.yaml",
     task_id: str | None = None,
-    assets: str = "auto",
 ) -> PreparedTask:
     """Build ``work_dir/in`` and ``work_dir/out`` for ``tasks``.
 
@@ -347,33 +363,83 @@ def prepare(
         ds: the dataset.
         tasks: ``["training"]``, ``["mining"]``, ``["infer"]`` or ``["mining", "infer"]``.
         templates: the image's ``{task: template dict}``.
+        options: container or local paths, GPU ids, protocol, how assets are placed (:class:`PrepareOptions`).
         user_config: keys the user changed (``--config``); reserved keys in it are ignored with a warning.
-        container: paths in env.yaml / index files / config are ``/in``, ``/out`` (else absolute W paths).
-        gpu_id: host GPU ids, e.g. ``"3,5"`` (renumbered to ``"0,1"`` in config.yaml).
         model: from :meth:`ModelStore.unpack`: ``{"class_names", "stage_name", "files"}`` (files relative
             to ``models/``), for ``pretrained_model_params`` / ``model_params_path``.
-        assets: ``auto``, ``link``, ``copy`` or ``reflink`` (see :func:`place_file`).
+        task_id: the platform's task id (default: a new one from :func:`make_task_id`).
 
     Raises:
         FileExistsError: ``work_dir/out`` exists and is not empty (results would mix).
         ConfigFileError: an unknown export_format.
         ValueError: tasks not one of the accepted combinations, or mining / infer without a model.
     """
-    tasks = [t for t in TASKS if t in tasks]
-    if tasks not in (["training"], ["mining"], ["infer"], ["mining", "infer"]):
-        raise ValueError(f"tasks must be training, mining, infer or mining + infer; got {tasks}")
-    if tasks != ["training"] and model is None:
-        raise ValueError("mining and inference need a model: pass --model HASH[@STAGE] (or 'latest')")
+    tasks = _checked_tasks(tasks, model)
     work_dir = Path(work_dir).resolve()
     in_dir, out_dir = work_dir / "in", work_dir / "out"
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} is not empty: choose a new --work-dir")
     in_dir.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(out_dir, 0o777 if container else 0o755)  # a container may run as another --user (rootless: a mapped uid)
+    os.chmod(
+        out_dir, 0o777 if options.container else 0o755
+    )  # a container may run as another --user (rootless: a mapped uid)
     task_id = task_id or make_task_id(tasks)
+    in_root = "/in" if options.container else str(in_dir)
+    out_root = "/out" if options.container else str(out_dir)
     warnings: list[str] = []
+    config = _task_config(ds, tasks, templates, user_config, model, warnings)
+    renum, count = renumber_gpu_ids(options.gpu_id)
+    config.update({"gpu_id": renum, "gpu_count": count, "task_id": task_id})
+    if model is not None:
+        key = "pretrained_model_params" if tasks == ["training"] else "model_params_path"
+        config[key] = [f"{in_root}/models/{f}" for f in model["files"]]
+    stats = write_in_dir(
+        ds,
+        in_dir,
+        export_format=str(config.get("export_format") or "det-voc:raw"),
+        path_prefix=in_root,
+        mode=options.assets,
+        splits=_task_splits(ds, tasks),
+    )
+    env = env_yaml(tasks, task_id, options.protocol_version, in_root, out_root, options.manifest_file)
+    _write_task_files(in_dir, env, config)
+    return PreparedTask(work_dir, in_dir, out_dir, tasks, task_id, config, env, warnings, stats)
 
+
+def _write_task_files(in_dir: Path, env: dict[str, Any], config: dict[str, Any]) -> None:
+    """env.yaml, config.yaml and the index files no task of this run reads (empty) in ``in_dir``."""
+    for split in ("train", "val", "candidate"):
+        (in_dir / f"{split}-index.tsv").touch()
+    (in_dir / "env.yaml").write_text(yaml.safe_dump(env, sort_keys=False), encoding="utf-8")
+    (in_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def _checked_tasks(tasks: Sequence[str], model: dict[str, Any] | None) -> list[str]:
+    """``tasks`` in the platform's order.
+
+    Raises:
+        ValueError: not training, mining, infer or mining + infer; mining / infer without a model.
+    """
+    ordered = [t for t in TASKS if t in tasks]
+    if ordered not in (["training"], ["mining"], ["infer"], ["mining", "infer"]):
+        raise ValueError(f"tasks must be training, mining, infer or mining + infer; got {ordered}")
+    if ordered != ["training"] and model is None:
+        raise ValueError("mining and inference need a model: pass --model HASH[@STAGE] (or 'latest')")
+    return ordered
+
+
+def _task_config(
+    ds: Dataset,
+    tasks: list[str],
+    templates: dict[str, dict[str, Any]],
+    user_config: dict[str, Any] | None,
+    model: dict[str, Any] | None,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """config.yaml before the platform's per-run keys: the merged template, less reserved keys,
+    with the user's keys and ``class_names`` (the model's for mining / infer); what was ignored
+    or looks wrong is appended to ``warnings``."""
     config = merged_template(templates, tasks)
     for k in RESERVED_KEYS:
         if k in config:
@@ -385,40 +451,27 @@ def prepare(
             continue
         config[k] = v
     class_names = list(model["class_names"]) if (model and tasks != ["training"]) else list(ds.class_names)
-    renum, count = renumber_gpu_ids(gpu_id)
-    config.update({"class_names": class_names, "gpu_id": renum, "gpu_count": count, "task_id": task_id})
-    in_root = "/in" if container else str(in_dir)
-    out_root = "/out" if container else str(out_dir)
-    if model is not None:
-        key = "pretrained_model_params" if tasks == ["training"] else "model_params_path"
-        config[key] = [f"{in_root}/models/{f}" for f in model["files"]]
-
-    if tasks == ["training"]:
-        splits: tuple[str, ...] = ("train", "val")
-        if not ds.train:
-            raise ValueError(f"dataset {ds.name} has no training images")
-    else:
-        splits = ("candidate",)
-        if not ds.candidate:
-            raise ValueError(f"dataset {ds.name} has no candidate images")
+    config["class_names"] = class_names
     if tasks != ["training"] and ds.class_names and model is not None:
         unknown = [n for n in ds.class_names if n not in class_names]
         if unknown:
             warnings.append(f"the dataset's classes {unknown} are not in the model's class_names {class_names}")
-    stats = write_in_dir(
-        ds,
-        in_dir,
-        export_format=str(config.get("export_format") or "det-voc:raw"),
-        path_prefix=in_root,
-        mode=assets,
-        splits=splits,
-    )
-    for split in ("train", "val", "candidate"):
-        (in_dir / f"{split}-index.tsv").touch()
-    env = env_yaml(tasks, task_id, protocol_version, in_root, out_root, manifest_file)
-    (in_dir / "env.yaml").write_text(yaml.safe_dump(env, sort_keys=False), encoding="utf-8")
-    (in_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return PreparedTask(work_dir, in_dir, out_dir, tasks, task_id, config, env, warnings, stats)
+    return config
+
+
+def _task_splits(ds: Dataset, tasks: list[str]) -> tuple[str, ...]:
+    """The index files ``tasks`` get: train + val for training, else candidate.
+
+    Raises:
+        ValueError: the dataset has no image for them.
+    """
+    if tasks == ["training"]:
+        if not ds.train:
+            raise ValueError(f"dataset {ds.name} has no training images")
+        return ("train", "val")
+    if not ds.candidate:
+        raise ValueError(f"dataset {ds.name} has no candidate images")
+    return ("candidate",)
 
 
 def write_sample(name: str, out_dir: str) -> Path:
