@@ -880,12 +880,13 @@ def _scale_dir(ctx: Context, n: int) -> str:
     return d
 
 
-def _scale_run(ctx: Context, workload: str, n: int, d: str) -> dict:
+def _scale_run(ctx: Context, workload: str, n: int, d: str, images: str = "") -> dict:
     env = dict(
         ctx.side_env("ours"),
         DEFAULT_ENV_FILE_PATH=f"{d}/in/env.yaml",
         DEFAULT_CONFIG_FILE_PATH=f"{d}/in/config.yaml",
         SCALE_IN_DIR=f"{d}/in",
+        SCALE_IMAGES=images,
     )
     log = f"{d}/{workload}.log"
     wall, code = spawn([ctx.ours_python, str(SCALE_WORKER), workload, str(n), d], env=env, cwd=d, log=log)
@@ -896,6 +897,27 @@ def _scale_run(ctx: Context, workload: str, n: int, d: str) -> dict:
     if ctx.verbose:
         ctx.log(f"  {workload:15s} {n:>9,}  {res['seconds']:8.2f} s  peak {res['rss_peak_kib'] / 1024:.0f} MiB")
     return res
+
+
+def _scale_prepare_streamed(ctx: Context, n: int, images: str) -> list[Row]:
+    """prepare's streamed paths over the n cached JPEGs, read included: ``--source`` folder ->
+    mining in/, and a YOLO data.yaml (train / val .txt lists, no labels) -> training in/."""
+    rows = []
+    for workload, title in (
+        ("prepare_source", "--source folder read + prepare (mining), {n:,} tiny JPEGs"),
+        ("prepare_yolo", "YOLO data.yaml read + prepare (training), {n:,} tiny JPEGs"),
+    ):
+        d = tempfile.mkdtemp(prefix=f"{workload}-", dir=str(ctx.cache))
+        ctx.cleanup.append(d)
+        res = _scale_run(ctx, workload, n, d, images=images)
+        row = Row(title.format(n=n), ours=res["seconds"], rss_ours=res["rss_peak_kib"], target_text="(info)")
+        row.note = (
+            f"{n / res['seconds']:,.0f} images/s; reading {res['read_seconds']:.1f} s; "
+            f"interpreter + imports {res['rss_base_kib'] / 1024:.0f} MiB"
+        )
+        rows.append(row)
+        shutil.rmtree(d, ignore_errors=True)
+    return rows
 
 
 def scale_group(ctx: Context) -> list[Row]:
@@ -945,6 +967,7 @@ def scale_group(ctx: Context) -> list[Row]:
         )
         rows.append(row)
         shutil.rmtree(root, ignore_errors=True)
+        rows.extend(_scale_prepare_streamed(ctx, n, src))
     try:
         rows.extend(_yolo_ranks_rows(ctx))
     except BenchError as e:  # the rows above stay measured

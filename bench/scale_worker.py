@@ -95,7 +95,50 @@ def collect_mining(n: int, d: str) -> dict:
     return {"seconds": time.perf_counter() - t0}
 
 
+def _prepare(d: str, ds, tasks: list[str], model: dict | None) -> float:
+    from ymir_exc.harness import workspace
+
+    t0 = time.perf_counter()
+    templates = {t: {"export_format": "det-ark:raw"} for t in tasks}
+    if hasattr(workspace, "PrepareOptions"):
+        options = workspace.PrepareOptions(assets="link")
+        workspace.prepare(f"{d}/work", ds, tasks, templates, options, model=model, task_id="t-bench")
+    else:  # a checkout from before PrepareOptions (bench/README.md's "before" figures)
+        workspace.prepare(f"{d}/work", ds, tasks, templates, assets="link", model=model, task_id="t-bench")
+    return time.perf_counter() - t0
+
+
+def prepare_source(n: int, d: str) -> dict:
+    """``--source`` of n tiny JPEGs (SCALE_IMAGES) read and prepared for mining, all timed."""
+    from ymir_exc.harness.sources import source_dataset
+
+    t0 = time.perf_counter()
+    ds = source_dataset(os.environ["SCALE_IMAGES"])
+    read = time.perf_counter() - t0
+    model = {"class_names": ["tree"], "files": []}
+    return {"seconds": read + _prepare(d, ds, ["mining"], model), "read_seconds": read, "items": len(ds.candidate)}
+
+
+def prepare_yolo(n: int, d: str) -> dict:
+    """A YOLO data.yaml over n tiny JPEGs (train / val .txt lists: 4 of 5 / 1 of 5; no labels:
+    background) read (duplicate check included) and prepared for training, all timed."""
+    from ymir_exc.harness.datasets import load_dataset
+
+    images = os.environ["SCALE_IMAGES"]
+    with open(f"{d}/train.txt", "w") as tr, open(f"{d}/val.txt", "w") as va:
+        for i in range(n):
+            (va if i % 5 == 4 else tr).write(f"{images}/img_{i:06d}.jpg\n")
+    with open(f"{d}/data.yaml", "w") as f:
+        f.write(f"path: {os.path.dirname(images)}\ntrain: {d}/train.txt\nval: {d}/val.txt\nnames: [tree]\n")
+    t0 = time.perf_counter()
+    ds = load_dataset(f"{d}/data.yaml")
+    read = time.perf_counter() - t0
+    return {"seconds": read + _prepare(d, ds, ["training"], None), "read_seconds": read, "items": len(ds.train)}
+
+
 WORKLOADS = {
+    "prepare_source": prepare_source,
+    "prepare_yolo": prepare_yolo,
     "infer_stream": infer_stream,
     "mining_merge": mining_merge,
     "mining_writer": mining_writer,

@@ -311,9 +311,8 @@ def test_random_score(tmp_path):
 
 
 def test_hyper_params():
-    p = dm.HyperParams.from_config(
-        {"downscale": "2", "learning_rate": 0.1, "mining_algorithm": "Random", "class_names": ["x"]},
-        conf_threshold=0.05,
+    p = dm.MiningParams.from_config(
+        {"downscale": "2", "learning_rate": 0.1, "mining_algorithm": "Random", "class_names": ["x"]}
     )
     assert (p.downscale, p.learning_rate, p.mining_algorithm, p.conf_threshold) == (2, 0.1, "random", 0.05)
     for key, bad in (

@@ -164,8 +164,8 @@ def test_a_train_test_overlap_is_refused_naming_the_files(tmp_path):
 
 def test_loop_refuses_a_dataset_whose_splits_overlap_before_training(tmp_path):
     from ymir_exc.harness.executors import resolve_executor
-    from ymir_exc.harness.loop import run_loop
-    from ymir_exc.harness.models import ModelStore
+    from ymir_exc.harness.loop import LoopPlan, run_loop
+    from ymir_exc.harness.options import RunOptions
 
     ds = load_sample()
     copy = tmp_path / "val-copy.jpg"
@@ -175,14 +175,10 @@ def test_loop_refuses_a_dataset_whose_splits_overlap_before_training(tmp_path):
     with pytest.raises(AnnotationError, match="val-copy.jpg"):
         run_loop(
             executor,
-            runtime,
             bad,
-            initial=8,
-            rounds=1,
-            topk=5,
-            strategies=["entropy"],
+            LoopPlan(initial=8, rounds=1, topk=5, strategies=["entropy"]),
+            RunOptions(runtime=runtime, model_location=tmp_path / "models"),
             out_dir=tmp_path / "o",
-            store=ModelStore(tmp_path / "models"),
             log=lambda m: None,
         )
     assert not (tmp_path / "o").exists()  # nothing was trained

@@ -65,9 +65,12 @@ def test_img_man_declares_detection_and_templates_set_no_reserved_key():
     manifest = _img_man("manifest.yaml")
     assert manifest["object_type"] == 2
     # the mining algorithms it lists are the ones the executor accepts, its default among them
-    source = (YOLO / "app" / "ymir_yolo" / "params.py").read_text(encoding="utf-8")
-    accepted = re.search(r"^MINING_ALGORITHMS = \((.*)\)$", source, re.M)
-    assert accepted and manifest["mining_algorithm"] == re.findall(r'"(\w+)"', accepted.group(1))
+    sys.path.insert(0, str(YOLO / "app"))
+    try:
+        from ymir_yolo.params import MINING_ALGORITHMS
+    finally:
+        sys.path.remove(str(YOLO / "app"))
+    assert manifest["mining_algorithm"] == list(MINING_ALGORITHMS)
     assert _img_man("mining-template.yaml")["mining_algorithm"] in manifest["mining_algorithm"]
     assert set(manifest) == {"object_type", "mining_algorithm"}
     for name in ("training-template.yaml", "mining-template.yaml", "infer-template.yaml"):

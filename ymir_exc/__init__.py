@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     )
     from ymir_exc.executor import Executor, return_code_for
     from ymir_exc.metrics import evaluate_detections
+    from ymir_exc.params import HyperParams
     from ymir_exc.result_writer import Annotation, Box
     from ymir_exc.task import Detection, Task
 
@@ -57,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "Detection": "ymir_exc.task",
     "Executor": "ymir_exc.executor",
     "evaluate_detections": "ymir_exc.metrics",
+    "HyperParams": "ymir_exc.params",
     # typed items and boxes
     "DatasetType": "ymir_exc.env",
     "EnvConfig": "ymir_exc.env",
@@ -88,6 +90,7 @@ __all__ = [
     "Detection",
     "Executor",
     "evaluate_detections",
+    "HyperParams",
     # typed items and boxes
     "DatasetType",
     "EnvConfig",

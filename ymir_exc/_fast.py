@@ -28,7 +28,7 @@ import numbers
 import os
 from collections.abc import Callable, Generator, Iterable, Iterator
 from operator import itemgetter
-from typing import Any
+from typing import IO, Any
 
 from ymir_exc.errors import IndexFileError, ResultError
 
@@ -45,26 +45,103 @@ _PAIRS = b"\t\n" * (_BLOCK_SIZE // 2 + 1)
 _LINES = b"\n" * (_BLOCK_SIZE + 1)
 
 
-def _open_index(path: str, binary: bool) -> Any:
-    """The index file, opened for reading (bytes, or UTF-8 text).
+def item_path_blocks(
+    path: str, need_annotation: bool, live: list[Any]
+) -> Generator[Iterable[tuple[str, str]], None, None]:
+    """Blocks of ``(asset, annotation)`` pairs, whole lines at a time, for :func:`ymir_exc.dataset_reader.item_paths`.
+
+    Fast path: a block of plain lines (training: exactly one tab per line, both columns
+    non-empty; candidate: no tab, non-empty) is split in two C calls. Anything else (blank line,
+    missing column, extra column, space, CR, control character, bad UTF-8, whitespace-only path)
+    hands the rest of the file to :func:`item_path_lines`, the line-by-line reader, which yields
+    the same pairs and raises the same errors at the same line. ``live[0]`` is the block being
+    iterated (for ``close()``).
+    """
+    done = 0  # lines yielded so far
+    with _open_index(path, "rb") as f:
+        for block in _line_blocks(f):
+            if block is None:
+                break
+            fields, seps, is_ascii = block
+            pairs = _block_pairs(fields, seps, is_ascii, need_annotation)
+            if pairs is None:
+                break
+            live[0] = fields
+            done += pairs[1]
+            yield pairs[0]
+        else:
+            return
+    live[0] = item_path_lines(path, need_annotation, skip=done)
+    yield live[0]
+
+
+def _open_index(path: str, mode: str) -> IO[Any]:
+    """``open(path, mode)`` of an index file (text modes as UTF-8).
 
     Raises:
         IndexFileError: missing or unreadable.
     """
     try:
-        return open(path, "rb") if binary else open(path, encoding="utf-8")
+        return open(path, mode, encoding=None if "b" in mode else "utf-8")
     except FileNotFoundError:
         raise IndexFileError("index file not found", path=path) from None
     except OSError as e:
         raise IndexFileError(f"cannot read index file: {e.strerror}", path=path) from None
 
 
+def _line_blocks(f: IO[bytes]) -> Iterator[tuple[list[str], bytes, bool] | None]:
+    """The complete lines of each :data:`_BLOCK_SIZE` block of ``f``: ``(fields, seps,
+    is_ascii)`` with ``fields`` the lines split at tabs and newlines, ``seps`` the block's tab
+    and newline bytes (plus any other byte below 33) in order, ``is_ascii`` whether those lines
+    are ASCII. The partial line after a block's last newline is carried into the next block.
+    Yields ``None`` (and stops) at bytes that are not UTF-8; ends after the last line."""
+    decode = codecs.getincrementaldecoder("utf-8")().decode
+    # the partial line after a block's last newline: its fields (split at tabs) and tab bytes
+    carry: list[str] = [""]
+    carry_seps = b""
+    carry_ascii = True
+    read = f.read
+    while True:
+        block = read(_BLOCK_SIZE)
+        final = not block
+        try:
+            text = decode(block, final)
+        except UnicodeDecodeError:
+            yield None
+            return
+        # one split of the whole block at tabs and newlines; the block's bytes reduced to its
+        # tabs and newlines tell, for the price of one more pass, whether that split is a
+        # clean (asset, annotation) pairing
+        fields = text.replace("\t", "\n").split("\n")
+        seps = block.translate(None, _NOT_STRUCTURE)
+        if carry_seps:
+            seps = carry_seps + seps
+        if len(carry) > 1 or carry[0]:
+            fields[0] = carry[-1] + fields[0]
+            if len(carry) > 1:
+                fields[0:0] = carry[:-1]
+        is_ascii = carry_ascii and text.isascii()
+        if final:
+            if len(fields) > 1 or fields[0]:  # else the file ended with a newline (or is empty)
+                yield fields, seps, is_ascii
+            return
+        cut = seps.rfind(b"\n")
+        if cut < 0:  # no line ends in this block
+            carry, carry_seps, carry_ascii = fields, seps, is_ascii
+            continue
+        carry_seps = seps[cut + 1 :]
+        m = len(carry_seps) + 1
+        carry = fields[-m:]
+        del fields[-m:]
+        carry_ascii = text.isascii()
+        yield fields, seps[:cut], is_ascii
+
+
 def _block_pairs(
-    fields: list[str], seps: bytes, need_annotation: bool, is_ascii: bool
+    fields: list[str], seps: bytes, is_ascii: bool, need_annotation: bool
 ) -> tuple[Iterable[tuple[str, str]], int] | None:
-    """(the pairs of a block of whole lines, how many), or None when the block is not plain
-    lines (see :func:`item_path_blocks`). ``fields``: the block split at tabs and newlines;
-    ``seps``: its tab and newline bytes (and any other byte below 33), in order."""
+    """``(the pairs of a block's lines, how many)`` when the block is plain lines (see
+    :func:`item_path_blocks`), else None (the line-by-line reader takes over)."""
     k = len(seps)
     if need_annotation or seps != _LINES[:k]:
         if not (k & 1 and seps == _PAIRS[:k]):
@@ -81,76 +158,9 @@ def _block_pairs(
     return zip(fields, itertools.repeat("")), len(fields)
 
 
-def item_path_blocks(
-    path: str, need_annotation: bool, live: list[Any]
-) -> Generator[Iterable[tuple[str, str]], None, None]:
-    """Blocks of ``(asset, annotation)`` pairs, whole lines at a time, for :func:`ymir_exc.dataset_reader.item_paths`.
-
-    Fast path: a block of plain lines (training: exactly one tab per line, both columns
-    non-empty; candidate: no tab, non-empty) is split in two C calls. Anything else (blank line,
-    missing column, extra column, space, CR, control character, bad UTF-8, whitespace-only path)
-    hands the rest of the file to :func:`item_path_lines`, the line-by-line reader, which yields
-    the same pairs and raises the same errors at the same line. ``live[0]`` is the block being
-    iterated (for ``close()``).
-    """
-    f = _open_index(path, binary=True)
-    done = 0  # lines yielded so far
-    decode = codecs.getincrementaldecoder("utf-8")().decode
-    # the partial line after a block's last newline: its fields (split at tabs) and tab bytes
-    carry: list[str] = [""]
-    carry_seps = b""
-    carry_ascii = True
-    with f:
-        read = f.read
-        while True:
-            block = read(_BLOCK_SIZE)
-            final = not block
-            try:
-                text = decode(block, final)
-            except UnicodeDecodeError:
-                break
-            # one split of the whole block at tabs and newlines; the block's bytes reduced to its
-            # tabs and newlines tell, for the price of one more pass, whether that split is a
-            # clean (asset, annotation) pairing
-            fields = text.replace("\t", "\n").split("\n")
-            seps = block.translate(None, _NOT_STRUCTURE)
-            if carry_seps:
-                seps = carry_seps + seps
-            if len(carry) > 1 or carry[0]:
-                fields[0] = carry[-1] + fields[0]
-                if len(carry) > 1:
-                    fields[0:0] = carry[:-1]
-            is_ascii = carry_ascii and text.isascii()
-            if final:
-                if len(fields) == 1 and not fields[0]:
-                    return  # the file ended with a newline (or is empty)
-            else:
-                cut = seps.rfind(b"\n")
-                if cut < 0:  # no line ends in this block
-                    carry, carry_seps, carry_ascii = fields, seps, is_ascii
-                    continue
-                carry_seps = seps[cut + 1 :]
-                m = len(carry_seps) + 1
-                carry = fields[-m:]
-                del fields[-m:]
-                seps = seps[:cut]
-                carry_ascii = text.isascii()
-            got = _block_pairs(fields, seps, need_annotation, is_ascii)
-            if got is None:
-                break
-            live[0] = fields
-            done += got[1]
-            yield got[0]
-            if final:
-                return
-    live[0] = item_path_lines(path, need_annotation, skip=done)
-    yield live[0]
-
-
 def item_path_lines(path: str, need_annotation: bool, skip: int = 0) -> Iterator[tuple[str, str]]:
     """The line-by-line reader (every check, exact line numbers), from line ``skip + 1`` on."""
-    f = _open_index(path, binary=False)
-    with f:
+    with _open_index(path, "r") as f:
         try:
             for n, line in enumerate(f, 1):
                 if n <= skip:

@@ -37,6 +37,7 @@ import yaml
 
 from ymir_exc import __version__
 from ymir_exc.errors import YmirExcError
+from ymir_exc.settings import PROTOCOL_VERSION, TASKS
 
 EXIT_OK = 0
 EXIT_EXECUTOR_FAILED = 1
@@ -97,7 +98,8 @@ def _resolve(ref: str, runtime: str) -> Any:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from ymir_exc.harness.datasets import load_sample, write_sample
+    from ymir_exc.harness.datasets import load_sample
+    from ymir_exc.harness.workspace import write_sample
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -152,6 +154,30 @@ def _checked_config(args: argparse.Namespace, executor: Any) -> dict[str, Any]:
     return cfg
 
 
+def _run_options(args: argparse.Namespace, executor: Any, runtime: str) -> Any:
+    """The RunOptions of ``run``, ``verify`` and ``loop``, from their flags (a flag a command does
+    not have takes the field's default) and the checked ``--config`` / ``--set``
+    (:func:`_checked_config`); ``runtime`` is the resolved one.
+
+    Raises:
+        ConfigFileError, ValueError: see :func:`_checked_config`.
+    """
+    from ymir_exc.harness.options import RunOptions
+
+    return RunOptions(
+        runtime=runtime,
+        protocol_version=getattr(args, "protocol_version", PROTOCOL_VERSION),
+        gpu_id=getattr(args, "gpu_id", "") or "",
+        timeout=getattr(args, "timeout", None),
+        user=getattr(args, "user", None),
+        network_none=getattr(args, "network_none", False),
+        model_location=args.model_location,
+        user_config=_checked_config(args, executor),
+        quiet=args.quiet,
+        assets=getattr(args, "assets", "auto"),
+    )
+
+
 def _dataset_from_args(args: argparse.Namespace) -> Any:
     from ymir_exc.harness.datasets import load_dataset
 
@@ -184,34 +210,8 @@ def print_outcome(outcome: Any, store: Any, topk: int = 10) -> dict[str, Any]:
     if result is None:
         return summary
     summary.update(exit_code=result.exit_code, seconds=round(result.seconds, 3))
-    mon = result.monitor
     if not result.ok:
-        why = (
-            "timed out"
-            if result.timed_out
-            else "was interrupted"
-            if result.interrupted
-            else f"failed with exit code {result.exit_code}"
-        )
-        _err(
-            f"executor {why} after {result.seconds:.1f} s; monitor.txt: "
-            + (f"state {mon.state}, return code {mon.return_code}" if mon else "missing")
-        )
-        if mon and mon.message:
-            _err("  " + mon.message.splitlines()[0])
-        tail = result.log_tail(20)
-        _err(f"last lines of {result.log_path}:")
-        _err(tail)
-        named = _assets_named(tail, prepared.stats.sources if prepared.stats else {})
-        if named:
-            _err("images named in those lines (asset -> your file):")
-            for asset, src in named.items():
-                _err(f"  {asset} -> {src}")
-        if prepared.stats and prepared.stats.sources:
-            mapping = prepared.work_dir / "assets.tsv"
-            _err(f"every asset's source image: {mapping}")
-            summary["assets_tsv"] = str(mapping)
-        summary["monitor"] = mon.raw if mon else None
+        _print_failure(outcome, summary)
         return summary
     _out(f"executor finished in {result.seconds:.1f} s")
     reported = [p for rep in (outcome.training, outcome.mining, outcome.infer) if rep is not None for p in rep.problems]
@@ -219,42 +219,82 @@ def print_outcome(outcome: Any, store: Any, topk: int = 10) -> dict[str, Any]:
     if extra:
         _report_problems("run", extra)
     if outcome.training is not None:
-        rep = outcome.training
-        if rep.problems:
-            _report_problems("training result", rep.problems)
-        else:
-            _out(f"pack success, model hash: {rep.model_hash}, best_stage_name: {rep.best_stage_name}, mAP: {rep.mAP}")
-            _out(
-                f"  stored in {store.location}; stages: "
-                + ", ".join(f"{n} ({s.evaluation_result().get('mAP', 0):.4f})" for n, s in rep.stages.items())
-            )
-            summary.update(model_hash=rep.model_hash, best_stage_name=rep.best_stage_name, mAP=rep.mAP)
+        _print_training(outcome.training, store, summary)
     if outcome.mining is not None:
-        mrep = outcome.mining
-        if mrep.problems:
-            _report_problems("mining result", mrep.problems)
-        k = topk or len(mrep.ranked)
-        _out(f"mining: {len(mrep.ranked)} candidates scored; top {min(k, len(mrep.ranked))}:")
-        sources = prepared.stats.sources if prepared.stats else {}
-        for i, (p, sc) in enumerate(mrep.ranked[:k], 1):
-            src_of: str | None = sources.get(os.path.basename(p))
-            _out(f"  {i:3d}  {sc:<12.6g}  {p}" + (f"  ({os.path.basename(src_of)})" if src_of else ""))
-        summary["topk"] = [{"path": p, "score": sc} for p, sc in mrep.ranked[:k]]
+        _print_mining(outcome.mining, prepared, topk, summary)
     if outcome.infer is not None:
-        irep = outcome.infer
-        if irep.problems:
-            _report_problems("infer result", irep.problems)
-        with_boxes = irep.with_boxes
-        _out(
-            f"infer: {irep.images} images, {irep.boxes} boxes ({with_boxes} images with boxes); per class: "
-            + (", ".join(f"{c} {n}" for c, n in sorted(irep.per_class.items())) or "none")
-        )
-        if irep.dropped:
-            _out("  dropped: " + ", ".join(f"{why} {n}" for why, n in sorted(irep.dropped.items())))
-        _out(f"  results: {prepared.out_dir / 'infer-result.json'}")
-        summary.update(infer_boxes=irep.boxes, infer_images=irep.images)
+        _print_infer(outcome.infer, prepared, summary)
     summary["problems"] = outcome.problems
     return summary
+
+
+def _print_failure(outcome: Any, summary: dict[str, Any]) -> None:
+    """Why the executor failed, its last log lines, and the user's images those lines name."""
+    prepared, result = outcome.prepared, outcome.run
+    mon = result.monitor
+    why = (
+        "timed out"
+        if result.timed_out
+        else "was interrupted"
+        if result.interrupted
+        else f"failed with exit code {result.exit_code}"
+    )
+    _err(
+        f"executor {why} after {result.seconds:.1f} s; monitor.txt: "
+        + (f"state {mon.state}, return code {mon.return_code}" if mon else "missing")
+    )
+    if mon and mon.message:
+        _err("  " + mon.message.splitlines()[0])
+    tail = result.log_tail(20)
+    _err(f"last lines of {result.log_path}:")
+    _err(tail)
+    named = _assets_named(tail, prepared.stats.sources if prepared.stats else {})
+    if named:
+        _err("images named in those lines (asset -> your file):")
+        for asset, src in named.items():
+            _err(f"  {asset} -> {src}")
+    if prepared.stats and prepared.stats.sources:
+        mapping = prepared.work_dir / "assets.tsv"
+        _err(f"every asset's source image: {mapping}")
+        summary["assets_tsv"] = str(mapping)
+    summary["monitor"] = mon.raw if mon else None
+
+
+def _print_training(rep: Any, store: Any, summary: dict[str, Any]) -> None:
+    if rep.problems:
+        _report_problems("training result", rep.problems)
+        return
+    _out(f"pack success, model hash: {rep.model_hash}, best_stage_name: {rep.best_stage_name}, mAP: {rep.mAP}")
+    _out(
+        f"  stored in {store.location}; stages: "
+        + ", ".join(f"{n} ({s.evaluation_result().get('mAP', 0):.4f})" for n, s in rep.stages.items())
+    )
+    summary.update(model_hash=rep.model_hash, best_stage_name=rep.best_stage_name, mAP=rep.mAP)
+
+
+def _print_mining(mrep: Any, prepared: Any, topk: int, summary: dict[str, Any]) -> None:
+    if mrep.problems:
+        _report_problems("mining result", mrep.problems)
+    k = topk or len(mrep.ranked)
+    _out(f"mining: {len(mrep.ranked)} candidates scored; top {min(k, len(mrep.ranked))}:")
+    sources = prepared.stats.sources if prepared.stats else {}
+    for i, (p, sc) in enumerate(mrep.ranked[:k], 1):
+        src_of: str | None = sources.get(os.path.basename(p))
+        _out(f"  {i:3d}  {sc:<12.6g}  {p}" + (f"  ({os.path.basename(src_of)})" if src_of else ""))
+    summary["topk"] = [{"path": p, "score": sc} for p, sc in mrep.ranked[:k]]
+
+
+def _print_infer(irep: Any, prepared: Any, summary: dict[str, Any]) -> None:
+    if irep.problems:
+        _report_problems("infer result", irep.problems)
+    _out(
+        f"infer: {irep.images} images, {irep.boxes} boxes ({irep.with_boxes} images with boxes); per class: "
+        + (", ".join(f"{c} {n}" for c, n in sorted(irep.per_class.items())) or "none")
+    )
+    if irep.dropped:
+        _out("  dropped: " + ", ".join(f"{why} {n}" for why, n in sorted(irep.dropped.items())))
+    _out(f"  results: {prepared.out_dir / 'infer-result.json'}")
+    summary.update(infer_boxes=irep.boxes, infer_images=irep.images)
 
 
 def _assets_named(text: str, sources: dict[str, str]) -> dict[str, str]:
@@ -282,7 +322,8 @@ def _write_asset_map(prepared: Any) -> None:
 def _run_dataset(args: argparse.Namespace, tasks: list[str]) -> Any:
     """The dataset a run prepares ``in/`` from: ``--source`` images, or ``--dataset`` with the
     candidates of ``--split`` for mining / infer."""
-    from ymir_exc.harness.sources import select_candidates, source_dataset
+    from ymir_exc.harness.pipeline import task_dataset
+    from ymir_exc.harness.sources import source_dataset
 
     if args.source:
         if "training" in tasks:
@@ -295,13 +336,7 @@ def _run_dataset(args: argparse.Namespace, tasks: list[str]) -> Any:
         if args.split:
             raise ValueError("--split chooses among a --dataset's images; --source uses every image it names")
         return source_dataset(args.source)
-    ds = _dataset_from_args(args)
-    if "training" in tasks:
-        if args.split:
-            raise ValueError("--split is for mining / infer (training uses the dataset's train and val splits)")
-        return ds
-    split = args.split or ("all" if tasks == ["infer"] else "unlabeled")
-    ds, note = select_candidates(ds, split)
+    ds, note = task_dataset(_dataset_from_args(args), tasks, args.split)
     if note:
         _err(f"note: {note}")
     return ds
@@ -339,13 +374,9 @@ def _write_user_results(outcome: Any, ds: Any, summary: dict[str, Any], save_vis
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import shlex
+    from ymir_exc.harness.pipeline import check_task_config, run_task
 
-    from ymir_exc.harness.executors import check_mining_algorithm
-    from ymir_exc.harness.models import ModelStore
-    from ymir_exc.harness.pipeline import run_task
-
-    tasks = [t for t in ("training", "mining", "infer") if t in (args.task or ["training"])]
+    tasks = [t for t in TASKS if t in (args.task or ["training"])]
     if args.save_vis and "infer" not in tasks:
         raise ValueError("--save-vis draws inference boxes: add --task infer")
     executor, runtime = _resolve(args.executor, args.runtime)
@@ -353,88 +384,93 @@ def cmd_run(args: argparse.Namespace) -> int:
     for t in tasks:
         if t not in templates:
             _err(f"warning: {executor.name} has no img-man/{t}-template.yaml")
-    user_config = _checked_config(args, executor)
-    if "mining" in tasks:
-        algo = user_config.get("mining_algorithm", templates.get("mining", {}).get("mining_algorithm"))
-        if algo is not None:
-            check_mining_algorithm(executor, [algo])
+    options = _run_options(args, executor, runtime)
+    check_task_config(executor, tasks, options.user_config)
     ds = _run_dataset(args, tasks)
-    store = ModelStore(args.model_location)
+    store = options.model_store()
     model_ref = _latest_of(store, args.model, executor.name) if args.model else args.model
     dry = args.dry_run or args.print_argv
     work = (
         Path(tempfile.mkdtemp(prefix="ymir-exc-dry-run-")) if dry else (Path(args.work_dir) if args.work_dir else None)
     )
-
-    def announce(prepared: Any) -> None:
-        _write_asset_map(prepared)
-        for w in prepared.warnings:
-            _err(f"warning: {w}")
-        what = f"{len(ds.candidate)} image(s) of --source {args.source}" if args.source else ds.summary()
-        _out(f"task {prepared.task_id} ({' + '.join(prepared.tasks)}) of {executor.name} [{runtime}] on {what}")
-        _out(f"work dir: {prepared.work_dir}")
-        for key in ("pretrained_model_params", "model_params_path"):
-            if prepared.config.get(key):
-                _out(f"model: {key} = {prepared.config[key]}; classes {prepared.config['class_names']}")
-
+    announce = _announcer(args, executor.name, runtime, ds)
     try:
         outcome = run_task(
             executor,
-            runtime,
             tasks,
             ds,
+            options,
             work_dir=work,
-            store=store,
             model_ref=model_ref,
-            user_config=user_config,
-            protocol_version=args.protocol_version,
-            gpu_id=args.gpu_id or "",
-            timeout=args.timeout,
-            show=not args.quiet,
-            network_none=args.network_none,
-            user=args.user,
-            dry_run=dry,
+            until="prepare" if dry else "collect",
             before_run=announce,
-            assets=args.assets,
         )
-        prepared = outcome.prepared
-        if args.print_argv:
-            _out(shlex.join(outcome.argv))
-            return 0
-        if args.dry_run:
-            announce(prepared)
-            _out("dry run: would run\n  " + shlex.join(outcome.argv))
-            if runtime == "local":
-                _out(
-                    f"  with DEFAULT_ENV_FILE_PATH={prepared.env_file} DEFAULT_CONFIG_FILE_PATH={prepared.config_file}"
-                )
-            _out("config.yaml:\n" + yaml.safe_dump(prepared.config, sort_keys=False))
-            args.json_doc = {
-                "dry_run": True,
-                "argv": outcome.argv,
-                "config": prepared.config,
-                "work_dir": str(prepared.work_dir) if args.keep else None,
-            }
-            return 0
+        if dry:
+            return _print_dry_run(args, outcome, announce)
     finally:
         if dry and work is not None:
             if args.keep:
                 _err(f"kept: {work}")
             else:
                 shutil.rmtree(work, ignore_errors=True)
+    return _finish_run(args, outcome, ds, store)
+
+
+def _announcer(args: argparse.Namespace, executor_name: str, runtime: str, ds: Any) -> Any:
+    """The ``before_run`` of ``ymir-exc run``: assets.tsv, the prepare warnings, what runs where."""
+
+    def announce(prepared: Any) -> None:
+        _write_asset_map(prepared)
+        for w in prepared.warnings:
+            _err(f"warning: {w}")
+        what = f"{len(ds.candidate)} image(s) of --source {args.source}" if args.source else ds.summary()
+        _out(f"task {prepared.task_id} ({' + '.join(prepared.tasks)}) of {executor_name} [{runtime}] on {what}")
+        _out(f"work dir: {prepared.work_dir}")
+        for key in ("pretrained_model_params", "model_params_path"):
+            if prepared.config.get(key):
+                _out(f"model: {key} = {prepared.config[key]}; classes {prepared.config['class_names']}")
+
+    return announce
+
+
+def _print_dry_run(args: argparse.Namespace, outcome: Any, announce: Any) -> int:
+    """``--print-argv``: the command line alone; ``--dry-run``: what would run, and config.yaml."""
+    import shlex
+
+    prepared = outcome.prepared
+    if args.print_argv:
+        _out(shlex.join(outcome.argv))
+        return 0
+    announce(prepared)
+    _out("dry run: would run\n  " + shlex.join(outcome.argv))
+    if outcome.runtime == "local":
+        _out(f"  with DEFAULT_ENV_FILE_PATH={prepared.env_file} DEFAULT_CONFIG_FILE_PATH={prepared.config_file}")
+    _out("config.yaml:\n" + yaml.safe_dump(prepared.config, sort_keys=False))
+    args.json_doc = {
+        "dry_run": True,
+        "argv": outcome.argv,
+        "config": prepared.config,
+        "work_dir": str(prepared.work_dir) if args.keep else None,
+    }
+    return 0
+
+
+def _finish_run(args: argparse.Namespace, outcome: Any, ds: Any, store: Any) -> int:
+    """Print the outcome, write the user's results and ``W/ymir-exc-run.json``; the exit status."""
+    from ymir_exc._io import atomic_write
+
     summary = print_outcome(outcome, store, args.topk)
-    if outcome.run is not None and outcome.run.ok and ("mining" in tasks or "infer" in tasks):
+    run = outcome.run
+    if run is not None and run.ok and ("mining" in outcome.prepared.tasks or "infer" in outcome.prepared.tasks):
         _write_user_results(outcome, ds, summary, args.save_vis)
-    if outcome.run is not None and outcome.run.interrupted:
+    if run is not None and run.interrupted:
         code = _interrupted_status()
-    elif outcome.run is None or not outcome.run.ok:
+    elif run is None or not run.ok:
         code = EXIT_EXECUTOR_FAILED
     else:
         code = EXIT_BAD_OUTPUT if outcome.problems else EXIT_OK
     summary["exit_status"] = code
-    from ymir_exc._io import atomic_write
-
-    atomic_write(prepared.work_dir / "ymir-exc-run.json", json.dumps(summary, indent=2))
+    atomic_write(outcome.prepared.work_dir / "ymir-exc-run.json", json.dumps(summary, indent=2))
     args.json_doc = summary
     return code
 
@@ -442,17 +478,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _latest_of(store: Any, model_ref: str, executor: str) -> str:
     """``--model latest[@STAGE]`` as the newest package ``executor`` produced (else the newest
     of any executor, with a note on stderr) -> ``HASH[@STAGE]``; any other ref as given."""
-    ref, at, stage = model_ref.partition("@")
-    if ref != "latest":
-        return model_ref
-    path, own = store.resolve_latest(executor)
+    from ymir_exc.harness.pipeline import resolve_model_ref
+
+    ref, own = resolve_model_ref(store, model_ref, executor)
+    assert ref is not None
     if not own:
-        producer = _producer(store, path.name)
+        digest = ref.partition("@")[0]
+        producer = _producer(store, digest)
         _err(
             f"note: no model of {executor} in {store.location}; --model latest is the newest of any executor: "
-            f"{path.name[:12]}" + (f" (produced by {producer})" if producer else "")
+            f"{digest[:12]}" + (f" (produced by {producer})" if producer else "")
         )
-    return str(path.name + at + stage)
+    return ref
 
 
 def _producer(store: Any, ref: str) -> str | None:
@@ -496,50 +533,65 @@ def cmd_models(args: argparse.Namespace) -> int:
     from ymir_exc.harness.models import ModelStore
 
     store = ModelStore(args.model_location)
-    if args.models_cmd == "import":
-        from ymir_exc.harness.models import ImportLimits
+    actions = {
+        "import": _models_import,
+        "list": _models_list,
+        "rm": _models_remove,
+        "prune": _models_remove,
+        "show": _models_show,
+    }
+    return actions[args.models_cmd](args, store)
 
-        limits = ImportLimits(
-            max_info_bytes=args.max_info_size,
-            max_members=args.max_members,
-            max_expansion=args.max_expansion,
-            bomb_member_bytes=args.bomb_member_size,
-            bomb_total_bytes=args.bomb_total_size,
-        )
-        m = store.import_package(args.package_path, limits)
+
+def _models_import(args: argparse.Namespace, store: Any) -> int:
+    from ymir_exc.harness.models import ImportLimits
+
+    limits = ImportLimits(
+        max_info_bytes=args.max_info_size,
+        max_members=args.max_members,
+        max_expansion=args.max_expansion,
+        bomb_member_bytes=args.bomb_member_size,
+        bomb_total_bytes=args.bomb_total_size,
+    )
+    m = store.import_package(args.package_path, limits)
+    _out(f"pack success, model hash: {m.hash}, best_stage_name: {m.info.best_stage_name}, {m.metric_name()}: {m.mAP()}")
+    args.json_doc = _model_doc(m)
+    return 0
+
+
+def _models_list(args: argparse.Namespace, store: Any) -> int:
+    models, corrupt = store.scan()
+    if not models and not corrupt:
+        _out(f"no model stored in {store.location}")
+    for name, why in corrupt:
+        _out(f"{name}  CORRUPT: {why}")
+    for m in models:
         _out(
-            f"pack success, model hash: {m.hash}, best_stage_name: {m.info.best_stage_name}, "
-            f"{m.metric_name()}: {m.mAP()}"
+            f"{m.hash}  best {m.info.best_stage_name} {m.metric_name()} {m.mAP():.4f}  classes {m.class_names}  "
+            f"executor {m.info.task_context.get('executor', '?')}  stages {len(m.info.stages)}"
         )
-        args.json_doc = _model_doc(m)
-        return 0
-    if args.models_cmd == "list":
-        models, corrupt = store.scan()
-        if not models and not corrupt:
-            _out(f"no model stored in {store.location}")
-        for name, why in corrupt:
-            _out(f"{name}  CORRUPT: {why}")
-        for m in models:
-            _out(
-                f"{m.hash}  best {m.info.best_stage_name} {m.metric_name()} {m.mAP():.4f}  classes {m.class_names}  "
-                f"executor {m.info.task_context.get('executor', '?')}  stages {len(m.info.stages)}"
-            )
-        args.json_doc = {"location": str(store.location), "models": [_model_doc(m) for m in models]}
-        return 0
+    args.json_doc = {"location": str(store.location), "models": [_model_doc(m) for m in models]}
+    return 0
+
+
+def _models_remove(args: argparse.Namespace, store: Any) -> int:
+    """``models rm`` (the packages named, each announced as it goes) and ``models prune`` (all
+    but the ``--keep`` newest)."""
+    removed: list[str] = []
     if args.models_cmd == "rm":
-        removed = []
         for ref in args.hash:
             removed.append(store.remove(ref))
             _out(f"removed {removed[-1]}")
-        args.json_doc = {"location": str(store.location), "removed": removed}
-        return 0
-    if args.models_cmd == "prune":
-        gone = store.prune(args.keep)
-        _out(f"removed {len(gone)} package(s), kept the {args.keep} newest in {store.location}")
-        for h in gone:
+    else:
+        removed = store.prune(args.keep)
+        _out(f"removed {len(removed)} package(s), kept the {args.keep} newest in {store.location}")
+        for h in removed:
             _out(f"  {h}")
-        args.json_doc = {"location": str(store.location), "removed": gone}
-        return 0
+    args.json_doc = {"location": str(store.location), "removed": removed}
+    return 0
+
+
+def _models_show(args: argparse.Namespace, store: Any) -> int:
     m = store.get(args.hash)
     _out(f"model {m.hash}  ({m.path})")
     _out(
@@ -583,30 +635,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ymir_exc.harness.models import ModelStore
     from ymir_exc.harness.output import pipe_safe
     from ymir_exc.harness.verify import verify
 
     executor, runtime = _resolve(args.executor, args.runtime)
-    user_config = _checked_config(args, executor)
+    options = _run_options(args, executor, runtime)
     ds = _dataset_from_args(args)
-    store = ModelStore(args.model_location) if args.model_location else None
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="ymir-exc-verify-"))
     try:
-        checks = verify(
-            executor,
-            runtime,
-            ds,
-            work_root=root,
-            store=store,
-            user_config=user_config,
-            protocol_version=args.protocol_version,
-            timeout=args.timeout,
-            show=not args.quiet,
-            network_none=args.network_none,
-            user=args.user,
-            crash=not args.no_crash,
-        )
+        checks = verify(executor, ds, options, work_root=root, crash=not args.no_crash)
     finally:
         if args.work_dir or args.keep:
             _err(f"work dirs kept in {root.resolve()}")
@@ -668,28 +705,63 @@ def _parse_seeds(text: str) -> list[int]:
 
 def cmd_loop(args: argparse.Namespace) -> int:
     import time
+    from dataclasses import replace
 
     from ymir_exc.harness.executors import check_mining_algorithm
-    from ymir_exc.harness.loop import (
-        BASELINE,
-        METRICS,
-        RESUME_KEYS,
-        metrics_of,
-        parse_test_split,
-        read_json,
-        run_loop,
-        split_test,
-        table,
-        verdict,
-        write_json,
-        write_outputs,
-    )
-    from ymir_exc.harness.models import ModelStore
+    from ymir_exc.harness.loop import BASELINE, LoopPlan, run_loop, split_test, write_json
 
     executor, runtime = _resolve(args.executor, args.runtime)
-    user_config = _checked_config(args, executor)
+    options = _run_options(args, executor, runtime)
     ds = _dataset_from_args(args)
     out = Path(args.out or Path("ymir-work") / f"loop-{time.strftime('%Y%m%d%H%M%S')}").resolve()
+    meta, done = _loop_meta(args, executor.name, ds, options.user_config, out)
+    options = replace(options, user_config=meta["config"])
+    check_mining_algorithm(executor, [s for s in meta["strategies"] if s != BASELINE])
+    meta["test_images"] = len(split_test(ds, meta["test_split"])[1])
+    _out(f"loop: {executor.name} [{runtime}] on {ds.summary()}")
+    _out(
+        f"  initial {meta['initial']}, rounds {meta['rounds']}, top-{meta['topk']}, strategies {meta['strategies']}, "
+        f"seeds {meta['seeds']}; test {meta['test_images']} images; out {out}"
+        + (f"; resuming after {len(done)} finished round(s)" if done else "")
+    )
+    plan = LoopPlan(**{k: meta[k] for k in ("initial", "rounds", "topk", "strategies", "seeds", "test_split")})
+    plan = replace(plan, continue_training=bool(meta["continue_training"]))
+    t0 = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[Any] = list(done)
+
+    def saved(so_far: list[Any]) -> None:
+        results[:] = so_far
+        write_json(so_far, out, meta, complete=False)
+
+    try:
+        results = run_loop(executor, ds, plan, options, out_dir=out, log=_out, done=done, on_round=saved)
+    except KeyboardInterrupt:
+        path = write_json(results, out, meta, complete=False)
+        _err(
+            f"interrupted: {len(results)} finished round(s) kept in {out / 'loop.json'}; "
+            f"continue with: ymir-exc loop {args.executor} --out {out} --resume"
+        )
+        args.json_doc = _loop_doc(meta, path, None, complete=False)
+        return _interrupted_status()
+    meta["seconds"] = round(time.monotonic() - t0, 1)
+    _print_loop(args, results, out, meta)
+    return 0
+
+
+def _loop_meta(
+    args: argparse.Namespace, executor_name: str, ds: Any, user_config: Any, out: Path
+) -> tuple[dict[str, Any], list[Any]]:
+    """(loop.json's ``meta``, the finished rounds): from the command line for a new loop, from
+    ``OUT/loop.json`` with ``--resume`` (the command line may repeat its settings, not change
+    them). ``meta["config"]`` is the config the loop runs with.
+
+    Raises:
+        ValueError: a setting that differs from the resumed loop's, or a missing one;
+        FileExistsError: ``--out`` holds something else (or a loop, without ``--resume``).
+    """
+    from ymir_exc.harness.loop import BASELINE, parse_test_split
+
     seeds = _parse_seeds(args.seeds) if args.seeds else None
     test_split = parse_test_split(args.test_split) if args.test_split else None
     if args.baseline == "random":
@@ -699,7 +771,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
         )
         args.baseline = BASELINE
     wanted = {
-        "executor": executor.name,
+        "executor": executor_name,
         "dataset": ds.name,
         "initial": args.initial,
         "rounds": args.rounds,
@@ -710,98 +782,72 @@ def cmd_loop(args: argparse.Namespace) -> int:
         "strategies": list(dict.fromkeys((args.mining_algorithm or []) + ([args.baseline] if args.baseline else [])))
         or None,
     }
-    done: list[Any] = []
     if args.resume:
-        meta, done = read_json(out)
-        for key in RESUME_KEYS:
-            if wanted.get(key) is not None and wanted[key] != meta.get(key):
-                raise ValueError(
-                    f"--resume: {out / 'loop.json'} has {key} {meta.get(key)!r}, the command line "
-                    f"{wanted[key]!r}; leave it out or choose a new --out"
-                )
-        stored_config = dict(meta.get("config") or {})
-        if (args.config or args.set) and user_config != stored_config:
-            raise ValueError(
-                f"--resume: {out / 'loop.json'} ran with config {stored_config!r}, the command line "
-                f"gives {user_config!r}; leave --config / --set out to keep the loop's"
-            )
-        user_config = stored_config
-        meta = {k: meta[k] for k in RESUME_KEYS if k in meta}
-        meta.setdefault("test_split", None)
-        meta.update(config=user_config, val_images=len(ds.val))
-    else:
-        if (out / "loop.json").is_file():
-            raise FileExistsError(
-                f"--out {out} already holds a loop (loop.json): add --resume to continue it, or choose a new --out"
-            )
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise FileExistsError(f"--out {out}: exists and is not empty; choose a new --out")
-        missing = [
-            f"--{k.replace('_', '-')}"
-            for k in ("initial", "rounds", "topk", "mining_algorithm")
-            if getattr(args, k) in (None, [])
-        ]
-        if missing:
-            raise ValueError(f"loop needs {', '.join(missing)} (or --resume with an --out holding loop.json)")
-        meta = {k: v for k, v in wanted.items()}
-        meta.update(
-            continue_training=args.continue_training,
-            seeds=seeds or [args.seed],
-            config=user_config,
-            val_images=len(ds.val),
+        return _resumed_meta(args, wanted, dict(user_config), out, len(ds.val))
+    if (out / "loop.json").is_file():
+        raise FileExistsError(
+            f"--out {out} already holds a loop (loop.json): add --resume to continue it, or choose a new --out"
         )
-    check_mining_algorithm(executor, [s for s in meta["strategies"] if s != BASELINE])
-    meta["test_images"] = len(split_test(ds, meta["test_split"])[1])
-    store = ModelStore(args.model_location or out / "models")
-    _out(f"loop: {executor.name} [{runtime}] on {ds.summary()}")
-    _out(
-        f"  initial {meta['initial']}, rounds {meta['rounds']}, top-{meta['topk']}, strategies {meta['strategies']}, "
-        f"seeds {meta['seeds']}; test {meta['test_images']} images; out {out}"
-        + (f"; resuming after {len(done)} finished round(s)" if done else "")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"--out {out}: exists and is not empty; choose a new --out")
+    missing = [
+        f"--{k.replace('_', '-')}"
+        for k in ("initial", "rounds", "topk", "mining_algorithm")
+        if getattr(args, k) in (None, [])
+    ]
+    if missing:
+        raise ValueError(f"loop needs {', '.join(missing)} (or --resume with an --out holding loop.json)")
+    meta = dict(wanted)
+    meta.update(
+        continue_training=args.continue_training,
+        seeds=seeds or [args.seed],
+        config=dict(user_config),
+        val_images=len(ds.val),
     )
-    t0 = time.monotonic()
-    out.mkdir(parents=True, exist_ok=True)
-    results: list[Any] = list(done)
+    return meta, []
 
-    def saved(so_far: list[Any]) -> None:
-        results[:] = so_far
-        write_json(so_far, out, meta, complete=False)
 
-    try:
-        results = run_loop(
-            executor,
-            runtime,
-            ds,
-            initial=meta["initial"],
-            rounds=meta["rounds"],
-            topk=meta["topk"],
-            strategies=meta["strategies"],
-            seeds=meta["seeds"],
-            out_dir=out,
-            store=store,
-            user_config=user_config,
-            continue_training=meta["continue_training"],
-            show=not args.quiet,
-            log=_out,
-            done=done,
-            on_round=saved,
-            test_split=meta["test_split"],
+def _resumed_meta(
+    args: argparse.Namespace, wanted: dict[str, Any], user_config: dict[str, Any], out: Path, val_images: int
+) -> tuple[dict[str, Any], list[Any]]:
+    """``--resume``: the meta and finished rounds of ``OUT/loop.json``, after checking that the
+    command line's settings (``wanted``, None where not given) and config agree with them."""
+    from ymir_exc.harness.loop import RESUME_KEYS, read_json
+
+    meta, done = read_json(out)
+    for key in RESUME_KEYS:
+        if wanted.get(key) is not None and wanted[key] != meta.get(key):
+            raise ValueError(
+                f"--resume: {out / 'loop.json'} has {key} {meta.get(key)!r}, the command line "
+                f"{wanted[key]!r}; leave it out or choose a new --out"
+            )
+    stored_config = dict(meta.get("config") or {})
+    if (args.config or args.set) and user_config != stored_config:
+        raise ValueError(
+            f"--resume: {out / 'loop.json'} ran with config {stored_config!r}, the command line "
+            f"gives {user_config!r}; leave --config / --set out to keep the loop's"
         )
-    except KeyboardInterrupt:
-        path = write_json(results, out, meta, complete=False)
-        _err(
-            f"interrupted: {len(results)} finished round(s) kept in {out / 'loop.json'}; "
-            f"continue with: ymir-exc loop {args.executor} --out {out} --resume"
-        )
-        args.json_doc = {
-            "meta": meta,
-            "complete": False,
-            "loop_json": str(path),
-            "plot": None,
-            "rounds": json.loads(path.read_text(encoding="utf-8"))["rounds"],
-        }
-        return _interrupted_status()
-    meta["seconds"] = round(time.monotonic() - t0, 1)
+    meta = {k: meta[k] for k in RESUME_KEYS if k in meta}
+    meta.setdefault("test_split", None)
+    meta.update(config=stored_config, val_images=val_images)
+    return meta, done
+
+
+def _loop_doc(meta: dict[str, Any], loop_json: Path, png: Path | None, complete: bool) -> dict[str, Any]:
+    """``--json``'s document of a loop: its meta, where its files are, every round."""
+    return {
+        "meta": meta,
+        "complete": complete,
+        "loop_json": str(loop_json),
+        "plot": str(png) if png else None,
+        "rounds": json.loads(loop_json.read_text(encoding="utf-8"))["rounds"],
+    }
+
+
+def _print_loop(args: argparse.Namespace, results: list[Any], out: Path, meta: dict[str, Any]) -> None:
+    """loop.json and the plot written; a table (and the verdict) per figure."""
+    from ymir_exc.harness.loop import METRICS, metrics_of, table, verdict, write_outputs
+
     paths = write_outputs(results, out, meta)
     for metric in metrics_of(results):
         _out("")
@@ -813,14 +859,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
         f"figures: {paths['json']}"
         + (f"; plot: {paths['png']}" if "png" in paths else " (no plot: pip install matplotlib)")
     )
-    args.json_doc = {
-        "meta": meta,
-        "complete": True,
-        "loop_json": str(paths["json"]),
-        "plot": str(paths.get("png", "")) or None,
-        "rounds": json.loads(paths["json"].read_text(encoding="utf-8"))["rounds"],
-    }
-    return 0
+    args.json_doc = _loop_doc(meta, paths["json"], paths.get("png"), complete=True)
 
 
 # ------------------------------------------------------------------ schema
@@ -914,22 +953,38 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ymir-exc`` parser: one sub-command per ``cmd_*`` function."""
     p = _Parser(prog="ymir-exc", description="Run and check YMIR executors locally.")
     p.add_argument("--version", action="version", version=f"ymir-exc {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
+    _add_sample_parser(sub)
+    _add_run_parser(sub)
+    _add_models_parser(sub)
+    _add_inspect_parser(sub)
+    _add_verify_parser(sub)
+    _add_init_parser(sub)
+    _add_loop_parser(sub)
+    _add_schema_parser(sub)
+    return p
 
+
+def _add_sample_parser(sub: Any) -> None:
+    """``ymir-exc sample``'s arguments."""
     s = sub.add_parser("sample", help="write a bundled sample dataset as in/ + out/ (voc_dog layout)")
     s.add_argument("name", choices=["trees"])
     s.add_argument("--out", required=True, help="folder to write (DIR/in, DIR/out)")
     s.set_defaults(func=cmd_sample)
 
+
+def _add_run_parser(sub: Any) -> None:
+    """``ymir-exc run``'s arguments."""
     r = sub.add_parser("run", help="prepare in/, run an executor, check and collect its outputs")
     r.add_argument("executor", help="executor folder (img-man/ + app/start.py) or image tag")
     _add_dataset_args(r)
     r.add_argument(
         "--task",
         action="append",
-        choices=["training", "mining", "infer"],
+        choices=list(TASKS),
         help="training (default), mining, infer; give --task mining --task infer for both",
     )
     r.add_argument(
@@ -952,7 +1007,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--work-dir", help="work dir W (default ./ymir-work/<task id>)")
     r.add_argument("--model-location", help="model store (default $YMIR_EXC_MODEL_LOCATION or ~/.ymir-exc/models)")
-    r.add_argument("--protocol-version", default="1.1.0", help="env.yaml protocol_version (0.x legacy, 1.x, 2.x)")
+    r.add_argument(
+        "--protocol-version", default=PROTOCOL_VERSION, help="env.yaml protocol_version (0.x legacy, 1.x, 2.x)"
+    )
     r.add_argument("--gpu-id", default="", help="host GPU ids, e.g. '0,1' (default: CPU)")
     r.add_argument("--timeout", type=_seconds, help="stop the executor after this many seconds")
     r.add_argument("--topk", type=int, default=10, help="mining: how many top candidates to print (default 10)")
@@ -972,6 +1029,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json_arg(r)
     r.set_defaults(func=cmd_run)
 
+
+def _add_models_parser(sub: Any) -> None:
+    """``ymir-exc models``'s arguments."""
     m = sub.add_parser("models", help="list, show, import and remove model packages")
     location_help = "model store (default $YMIR_EXC_MODEL_LOCATION or ~/.ymir-exc/models)"
     m.add_argument("--model-location", help=location_help)
@@ -1018,11 +1078,17 @@ def build_parser() -> argparse.ArgumentParser:
         )
     m.set_defaults(func=cmd_models)
 
+
+def _add_inspect_parser(sub: Any) -> None:
+    """``ymir-exc inspect``'s arguments."""
     ins = sub.add_parser("inspect", help="print an executor's manifest and templates")
     ins.add_argument("executor", help="executor folder or image tag")
     ins.add_argument("--runtime", default="auto", choices=["auto", "local", "docker", "podman"])
     ins.set_defaults(func=cmd_inspect)
 
+
+def _add_verify_parser(sub: Any) -> None:
+    """``ymir-exc verify``'s arguments."""
     v = sub.add_parser("verify", help="run every task on a dataset and check the contract; table of checks")
     v.add_argument("executor", help="executor folder or image tag")
     _add_dataset_args(v)
@@ -1030,7 +1096,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--work-dir", help="where the scenarios' work dirs go, kept (default: a temp dir, removed)")
     v.add_argument("--keep", action="store_true", help="keep the temp dir of the scenarios and print it")
     v.add_argument("--model-location", help="model store (default: inside the work dir)")
-    v.add_argument("--protocol-version", default="1.1.0")
+    v.add_argument("--protocol-version", default=PROTOCOL_VERSION)
     v.add_argument("--timeout", type=_seconds, help="per scenario, seconds")
     v.add_argument("--network-none", action="store_true")
     v.add_argument("--user", help="containers: --user UID:GID")
@@ -1039,10 +1105,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json_arg(v)
     v.set_defaults(func=cmd_verify)
 
+
+def _add_init_parser(sub: Any) -> None:
+    """``ymir-exc init``'s arguments."""
     it = sub.add_parser("init", help="write a new minimal executor (app/start.py, img-man/, Dockerfile)")
     it.add_argument("name", help="folder to create (its last part names the executor)")
     it.set_defaults(func=cmd_init)
 
+
+def _add_loop_parser(sub: Any) -> None:
+    """``ymir-exc loop``'s arguments."""
     lp = sub.add_parser("loop", help="train / mine / label / retrain rounds; mining vs a random baseline")
     lp.add_argument("executor", help="executor folder or image tag")
     _add_dataset_args(lp)
@@ -1087,9 +1159,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json_arg(lp)
     lp.set_defaults(func=cmd_loop)
 
+
+def _add_schema_parser(sub: Any) -> None:
+    """``ymir-exc schema``'s arguments."""
     sc = sub.add_parser("schema", help="print the JSON Schema of every file format")
     sc.set_defaults(func=cmd_schema)
-    return p
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

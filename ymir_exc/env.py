@@ -19,13 +19,19 @@ from enum import IntEnum
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import ValidationError
 
 from ymir_exc import settings
 from ymir_exc.errors import ConfigFileError, EnvFileError
 
-#: Major protocol versions this SDK reads and writes.
-SUPPORTED_PROTOCOL_MAJORS = (0, 1, 2)
+# the env.yaml format lives in ymir_exc.formats.env; re-exported: importable from here as before
+from ymir_exc.formats.env import DEFAULT_PROTOCOL_VERSION as DEFAULT_PROTOCOL_VERSION
+from ymir_exc.formats.env import SUPPORTED_PROTOCOL_MAJORS as SUPPORTED_PROTOCOL_MAJORS
+from ymir_exc.formats.env import TASKS as TASKS
+from ymir_exc.formats.env import EnvConfig as EnvConfig
+from ymir_exc.formats.env import EnvInputConfig as EnvInputConfig
+from ymir_exc.formats.env import EnvOutputConfig as EnvOutputConfig
+from ymir_exc.formats.env import parse_protocol_version as parse_protocol_version
 
 
 class DatasetType(IntEnum):
@@ -47,106 +53,7 @@ class DatasetType(IntEnum):
     CANDIDATE = 4
 
 
-# defer_build: the validators are built on first use, not at import (keeps `import ymir_exc.*`
-# fast; behaviour is the same)
-
-
-class EnvInputConfig(BaseModel):
-    """``input:`` of env.yaml: where the read-only inputs are (all absolute paths)."""
-
-    model_config = ConfigDict(extra="allow", defer_build=True)
-
-    root_dir: str = "/in"
-    assets_dir: str = "/in/assets"
-    annotations_dir: str = "/in/annotations"
-    models_dir: str = "/in/models"
-    config_file: str = "/in/config.yaml"
-    #: lines ``<abs image>\\t<abs annotation>``; '' when the task has no training set
-    training_index_file: str = ""
-    val_index_file: str = ""
-    #: lines ``<abs image>``; '' for training
-    candidate_index_file: str = ""
-
-
-class EnvOutputConfig(BaseModel):
-    """``output:`` of env.yaml: where the executor writes (all absolute paths)."""
-
-    model_config = ConfigDict(extra="allow", defer_build=True)
-
-    root_dir: str = "/out"
-    models_dir: str = "/out/models"
-    tensorboard_dir: str = "/out/tensorboard"
-    training_result_file: str = "/out/models/result.yaml"
-    mining_result_file: str = "/out/result.tsv"
-    infer_result_file: str = "/out/infer-result.json"
-    monitor_file: str = "/out/monitor.txt"
-    executor_log_file: str = "/out/ymir-executor-out.log"
-
-
-class EnvConfig(BaseModel):
-    """The whole of env.yaml (see docs/contract.md#envyaml).
-
-    Example::
-
-        >>> cfg = EnvConfig.model_validate({"task_id": "t1", "run_training": True,
-        ...                                 "output": {"models_dir": "/out/models"}})
-        >>> (cfg.task_id, cfg.run_training, cfg.output.models_dir)
-        ('t1', True, '/out/models')
-    """
-
-    model_config = ConfigDict(extra="allow", defer_build=True)
-
-    protocol_version: str = "0.0.1"
-    task_id: str = "default-task"
-    run_training: bool = False
-    run_mining: bool = False
-    run_infer: bool = False
-    manifest_file: str = "/img-man/manifest.yaml"
-    # model_construct(): the all-defaults instance, without building the validator at import
-    input: EnvInputConfig = EnvInputConfig.model_construct()
-    output: EnvOutputConfig = EnvOutputConfig.model_construct()
-
-    @field_validator("protocol_version", mode="before")
-    @classmethod
-    def _check_protocol_version(cls, v: Any) -> str:
-        if v is None:
-            return "0.0.1"
-        text = str(v)
-        parse_protocol_version(text)
-        return text
-
-    @classmethod
-    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        # the schema shows the default input / output instances, which needs their (deferred)
-        # serializers built first
-        EnvInputConfig.model_rebuild()
-        EnvOutputConfig.model_rebuild()
-        return super().model_json_schema(*args, **kwargs)
-
-    @property
-    def protocol_tuple(self) -> tuple[int, ...]:
-        """``protocol_version`` as a tuple of ints, e.g. ``(1, 1, 0)``."""
-        return parse_protocol_version(self.protocol_version)
-
-
-def parse_protocol_version(version: str) -> tuple[int, ...]:
-    """``"1.1.0"`` -> ``(1, 1, 0)``.
-
-    Raises:
-        ValueError: not dotted integers, or a major version outside SUPPORTED_PROTOCOL_MAJORS.
-    """
-    try:
-        parts = tuple(int(p) for p in str(version).strip().split("."))
-    except ValueError:
-        raise ValueError(f"protocol_version {version!r} is not of the form MAJOR.MINOR.PATCH") from None
-    if not parts or parts[0] not in SUPPORTED_PROTOCOL_MAJORS:
-        raise ValueError(
-            f"unknown protocol_version {version!r}; supported majors: {', '.join(map(str, SUPPORTED_PROTOCOL_MAJORS))}"
-        )
-    return parts
-
-
-#: a YAML document whose aliases expand to more nodes than this is refused (a few hundred bytes of
+# defer_build: the validators are built on first use, not at import (keeps `import ymir_exc.tes of
 #: nested aliases, "billion laughs", would otherwise expand to billions of nodes in any copy)
 MAX_YAML_NODES = 1_000_000
 

@@ -160,15 +160,7 @@ def evaluate_detections(
     if unknown:
         raise ValueError(f"detections for {len(unknown)} image(s) without ground truth, e.g. {unknown[0]!r}")
     keys = list(ground_truth)
-    gts: dict[Hashable, list[list[_Box]]] = {}
-    dets: dict[Hashable, list[tuple[float, int, _Box]]] = {}
-    for i, k in enumerate(keys):
-        for g in ground_truth[k]:
-            c, box = _truth(g)
-            gts.setdefault(c, [[] for _ in keys])[i].append(box)
-        for d in detections.get(k, ()):
-            c, s, box = _prediction(d)
-            dets.setdefault(c, []).append((s, i, box))
+    gts, dets = _by_class(detections, ground_truth, keys)
     if classes is None:
         classes = sorted(set(gts) | set(dets), key=str)
     ap: dict[Hashable, float | None] = {}
@@ -176,26 +168,11 @@ def evaluate_detections(
     tp_all = fp_all = fn_all = 0
     for c in classes:
         boxes = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in gts.get(c, [[] for _ in keys])]
-        n_gt = sum(b.shape[0] for b in boxes)
         found = sorted(dets.get(c, []), key=lambda t: -t[0])  # stable: ties keep their order
-        matched = [np.zeros(b.shape[0], dtype=bool) for b in boxes]
-        tp = np.zeros(len(found))
-        for rank, (_, i, box) in enumerate(found):
-            if boxes[i].shape[0] == 0:
-                continue
-            ious = iou_matrix(box, boxes[i])[0]
-            best = int(np.argmax(ious))
-            if ious[best] >= iou_thr and not matched[i][best]:
-                matched[i][best] = True
-                tp[rank] = 1
-        n_tp = int(tp.sum())
-        tp_all, fp_all, fn_all = tp_all + n_tp, fp_all + len(found) - n_tp, fn_all + n_gt - n_tp
-        if n_gt == 0:
-            ap[c] = None
-            continue
-        ctp = np.cumsum(tp)
-        ap[c] = voc_ap(ctp / n_gt, ctp / np.arange(1, len(found) + 1))
-        recalls.append(n_tp / n_gt)
+        ap[c], recall, (tp, fp, fn) = _class_metrics(found, boxes, iou_thr)
+        tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
+        if recall is not None:
+            recalls.append(recall)
     valid = [a for a in ap.values() if a is not None]
     return {
         "mAP": float(np.mean(valid)) if valid else 0.0,
@@ -205,3 +182,61 @@ def evaluate_detections(
         "fp": fp_all,
         "fn": fn_all,
     }
+
+
+def _by_class(
+    detections: Mapping[Any, Sequence[Prediction]], ground_truth: Mapping[Any, Sequence[GroundTruth]], keys: list[Any]
+) -> tuple[dict[Hashable, list[list[_Box]]], dict[Hashable, list[tuple[float, int, _Box]]]]:
+    """Group the boxes by class: ``gts[class][i]`` the ground-truth boxes of image ``keys[i]``,
+    ``dets[class]`` the ``(score, i, box)`` of every detection of that class.
+
+    Raises:
+        ValueError: a box or detection has the wrong number of fields.
+    """
+    gts: dict[Hashable, list[list[_Box]]] = {}
+    dets: dict[Hashable, list[tuple[float, int, _Box]]] = {}
+    for i, k in enumerate(keys):
+        for g in ground_truth[k]:
+            c, box = _truth(g)
+            gts.setdefault(c, [[] for _ in keys])[i].append(box)
+        for d in detections.get(k, ()):
+            c, s, box = _prediction(d)
+            dets.setdefault(c, []).append((s, i, box))
+    return gts, dets
+
+
+def _class_metrics(
+    found: list[tuple[float, int, _Box]], boxes: list[NDArray[Any]], iou_thr: float
+) -> tuple[float | None, float | None, tuple[int, int, int]]:
+    """AP, recall and ``(tp, fp, fn)`` of one class: ``found`` its detections sorted by score
+    (descending), ``boxes[i]`` the ``(n_i, 4)`` ground-truth array of image ``i``. AP and recall
+    are None when the class has no ground truth."""
+    import numpy as np
+
+    n_gt = sum(b.shape[0] for b in boxes)
+    tp = _match(found, boxes, iou_thr)
+    n_tp = int(tp.sum())
+    counts = (n_tp, len(found) - n_tp, n_gt - n_tp)
+    if n_gt == 0:
+        return None, None, counts
+    ctp = np.cumsum(tp)
+    return voc_ap(ctp / n_gt, ctp / np.arange(1, len(found) + 1)), n_tp / n_gt, counts
+
+
+def _match(found: list[tuple[float, int, _Box]], boxes: list[NDArray[Any]], iou_thr: float) -> NDArray[Any]:
+    """VOC matching of one class: ``found`` sorted by score (descending), ``boxes[i]`` the
+    ``(n_i, 4)`` ground-truth array of image ``i``. Returns a float array of ``len(found)``, 1 where
+    the detection is a true positive (IoU >= ``iou_thr`` with its best box, not matched before)."""
+    import numpy as np
+
+    matched = [np.zeros(b.shape[0], dtype=bool) for b in boxes]
+    tp = np.zeros(len(found))
+    for rank, (_, i, box) in enumerate(found):
+        if boxes[i].shape[0] == 0:
+            continue
+        ious = iou_matrix(box, boxes[i])[0]
+        best = int(np.argmax(ious))
+        if ious[best] >= iou_thr and not matched[i][best]:
+            matched[i][best] = True
+            tp[rank] = 1
+    return tp

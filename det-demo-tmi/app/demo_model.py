@@ -56,14 +56,16 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
-from ymir_exc.errors import AnnotationError, ConfigFileError, ImageError, ModelError
+from ymir_exc import params
+from ymir_exc.errors import AnnotationError, ImageError, ModelError
 from ymir_exc.metrics import evaluate_detections, iou_matrix
 
 #: colour quantisation: levels per channel, hence QUANT_LEVELS ** 3 colour bins
@@ -98,81 +100,58 @@ Item = tuple[str, Sequence[GTBox]]
 # ---------------------------------------------------------------------------- hyper-parameters
 
 
-@dataclass
-class HyperParams:
-    """Hyper-parameters (the keys of the img-man templates), with their defaults."""
+class HyperParams(params.HyperParams):
+    """Hyper-parameters (the keys of the img-man templates), with their defaults: those of
+    inference; :class:`TrainParams` and :class:`MiningParams` set the training and mining
+    defaults. ``HyperParams.from_config(task.param)`` reads config.yaml (unknown keys are
+    ignored); a bad value is a ConfigFileError naming the key."""
 
-    downscale: int = 4  #: images are shrunk by this factor before anything else
-    num_anchors: int = 3  #: number of box shapes (k of the k-means)
-    stride: int = 2  #: window grid step, in downscaled pixels
-    epochs: int = 10  #: evaluations / saved stages
-    iters_per_epoch: int = 10  #: gradient-descent steps per epoch
-    learning_rate: float = 0.5  #: gradient-descent step size
-    l2: float = 1e-3  #: L2 penalty on the weights (not the bias)
-    max_negatives: int = 50000  #: negatives kept per class (every n-th window)
-    nms_iou: float = 0.3  #: NMS: a box overlapping a better one by more than this is dropped
-    max_det: int = 100  #: detections kept per image
-    conf_threshold: float = 0.1  #: detections need p >= this
-    mining_algorithm: str = "entropy"  #: 'entropy' or 'random'
-    random_seed: int = 0  #: seed of the 'random' mining score
-    seed: int = 0  #: training seed: which every-n-th negatives are kept (offset seed mod n)
+    downscale: int = Field(4, ge=1, le=64, description="images are shrunk by this factor (Pillow BOX filter)")
+    num_anchors: int = Field(3, ge=1, le=32, description="number of box shapes (k of the k-means)")
+    stride: int = Field(2, ge=1, le=1024, description="window grid step, in downscaled pixels")
+    epochs: int = Field(10, ge=1, le=1000, description="evaluations / saved stages")
+    iters_per_epoch: int = Field(10, ge=1, le=100000, description="gradient-descent steps per epoch")
+    learning_rate: float = Field(0.5, ge=1e-9, le=100.0, description="gradient-descent step size")
+    l2: float = Field(1e-3, ge=0.0, le=100.0, description="L2 penalty on the weights (not the bias)")
+    max_negatives: int = Field(50000, ge=1, le=10**9, description="negatives kept per class (every n-th window)")
+    nms_iou: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="NMS: a box overlapping a better one of the same class by IoU > nms_iou is dropped",
+    )
+    max_det: int = Field(100, ge=1, le=100000, description="detections kept per image")
+    conf_threshold: float = Field(0.1, ge=0.0, le=1.0, description="detections need p >= conf_threshold")
+    mining_algorithm: Literal["entropy", "random"] = Field(
+        "entropy", description="entropy (uncertain images first) or random (a reproducible baseline)"
+    )
+    random_seed: int = Field(0, ge=-(2**63), le=2**63 - 1, description="seed of the 'random' mining score")
+    seed: int = Field(
+        0, ge=0, le=2**63 - 1, description="training seed: which every-n-th negatives are kept (offset seed mod n)"
+    )
 
-    _RANGES = {
-        "downscale": (1, 64),
-        "num_anchors": (1, 32),
-        "stride": (1, 1024),
-        "epochs": (1, 1000),
-        "iters_per_epoch": (1, 100000),
-        "learning_rate": (1e-9, 100.0),
-        "l2": (0.0, 100.0),
-        "max_negatives": (1, 10**9),
-        "nms_iou": (0.0, 1.0),
-        "max_det": (1, 100000),
-        "conf_threshold": (0.0, 1.0),
-        "random_seed": (-(2**63), 2**63 - 1),
-        "seed": (0, 2**63 - 1),
-    }
 
-    @classmethod
-    def from_config(cls, param: Mapping[str, Any], conf_threshold: float | None = None) -> HyperParams:
-        """Read the hyper-parameters from config.yaml (unknown keys are ignored).
+class TrainParams(HyperParams):
+    """training-template.yaml: the evaluation after each epoch keeps detections down to p >= 0.01."""
 
-        Args:
-            param: the config mapping.
-            conf_threshold: default of ``conf_threshold`` when the config does not set it.
+    export_format: str = Field(
+        "det-voc:raw", description="annotation format the platform exports: det-voc:raw (VOC xml) or det-ark:raw (txt)"
+    )
+    conf_threshold: float = Field(
+        0.01, ge=0.0, le=1.0, description="score threshold of the detections the per-epoch evaluation (mAP50) uses"
+    )
 
-        Raises:
-            ConfigFileError: a value of the wrong type or out of range (names the key).
-        """
-        out = cls() if conf_threshold is None else cls(conf_threshold=conf_threshold)
-        for f in fields(cls):
-            if f.name.startswith("_") or param.get(f.name) is None:
-                continue
-            raw = param[f.name]
-            if f.name == "mining_algorithm":
-                v = str(raw).strip().lower()
-                if v not in ("entropy", "random"):
-                    raise ConfigFileError(f"must be 'entropy' or 'random', got {raw!r}", key=f.name)
-                setattr(out, f.name, v)
-                continue
-            is_int = f.type in (int, "int")
-            try:
-                if isinstance(raw, bool):
-                    raise ValueError
-                v = float(raw)
-                if is_int:
-                    if not v.is_integer():
-                        raise ValueError
-                    v = int(v)
-            except (TypeError, ValueError):
-                raise ConfigFileError(
-                    f"must be {'an integer' if is_int else 'a number'}, got {raw!r}", key=f.name
-                ) from None
-            lo, hi = cls._RANGES[f.name]
-            if not (math.isfinite(v) and lo <= v <= hi):
-                raise ConfigFileError(f"must be in [{lo}, {hi}], got {raw!r}", key=f.name)
-            setattr(out, f.name, v)
-        return out
+
+class MiningParams(HyperParams):
+    """mining-template.yaml: the entropy scores detections down to p >= 0.05."""
+
+    conf_threshold: float = Field(
+        0.05, ge=0.0, le=1.0, description="detections (after NMS) scored by entropy need p >= conf_threshold"
+    )
+
+
+#: infer-template.yaml
+InferParams = HyperParams
 
 
 # ---------------------------------------------------------------------------- images
@@ -615,6 +594,23 @@ class _ClassData:
     prior_logit: float  # ln(positives / all negatives): added to the bias of the saved model
 
 
+def _load_items(
+    items: Sequence[Item], downscale: int, tick: Callable[[], None]
+) -> tuple[list[ImageData], list[list[GTBox]]]:
+    """The images of ``items``, downscaled, and their boxes as integer tuples; ``tick`` after each.
+
+    Raises:
+        ImageError: an image cannot be read.
+    """
+    imgs: list[ImageData] = []
+    gts: list[list[GTBox]] = []
+    for path, boxes in items:
+        imgs.append(load_image(path, downscale))
+        gts.append([tuple(int(v) for v in b) for b in boxes])  # type: ignore[misc]
+        tick()
+    return imgs, gts
+
+
 class Trainer:
     """Prepares the data once, then trains epoch by epoch and evaluates on the validation set.
 
@@ -641,7 +637,6 @@ class Trainer:
     ) -> None:
         self.params = params
         self.class_names = list(class_names)
-        p = params
         n_all = len(train_items) + len(val_items)
         done = 0
 
@@ -651,19 +646,10 @@ class Trainer:
             if progress is not None:
                 progress(0.9 * done / max(1, n_all))
 
-        self.train_imgs: list[ImageData] = []
-        self.train_gts: list[list[GTBox]] = []
-        for path, boxes in train_items:
-            self.train_imgs.append(load_image(path, p.downscale))
-            self.train_gts.append([tuple(int(v) for v in b) for b in boxes])  # type: ignore[misc]
-            tick()
-        self.val_imgs: list[ImageData] = []
-        self.val_gts: list[list[GTBox]] = []
-        for path, boxes in val_items:
-            self.val_imgs.append(load_image(path, p.downscale))
-            self.val_gts.append([tuple(int(v) for v in b) for b in boxes])  # type: ignore[misc]
-            tick()
-
+        # 1. images, downscaled, and their boxes
+        self.train_imgs, self.train_gts = _load_items(train_items, params.downscale, tick)
+        self.val_imgs, self.val_gts = _load_items(val_items, params.downscale, tick)
+        # 2. box shapes
         wh = [
             (b[3] / img.sx, b[4] / img.sy)
             for img, gts in zip(self.train_imgs, self.train_gts, strict=False)
@@ -671,58 +657,20 @@ class Trainer:
         ]
         if not wh:
             raise AnnotationError("the training set has no box: nothing to learn")
-        self.anchors = kmeans_anchors(np.asarray(wh), p.num_anchors)
-
-        nf = len(FEATURE_NAMES)
+        self.anchors = kmeans_anchors(np.asarray(wh), params.num_anchors)
+        # 3. per class: colour statistics, training windows, standardisation
         self.class_models: list[ClassModel] = []
         self.class_data: list[_ClassData | None] = []
+        for c in range(len(self.class_names)):
+            cm, data = self._prepare_class(c)
+            self.class_models.append(cm)
+            self.class_data.append(data)
+        # 4. validation windows and their standardised features, computed once
         self.val_windows: list[np.ndarray] = []
         self.val_z: list[list[np.ndarray | None]] = [[] for _ in self.val_imgs]
-        for c in range(len(self.class_names)):
-            # colour statistics
-            fg = np.zeros(NUM_BINS)
-            bg = np.zeros(NUM_BINS)
-            gts_small = [_gt_array(g, c, img) for img, g in zip(self.train_imgs, self.train_gts, strict=False)]
-            for img, gs in zip(self.train_imgs, gts_small, strict=False):
-                mask = _box_mask(img.bins.shape, gs)
-                fg += np.bincount(img.bins[mask], minlength=NUM_BINS)
-                bg += np.bincount(img.bins[~mask], minlength=NUM_BINS)
-            llr = colour_llr(fg, bg)
-            # training windows
-            feats, labels = [], []
-            for img, gs in zip(self.train_imgs, gts_small, strict=False):
-                h, w = img.bins.shape
-                win = window_grid(w, h, self.anchors, p.stride)
-                feats.append(window_features(llr[img.bins], img.brightness, win))
-                pos = (iou_matrix(win, gs).max(axis=1) >= POSITIVE_IOU) if gs.shape[0] else np.zeros(win.shape[0], bool)
-                labels.append(pos)
-            f = np.concatenate(feats) if feats else np.zeros((0, nf))
-            y = np.concatenate(labels) if labels else np.zeros(0, bool)
-            pos_idx = np.nonzero(y)[0]
-            neg_idx = np.nonzero(~y)[0]
-            n_neg_all = neg_idx.size
-            step = max(1, math.ceil(neg_idx.size / p.max_negatives))
-            neg_idx = neg_idx[p.seed % step :: step]
-            idx = np.sort(np.concatenate([pos_idx, neg_idx]))
-            f, y = f[idx], y[idx].astype(np.float64)
-            mean = f.mean(axis=0) if f.shape[0] else np.zeros(nf)
-            std = f.std(axis=0) if f.shape[0] else np.ones(nf)
-            std = np.where(std > 1e-12, std, 1.0)
-            trained = pos_idx.size > 0 and neg_idx.size > 0
-            cm = ClassModel(llr, mean, std, np.zeros(nf + 1), trained)
-            self.class_models.append(cm)
-            if trained:
-                a = np.where(y > 0, 0.5 / pos_idx.size, 0.5 / neg_idx.size)
-                x = np.concatenate([(f - mean) / std, np.ones((f.shape[0], 1))], axis=1)
-                self.class_data.append(
-                    _ClassData(x, y, a, int(pos_idx.size), int(neg_idx.size), math.log(pos_idx.size / n_neg_all))
-                )
-            else:
-                self.class_data.append(None)
-        # validation windows and their standardised features, computed once
         for k, img in enumerate(self.val_imgs):
             h, w = img.bins.shape
-            win = window_grid(w, h, self.anchors, p.stride)
+            win = window_grid(w, h, self.anchors, params.stride)
             self.val_windows.append(win)
             for cm in self.class_models:
                 self.val_z[k].append(
@@ -732,6 +680,47 @@ class Trainer:
             progress(1.0)
         self.epoch = 0
         self.losses: list[float] = []
+
+    def _prepare_class(self, c: int) -> tuple[ClassModel, _ClassData | None]:
+        """Class ``c``'s colour model and standardisation (weights zero) and its training data:
+        every window of the training images, positive at IoU >= POSITIVE_IOU with a box of the
+        class, negatives subsampled to max_negatives (every n-th from ``seed mod n``); the data is
+        None when the class has no positive or no negative window."""
+        p, nf = self.params, len(FEATURE_NAMES)
+        gts_small = [_gt_array(g, c, img) for img, g in zip(self.train_imgs, self.train_gts, strict=False)]
+        fg = np.zeros(NUM_BINS)
+        bg = np.zeros(NUM_BINS)
+        for img, gs in zip(self.train_imgs, gts_small, strict=False):
+            mask = _box_mask(img.bins.shape, gs)
+            fg += np.bincount(img.bins[mask], minlength=NUM_BINS)
+            bg += np.bincount(img.bins[~mask], minlength=NUM_BINS)
+        llr = colour_llr(fg, bg)
+        feats, labels = [], []
+        for img, gs in zip(self.train_imgs, gts_small, strict=False):
+            h, w = img.bins.shape
+            win = window_grid(w, h, self.anchors, p.stride)
+            feats.append(window_features(llr[img.bins], img.brightness, win))
+            pos = (iou_matrix(win, gs).max(axis=1) >= POSITIVE_IOU) if gs.shape[0] else np.zeros(win.shape[0], bool)
+            labels.append(pos)
+        f = np.concatenate(feats) if feats else np.zeros((0, nf))
+        y = np.concatenate(labels) if labels else np.zeros(0, bool)
+        pos_idx = np.nonzero(y)[0]
+        neg_idx = np.nonzero(~y)[0]
+        n_neg_all = neg_idx.size
+        step = max(1, math.ceil(neg_idx.size / p.max_negatives))
+        neg_idx = neg_idx[p.seed % step :: step]
+        idx = np.sort(np.concatenate([pos_idx, neg_idx]))
+        f, y = f[idx], y[idx].astype(np.float64)
+        mean = f.mean(axis=0) if f.shape[0] else np.zeros(nf)
+        std = f.std(axis=0) if f.shape[0] else np.ones(nf)
+        std = np.where(std > 1e-12, std, 1.0)
+        trained = pos_idx.size > 0 and neg_idx.size > 0
+        cm = ClassModel(llr, mean, std, np.zeros(nf + 1), trained)
+        if not trained:
+            return cm, None
+        a = np.where(y > 0, 0.5 / pos_idx.size, 0.5 / neg_idx.size)
+        x = np.concatenate([(f - mean) / std, np.ones((f.shape[0], 1))], axis=1)
+        return cm, _ClassData(x, y, a, int(pos_idx.size), int(neg_idx.size), math.log(pos_idx.size / n_neg_all))
 
     def loss(self) -> float:
         """Current training loss: mean over the trained classes of their weighted logistic loss."""

@@ -64,7 +64,7 @@ class DemoExecutor:
         return self.model
 
     def train(self, task: Task) -> None:
-        params = dm.HyperParams.from_config(task.param, conf_threshold=0.01)
+        params = dm.TrainParams.from_config(task.param)
         class_names = task.param.get("class_names")
         if not isinstance(class_names, list) or not class_names:
             raise ConfigFileError("class_names must be a non-empty list", key="class_names")
@@ -114,7 +114,7 @@ class DemoExecutor:
         log(f"training done in {time.time() - t0:.2f} s")
 
     def mine(self, task: Task) -> None:
-        params = dm.HyperParams.from_config(task.param, conf_threshold=0.05)
+        params = dm.MiningParams.from_config(task.param)
         t0 = time.time()
         task.progress(0.0)
         paths = [item.image_path for item in task.items("candidate")]
@@ -132,7 +132,7 @@ class DemoExecutor:
         log(f"mining ({params.mining_algorithm}) of {len(paths)} images done in {time.time() - t0:.2f} s")
 
     def infer(self, task: Task) -> None:
-        params = dm.HyperParams.from_config(task.param, conf_threshold=0.1)
+        params = dm.InferParams.from_config(task.param)
         t0 = time.time()
         task.progress(0.0)
         paths = [item.image_path for item in task.items("candidate")]

@@ -11,6 +11,7 @@ from conftest import REPO
 
 from ymir_exc.cli import main
 from ymir_exc.harness.datasets import load_sample
+from ymir_exc.harness.options import RunOptions
 from ymir_exc.harness.runtime import container_argv, parse_monitor
 
 DEMO = str(REPO / "det-demo-tmi")
@@ -166,17 +167,8 @@ def test_timeout_stops_the_executor_and_leaves_state_4(tmp_path, capsys):
 
 
 def test_container_argv_is_the_platforms(tmp_path):
-    argv = container_argv(
-        "docker",
-        "ymir/demo:1",
-        tmp_path / "in",
-        tmp_path / "out",
-        "t123",
-        user="1000:1000",
-        gpu_ids="3,5",
-        shm_size="32G",
-        network_none=True,
-    )
+    options = RunOptions(runtime="docker", user="1000:1000", gpu_id="3,5", network_none=True)
+    argv = container_argv(options, "ymir/demo:1", tmp_path / "in", tmp_path / "out", "t123", shm_size="32G")
     assert argv == [
         "docker",
         "run",
@@ -196,7 +188,7 @@ def test_container_argv_is_the_platforms(tmp_path):
         "none",
         "ymir/demo:1",
     ]
-    cpu = container_argv("podman", "img", tmp_path / "in", tmp_path / "out", "t1")
+    cpu = container_argv(RunOptions(runtime="podman"), "img", tmp_path / "in", tmp_path / "out", "t1")
     assert "--gpus" not in cpu and "--network" not in cpu and cpu[-1] == "img"
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ymir_exc.harness.executors import ImageExecutor
+from ymir_exc.harness.options import RunOptions
 from ymir_exc.harness.runtime import container_argv, run_container
 
 FAKE_DOCKER = """#!/bin/sh
@@ -53,7 +54,8 @@ def test_rm_is_done_by_the_harness_against_podmans_docker_api(tmp_path, monkeypa
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/sock")
     monkeypatch.setenv("FAKE_EXIT", "3")
     (tmp_path / "out").mkdir()
-    argv = container_argv(str(exe), "img", tmp_path / "in", tmp_path / "out", "t42", user="1000:1000")
+    options = RunOptions(runtime=str(exe), user="1000:1000")
+    argv = container_argv(options, "img", tmp_path / "in", tmp_path / "out", "t42")
     assert argv[1:3] == ["run", "--rm"]  # what --print-argv shows stays the platform's command
     res = run_container(argv, tmp_path / "out", label="training", show=False, task_id="t42")
     assert res.exit_code == 3

@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from ymir_exc.dataset_reader import parse_ark_annotation, parse_voc_annotation
-from ymir_exc.harness.datasets import load_dataset, load_sample, write_sample
-from ymir_exc.harness.workspace import prepare, renumber_gpu_ids
+from ymir_exc.harness.datasets import load_dataset, load_sample
+from ymir_exc.harness.workspace import PrepareOptions, prepare, renumber_gpu_ids, write_sample
 
 TEMPLATES = {
     "training": {"epochs": 2, "export_format": "det-ark:raw", "class_names": ["bad"]},
@@ -26,8 +26,8 @@ def test_prepare_training_writes_assets_by_sha1_annotations_and_reserved_keys(tm
         ds,
         ["training"],
         TEMPLATES,
+        PrepareOptions(gpu_id="3,5"),
         user_config={"epochs": 5, "gpu_count": 9},
-        gpu_id="3,5",
         task_id="t1",
     )
     cfg = yaml.safe_load(p.config_file.read_text())
@@ -71,7 +71,14 @@ def test_unknown_export_format_is_refused(tmp_path):
 
 def test_prepare_mining_and_infer_with_a_model_in_container_paths(tmp_path):
     model = {"class_names": ["tree", "bush"], "stage_name": "s1", "files": ["s1/w.pt"]}
-    p = prepare(tmp_path / "w", load_sample("trees"), ["infer", "mining"], TEMPLATES, model=model, container=True)
+    p = prepare(
+        tmp_path / "w",
+        load_sample("trees"),
+        ["infer", "mining"],
+        TEMPLATES,
+        PrepareOptions(container=True),
+        model=model,
+    )
     cfg = yaml.safe_load(p.config_file.read_text())
     assert cfg["class_names"] == ["tree", "bush"] and cfg["model_params_path"] == ["/in/models/s1/w.pt"]
     assert cfg["conf"] == 0.1 and cfg["batch"] == 4 and cfg["iou"] == 0.5  # mining wins, infer adds
@@ -90,7 +97,7 @@ def test_mining_without_model_and_non_empty_out_are_refused(tmp_path):
 
 
 def test_legacy_protocol_env_has_no_protocol_version(tmp_path):
-    p = prepare(tmp_path / "w", load_sample("trees"), ["training"], TEMPLATES, protocol_version="0.0.1")
+    p = prepare(tmp_path / "w", load_sample("trees"), ["training"], TEMPLATES, PrepareOptions(protocol_version="0.0.1"))
     assert "protocol_version" not in yaml.safe_load(p.env_file.read_text())
 
 

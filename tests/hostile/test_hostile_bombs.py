@@ -218,11 +218,18 @@ def test_local_out_folder_is_not_world_writable(tmp_path):
     """Only a container (which may run as another --user, or a mapped uid) gets a 0o777 out/; in a
     local run any local user could otherwise drop files or links into it while the executor runs."""
     from ymir_exc.harness.datasets import load_sample
-    from ymir_exc.harness.workspace import prepare
+    from ymir_exc.harness.workspace import PrepareOptions, prepare
 
     local = prepare(tmp_path / "l", load_sample("trees"), ["training"], {"training": {}}, task_id="t")
     assert (local.out_dir.stat().st_mode & 0o777) == 0o755
-    box = prepare(tmp_path / "c", load_sample("trees"), ["training"], {"training": {}}, task_id="t", container=True)
+    box = prepare(
+        tmp_path / "c",
+        load_sample("trees"),
+        ["training"],
+        {"training": {}},
+        PrepareOptions(container=True),
+        task_id="t",
+    )
     assert (box.out_dir.stat().st_mode & 0o777) == 0o777
 
 

@@ -13,8 +13,8 @@ from hostile_util import REPO, SAMPLE, Host
 
 from ymir_exc.cli import main
 from ymir_exc.errors import AnnotationError, ConfigFileError, ImageError, IndexFileError
-from ymir_exc.harness.datasets import load_dataset, write_sample
-from ymir_exc.harness.workspace import image_size
+from ymir_exc.harness.datasets import load_dataset
+from ymir_exc.harness.workspace import image_size, write_sample
 
 DEMO = str(REPO / "det-demo-tmi")
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from ymir_exc.dataset_reader import BBox, load_coco_annotations, parse_ark_annotation, parse_voc_annotation
 from ymir_exc.errors import YmirExcError
-from ymir_exc.harness.datasets import load_dataset, load_in_dir, read_text_lines, write_sample
-from ymir_exc.harness.workspace import ark_text, voc_xml
+from ymir_exc.harness.datasets import load_dataset, load_in_dir, read_text_lines
+from ymir_exc.harness.workspace import ark_text, voc_xml, write_sample
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NAMES = ["tree", "car", "dog"]

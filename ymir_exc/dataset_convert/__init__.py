@@ -51,6 +51,7 @@ from ymir_exc import dataset_reader as dr
 from ymir_exc.dataset_reader import BBox, DatasetItem
 from ymir_exc.env import DatasetType
 from ymir_exc.errors import ConfigFileError, ImageError, IndexFileError
+from ymir_exc.formats.annotations import image_size
 
 __all__ = [
     "convert_ymir_to_yolov5",
@@ -69,7 +70,6 @@ DEFAULT_YOLO_DIR = "yolo_dataset"
 DEFAULT_COCO_DIR = "coco_dataset"
 
 _SPLITS = (("train", DatasetType.TRAINING), ("val", DatasetType.VALIDATION))
-_EXIF_ORIENTATION = 0x0112
 
 
 class ConvertStats:
@@ -96,33 +96,6 @@ class ConvertStats:
                     f"image, {self.dropped[split]} dropped (empty after clipping)",
                     file=sys.stderr,
                 )
-
-
-def image_size(path: str) -> tuple[int, int]:
-    """``(width, height)`` in pixels of an image as decoders show it (EXIF orientation applied),
-    read from the header only.
-
-    Raises:
-        ImageError: the file is missing or is not an image Pillow can identify.
-    """
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency of the SDK's image checks
-        raise ImageError("Pillow is needed to read image sizes", path=path) from None
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            try:
-                orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-            except Exception:
-                orientation = 1
-    except FileNotFoundError:
-        raise ImageError("image not found", path=path) from None
-    except Exception as e:
-        raise ImageError(f"not a readable image: {e}", path=path) from None
-    if orientation in (5, 6, 7, 8):  # rotated by 90 / 270 degrees
-        w, h = h, w
-    return int(w), int(h)
 
 
 def _clip(box: BBox, width: int, height: int) -> tuple[int, int, int, int] | None:
@@ -433,8 +406,6 @@ def find_blank_area_in_dataset(ymir_cfg: Any = None, max_sample_num: int = 100) 
         AnnotationError: the COCO json is missing, not JSON, or has a malformed segmentation.
         ImageError: an image without width / height in the json cannot be read.
     """
-    from ymir_exc.errors import AnnotationError
-
     cfg = _cfg_or_current(ymir_cfg)
     ymir = _ymir(cfg) if not hasattr(cfg, "input") else cfg
     items = list(dr.item_paths(DatasetType.TRAINING, ymir))
@@ -442,35 +413,64 @@ def find_blank_area_in_dataset(ymir_cfg: Any = None, max_sample_num: int = 100) 
         return False
     step = max(1, len(items) // max_sample_num)
     sample = items[::step][:max_sample_num]
-    loaded: dict[str, tuple[dict[str, dict[str, Any]], dict[Any, list[dict[str, Any]]]]] = {}
+    loaded: dict[str, _CocoIndex] = {}
     for asset, ann_path in sample:
         if ann_path not in loaded:
-            try:
-                with open(ann_path, encoding="utf-8") as f:
-                    data = json.load(f)
-                images = {os.path.basename(im["file_name"]): im for im in data.get("images", [])}
-                by_image: dict[Any, list[dict[str, Any]]] = {}
-                for a in data.get("annotations", []):
-                    by_image.setdefault(a["image_id"], []).append(a)
-            except FileNotFoundError:
-                raise AnnotationError("COCO annotation file not found", path=ann_path) from None
-            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-                raise AnnotationError(f"not a valid COCO json: {e!r}", path=ann_path) from None
-            loaded[ann_path] = (images, by_image)
-        images, by_image = loaded[ann_path]
-        im = images.get(os.path.basename(asset))
-        if im is None:
-            return True  # an image the json does not list has no label at all
-        w, h = im.get("width"), im.get("height")
-        if not w or not h:
-            w, h = image_size(asset)
-        anns = by_image.get(im.get("id"), [])
-        if not anns:
-            return True
-        try:
-            mask = coco_union_mask(anns, int(w), int(h))
-        except ValueError as e:
-            raise AnnotationError(f"image {im.get('file_name')!r}: {e}", path=ann_path) from None
-        if not mask.all():
+            loaded[ann_path] = _load_coco_index(ann_path)
+        if _has_blank_pixel(asset, ann_path, *loaded[ann_path]):
             return True
     return False
+
+
+#: a COCO json by image: ``({file basename: image entry}, {image id: [annotation, ...]})``
+_CocoIndex = tuple[dict[str, dict[str, Any]], dict[Any, list[dict[str, Any]]]]
+
+
+def _load_coco_index(ann_path: str) -> _CocoIndex:
+    """Read a ``seg-coco:raw`` json and index it by image.
+
+    Raises:
+        AnnotationError: the file is missing or is not a valid COCO json.
+    """
+    from ymir_exc.errors import AnnotationError
+
+    try:
+        with open(ann_path, encoding="utf-8") as f:
+            data = json.load(f)
+        images = {os.path.basename(im["file_name"]): im for im in data.get("images", [])}
+        by_image: dict[Any, list[dict[str, Any]]] = {}
+        for a in data.get("annotations", []):
+            by_image.setdefault(a["image_id"], []).append(a)
+    except FileNotFoundError:
+        raise AnnotationError("COCO annotation file not found", path=ann_path) from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise AnnotationError(f"not a valid COCO json: {e!r}", path=ann_path) from None
+    return images, by_image
+
+
+def _has_blank_pixel(
+    asset: str, ann_path: str, images: dict[str, dict[str, Any]], by_image: dict[Any, list[dict[str, Any]]]
+) -> bool:
+    """Whether the image ``asset`` has a pixel no annotation of the indexed json covers (an image
+    the json does not list, or one without annotations, is all blank).
+
+    Raises:
+        AnnotationError: a malformed segmentation.
+        ImageError: the json gives no width / height and the image cannot be read.
+    """
+    from ymir_exc.errors import AnnotationError
+
+    im = images.get(os.path.basename(asset))
+    if im is None:
+        return True  # an image the json does not list has no label at all
+    w, h = im.get("width"), im.get("height")
+    if not w or not h:
+        w, h = image_size(asset)
+    anns = by_image.get(im.get("id"), [])
+    if not anns:
+        return True
+    try:
+        mask = coco_union_mask(anns, int(w), int(h))
+    except ValueError as e:
+        raise AnnotationError(f"image {im.get('file_name')!r}: {e}", path=ann_path) from None
+    return not mask.all()

@@ -21,13 +21,12 @@ names, unless ``duplicates="first"`` (the first copy's labels) or ``"merge"`` (t
 from __future__ import annotations
 
 import codecs
+import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from ymir_exc.dataset_reader import (
     BBox,
@@ -37,6 +36,9 @@ from ymir_exc.dataset_reader import (
     parse_voc_annotation,
 )
 from ymir_exc.errors import AnnotationError, ConfigFileError, ImageError, IndexFileError, YmirExcError
+from ymir_exc.formats.annotations import oriented_size
+from ymir_exc.harness.item_store import Item as Item  # re-exported: importable from here as before
+from ymir_exc.harness.item_store import ItemStore, KeySet, n_boxes, same_kind, sorted_paths
 
 DUPLICATE_POLICIES = ("error", "first", "merge")
 
@@ -45,70 +47,80 @@ SAMPLE_NAMES = ("trees",)
 
 
 @dataclass
-class Item:
-    """One image and its ground truth (empty for candidates / unlabeled images)."""
-
-    image_path: str
-    boxes: list[BBox] = field(default_factory=list)
-    #: hex sha1 of the image bytes, once computed (:func:`resolve_duplicates`)
-    sha1: str | None = None
-
-
-@dataclass
 class Dataset:
     """A detection dataset: class names and train / val / candidate splits."""
 
     name: str
     class_names: list[str]
-    train: list[Item]
-    val: list[Item]
-    candidate: list[Item]
+    #: lists, or :class:`~ymir_exc.harness.item_store.ItemStore` (on disk) for the folder
+    #: sources read a line or an image at a time (YMIR in/, YOLO, --source)
+    train: Sequence[Item]
+    val: Sequence[Item]
+    candidate: Sequence[Item]
     #: what reading it skipped, merged or assumed, in words (shown in the summary)
     notes: list[str] = field(default_factory=list)
 
-    def split(self, name: str) -> list[Item]:
+    def split(self, name: str) -> Sequence[Item]:
         return {"train": self.train, "val": self.val, "candidate": self.candidate}[name]
 
     def summary(self) -> str:
         return (
-            f"{self.name}: classes {self.class_names}; train {len(self.train)} images / {_n_boxes(self.train)} boxes, "
-            f"val {len(self.val)} / {_n_boxes(self.val)}, candidate {len(self.candidate)} images"
+            f"{self.name}: classes {self.class_names}; train {len(self.train)} images / {n_boxes(self.train)} boxes, "
+            f"val {len(self.val)} / {n_boxes(self.val)}, candidate {len(self.candidate)} images"
             + "".join(f"; {n}" for n in self.notes)
         )
 
 
 def read_text_lines(path: Path, error: type[YmirExcError] = IndexFileError) -> list[tuple[int, str]]:
-    """``(1-based line number, line)`` of a UTF-8 text file, without line ends.
+    """``(1-based line number, line)`` of a UTF-8 text file, without line ends (all of
+    :func:`iter_text_lines` at once).
+
+    Raises:
+        ``error``: see :func:`iter_text_lines`.
+    """
+    return list(iter_text_lines(path, error))
+
+
+def iter_text_lines(path: Path, error: type[YmirExcError] = IndexFileError) -> Iterator[tuple[int, str]]:
+    """``(1-based line number, line)`` of a UTF-8 text file, without line ends (``\\n`` or
+    ``\\r\\n``), read a line at a time.
 
     Raises:
         ``error``: unreadable, a byte order mark, a NUL byte, or a line that is not UTF-8 (line named).
     """
     try:
-        data = Path(path).read_bytes()
+        f = open(path, "rb")
     except OSError as e:
         raise error(f"cannot read: {e.strerror}", path=str(path)) from None
-    raw_lines = data.split(b"\n")
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()
-    out = []
-    for n, raw in enumerate(raw_lines, 1):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if raw.startswith(codecs.BOM_UTF8) or "\ufeff".encode("utf-8") in raw:
-            raise error(
-                "byte order mark (U+FEFF) in the line: save the file as UTF-8 without BOM", path=str(path), line=n
-            )
-        if b"\x00" in raw:
-            raise error(f"NUL byte at column {raw.index(0) + 1}", path=str(path), line=n)
-        try:
-            out.append((n, raw.decode("utf-8")))
-        except UnicodeDecodeError as e:
-            raise error(f"not UTF-8 ({e.reason} at byte {e.start + 1} of the line)", path=str(path), line=n) from None
-    return out
+    with f:
+        for n, raw in enumerate(f, 1):
+            yield n, _text_line(raw, path, n, error)
 
 
-def _n_boxes(items: Sequence[Item]) -> int:
-    return sum(len(i.boxes) for i in items)
+def _text_line(raw: bytes, path: Path, n: int, error: type[YmirExcError]) -> str:
+    """Line ``n`` of ``path`` decoded, its line end removed.
+
+    Raises:
+        ``error``: a byte order mark, a NUL byte, or bytes that are not UTF-8.
+    """
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    if raw.startswith(codecs.BOM_UTF8) or "\ufeff".encode("utf-8") in raw:
+        raise error("byte order mark (U+FEFF) in the line: save the file as UTF-8 without BOM", path=str(path), line=n)
+    if b"\x00" in raw:
+        raise error(f"NUL byte at column {raw.index(0) + 1}", path=str(path), line=n)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"not UTF-8 ({e.reason} at byte {e.start + 1} of the line)", path=str(path), line=n) from None
+
+
+def first_few(things: Sequence[str], limit: int = 10) -> str:
+    """``things`` joined by ``"; "``, at most ``limit`` of them, ``" ..."`` when some were left out
+    (for an error that lists offending files)."""
+    return "; ".join(things[:limit]) + (" ..." if len(things) > limit else "")
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -121,7 +133,8 @@ def _inside(path: str, root: str) -> bool:
 
 def check_image(path: str, roots: Sequence[Path], where: str | None = None, line: int | None = None) -> tuple[int, int]:
     """Check that ``path`` is an image inside one of ``roots`` (links followed first) and return
-    its ``(width, height)`` from the header (Pillow).
+    its ``(width, height)`` from the header (Pillow), in the annotation pixel frame (EXIF
+    orientation applied, as :func:`ymir_exc.harness.files.image_size`).
 
     Raises:
         ImageError: outside the roots, not a regular file, or not an image Pillow recognises
@@ -141,8 +154,7 @@ def check_image(path: str, roots: Sequence[Path], where: str | None = None, line
         raise ImageError(f"image not found: {path}", path=where or path, line=line)
     try:
         with Image.open(real) as im:
-            w, h = im.size
-            return int(w), int(h)
+            return oriented_size(im)
     except Image.DecompressionBombError as e:
         raise ImageError(f"image {path}: {e}", path=where or path, line=line) from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -186,63 +198,6 @@ def load_sample(name: str = "trees") -> Dataset:
     return Dataset(name, class_names, items("train", True), items("val", True), items("candidate", False))
 
 
-def write_sample(name: str, out_dir: str) -> Path:
-    """Write sample ``name`` to ``out_dir`` in the documents' voc_dog layout.
-
-    ``out_dir/in/assets/<h[-2:]>/<h>.jpg``, ``in/annotations/<h[-2:]>/<h>.xml`` (VOC),
-    ``in/{train,val}-index.tsv`` (``/in/...`` paths), ``in/candidate-index.tsv``, ``in/env.yaml``
-    and ``in/config.yaml`` for a training task, and an empty ``out/``: mountable as ``/in`` and
-    ``/out`` as it is, and readable by ``--dataset out_dir``.
-
-    Returns:
-        the folder written.
-    """
-    from ymir_exc.harness.workspace import write_in_dir
-
-    ds = load_sample(name)
-    root = Path(out_dir).resolve()
-    write_in_dir(ds, root / "in", export_format="det-voc:raw", path_prefix="/in", mode="copy")
-    (root / "out").mkdir(parents=True, exist_ok=True)
-    env = {
-        "protocol_version": "1.1.0",
-        "task_id": f"sample-{name}",
-        "run_training": True,
-        "run_mining": False,
-        "run_infer": False,
-        "manifest_file": "/img-man/manifest.yaml",
-        "input": {
-            "root_dir": "/in",
-            "assets_dir": "/in/assets",
-            "annotations_dir": "/in/annotations",
-            "models_dir": "/in/models",
-            "config_file": "/in/config.yaml",
-            "training_index_file": "/in/train-index.tsv",
-            "val_index_file": "/in/val-index.tsv",
-            "candidate_index_file": "",
-        },
-        "output": {
-            "root_dir": "/out",
-            "models_dir": "/out/models",
-            "tensorboard_dir": "/out/tensorboard",
-            "training_result_file": "/out/models/result.yaml",
-            "mining_result_file": "/out/result.tsv",
-            "infer_result_file": "/out/infer-result.json",
-            "monitor_file": "/out/monitor.txt",
-            "executor_log_file": "/out/ymir-executor-out.log",
-        },
-    }
-    (root / "in" / "env.yaml").write_text(yaml.safe_dump(env, sort_keys=False), encoding="utf-8")
-    cfg = {
-        "class_names": ds.class_names,
-        "gpu_id": "",
-        "gpu_count": 0,
-        "task_id": f"sample-{name}",
-        "export_format": "det-voc:raw",
-    }
-    (root / "in" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    return root
-
-
 def _resolve_in_path(p: str, in_dir: Path) -> str:
     if p == "/in" or p.startswith("/in/"):
         return str(in_dir / p[len("/in/") :]) if p != "/in" else str(in_dir)
@@ -256,6 +211,8 @@ def load_in_dir(path: str, class_names: Sequence[str] | None = None) -> Dataset:
 
     Annotations are read by extension: ``.xml`` VOC, ``.txt`` ark (class indices into
     ``class_names``: the argument, else ``in/config.yaml``'s, else an error), ``.json`` COCO.
+    Read a line at a time into on-disk splits (:class:`ItemStore`): memory does not grow with
+    the number of images.
 
     Raises:
         IndexFileError: no index file, or a malformed line (file and line named).
@@ -263,22 +220,52 @@ def load_in_dir(path: str, class_names: Sequence[str] | None = None) -> Dataset:
     """
     root = Path(path).resolve()
     in_dir = root / "in" if (root / "in").is_dir() else root
-    roots = [in_dir]
     index = {s: in_dir / f"{s}-index.tsv" for s in ("train", "val", "candidate")}
     if not any(p.is_file() for p in index.values()):
         raise IndexFileError(_not_a_dataset(in_dir), path=str(in_dir))
     if class_names is None:
-        cfg_path = in_dir / "config.yaml"
-        if cfg_path.is_file():
-            from ymir_exc.env import load_yaml_mapping
-
-            class_names = load_yaml_mapping(str(cfg_path), what="config.yaml").get("class_names")
-            if class_names is not None and (
-                not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names)
-            ):
-                raise ConfigFileError("class_names must be a list of strings", path=str(cfg_path), key="class_names")
+        class_names = _config_class_names(in_dir)
     names: list[str] = list(class_names or [])
+    boxes_of = _in_dir_annotations(in_dir, names)
+    splits = {
+        split: ItemStore(_in_dir_items(split, idx, in_dir, boxes_of) if idx.is_file() else ())
+        for split, idx in index.items()
+    }
+    if not names:
+        raise AnnotationError("no class names found: pass --class-names", path=str(in_dir))
+    return Dataset(root.name, names, splits["train"], splits["val"], splits["candidate"])
 
+
+def _config_class_names(in_dir: Path) -> list[str] | None:
+    """``class_names`` of ``in_dir/config.yaml``, None when there is no such file or key.
+
+    Raises:
+        ConfigFileError: config.yaml does not parse, or class_names is not a list of strings.
+    """
+    cfg_path = in_dir / "config.yaml"
+    if not cfg_path.is_file():
+        return None
+    from ymir_exc.env import load_yaml_mapping
+
+    class_names = load_yaml_mapping(str(cfg_path), what="config.yaml").get("class_names")
+    if class_names is not None and (
+        not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names)
+    ):
+        raise ConfigFileError("class_names must be a list of strings", path=str(cfg_path), key="class_names")
+    return class_names
+
+
+#: ``boxes_of(annotation, image, index file, line)``: the boxes of one index line
+BoxReader = Callable[[str, str, Path, int], list[BBox]]
+
+
+def _in_dir_annotations(in_dir: Path, names: list[str]) -> BoxReader:
+    """The reader of a YMIR ``in/`` folder's annotation files (VOC, ark, COCO by extension);
+    class names found in VOC files are appended to ``names``. Each COCO json is parsed once.
+
+    The reader raises IndexFileError for an annotation outside ``in_dir`` (links followed),
+    AnnotationError for one that does not parse or ark files without class names.
+    """
     coco_cache: dict[str, Callable[[str], list[BBox]]] = {}  # json -> image path -> boxes (coco_boxes_lookup)
 
     def boxes_of(annotation: str, image: str, src: Path, n: int) -> list[BBox]:
@@ -306,30 +293,34 @@ def load_in_dir(path: str, class_names: Sequence[str] | None = None) -> Dataset:
             )
         return parse_ark_annotation(annotation, names)
 
-    splits: dict[str, list[Item]] = {"train": [], "val": [], "candidate": []}
-    for split, idx in index.items():
-        if not idx.is_file():
+    return boxes_of
+
+
+def _in_dir_items(split: str, idx: Path, in_dir: Path, boxes_of: BoxReader) -> Iterator[Item]:
+    """The items of one index file of a YMIR ``in/`` folder, a line at a time, each image
+    checked (inside ``in_dir``, readable) and each box in range.
+
+    Raises:
+        IndexFileError: a blank or malformed line, a missing image (file and line named).
+        ImageError / AnnotationError: see :func:`check_image` and ``boxes_of``.
+    """
+    for n, line in iter_text_lines(idx):
+        if not line.strip():
+            raise IndexFileError("blank line", path=str(idx), line=n)
+        parts = line.split("\t")
+        image = _resolve_in_path(parts[0], in_dir)
+        if not os.path.lexists(image):
+            raise IndexFileError(f"image not found: {image}", path=str(idx), line=n)
+        size = check_image(image, [in_dir], str(idx), n)
+        if split == "candidate":
+            yield Item(image)
             continue
-        for n, line in read_text_lines(idx):
-            if not line.strip():
-                raise IndexFileError("blank line", path=str(idx), line=n)
-            parts = line.split("\t")
-            image = _resolve_in_path(parts[0], in_dir)
-            if not os.path.lexists(image):
-                raise IndexFileError(f"image not found: {image}", path=str(idx), line=n)
-            size = check_image(image, roots, str(idx), n)
-            if split == "candidate":
-                splits[split].append(Item(image))
-                continue
-            if len(parts) < 2 or not parts[1]:
-                raise IndexFileError("expected '<image>\\t<annotation>'", path=str(idx), line=n)
-            annotation = _resolve_in_path(parts[1], in_dir)
-            boxes = boxes_of(annotation, image, idx, n)
-            _check_box_range(boxes, size, annotation)
-            splits[split].append(Item(image, boxes))
-    if not names:
-        raise AnnotationError("no class names found: pass --class-names", path=str(in_dir))
-    return Dataset(root.name, names, splits["train"], splits["val"], splits["candidate"])
+        if len(parts) < 2 or not parts[1]:
+            raise IndexFileError("expected '<image>\\t<annotation>'", path=str(idx), line=n)
+        annotation = _resolve_in_path(parts[1], in_dir)
+        boxes = boxes_of(annotation, image, idx, n)
+        _check_box_range(boxes, size, annotation)
+        yield Item(image, boxes)
 
 
 def _not_a_dataset(folder: Path) -> str:
@@ -516,18 +507,46 @@ def load_coco(path: str, image_root: str | None = None) -> Dataset:
     return Dataset(p.stem, names, train, val, [Item(i.image_path) for i in val])
 
 
-def _yolo_images(base: Path, entry: Any) -> list[Path]:
+def walk(root: Path) -> Iterator[Path]:
+    """Every entry below ``root`` (files, folders, links), as ``Path(root).rglob("*")`` finds
+    them (links to folders listed, not entered; unreadable folders skipped), in no particular
+    order, read lazily: memory does not grow with the number of entries (``rglob`` keeps a set
+    of every path it yielded)."""
+    try:
+        it = os.scandir(root)
+    except (PermissionError, FileNotFoundError, NotADirectoryError):
+        return
+    with it:
+        for entry in it:
+            path = root / entry.name
+            yield path
+            try:
+                is_dir = entry.is_dir() and not entry.is_symlink()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                yield from walk(path)
+
+
+def _yolo_images(base: Path, entry: Any) -> Iterator[Path]:
+    """The images of a YOLO split entry (a folder, recursively, sorted; a .txt list; or a list
+    of those), streamed (a folder's listing is sorted on disk).
+
+    Raises:
+        IndexFileError: an entry that is neither a folder nor a .txt list.
+    """
     entries = entry if isinstance(entry, list) else [entry]
-    out: list[Path] = []
     for e in entries:
         p = (base / str(e)).resolve()
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS)
+            found = (str(q) for q in walk(p) if q.suffix.lower() in IMAGE_EXTS)
+            yield from map(Path, sorted_paths(found, by_parts=True))
         elif p.is_file() and p.suffix == ".txt":
-            out += [(p.parent / line).resolve() for line in _read_lines(p)]
+            for _, line in iter_text_lines(p):
+                if line.strip():
+                    yield (p.parent / line.strip()).resolve()
         else:
             raise IndexFileError(f"YOLO split {e!r} is neither a folder of images nor a .txt list", path=str(p))
-    return out
 
 
 def _yolo_label_path(image: Path) -> Path:
@@ -543,16 +562,50 @@ def load_yolo(path: str) -> Dataset:
     """An Ultralytics YOLO ``data.yaml`` (``path``, ``train``, ``val``, optional ``test``, ``names``).
 
     Labels ``cid xc yc w h`` (normalised 0-1) are read from the ``labels/`` folder beside each
-    ``images/`` folder and converted to pixels with the image's size. Candidates: ``test`` when
-    given, else the val images.
+    ``images/`` folder and converted to pixels with the image's size as displayed (EXIF
+    orientation applied, the frame Ultralytics reads labels in). Candidates: ``test`` when
+    given, else the val images. Read an image at a time into on-disk splits (:class:`ItemStore`).
 
     Raises:
+        ConfigFileError: data.yaml is not a mapping, or a key has the wrong type.
         AnnotationError: a label line that does not parse or a class id outside ``names``.
     """
+    p = Path(path).resolve()
+    cfg, base, data_names = _yolo_config(p)
+    unlabeled: list[Path] = []  # the first image without a label file, then a count
+    n_unlabeled = 0
 
+    def items(entry: Any) -> Iterator[Item]:
+        nonlocal n_unlabeled
+        for img in _yolo_images(base, entry):
+            size = check_image(str(img), [base], str(p))
+            label = _yolo_label_path(img)
+            if not label.is_file():
+                n_unlabeled += 1
+                unlabeled[:] = unlabeled or [img]
+                yield Item(str(img))
+            else:
+                yield Item(str(img), _yolo_boxes(label, size, base, data_names))
+
+    train, val = ItemStore(items(cfg.get("train"))), ItemStore(items(cfg.get("val")))
+    notes = (
+        [f"{n_unlabeled} training / val image(s) without a label file, taken as background (e.g. {unlabeled[0]})"]
+        if n_unlabeled
+        else []
+    )
+    candidate = ItemStore(Item(i.image_path) for i in (items(cfg["test"]) if cfg.get("test") else val))
+    return Dataset(p.parent.name, data_names, train, val, candidate, notes)
+
+
+def _yolo_config(p: Path) -> tuple[dict[str, Any], Path, list[str]]:
+    """``(data.yaml, the dataset's base folder, class names)`` of a YOLO data.yaml, checked.
+
+    Raises:
+        ConfigFileError: not a mapping, ``path`` not a string, ``names`` not a list / index
+            mapping of strings, ``train`` / ``val`` missing or of the wrong type.
+    """
     from ymir_exc.env import load_yaml_mapping
 
-    p = Path(path).resolve()
     cfg = load_yaml_mapping(str(p), what="YOLO data.yaml")
     if not isinstance(cfg, dict):
         raise ConfigFileError("must be a mapping with path, train, val and names", path=str(p))
@@ -572,50 +625,38 @@ def load_yolo(path: str) -> Dataset:
     for key in ("train", "val"):
         if not isinstance(cfg.get(key), (str, list)):
             raise ConfigFileError("must be a folder or .txt list (or a list of them)", path=str(p), key=key)
-    unlabeled = []
+    return cfg, base, data_names
 
-    def items(entry: Any) -> list[Item]:
-        out = []
-        for img in _yolo_images(base, entry):
-            w, h = check_image(str(img), [base], str(p))
-            label = _yolo_label_path(img)
-            boxes: list[BBox] = []
-            if not label.is_file():
-                unlabeled.append(img)
-            else:
-                if not _inside(os.path.realpath(label), str(base)):
-                    raise AnnotationError(
-                        f"label file lies outside the dataset's folder {base}: refused", path=str(label)
-                    )
-                for n, line in read_text_lines(label, AnnotationError):
-                    if not line.strip():
-                        continue
-                    f = line.split()
-                    try:
-                        cid, xc, yc, bw, bh = int(f[0]), *(float(v) for v in f[1:5])
-                    except (ValueError, IndexError):
-                        raise AnnotationError(
-                            "expected 'class x_center y_center width height'", path=str(label), line=n
-                        ) from None
-                    if not 0 <= cid < len(data_names):
-                        raise AnnotationError(f"class id {cid} outside names {data_names}", path=str(label), line=n)
-                    x0 = max(0, int(round((xc - bw / 2) * w)))
-                    y0 = max(0, int(round((yc - bh / 2) * h)))
-                    x1 = min(w, int(round((xc + bw / 2) * w)))
-                    y1 = min(h, int(round((yc + bh / 2) * h)))
-                    if x1 > x0 and y1 > y0:
-                        boxes.append(BBox(cid, data_names[cid], x0, y0, x1 - x0, y1 - y0))
-            out.append(Item(str(img), boxes))
-        return out
 
-    train, val = items(cfg.get("train")), items(cfg.get("val"))
-    notes = (
-        [f"{len(unlabeled)} training / val image(s) without a label file, taken as background (e.g. {unlabeled[0]})"]
-        if unlabeled
-        else []
-    )
-    candidate = [Item(i.image_path) for i in (items(cfg["test"]) if cfg.get("test") else val)]
-    return Dataset(p.parent.name, data_names, train, val, candidate, notes)
+def _yolo_boxes(label: Path, size: tuple[int, int], base: Path, data_names: Sequence[str]) -> list[BBox]:
+    """The boxes of a YOLO label file in integer pixels of an image of ``size`` (w, h),
+    clipped to the image; boxes empty after clipping are dropped.
+
+    Raises:
+        AnnotationError: the label file lies outside ``base``, a line does not parse, or a class
+            id outside ``data_names`` (file and line named).
+    """
+    if not _inside(os.path.realpath(label), str(base)):
+        raise AnnotationError(f"label file lies outside the dataset's folder {base}: refused", path=str(label))
+    w, h = size
+    boxes: list[BBox] = []
+    for n, line in iter_text_lines(label, AnnotationError):
+        if not line.strip():
+            continue
+        f = line.split()
+        try:
+            cid, xc, yc, bw, bh = int(f[0]), *(float(v) for v in f[1:5])
+        except (ValueError, IndexError):
+            raise AnnotationError("expected 'class x_center y_center width height'", path=str(label), line=n) from None
+        if not 0 <= cid < len(data_names):
+            raise AnnotationError(f"class id {cid} outside names {list(data_names)}", path=str(label), line=n)
+        x0 = max(0, int(round((xc - bw / 2) * w)))
+        y0 = max(0, int(round((yc - bh / 2) * h)))
+        x1 = min(w, int(round((xc + bw / 2) * w)))
+        y1 = min(h, int(round((yc + bh / 2) * h)))
+        if x1 > x0 and y1 > y0:
+            boxes.append(BBox(cid, data_names[cid], x0, y0, x1 - x0, y1 - y0))
+    return boxes
 
 
 def remap_classes(
@@ -641,20 +682,19 @@ def remap_classes(
     index = {n: i for i, n in enumerate(class_names)}
     missing: dict[str, int] = {}
 
-    def fix(items: list[Item]) -> list[Item]:
-        out = []
-        for it in items:
-            boxes = []
-            for b in it.boxes:
-                n = aliases.get(b.class_name, b.class_name)
-                if n not in index:
-                    missing[n] = missing.get(n, 0) + 1
-                    continue
-                boxes.append(BBox(index[n], n, b.x, b.y, b.w, b.h, b.quality, b.angle))
-            out.append(Item(it.image_path, boxes, it.sha1))
-        return out
+    def fix(it: Item) -> Item:
+        boxes = []
+        for b in it.boxes:
+            n = aliases.get(b.class_name, b.class_name)
+            if n not in index:
+                missing[n] = missing.get(n, 0) + 1
+                continue
+            boxes.append(BBox(index[n], n, b.x, b.y, b.w, b.h, b.quality, b.angle))
+        return Item(it.image_path, boxes, it.sha1)
 
-    new = Dataset(ds.name, list(class_names), fix(ds.train), fix(ds.val), list(ds.candidate), list(ds.notes))
+    train, val = same_kind(ds.train, map(fix, ds.train)), same_kind(ds.val, map(fix, ds.val))
+    candidate = ds.candidate if isinstance(ds.candidate, ItemStore) else list(ds.candidate)
+    new = Dataset(ds.name, list(class_names), train, val, candidate, list(ds.notes))
     if missing and unknown == "stop":
         listing = ", ".join(f"{n} ({k} boxes)" for n, k in sorted(missing.items()))
         raise AnnotationError(
@@ -722,33 +762,87 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
     the boxes, each distinct box once). Candidates with the same bytes are kept once. The kept
     item stays where its first copy was. Sets ``Item.sha1``.
 
+    Memory grows with the number of duplicated images only: digests seen are kept on disk
+    (:class:`KeySet`), and a dataset on disk (:class:`ItemStore`) is resolved into a new one.
+
     Raises:
         AnnotationError: different label sets under ``policy="error"``, listing the file names.
         ValueError: an unknown policy.
     """
-    from ymir_exc.harness.workspace import sha1_file
-
     if policy not in DUPLICATE_POLICIES:
         raise ValueError(f"duplicates policy must be one of {DUPLICATE_POLICIES}, not {policy!r}")
+    train, val, candidate = (_hashed(items) for items in (ds.train, ds.val, ds.candidate))
+    seen, repeated = KeySet(), set()
+    for it in itertools.chain(train, val):
+        if not seen.add(it.sha1 or ""):
+            repeated.add(it.sha1)
+    groups: dict[str, list[Item]] = {}
+    for it in itertools.chain(train, val):
+        if it.sha1 and it.sha1 in repeated:
+            groups.setdefault(it.sha1, []).append(it)
+    winners, conflicts, clashes = _merge_groups(groups, policy)
+    if clashes:
+        raise AnnotationError(
+            f"{len(clashes)} image(s) appear under several names with different labels: "
+            + first_few(clashes)
+            + " (choose with --duplicates first|merge)",
+            key="duplicates",
+        )
+    placed: set[str] = set()
+    cand_seen = KeySet()
+    kept_candidates = same_kind(candidate, (it for it in candidate if cand_seen.add(it.sha1 or "")))
+    notes = list(ds.notes)
+    merged = sum(len(items) - 1 for items in groups.values() if items[0].sha1 in winners)
+    if merged:
+        notes.append(
+            f"{merged} duplicate image(s) merged"
+            + (f" ({conflicts} with different labels, by --duplicates {policy})" if conflicts else "")
+        )
+    if len(kept_candidates) < len(candidate):
+        notes.append(f"{len(candidate) - len(kept_candidates)} duplicate candidate image(s) dropped")
+    return Dataset(
+        ds.name,
+        list(ds.class_names),
+        same_kind(train, _keep(train, winners, placed)),
+        same_kind(val, _keep(val, winners, placed)),
+        kept_candidates,
+        notes,
+    )
+
+
+def _hashed(items: Sequence[Item]) -> Sequence[Item]:
+    """``items`` with ``Item.sha1`` set: a list's items are updated in place; an
+    :class:`ItemStore` is copied into a new one (hashing a chunk at a time, in parallel)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ymir_exc.harness.workspace import _in_chunks, _io_workers
+    from ymir_exc.harness.files import _in_chunks, _io_workers, sha1_file
 
-    todo = [it for it in ds.train + ds.val + ds.candidate if it.sha1 is None]
-    paths = list(dict.fromkeys(it.image_path for it in todo))
-    with ThreadPoolExecutor(max_workers=_io_workers(len(paths))) as pool:  # hashing releases the GIL
-        digests = dict(zip(paths, _in_chunks(pool, sha1_file, paths), strict=True))
-    for it in todo:
-        it.sha1 = digests[it.image_path]
-    groups: dict[str, list[Item]] = {}
-    for it in ds.train + ds.val:
-        groups.setdefault(it.sha1, []).append(it)  # type: ignore[arg-type]
-    merged = conflicts = 0
+    def chunks() -> Iterator[list[Item]]:
+        it = iter(items)
+        while chunk := list(itertools.islice(it, 4096)):
+            todo = list(dict.fromkeys(i.image_path for i in chunk if i.sha1 is None))
+            digests = dict(zip(todo, _in_chunks(pool, sha1_file, todo), strict=True))
+            for i in chunk:
+                if i.sha1 is None:
+                    i.sha1 = digests[i.image_path]
+            yield chunk
+
+    with ThreadPoolExecutor(max_workers=_io_workers(min(len(items), 4096))) as pool:  # hashing releases the GIL
+        if isinstance(items, ItemStore):
+            return ItemStore(itertools.chain.from_iterable(chunks()))
+        for _ in chunks():
+            pass
+        return items
+
+
+def _merge_groups(groups: dict[str, list[Item]], policy: str) -> tuple[dict[str, Item], int, list[str]]:
+    """``(winners, conflicts, clashes)`` for groups of items with the same bytes: the one item
+    kept per digest (:func:`resolve_duplicates`'s rules), how many groups had different label
+    sets, and (policy ``error``) those groups' file names, which get no winner."""
     winners: dict[str, Item] = {}
     clashes: list[str] = []
+    conflicts = 0
     for h, items in groups.items():
-        if len(items) == 1:
-            continue
         labeled = [i for i in items if i.boxes]
         keys = list(dict.fromkeys(_label_key(i.boxes) for i in labeled))
         if len(keys) > 1:
@@ -766,42 +860,18 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
                 boxes = list(labeled[0].boxes)
         else:
             boxes = list(labeled[0].boxes) if labeled else []
-        merged += len(items) - 1
         winners[h] = Item(items[0].image_path, boxes, h)
-    if clashes:
-        raise AnnotationError(
-            f"{len(clashes)} image(s) appear under several names with different labels: "
-            + "; ".join(clashes[:10])
-            + (" ..." if len(clashes) > 10 else "")
-            + " (choose with --duplicates first|merge)",
-            key="duplicates",
-        )
-    placed: set[str] = set()
+    return winners, conflicts, clashes
 
-    def keep(items: list[Item]) -> list[Item]:
-        out = []
-        for it in items:
-            if it.sha1 in winners:
-                if it.sha1 in placed:
-                    continue
-                placed.add(it.sha1)
-                out.append(winners[it.sha1])
-            else:
-                out.append(it)
-        return out
 
-    cand_seen: set[str | None] = set()
-    candidate = []
-    for it in ds.candidate:
-        if it.sha1 not in cand_seen:
-            cand_seen.add(it.sha1)
-            candidate.append(it)
-    notes = list(ds.notes)
-    if merged:
-        notes.append(
-            f"{merged} duplicate image(s) merged"
-            + (f" ({conflicts} with different labels, by --duplicates {policy})" if conflicts else "")
-        )
-    if len(candidate) < len(ds.candidate):
-        notes.append(f"{len(ds.candidate) - len(candidate)} duplicate candidate image(s) dropped")
-    return Dataset(ds.name, list(ds.class_names), keep(ds.train), keep(ds.val), candidate, notes)
+def _keep(items: Iterable[Item], winners: dict[str, Item], placed: set[str]) -> Iterator[Item]:
+    """``items`` with each duplicated image's winner in place of its first copy (``placed``:
+    the digests already given their winner) and later copies left out."""
+    for it in items:
+        if it.sha1 in winners:
+            if it.sha1 in placed:
+                continue
+            placed.add(it.sha1)
+            yield winners[it.sha1]
+        else:
+            yield it

@@ -38,9 +38,10 @@ from typing import Any
 
 from ymir_exc._io import atomic_write
 from ymir_exc.errors import AnnotationError
+from ymir_exc.harness.collect import TrainingReport
 from ymir_exc.harness.datasets import Dataset, Item
 from ymir_exc.harness.executors import LocalExecutor
-from ymir_exc.harness.models import ModelStore
+from ymir_exc.harness.options import RunOptions
 from ymir_exc.harness.pipeline import TaskOutcome, run_task
 
 #: settings a resumed loop must share with the one it continues
@@ -168,7 +169,7 @@ def check_disjoint(splits: dict[str, Sequence[Item]]) -> None:
     Raises:
         AnnotationError: the overlapping files, named with their splits (key ``splits``).
     """
-    from ymir_exc.harness.workspace import sha1_file
+    from ymir_exc.harness.files import sha1_file
 
     where: dict[str, list[tuple[str, str]]] = {}
     for name, items in splits.items():
@@ -212,35 +213,51 @@ def training_seed_key(executor: LocalExecutor) -> str | None:
     return SEED_KEY if SEED_KEY in (executor.templates().get("training") or {}) else None
 
 
+@dataclass(frozen=True)
+class LoopPlan:
+    """What a loop runs (the settings ``--resume`` checks against loop.json, :data:`RESUME_KEYS`).
+
+    Attributes:
+        initial: labeled training images to start with (1 .. training images - 1).
+        rounds: mining rounds (trainings = rounds + 1).
+        topk: images mined and labeled per round.
+        strategies: :data:`BASELINE` (harness-side random selection) and / or the executor's
+            ``mining_algorithm`` names (``random`` included).
+        seeds: the seeds to run (default ``(0,)``); each seed gives the same initial set and the
+            same round-0 model to every strategy, and is the training seed (config key ``seed``)
+            when the executor declares one.
+        continue_training: train each round from the previous round's model (default: from
+            scratch).
+        test_split: held-out test images (count or fraction, :func:`split_test`); None: none.
+    """
+
+    initial: int
+    rounds: int
+    topk: int
+    strategies: Sequence[str]
+    seeds: Sequence[int] = (0,)
+    continue_training: bool = False
+    test_split: float | None = None
+
+
 def run_loop(
     executor: LocalExecutor,
-    runtime: str,
     ds: Dataset,
+    plan: LoopPlan,
+    options: RunOptions,
     *,
-    initial: int,
-    rounds: int,
-    topk: int,
-    strategies: list[str],
-    seed: int = 0,
     out_dir: Path,
-    store: ModelStore,
-    user_config: dict[str, Any] | None = None,
-    continue_training: bool = False,
-    show: bool = False,
     log: Callable[[str], None] = print,
-    seeds: Sequence[int] | None = None,
     done: list[RoundResult] | None = None,
-    test_split: float | None = None,
     on_round: Callable[[list[RoundResult]], None] | None = None,
 ) -> list[RoundResult]:
-    """Run the loop for every seed and strategy (:data:`BASELINE` = harness-side random
+    """Run the loop for every seed and strategy of ``plan`` (:data:`BASELINE` = harness-side random
     selection; anything else, ``random`` included, is the executor's ``mining_algorithm``).
 
     Args:
-        seeds: the seeds to run (default ``[seed]``); each seed gives the same initial set and
-            the same round-0 model to every strategy, and is the training seed (config key
-            ``seed``) when the executor declares one.
-        test_split: held-out test images (count or fraction, :func:`split_test`); None: none.
+        options: how each task runs (``options.runtime`` resolved); ``options.model_location``
+            holds every round's model (None: ``out_dir/models``).
+        out_dir: the rounds' work dirs (:func:`round_dir`).
         done: rounds already finished (from loop.json): they are not run again, and their
             selections rebuild the labeled set, so a resumed loop continues where it stopped.
         on_round: called with every result so far after each finished round (writes loop.json).
@@ -252,194 +269,193 @@ def run_loop(
         ValueError: bad sizes; AnnotationError: an image in two splits; LoopError: a step
         failed; KeyboardInterrupt: Ctrl-C (the results so far were handed to ``on_round``).
     """
-    seeds = list(seeds) if seeds else [seed]
-    several = len(seeds) > 1
-    ds, test = split_test(ds, test_split)
+    if options.model_location is None:
+        options = replace(options, model_location=out_dir / "models")
+    ds, test = split_test(ds, plan.test_split)
     results: list[RoundResult] = list(done or [])
-    finished = {(r.seed, r.strategy, r.round): r for r in results}
     seed_key = training_seed_key(executor)
     if seed_key is None:
         log(
             f"loop: {executor.name} declares no training key {SEED_KEY!r}: every seed trains with the executor's "
             f"own training randomness"
         )
-    elif user_config and seed_key in user_config:
-        log(f"loop: the config's {seed_key}: {user_config[seed_key]!r} is replaced by the loop's seed")
-    for s in seeds:
-        init, pool0 = split_initial(ds, initial, s)
-        if rounds * topk > len(pool0):
-            raise ValueError(f"{rounds} rounds x top-{topk} = {rounds * topk} images, but the pool holds {len(pool0)}")
+    elif seed_key in options.user_config:
+        log(f"loop: the config's {seed_key}: {options.user_config[seed_key]!r} is replaced by the loop's seed")
+    for s in plan.seeds:
+        init, pool0 = split_initial(ds, plan.initial, s)
+        if plan.rounds * plan.topk > len(pool0):
+            raise ValueError(
+                f"{plan.rounds} rounds x top-{plan.topk} = {plan.rounds * plan.topk} images, "
+                f"but the pool holds {len(pool0)}"
+            )
         check_disjoint({"initial": init, "pool": pool0, "val": ds.val, "test": test})
-        cfg = dict(user_config or {})
+        cfg = dict(options.user_config)
         if seed_key is not None:
             cfg[seed_key] = s
-        round0: RoundResult | None = next((r for r in results if r.seed == s and r.round == 0), None)
-        for strategy in strategies:
-            labeled, pool = list(init), list(pool0)
-            prev_model: str | None = None
-            for r in range(rounds + 1):
-                tag = f"{strategy} seed {s} round {r}/{rounds}"
-                prior = finished.get((s, strategy, r))
-                if prior is not None:  # resumed: replay its selection
-                    chosen_paths = set(prior.selected)
-                    chosen = [i for i in pool if i.image_path in chosen_paths]
-                    pool = [i for i in pool if i.image_path not in chosen_paths]
-                    labeled = labeled + chosen
-                    prev_model = prior.model_hash
-                    continue
-                base = round_dir(out_dir, strategy, s, r, several)
-                if r == 0 and round0 is not None:  # the same training for every strategy
-                    res = replace(round0, strategy=strategy, selected=[], mine_seconds=0.0, shared=True)
-                    log(f"loop: {tag}: round 0 shared (model {res.model_hash[:12]})")
-                else:
-                    if base.exists():  # an interrupted attempt: start this round afresh
-                        shutil.rmtree(base)
-                    check_disjoint({"train": labeled, "val": ds.val, "test": test, "pool": pool})
-                    res = _train_and_test(
-                        executor,
-                        runtime,
-                        ds,
-                        labeled,
-                        test,
-                        strategy,
-                        s,
-                        r,
-                        cfg,
-                        base,
-                        store,
-                        show,
-                        prev_model if continue_training else None,
-                        tag,
-                        log,
-                    )
-                    if r == 0:
-                        round0 = res
-                prev_model = res.model_hash
-                if r < rounds:
-                    if strategy == BASELINE:
-                        chosen = baseline_pick(pool, topk, s, r)
-                    else:
-                        log(f"loop: {tag}: mining {len(pool)} pool images ({strategy})")
-                        chosen, res.mine_seconds = _mine(
-                            executor,
-                            runtime,
-                            ds,
-                            pool,
-                            strategy,
-                            cfg,
-                            res.model_hash,
-                            base / f"mine-{strategy}" if r == 0 else base / "mine",
-                            store,
-                            show,
-                            topk,
-                            tag,
-                        )
-                    ids = {id(i) for i in chosen}
-                    pool = [i for i in pool if id(i) not in ids]
-                    labeled = labeled + chosen  # "labeling": their held-out ground truth is revealed
-                    res.selected = [i.image_path for i in chosen]
-                results.append(res)
-                if on_round is not None:  # saved before it is announced
-                    on_round(results)
-                figures = f"val mAP50 {res.mAP:.4f}" + (
-                    "" if res.test_best is None else f"  test mAP50 best {res.test_best:.4f} last {res.test_last:.4f}"
-                )
-                log(
-                    f"{strategy:>10}  seed {s}  round {r}  labeled {res.labeled:4d}  {figures}  "
-                    f"model {res.model_hash[:12]}"
-                )
+        run = _SeedRun(executor, ds, test, plan, replace(options, user_config=cfg), out_dir, s, log, on_round)
+        for strategy in plan.strategies:
+            run.strategy(strategy, init, pool0, results)
     return results
 
 
-def _train_and_test(
-    executor: LocalExecutor,
-    runtime: str,
-    ds: Dataset,
-    labeled: list[Item],
-    test: list[Item],
-    strategy: str,
-    s: int,
-    r: int,
-    cfg: dict[str, Any],
-    base: Path,
-    store: ModelStore,
-    show: bool,
-    model_ref: str | None,
-    tag: str,
-    log: Callable[[str], None],
-) -> RoundResult:
-    """Train on ``labeled`` (val picks the best stage), then score the best and the last stage on
-    ``test`` (when there is one)."""
-    log(f"loop: {tag}: training on {len(labeled)} labeled images")
-    train_ds = Dataset(f"{ds.name}-s{s}-r{r}", ds.class_names, labeled, ds.val, [])
-    trained = run_task(
-        executor,
-        runtime,
-        ["training"],
-        train_ds,
-        work_dir=base / "train",
-        store=store,
-        user_config=cfg,
-        model_ref=model_ref,
-        show=show,
-    )
-    _require_ok(trained, f"{tag}: training")
-    rep = trained.training
-    assert rep is not None and rep.model_hash is not None and trained.run is not None
-    # the last stage written: the newest timestamp, on a tie (stages written within a second) the
-    # later one in result.yaml's order, as the platform orders them
-    stages = list(rep.stages.values())
-    i_last = max(range(len(stages)), key=lambda i: (stages[i].timestamp, i)) if stages else -1
-    last = stages[i_last].stage_name if stages else rep.best_stage_name
-    res = RoundResult(
-        strategy,
-        r,
-        len(labeled),
-        rep.mAP,
-        rep.model_hash,
-        round(trained.run.seconds, 2),
-        seed=s,
-        best_stage=rep.best_stage_name,
-        last_stage=last,
-    )
-    if test:
-        log(
-            f"loop: {tag}: scoring stages {rep.best_stage_name}"
-            + (f" and {last}" if last != rep.best_stage_name else "")
-            + f" on {len(test)} test images"
+@dataclass
+class _SeedRun:
+    """The rounds of one seed: the state every strategy's rounds share."""
+
+    executor: LocalExecutor
+    ds: Dataset
+    test: list[Item]
+    plan: LoopPlan
+    options: RunOptions  # the seed's: its config sets the training seed
+    out_dir: Path
+    seed: int
+    log: Callable[[str], None]
+    on_round: Callable[[list[RoundResult]], None] | None
+
+    def strategy(self, strategy: str, init: list[Item], pool0: list[Item], results: list[RoundResult]) -> None:
+        """Every round of ``strategy`` for this seed, appended to ``results``; the rounds already in
+        ``results`` are replayed (their selections rebuild the labeled set), round 0 is shared."""
+        s, rounds = self.seed, self.plan.rounds
+        finished = {r.round: r for r in results if r.seed == s and r.strategy == strategy}
+        labeled, pool = list(init), list(pool0)
+        prev_model: str | None = None
+        for r in range(rounds + 1):
+            prior = finished.get(r)
+            if prior is not None:  # resumed: replay its selection
+                chosen_paths = set(prior.selected)
+                labeled += [i for i in pool if i.image_path in chosen_paths]
+                pool = [i for i in pool if i.image_path not in chosen_paths]
+                prev_model = prior.model_hash
+                continue
+            tag = f"{strategy} seed {s} round {r}/{rounds}"
+            base = round_dir(self.out_dir, strategy, s, r, len(self.plan.seeds) > 1)
+            round0 = next((x for x in results if x.seed == s and x.round == 0), None)
+            if r == 0 and round0 is not None:  # the same training for every strategy
+                res = replace(round0, strategy=strategy, selected=[], mine_seconds=0.0, shared=True)
+                self.log(f"loop: {tag}: round 0 shared (model {res.model_hash[:12]})")
+            else:
+                if base.exists():  # an interrupted attempt: start this round afresh
+                    shutil.rmtree(base)
+                check_disjoint({"train": labeled, "val": self.ds.val, "test": self.test, "pool": pool})
+                model_ref = prev_model if self.plan.continue_training else None
+                res = self.train_and_test(labeled, strategy, r, base, model_ref, tag)
+            prev_model = res.model_hash
+            if r < rounds:
+                chosen = self.select(pool, strategy, r, res, base, tag)
+                ids = {id(i) for i in chosen}
+                pool = [i for i in pool if id(i) not in ids]
+                labeled = labeled + chosen  # "labeling": their held-out ground truth is revealed
+                res.selected = [i.image_path for i in chosen]
+            results.append(res)
+            self.announce(res, results)
+
+    def select(self, pool: list[Item], strategy: str, r: int, res: RoundResult, base: Path, tag: str) -> list[Item]:
+        """The round's ``topk`` picks of ``pool``: the harness baseline's, or the executor's mining
+        (its time set in ``res.mine_seconds``)."""
+        if strategy == BASELINE:
+            return baseline_pick(pool, self.plan.topk, self.seed, r)
+        self.log(f"loop: {tag}: mining {len(pool)} pool images ({strategy})")
+        work = base / f"mine-{strategy}" if r == 0 else base / "mine"
+        chosen, res.mine_seconds = self.mine(pool, strategy, res.model_hash, work, tag)
+        return chosen
+
+    def announce(self, res: RoundResult, results: list[RoundResult]) -> None:
+        """Save (``on_round``), then log the finished round."""
+        if self.on_round is not None:  # saved before it is announced
+            self.on_round(results)
+        figures = f"val mAP50 {res.mAP:.4f}" + (
+            "" if res.test_best is None else f"  test mAP50 best {res.test_best:.4f} last {res.test_last:.4f}"
         )
-        res.test_best = score_on_test(
-            executor,
-            runtime,
-            ds,
-            test,
-            f"{rep.model_hash}@{rep.best_stage_name}",
-            cfg,
-            base / "test-best",
-            store,
-            show,
-            tag,
+        self.log(
+            f"{res.strategy:>10}  seed {res.seed}  round {res.round}  labeled {res.labeled:4d}  {figures}  "
+            f"model {res.model_hash[:12]}"
         )
-        res.test_last = (
-            res.test_best
-            if last == rep.best_stage_name
-            else score_on_test(
-                executor, runtime, ds, test, f"{rep.model_hash}@{last}", cfg, base / "test-last", store, show, tag
+
+    def train_and_test(
+        self, labeled: list[Item], strategy: str, r: int, base: Path, model_ref: str | None, tag: str
+    ) -> RoundResult:
+        """Train on ``labeled`` (val picks the best stage), then score the best and the last stage
+        on the test set (when there is one)."""
+        ds, s = self.ds, self.seed
+        self.log(f"loop: {tag}: training on {len(labeled)} labeled images")
+        train_ds = Dataset(f"{ds.name}-s{s}-r{r}", ds.class_names, labeled, ds.val, [])
+        trained = run_task(
+            self.executor, ["training"], train_ds, self.options, work_dir=base / "train", model_ref=model_ref
+        )
+        _require_ok(trained, f"{tag}: training")
+        rep = trained.training
+        assert rep is not None and rep.model_hash is not None and trained.run is not None
+        last = _last_stage(rep)
+        res = RoundResult(
+            strategy,
+            r,
+            len(labeled),
+            rep.mAP,
+            rep.model_hash,
+            round(trained.run.seconds, 2),
+            seed=s,
+            best_stage=rep.best_stage_name,
+            last_stage=last,
+        )
+        if self.test:
+            self.log(
+                f"loop: {tag}: scoring stages {rep.best_stage_name}"
+                + (f" and {last}" if last != rep.best_stage_name else "")
+                + f" on {len(self.test)} test images"
             )
-        )
-    return res
+            best_ref = f"{rep.model_hash}@{rep.best_stage_name}"
+            res.test_best = score_on_test(self.executor, ds, self.test, best_ref, self.options, base / "test-best", tag)
+            res.test_last = (
+                res.test_best
+                if last == rep.best_stage_name
+                else score_on_test(
+                    self.executor, ds, self.test, f"{rep.model_hash}@{last}", self.options, base / "test-last", tag
+                )
+            )
+        return res
+
+    def mine(self, pool: list[Item], strategy: str, model: str, work: Path, tag: str) -> tuple[list[Item], float]:
+        """The executor's mining of ``pool`` with ``strategy``: (its top-k pool items, seconds)."""
+        if work.exists():  # an interrupted attempt
+            shutil.rmtree(work)
+        ds, topk = self.ds, self.plan.topk
+        mine_ds = Dataset(f"{ds.name}-pool", ds.class_names, [], [], [Item(i.image_path) for i in pool])
+        options = replace(self.options, user_config=dict(self.options.user_config, mining_algorithm=strategy))
+        mined = run_task(self.executor, ["mining"], mine_ds, options, work_dir=work, model_ref=model)
+        _require_ok(mined, f"{tag}: mining")
+        assert mined.mining is not None and mined.run is not None
+        sources = mined.prepared.stats.sources if mined.prepared.stats else {}
+        by_path: dict[str, list[Item]] = {}
+        for it in pool:
+            by_path.setdefault(it.image_path, []).append(it)
+        chosen: list[Item] = []
+        for asset, _score in mined.mining.ranked:
+            src = sources.get(os.path.basename(asset))
+            while src in by_path and by_path[src] and len(chosen) < topk:
+                chosen.append(by_path[src].pop())
+            if len(chosen) >= topk:
+                break
+        if len(chosen) < topk:
+            raise LoopError(f"{tag}: mining ranked only {len(chosen)} pool images, need {topk}")
+        return chosen, round(mined.run.seconds, 2)
+
+
+def _last_stage(rep: TrainingReport) -> str:
+    """The last stage written: the newest timestamp, on a tie (stages written within a second) the
+    later one in result.yaml's order, as the platform orders them; the best stage without any."""
+    stages = list(rep.stages.values())
+    if not stages:
+        return str(rep.best_stage_name)
+    return str(stages[max(range(len(stages)), key=lambda i: (stages[i].timestamp, i))].stage_name)
 
 
 def score_on_test(
     executor: LocalExecutor,
-    runtime: str,
     ds: Dataset,
     test: list[Item],
     model_ref: str,
-    cfg: dict[str, Any],
+    options: RunOptions,
     work: Path,
-    store: ModelStore,
-    show: bool,
     tag: str,
 ) -> float:
     """mAP50 of ``model_ref`` (``HASH@STAGE``) on ``test``: the executor's infer task on the test
@@ -454,20 +470,9 @@ def score_on_test(
     from ymir_exc.metrics import evaluate_detections
 
     test_ds = Dataset(f"{ds.name}-test", ds.class_names, [], [], [Item(i.image_path) for i in test])
-    icfg = dict(cfg)
     if "conf_threshold" in (executor.templates().get("infer") or {}):
-        icfg["conf_threshold"] = TEST_CONF_THRESHOLD
-    out = run_task(
-        executor,
-        runtime,
-        ["infer"],
-        test_ds,
-        work_dir=work,
-        store=store,
-        user_config=icfg,
-        model_ref=model_ref,
-        show=show,
-    )
+        options = replace(options, user_config=dict(options.user_config, conf_threshold=TEST_CONF_THRESHOLD))
+    out = run_task(executor, ["infer"], test_ds, options, work_dir=work, model_ref=model_ref)
     _require_ok(out, f"{tag}: test inference ({model_ref})")
     # the harness checked the file (no problems, else _require_ok raised); a test split is small
     infer_file = out.prepared.work_dir / "out" / "infer-result.json"
@@ -486,52 +491,6 @@ def score_on_test(
             if "box" in b
         ]
     return float(evaluate_detections(found, truth, classes=list(ds.class_names))["mAP"])
-
-
-def _mine(
-    executor: LocalExecutor,
-    runtime: str,
-    ds: Dataset,
-    pool: list[Item],
-    strategy: str,
-    cfg: dict[str, Any],
-    model: str,
-    work: Path,
-    store: ModelStore,
-    show: bool,
-    topk: int,
-    tag: str,
-) -> tuple[list[Item], float]:
-    if work.exists():  # an interrupted attempt
-        shutil.rmtree(work)
-    mine_ds = Dataset(f"{ds.name}-pool", ds.class_names, [], [], [Item(i.image_path) for i in pool])
-    mined = run_task(
-        executor,
-        runtime,
-        ["mining"],
-        mine_ds,
-        work_dir=work,
-        store=store,
-        user_config=dict(cfg, mining_algorithm=strategy),
-        model_ref=model,
-        show=show,
-    )
-    _require_ok(mined, f"{tag}: mining")
-    assert mined.mining is not None and mined.run is not None
-    sources = mined.prepared.stats.sources if mined.prepared.stats else {}
-    by_path: dict[str, list[Item]] = {}
-    for it in pool:
-        by_path.setdefault(it.image_path, []).append(it)
-    chosen: list[Item] = []
-    for asset, _score in mined.mining.ranked:
-        src = sources.get(os.path.basename(asset))
-        while src in by_path and by_path[src] and len(chosen) < topk:
-            chosen.append(by_path[src].pop())
-        if len(chosen) >= topk:
-            break
-    if len(chosen) < topk:
-        raise LoopError(f"{tag}: mining ranked only {len(chosen)} pool images, need {topk}")
-    return chosen, round(mined.run.seconds, 2)
 
 
 #: the figures a table / plot can show: RoundResult attribute -> what it is

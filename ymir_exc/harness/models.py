@@ -564,7 +564,7 @@ class ModelStore:
         """
         path = self.resolve(ref)
         if verify:
-            from ymir_exc.harness.workspace import sha1_file
+            from ymir_exc.harness.files import sha1_file
 
             actual = sha1_file(str(path))
             if actual != path.name:

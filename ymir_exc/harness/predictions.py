@@ -23,7 +23,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ymir_exc._io import atomic_file, atomic_write
 from ymir_exc.formats.results import infer_box_problem
@@ -37,7 +37,7 @@ def asset_sources(stats_sources: Mapping[str, str], candidates: Sequence[str]) -
         candidates: every candidate image path, in order; images with identical bytes share one
             asset, and each of their paths is listed.
     """
-    from ymir_exc.harness.workspace import sha1_file
+    from ymir_exc.harness.files import sha1_file
 
     out: dict[str, list[str]] = {}
     first = {src: name for name, src in stats_sources.items()}
@@ -62,7 +62,7 @@ def build_predictions(
             without boxes.
         class_names: the model's classes; category ids are 1-based positions in it.
     """
-    from ymir_exc.harness.workspace import image_size
+    from ymir_exc.harness.files import image_size
 
     cat = {n: i + 1 for i, n in enumerate(class_names)}
     images: list[dict[str, Any]] = []
@@ -150,43 +150,12 @@ def write_predictions(
         OSError: the file cannot be written (the previous one is left).
         ValueError: an infer-result.json that is not valid JSON (ijson's error).
     """
-    from ymir_exc.harness.workspace import image_size
-
     cat = {n: i + 1 for i, n in enumerate(class_names)}
-    stack = contextlib.ExitStack()
-    lookup: Callable[[str], list[dict[str, Any]]]
-    with stack:
-        if isinstance(results, Mapping):
-            lookup = lambda asset: results.get(asset, [])  # noqa: E731
-        else:
-            from ymir_exc.harness.collect import _json_has_top_key
-
-            f = stack.enter_context(open(results, "rb"))
-            if _json_has_top_key(f, "detection"):
-                f.seek(0)
-                streamed = _StreamedResults(f, class_names)
-                stack.callback(streamed.close)
-                lookup = streamed.get
-            else:  # a COCO-style segmentation result has no per-image key to stream by
-                seg = _segmentation_results(f, class_names)
-                lookup = lambda asset: seg.get(asset, [])  # noqa: E731
+    with contextlib.ExitStack() as stack:
+        lookup = _result_lookup(stack, results, class_names)
         anns = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
-        n_images = n_anns = 0
         with atomic_file(path) as write:
-            write('{\n "images": [')
-            for asset, paths in sources.items():
-                boxes = lookup(asset)
-                for p in paths:
-                    w, h = image_size(p)
-                    n_images += 1
-                    write(
-                        ("\n" if n_images == 1 else ",\n")
-                        + _item_text({"id": n_images, "file_name": p, "width": w, "height": h})
-                    )
-                    for b in boxes:
-                        n_anns += 1
-                        anns.write(("\n" if n_anns == 1 else ",\n") + _item_text(_annotation(n_images, b, cat)))
-            write("\n ],\n" if n_images else "],\n")
+            n_images, n_anns = _write_images(write, anns, sources, lookup, cat)
             categories = [{"id": i, "name": n} for n, i in cat.items()]
             write(
                 ' "categories": ['
@@ -202,6 +171,67 @@ def write_predictions(
                 write(chunk)
             write("\n ]\n}" if n_anns else "]\n}")
     return {"images": n_images, "annotations": n_anns}
+
+
+def _result_lookup(
+    stack: contextlib.ExitStack,
+    results: str | os.PathLike[str] | Mapping[str, list[dict[str, Any]]],
+    class_names: Sequence[str],
+) -> Callable[[str], list[dict[str, Any]]]:
+    """``asset name -> kept boxes`` over ``results`` (see :func:`write_predictions`); a file it
+    opens is closed when ``stack`` closes.
+
+    Raises:
+        OSError: the infer-result.json cannot be opened.
+        ValueError: it is not valid JSON.
+    """
+    if isinstance(results, Mapping):
+        return lambda asset: results.get(asset, [])
+    from ymir_exc.harness.collect import _json_has_top_key
+
+    f = stack.enter_context(open(results, "rb"))
+    if _json_has_top_key(f, "detection"):
+        f.seek(0)
+        streamed = _StreamedResults(f, class_names)
+        stack.callback(streamed.close)
+        return streamed.get
+    # a COCO-style segmentation result has no per-image key to stream by
+    seg = _segmentation_results(f, class_names)
+    return lambda asset: seg.get(asset, [])
+
+
+def _write_images(
+    write: Callable[[str], Any],
+    anns: IO[str],
+    sources: Mapping[str, list[str]],
+    lookup: Callable[[str], list[dict[str, Any]]],
+    cat: Mapping[str, int],
+) -> tuple[int, int]:
+    """Write the ``"images"`` list through ``write`` and each image's annotations (comma-separated
+    items, without the brackets) to ``anns``; returns ``(images, annotations)`` written.
+
+    Raises:
+        ImageError: an image that is missing or that Pillow cannot identify (its size is read from
+            the header, EXIF orientation applied).
+    """
+    from ymir_exc.harness.files import image_size
+
+    n_images = n_anns = 0
+    write('{\n "images": [')
+    for asset, paths in sources.items():
+        boxes = lookup(asset)
+        for p in paths:
+            w, h = image_size(p)
+            n_images += 1
+            write(
+                ("\n" if n_images == 1 else ",\n")
+                + _item_text({"id": n_images, "file_name": p, "width": w, "height": h})
+            )
+            for b in boxes:
+                n_anns += 1
+                anns.write(("\n" if n_anns == 1 else ",\n") + _item_text(_annotation(n_images, b, cat)))
+    write("\n ],\n" if n_images else "],\n")
+    return n_images, n_anns
 
 
 def _annotation(image_id: int, b: dict[str, Any], cat: Mapping[str, int]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any
 
 from ymir_exc.code import ExecutorReturnCode, ExecutorState
 from ymir_exc.formats.monitor import MonitorState, format_monitor_line, parse_monitor
+from ymir_exc.harness.options import RunOptions
 from ymir_exc.harness.output import write_line
 
 POLL_SECONDS = 0.2
@@ -283,6 +284,83 @@ def _stop(proc: subprocess.Popen[Any], kill_group: bool = True) -> None:
     _Stopper(proc, lambda: send(signal.SIGTERM), lambda: send(signal.SIGKILL))()
 
 
+class _MonitorWatch:
+    """Reads monitor.txt while an executor runs: every distinct percent (for the monotonicity
+    check), the parse errors, and the progress display."""
+
+    def __init__(self, path: Path, label: str, show: bool) -> None:
+        self.path = path
+        self.display = _Display(label, show)
+        self.percents: list[float] = []
+        self.errors: list[str] = []
+        self.last_raw: str | None = None
+
+    def poll(self) -> None:
+        """Read monitor.txt once; a missing, unreadable or unchanged file is skipped."""
+        try:
+            text = read_text_nofollow(self.path)
+        except (OSError, UnicodeDecodeError):
+            return
+        if text == self.last_raw:
+            return
+        self.last_raw = text
+        try:
+            st = parse_monitor(text)
+        except ValueError as e:
+            self.errors.append(str(e))
+            return
+        if not self.percents or st.percent != self.percents[-1]:
+            self.percents.append(st.percent)
+        self.display.update(st.percent)
+
+
+def _watch_until_exit(
+    proc: subprocess.Popen[Any], watch: _MonitorWatch, timeout: float | None, stop: Callable[[], None], t0: float
+) -> tuple[bool, str | None]:
+    """Poll ``watch`` until ``proc`` exits; ``stop`` it after ``timeout`` seconds from ``t0`` or on
+    Ctrl-C / SIGTERM. Returns (timed out, why it was interrupted or None)."""
+    try:
+        while proc.poll() is None:
+            watch.poll()
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                stop()
+                return True, None
+            try:
+                proc.wait(POLL_SECONDS)  # returns as soon as the executor ends
+            except subprocess.TimeoutExpired:
+                pass
+    except KeyboardInterrupt as e:
+        signame = signal.Signals(e.signum).name if isinstance(e, Terminated) else None
+        write_line(f"\ninterrupted ({signame or 'Ctrl-C'}): stopping the executor ...", sys.stderr)
+        stop()
+        return False, f"stopped by {signame}" if signame else CTRL_C
+    finally:
+        watch.poll()
+        watch.display.close()
+    return False, None
+
+
+#: why a run stopped, as written to monitor.txt, after Ctrl-C
+CTRL_C = "interrupted by the user (Ctrl-C)"
+
+
+def _write_error_state(monitor_path: Path, mon: MonitorState | None, task_id: str, why: str) -> MonitorState | None:
+    """Rewrite monitor.txt in state 4 (keeping its task id and percent) with ``why`` on the next
+    line; returns it read back (None when it cannot be written)."""
+    line = format_monitor_line(
+        mon.task_id if mon else task_id,
+        time.time(),
+        mon.percent if mon else 0.0,
+        ExecutorState.ES_ERROR,
+        ExecutorReturnCode.RC_CMD_CONTAINER_ERROR,
+    )
+    try:
+        replace_text(monitor_path, f"{line}\nymir-exc: executor {why}\n")
+    except OSError:
+        pass
+    return read_monitor(monitor_path)
+
+
 def follow(
     proc: subprocess.Popen[Any],
     monitor_path: Path,
@@ -296,88 +374,34 @@ def follow(
 ) -> RunResult:
     """Poll monitor.txt while ``proc`` runs; enforce ``timeout`` (seconds); handle Ctrl-C.
 
+    A run that failed (timed out, interrupted, non-zero exit) without writing state 4 gets
+    state 4 written, with the reason on monitor.txt's second line.
+
     Returns:
         RunResult with every distinct percent seen (for monotonicity checks).
     """
-    display = _Display(label, show)
+    stop_run = stop or (lambda: _stop(proc))
     t0 = time.monotonic()
-    percents: list[float] = []
-    errors: list[str] = []
-    last_raw = None
-    timed_out = interrupted = False
-    why_interrupted = "interrupted by the user (Ctrl-C)"
-
-    def poll() -> None:
-        nonlocal last_raw
-        try:
-            text = read_text_nofollow(monitor_path)
-        except (OSError, UnicodeDecodeError):
-            return
-        if text == last_raw:
-            return
-        last_raw = text
-        try:
-            st = parse_monitor(text)
-        except ValueError as e:
-            errors.append(str(e))
-            return
-        if not percents or st.percent != percents[-1]:
-            percents.append(st.percent)
-        display.update(st.percent)
-
-    try:
-        while proc.poll() is None:
-            poll()
-            if timeout is not None and time.monotonic() - t0 > timeout:
-                timed_out = True
-                (stop or (lambda: _stop(proc)))()
-                break
-            try:
-                proc.wait(POLL_SECONDS)  # returns as soon as the executor ends
-            except subprocess.TimeoutExpired:
-                pass
-    except KeyboardInterrupt as e:
-        interrupted = True
-        if isinstance(e, Terminated):
-            why_interrupted = f"stopped by {signal.Signals(e.signum).name}"
-        write_line(
-            f"\ninterrupted ({'Ctrl-C' if not isinstance(e, Terminated) else signal.Signals(e.signum).name}): "
-            "stopping the executor ...",
-            sys.stderr,
-        )
-        (stop or (lambda: _stop(proc)))()
-    finally:
-        poll()
-        display.close()
+    watch = _MonitorWatch(monitor_path, label, show)
+    timed_out, why_interrupted = _watch_until_exit(proc, watch, timeout, stop_run, t0)
     try:
         code = proc.wait()
     except KeyboardInterrupt:  # a Ctrl-C after the stop: it only hurries the end
-        interrupted = True
-        (stop or (lambda: _stop(proc)))()
+        why_interrupted = why_interrupted or CTRL_C
+        stop_run()
         code = proc.wait()
+    interrupted = why_interrupted is not None
     seconds = time.monotonic() - t0
     mon = read_monitor(monitor_path)
-    failed = timed_out or interrupted or code != 0
-    if failed and (mon is None or mon.state != ExecutorState.ES_ERROR):
+    if (timed_out or interrupted or code != 0) and (mon is None or mon.state != ExecutorState.ES_ERROR):
         why = (
             f"timed out after {timeout:.0f} s"
             if timed_out
             else why_interrupted
-            if interrupted
+            if why_interrupted
             else _exit_description(code) + (" without writing state 4" if mon else " without writing monitor.txt")
         )
-        line = format_monitor_line(
-            mon.task_id if mon else task_id,
-            time.time(),
-            mon.percent if mon else 0.0,
-            ExecutorState.ES_ERROR,
-            ExecutorReturnCode.RC_CMD_CONTAINER_ERROR,
-        )
-        try:
-            replace_text(monitor_path, f"{line}\nymir-exc: executor {why}\n")
-        except OSError:
-            pass
-        mon = read_monitor(monitor_path)
+        mon = _write_error_state(monitor_path, mon, task_id, why)
     return RunResult(
         code if not (timed_out or interrupted) else (code or 1),
         seconds,
@@ -385,8 +409,8 @@ def follow(
         log_path,
         timed_out,
         interrupted,
-        percents,
-        errors,
+        watch.percents,
+        watch.errors,
     )
 
 
@@ -403,8 +427,7 @@ def _exit_description(code: int) -> str:
 
 def run_local(
     executor_dir: Path,
-    env_file: Path,
-    config_file: Path,
+    in_dir: Path,
     out_dir: Path,
     *,
     label: str,
@@ -413,13 +436,19 @@ def run_local(
     gpu_ids: str = "",
     task_id: str = "",
 ) -> RunResult:
-    """Run an executor folder as a child process (see the module docstring)."""
+    """Run an executor folder as a child process (see the module docstring), with
+    ``DEFAULT_ENV_FILE_PATH`` / ``DEFAULT_CONFIG_FILE_PATH`` set to ``in_dir``'s env.yaml and
+    config.yaml, ``CUDA_VISIBLE_DEVICES`` to ``gpu_ids``; stopped after ``timeout`` seconds.
+
+    Raises:
+        FileNotFoundError: ``executor_dir`` has no entry point (:func:`find_entry_point`).
+    """
     argv = find_entry_point(executor_dir)
     env = dict(os.environ)
     env.update(
         {
-            "DEFAULT_ENV_FILE_PATH": str(env_file),
-            "DEFAULT_CONFIG_FILE_PATH": str(config_file),
+            "DEFAULT_ENV_FILE_PATH": str(Path(in_dir) / "env.yaml"),
+            "DEFAULT_CONFIG_FILE_PATH": str(Path(in_dir) / "config.yaml"),
             "PYTHONUNBUFFERED": "1",
             "CUDA_VISIBLE_DEVICES": gpu_ids,
             "YMIR_EXC_MONITOR_FILE": str(out_dir / "monitor.txt"),
@@ -458,25 +487,18 @@ def shm_size_for(config_shm: str | None, gpu_count: int) -> str:
 
 
 def container_argv(
-    engine: str,
-    image: str,
-    in_dir: Path,
-    out_dir: Path,
-    name: str,
-    *,
-    user: str | None = None,
-    gpu_ids: str = "",
-    shm_size: str = "16G",
-    network_none: bool = False,
+    options: RunOptions, image: str, in_dir: Path, out_dir: Path, name: str, *, shm_size: str = "16G"
 ) -> list[str]:
     """The ``run`` command line the platform builds (docs/contract.md#how-the-platform-runs-an-image)::
 
         ENGINE run --rm -v W/in:/in:ro -v W/out:/out --user UID:GID [--gpus '"device=3,5"']
                --shm-size=16G --name TASK [--network none] IMAGE
 
-    ``user`` defaults to the caller's ``uid:gid``; no command follows the image (its CMD runs).
+    ENGINE is ``options.runtime``; ``options.user`` defaults to the caller's ``uid:gid``;
+    ``--gpus`` follows ``options.gpu_id``, ``--network none`` ``options.network_none``. No command
+    follows the image (its CMD runs).
     """
-    user = user or f"{os.getuid()}:{os.getgid()}"
+    engine, user, gpu_ids = options.runtime, options.user or f"{os.getuid()}:{os.getgid()}", options.gpu_id
     argv = [
         engine,
         "run",
@@ -491,7 +513,7 @@ def container_argv(
     if gpu_ids:
         argv += ["--gpus", f'"device={gpu_ids}"']
     argv += [f"--shm-size={shm_size}", "--name", name]
-    if network_none:
+    if options.network_none:
         argv += ["--network", "none"]
     argv.append(image)
     return argv

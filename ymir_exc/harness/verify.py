@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from ymir_exc.code import ExecutorState
-from ymir_exc.harness.collect import collect_training, task_env
+from ymir_exc.formats.monitor import MonitorState
+from ymir_exc.harness.collect import TrainingReport, collect_training, task_env
 from ymir_exc.harness.datasets import Dataset
 from ymir_exc.harness.executors import TEMPLATE_FILES, LocalExecutor
 from ymir_exc.harness.models import ModelStore
+from ymir_exc.harness.options import RunOptions
 from ymir_exc.harness.pipeline import TaskOutcome, run_task
-from ymir_exc.harness.workspace import RESERVED_KEYS
+from ymir_exc.harness.runtime import RunResult
+from ymir_exc.harness.workspace import RESERVED_KEYS, PreparedTask
 
 OBJECT_TYPES = {2: "detection", 3: "semantic segmentation", 4: "instance segmentation"}
 
@@ -87,117 +89,82 @@ def check_img_man(executor: LocalExecutor) -> list[Check]:
 
 
 def check_run(scenario: str, outcome: TaskOutcome, expect_success: bool = True) -> list[Check]:
-    """Exit code and monitor.txt rules for one run."""
+    """Exit code and monitor.txt rules for one run: with ``expect_success``, exit 0, a parsable
+    monitor.txt ending at 1.00 with the task's id, progress never going backwards; without it
+    (the crash scenario), a non-zero exit and monitor.txt in state 4 with an error return code."""
     r = outcome.run
     assert r is not None
-    out: list[Check] = []
-    mon = r.monitor
     if not expect_success:
-        out.append(Check(scenario, "non-zero exit", r.exit_code != 0, f"exit code {r.exit_code}"))
-        out.append(
-            Check(
-                scenario,
-                "monitor.txt ends in state 4",
-                mon is not None and mon.state == ExecutorState.ES_ERROR,
-                f"state {mon.state}, return code {mon.return_code}" if mon else "no parsable monitor.txt",
-            )
-        )
-        out.append(
-            Check(
-                scenario,
-                "error return code set",
-                mon is not None and mon.return_code != 0,
-                f"{mon.return_code}" if mon else "-",
-            )
-        )
-        return out
+        return _check_crash(scenario, r)
     detail = f"exit code {r.exit_code}" + (" (timed out)" if r.timed_out else "")
     if not r.ok:
         detail += "; " + " | ".join(r.log_tail(2).splitlines())
-    out.append(Check(scenario, "exit code 0", r.ok, detail))
-    out.append(
+    mon = r.monitor
+    out = [
+        Check(scenario, "exit code 0", r.ok, detail),
         Check(
             scenario,
             "monitor.txt format",
             mon is not None and not r.monitor_errors,
             "; ".join(r.monitor_errors[:2]) or ("ok" if mon else "missing or unparsable"),
-        )
-    )
+        ),
+    ]
     if mon is not None:
-        # upstream executors end with percent 1.0 in the running state; the platform marks a
-        # task that then exits 0 as done
-        out.append(
-            Check(
-                scenario,
-                "monitor.txt ends at 1.00 (done, or running and exit 0)",
-                mon.percent == 1.0
-                and (
-                    mon.state == ExecutorState.ES_DONE or (mon.state == ExecutorState.ES_RUNNING and r.exit_code == 0)
-                ),
-                f"state {mon.state}, percent {mon.percent:.2f}, return code {mon.return_code}",
-            )
-        )
-        out.append(
-            Check(
-                scenario,
-                "monitor.txt task_id",
-                mon.task_id == outcome.prepared.task_id,
-                f"{mon.task_id!r} vs {outcome.prepared.task_id!r}",
-            )
-        )
-    seq = r.percents
-    backwards = [(a, b) for a, b in itertools.pairwise(seq) if b < a]
+        out += _check_final_monitor(scenario, mon, r.exit_code, outcome.prepared.task_id)
+    backwards = [(a, b) for a, b in itertools.pairwise(r.percents) if b < a]
     out.append(
         Check(
             scenario,
             "progress never goes backwards",
             not backwards,
-            f"{len(seq)} readings" + (f"; {backwards[0][0]:.2f} -> {backwards[0][1]:.2f}" if backwards else ""),
+            f"{len(r.percents)} readings" + (f"; {backwards[0][0]:.2f} -> {backwards[0][1]:.2f}" if backwards else ""),
         )
     )
     return out
 
 
+def _check_crash(scenario: str, r: RunResult) -> list[Check]:
+    """A run that had to fail: a non-zero exit, monitor.txt in state 4, an error return code."""
+    mon = r.monitor
+    return [
+        Check(scenario, "non-zero exit", r.exit_code != 0, f"exit code {r.exit_code}"),
+        Check(
+            scenario,
+            "monitor.txt ends in state 4",
+            mon is not None and mon.state == ExecutorState.ES_ERROR,
+            f"state {mon.state}, return code {mon.return_code}" if mon else "no parsable monitor.txt",
+        ),
+        Check(
+            scenario,
+            "error return code set",
+            mon is not None and mon.return_code != 0,
+            f"{mon.return_code}" if mon else "-",
+        ),
+    ]
+
+
+def _check_final_monitor(scenario: str, mon: MonitorState, exit_code: int, task_id: str) -> list[Check]:
+    """The last monitor.txt of a successful run: percent 1.00 and done, and the task's id."""
+    # upstream executors end with percent 1.0 in the running state; the platform marks a
+    # task that then exits 0 as done
+    done = mon.state == ExecutorState.ES_DONE or (mon.state == ExecutorState.ES_RUNNING and exit_code == 0)
+    return [
+        Check(
+            scenario,
+            "monitor.txt ends at 1.00 (done, or running and exit 0)",
+            mon.percent == 1.0 and done,
+            f"state {mon.state}, percent {mon.percent:.2f}, return code {mon.return_code}",
+        ),
+        Check(scenario, "monitor.txt task_id", mon.task_id == task_id, f"{mon.task_id!r} vs {task_id!r}"),
+    ]
+
+
 def check_outputs(scenario: str, outcome: TaskOutcome) -> list[Check]:
+    """The output files' checks: result.yaml, tensorboard logs (advisory) and a reproducible
+    model package for a training; result.tsv for mining; infer-result.json for infer."""
     out: list[Check] = []
     if outcome.training is not None:
-        rep = outcome.training
-        out.append(
-            Check(
-                scenario,
-                "result.yaml follows the contract",
-                not rep.problems,
-                "; ".join(rep.problems[:3])
-                or f"{len(rep.stages)} stage(s), best {rep.best_stage_name} {rep.metric_key} {rep.mAP:.4f}",
-            )
-        )
-        tb = outcome.prepared.out_dir / "tensorboard"
-        files = [p for p in tb.rglob("*") if p.is_file()] if tb.is_dir() else []
-        # the platform shows them when present but does not require them: a warning, not a failure
-        out.append(
-            Check(
-                scenario,
-                "tensorboard logs present",
-                bool(files),
-                f"{len(files)} file(s) in {tb}"
-                + ("" if files else " (optional: the platform's TensorBoard page stays empty)"),
-                advisory=True,
-            )
-        )
-        if not rep.problems:
-            env = task_env(outcome.prepared.env, outcome.prepared.work_dir)
-            # pack the same outputs twice into two stores: the hashes must agree
-            with tempfile.TemporaryDirectory() as t1, tempfile.TemporaryDirectory() as t2:
-                h1 = collect_training(env, outcome.prepared.config, "verify", ModelStore(t1)).model_hash
-                h2 = collect_training(env, outcome.prepared.config, "verify", ModelStore(t2)).model_hash
-            out.append(
-                Check(
-                    scenario,
-                    "model package is reproducible",
-                    h1 is not None and h1 == h2,
-                    f"{h1[:12] if h1 else '-'} twice",
-                )
-            )
+        out += _check_training(scenario, outcome.training, outcome.prepared)
     if outcome.mining is not None:
         m = outcome.mining
         out.append(
@@ -221,40 +188,72 @@ def check_outputs(scenario: str, outcome: TaskOutcome) -> list[Check]:
     return out
 
 
+def _check_training(scenario: str, rep: TrainingReport, prepared: PreparedTask) -> list[Check]:
+    out = [
+        Check(
+            scenario,
+            "result.yaml follows the contract",
+            not rep.problems,
+            "; ".join(rep.problems[:3])
+            or f"{len(rep.stages)} stage(s), best {rep.best_stage_name} {rep.metric_key} {rep.mAP:.4f}",
+        )
+    ]
+    tb = prepared.out_dir / "tensorboard"
+    files = [p for p in tb.rglob("*") if p.is_file()] if tb.is_dir() else []
+    # the platform shows them when present but does not require them: a warning, not a failure
+    out.append(
+        Check(
+            scenario,
+            "tensorboard logs present",
+            bool(files),
+            f"{len(files)} file(s) in {tb}"
+            + ("" if files else " (optional: the platform's TensorBoard page stays empty)"),
+            advisory=True,
+        )
+    )
+    if not rep.problems:
+        env = task_env(prepared.env, prepared.work_dir)
+        # pack the same outputs twice into two stores: the hashes must agree
+        with tempfile.TemporaryDirectory() as t1, tempfile.TemporaryDirectory() as t2:
+            h1 = collect_training(env, prepared.config, "verify", ModelStore(t1)).model_hash
+            h2 = collect_training(env, prepared.config, "verify", ModelStore(t2)).model_hash
+        out.append(
+            Check(
+                scenario,
+                "model package is reproducible",
+                h1 is not None and h1 == h2,
+                f"{h1[:12] if h1 else '-'} twice",
+            )
+        )
+    return out
+
+
 def verify(
     executor: LocalExecutor,
-    runtime: str,
     ds: Dataset,
+    options: RunOptions,
     *,
     work_root: Path | None = None,
-    store: ModelStore | None = None,
-    user_config: dict[str, Any] | None = None,
-    protocol_version: str = "1.1.0",
-    timeout: float | None = None,
-    show: bool = True,
-    network_none: bool = False,
-    user: str | None = None,
     crash: bool = True,
 ) -> list[Check]:
-    """Run every scenario and return the list of checks (see the module docstring)."""
+    """Run every scenario and return the list of checks (see the module docstring).
+
+    Args:
+        options: how to run (``options.runtime`` resolved); the model store defaults to
+            ``work_root/models`` when ``options.model_location`` is None.
+        work_root: where each scenario's work dir goes (default: a new temp dir, kept).
+        crash: also run the crash scenario.
+
+    A scenario whose task cannot be prepared is a failed ``task prepared`` check, not an error.
+    """
     root = Path(work_root or tempfile.mkdtemp(prefix="ymir-exc-verify-")).resolve()
-    store = store or ModelStore(root / "models")
+    if options.model_location is None:
+        options = replace(options, model_location=root / "models")
     checks = check_img_man(executor)
-    common: dict[str, Any] = dict(
-        store=store,
-        user_config=user_config,
-        protocol_version=protocol_version,
-        timeout=timeout,
-        show=show,
-        network_none=network_none,
-        user=user,
-    )
 
     def scenario(name: str, tasks: list[str], model: str | None = None) -> TaskOutcome | None:
         try:
-            outcome = run_task(
-                executor, runtime, tasks, ds, work_dir=root / name.replace(" ", ""), model_ref=model, **common
-            )
+            outcome = run_task(executor, tasks, ds, options, work_dir=root / name.replace(" ", ""), model_ref=model)
         except Exception as e:
             checks.append(Check(name, "task prepared", False, f"{type(e).__name__}: {e}"))
             return None
@@ -271,22 +270,19 @@ def verify(
         scenario("infer", ["infer"], model)
         scenario("mining + infer", ["mining", "infer"], model)
     if crash:
-
-        def break_config(prepared: Any) -> None:
-            prepared.config_file.write_text("class_names: [unclosed\n", encoding="utf-8")
-
-        try:
-            outcome = run_task(
-                executor,
-                runtime,
-                ["training"],
-                ds,
-                work_dir=root / "crash",
-                before_run=break_config,
-                collect_outputs=False,
-                **common,
-            )
-            checks.extend(check_run("crash (bad config.yaml)", outcome, expect_success=False))
-        except Exception as e:
-            checks.append(Check("crash (bad config.yaml)", "task prepared", False, f"{type(e).__name__}: {e}"))
+        checks += _crash_scenario(executor, ds, options, root / "crash")
     return checks
+
+
+def _crash_scenario(executor: LocalExecutor, ds: Dataset, options: RunOptions, work: Path) -> list[Check]:
+    """A training whose config.yaml is made unreadable just before the run: it must fail cleanly."""
+    name = "crash (bad config.yaml)"
+
+    def break_config(prepared: PreparedTask) -> None:
+        prepared.config_file.write_text("class_names: [unclosed\n", encoding="utf-8")
+
+    try:
+        outcome = run_task(executor, ["training"], ds, options, work_dir=work, until="run", before_run=break_config)
+    except Exception as e:
+        return [Check(name, "task prepared", False, f"{type(e).__name__}: {e}")]
+    return check_run(name, outcome, expect_success=False)
