@@ -3,7 +3,9 @@
 - :mod:`ymir_exc.formats.results`: result.yaml (model stages), result.tsv (mining lines),
   infer-result.json (detection boxes, segmentation COCO result);
 - :mod:`ymir_exc.formats.monitor`: the monitor.txt line, written and parsed;
-- :mod:`ymir_exc.formats.package`: a model package's ymir-info.yaml.
+- :mod:`ymir_exc.formats.package`: a model package's ymir-info.yaml;
+- :mod:`ymir_exc.formats.env`: env.yaml; :mod:`ymir_exc.formats.annotations`: the dataset's
+  annotation files (import those from their modules; they are not re-exported here).
 
 The writers an executor calls (``result_writer``, ``monitor``), the checks the host runs
 (``harness``) and ``ymir-exc schema`` (:func:`file_models`) all use these same models, so they
