@@ -369,19 +369,15 @@ def write_model_stage(
             primary metric, a metric outside [0, 1] (but -1 for a non-primary one), a corrupt
             existing result.yaml. Nothing is written then.
     """
-
     env_config = env.current_env()
     out = env_config.output
     name = _normalise_stage_name(stage_name)
     if isinstance(files, (str, os.PathLike)) or not files:
         raise ResultError(f"files must be a non-empty list of paths, got {files!r}", key=f"model_stages.{name}.files")
     metrics = _stage_metrics(name, evaluation_result, mAP)
-    ts = _stage_timestamp(timestamp)
-
     stored = [_stage_file_name(name, f, out.models_dir) for f in files]
-    entry = {"stage_name": name, "files": stored, "timestamp": ts, **metrics}
+    entry = {"stage_name": name, "files": stored, "timestamp": _stage_timestamp(timestamp), **metrics}
     path = out.training_result_file
-
     if not multiple_model_stages_supportable(env_config):
         # legacy results have no stage folders: name files relative to the models dir
         entry["files"] = [f if os.path.isfile(os.path.join(out.models_dir, f)) else f"{name}/{f}" for f in stored]

@@ -225,41 +225,18 @@ def load_coco_annotations(path: str, class_names: Sequence[str]) -> dict[str, li
         raise AnnotationError("COCO annotation file not found", path=path) from None
     except (OSError, ValueError, RecursionError) as e:
         raise AnnotationError(f"not valid JSON: {e}", path=path) from None
-    index = {name: i for i, name in enumerate(class_names)}
     try:
-        cats = {c["id"]: c["name"] for c in data.get("categories", [])}
-        images: dict[Any, str] = {}
-        first: dict[str, int] = {}
-        for i, im in enumerate(data.get("images", [])):
-            file_name, image_id = im["file_name"], im["id"]
-            if not isinstance(file_name, str) or not file_name:
-                raise AnnotationError("file_name must be a non-empty string", path=path, key=f"images[{i}].file_name")
-            if file_name in first:
-                raise AnnotationError(
-                    f"file_name {file_name!r} is also images[{first[file_name]}]'s: each image "
-                    f"needs its own file_name (boxes are matched to image files by it)",
-                    path=path,
-                    key=f"images[{i}].file_name",
-                )
-            if image_id in images:
-                raise AnnotationError(f"image id {image_id!r} is used twice", path=path, key=f"images[{i}].id")
-            first[file_name] = i
-            images[image_id] = file_name
+        images = _coco_images(data, path)
         result: dict[str, list[BBox]] = {name: [] for name in images.values()}
+        cats = {c["id"]: c["name"] for c in data.get("categories", [])}
+        index = {name: i for i, name in enumerate(class_names)}
         for k, ann in enumerate(data.get("annotations", [])):
-            key = f"annotations[{k}]"
-            name = cats.get(ann["category_id"])
-            if name not in index:
-                raise AnnotationError(
-                    f"category {name or ann['category_id']!r} not in class_names", path=path, key=f"{key}.category_id"
-                )
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-                raise AnnotationError(f"bad bbox {ann['bbox']}", path=path, key=f"{key}.bbox")
-            box = _box_from_corners(index[name], class_names, (x, y, x + w - 1, y + h - 1), path, None)
+            box = _coco_box(ann, f"annotations[{k}]", cats, index, class_names, path)
             if ann["image_id"] not in images:
                 raise AnnotationError(
-                    f"image_id {ann['image_id']!r} names no image in 'images'", path=path, key=f"{key}.image_id"
+                    f"image_id {ann['image_id']!r} names no image in 'images'",
+                    path=path,
+                    key=f"annotations[{k}].image_id",
                 )
             result[images[ann["image_id"]]].append(box)
     except (KeyError, TypeError, ValueError, AttributeError) as e:  # AttributeError: null / a list for an object
@@ -267,6 +244,43 @@ def load_coco_annotations(path: str, class_names: Sequence[str]) -> dict[str, li
             raise
         raise AnnotationError(f"malformed COCO structure: {e!r}", path=path) from None
     return result
+
+
+def _coco_images(data: Any, path: str) -> dict[Any, str]:
+    """``{image id: file_name}`` of a COCO json's ``images``; each id and file_name used once."""
+    images: dict[Any, str] = {}
+    first: dict[str, int] = {}
+    for i, im in enumerate(data.get("images", [])):
+        file_name, image_id = im["file_name"], im["id"]
+        if not isinstance(file_name, str) or not file_name:
+            raise AnnotationError("file_name must be a non-empty string", path=path, key=f"images[{i}].file_name")
+        if file_name in first:
+            raise AnnotationError(
+                f"file_name {file_name!r} is also images[{first[file_name]}]'s: each image "
+                f"needs its own file_name (boxes are matched to image files by it)",
+                path=path,
+                key=f"images[{i}].file_name",
+            )
+        if image_id in images:
+            raise AnnotationError(f"image id {image_id!r} is used twice", path=path, key=f"images[{i}].id")
+        first[file_name] = i
+        images[image_id] = file_name
+    return images
+
+
+def _coco_box(
+    ann: Any, key: str, cats: dict[Any, str], index: dict[str, int], class_names: Sequence[str], path: str
+) -> BBox:
+    """One COCO annotation's ``bbox`` ``[x, y, w, h]`` (pixels) as a :class:`BBox` of ``class_names``."""
+    name = cats.get(ann["category_id"])
+    if name not in index:
+        raise AnnotationError(
+            f"category {name or ann['category_id']!r} not in class_names", path=path, key=f"{key}.category_id"
+        )
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        raise AnnotationError(f"bad bbox {ann['bbox']}", path=path, key=f"{key}.bbox")
+    return _box_from_corners(index[name], class_names, (x, y, x + w - 1, y + h - 1), path, None)
 
 
 def _name_parts(name: str) -> tuple[str, ...]:
