@@ -622,13 +622,17 @@ def load_dataset(
     *,
     image_root: str | None = None,
     duplicates: str = "error",
+    across_splits: str = "merge",
 ) -> Dataset:
     """Read ``--dataset``: a bundled sample name (default ``trees``), a YMIR ``in/`` folder, a
     VOC folder, a COCO json or a YOLO data.yaml; then map classes (:func:`remap_classes`) and
-    resolve duplicate images (:func:`resolve_duplicates` with ``duplicates``).
+    resolve duplicate images (:func:`resolve_duplicates` with ``duplicates`` and
+    ``across_splits``).
 
     Args:
         image_root: COCO only: the one folder images may come from.
+        across_splits: ``merge`` (default) or ``error`` (``ymir-exc loop``: the same bytes in train
+            and in val are refused).
 
     Raises:
         FileNotFoundError: the path does not exist or is not a recognised dataset.
@@ -655,15 +659,39 @@ def load_dataset(
         )
     if class_names or aliases or unknown != "stop":
         ds = remap_classes(ds, class_names, aliases, unknown)
-    return resolve_duplicates(ds, duplicates)
+    return resolve_duplicates(ds, duplicates, across_splits)
 
 
 def _label_key(boxes: Sequence[BBox]) -> tuple[Any, ...]:
     return tuple(sorted((b.class_name, b.x, b.y, b.w, b.h) for b in boxes))
 
 
-def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
+def _refuse_cross_split(groups: dict[str, list[Item]], val_ids: set[int]) -> None:
+    """Raise when a group of same-bytes items has copies in both train and val (``val_ids``:
+    ``id()`` of the val items).
+
+    Raises:
+        AnnotationError: naming each such image's files with their split (key ``splits``).
+    """
+    clashes = [
+        " = ".join(f"{i.image_path} ({'val' if id(i) in val_ids else 'train'})" for i in items)
+        for items in groups.values()
+        if len({id(i) in val_ids for i in items}) > 1
+    ]
+    if clashes:
+        raise AnnotationError(
+            f"{len(clashes)} image(s) are in both train and val (same bytes): {first_few(clashes)}; an image "
+            f"may be in one split only (copies inside one split are merged)",
+            key="splits",
+        )
+
+
+def resolve_duplicates(ds: Dataset, policy: str = "error", across_splits: str = "merge") -> Dataset:
     """One item per image content (sha1 of the bytes) across train and val.
+
+    ``across_splits="error"`` refuses the same bytes in train and in val (an experiment must not
+    score on what it trained on) before anything is merged; duplicates inside one split are still
+    merged as below. The default ``merge`` treats them as any duplicates.
 
     Copies with the same label set are merged into one (counted in ``notes``); a copy with
     boxes wins over copies without; copies with different label sets raise, unless ``policy``
@@ -672,13 +700,16 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
     item stays where its first copy was. Sets ``Item.sha1``.
 
     Raises:
-        AnnotationError: different label sets under ``policy="error"``, listing the file names.
+        AnnotationError: different label sets under ``policy="error"``, listing the file names;
+            with ``across_splits="error"``, an image in both train and val, naming both files.
         ValueError: an unknown policy.
     """
     from ymir_exc.harness.files import sha1_file
 
     if policy not in DUPLICATE_POLICIES:
         raise ValueError(f"duplicates policy must be one of {DUPLICATE_POLICIES}, not {policy!r}")
+    if across_splits not in ("merge", "error"):
+        raise ValueError(f"across_splits must be 'merge' or 'error', not {across_splits!r}")
     from concurrent.futures import ThreadPoolExecutor
 
     from ymir_exc.harness.files import _in_chunks, _io_workers
@@ -692,6 +723,8 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
     groups: dict[str, list[Item]] = {}
     for it in ds.train + ds.val:
         groups.setdefault(it.sha1, []).append(it)  # type: ignore[arg-type]
+    if across_splits == "error":
+        _refuse_cross_split(groups, {id(it) for it in ds.val})
     merged = conflicts = 0
     winners: dict[str, Item] = {}
     clashes: list[str] = []
