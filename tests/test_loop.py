@@ -351,54 +351,42 @@ def test_a_resumed_loop_trains_on_the_images_in_the_order_an_uninterrupted_one_d
     assert resumed[2].mAP == whole[2].mAP  # the same training, so the same figures
 
 
-def _yolo_dataset(root, val_extra=()):
-    """A YOLO data.yaml of 10 sample train tiles and 3 val tiles (+ ``val_extra`` image paths)."""
-    ds = load_sample()
-    from ymir_exc.harness.workspace import image_size
-
-    for split, items in (
-        ("train", ds.train[:10]),
-        ("val", ds.val[:3] + [Item(p, ds.train[0].boxes) for p in val_extra]),
-    ):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for i, it in enumerate(items):
-            shutil.copy(it.image_path, root / "images" / split / f"{split}{i}.jpg")
-            w, h = image_size(it.image_path)
-            (root / "labels" / split / f"{split}{i}.txt").write_text(
-                "".join(f"0 {(b.x + b.w / 2) / w} {(b.y + b.h / 2) / h} {b.w / w} {b.h / h}\n" for b in it.boxes)
-            )
-    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames: {{0: tree}}\n")
-    return root / "data.yaml"
+def _in_dir_dataset(root, copy_to=None):
+    """The sample as a YMIR ``in/`` folder (``ymir-exc sample``); ``copy_to`` ("train" or "val"):
+    also the first training image's bytes and labels under the name ``copy.jpg`` in that split.
+    Returns the path of ``in/``."""
+    assert main(["sample", "trees", "--out", str(root)]) == 0
+    in_dir = root / "in"
+    if copy_to:
+        img, ann = (in_dir / "train-index.tsv").read_text().splitlines()[0].split("\t")
+        shutil.copy(in_dir / img.removeprefix("/in/"), in_dir / "assets" / "copy.jpg")
+        with open(in_dir / f"{copy_to}-index.tsv", "a") as f:
+            f.write(f"/in/assets/copy.jpg\t{ann}\n")
+    return in_dir
 
 
 def test_the_loop_refuses_an_image_in_train_and_val_that_run_would_merge(tmp_path, capsys):
     from ymir_exc.harness.datasets import load_dataset
 
-    ds = load_sample()
-    data = _yolo_dataset(tmp_path / "d", val_extra=[ds.train[0].image_path])  # train0.jpg's bytes, in val too
+    data = _in_dir_dataset(tmp_path / "d", copy_to="val")  # the first training image, in val too
+    first = load_dataset(str(data)).train[0].image_path
     merged = load_dataset(str(data))  # elsewhere (run, verify): merged into one item, kept in train
-    assert len(merged.train) == 10 and len(merged.val) == 3
+    assert len(merged.train) == 43 and len(merged.val) == 11
     with pytest.raises(AnnotationError, match="in both train and val") as e:
         load_dataset(str(data), across_splits="error")
-    assert "train0.jpg (train)" in str(e.value) and "val3.jpg (val)" in str(e.value)
+    assert f"{first} (train)" in str(e.value) and "copy.jpg (val)" in str(e.value)
     argv = ["loop", str(REPO / "det-demo-tmi"), "--dataset", str(data), "--initial", "4", "--rounds", "1"]
     rc = main(argv + ["--topk", "2", "--mining-algorithm", "entropy", "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err
-    assert rc == 2 and "val3.jpg (val)" in err and "train0.jpg (train)" in err
+    assert rc == 2 and "copy.jpg (val)" in err and f"{first} (train)" in err
     assert not (tmp_path / "o").exists()
 
 
 def test_copies_inside_one_split_still_merge_for_the_loop(tmp_path):
     from ymir_exc.harness.datasets import load_dataset
 
-    ds = load_sample()
-    root = tmp_path / "d"
-    _yolo_dataset(root)
-    shutil.copy(ds.train[0].image_path, root / "images" / "train" / "copy.jpg")
-    shutil.copy(root / "labels" / "train" / "train0.txt", root / "labels" / "train" / "copy.txt")
-    loaded = load_dataset(str(root / "data.yaml"), across_splits="error")
-    assert len(loaded.train) == 10 and any("merged" in n for n in loaded.notes)
+    loaded = load_dataset(str(_in_dir_dataset(tmp_path / "d", copy_to="train")), across_splits="error")
+    assert len(loaded.train) == 43 and any("merged" in n for n in loaded.notes)
 
 
 @pytest.mark.parametrize(
