@@ -10,9 +10,11 @@ into the training set. ``--baseline random-harness`` runs the same rounds select
 images at random in the harness, from a stream of its own (:func:`baseline_pick`); an
 executor's own ``random`` mining is an algorithm like any other.
 
-Per seed (``--seeds 0,1,2``): the initial split, the baseline's picks and the executor's
-training seed (the training config key ``seed``, when the executor's template declares it) all
-follow the seed; round 0 is trained once and shared by every strategy (it is the same training).
+Per seed (``--seeds 0,1,2``): the initial split, the baseline's picks, the executor's training
+seed and the seed of its own ``random`` mining (:data:`SEED_KEYS`, where the executor's templates
+declare them) all follow the seed; round 0 is trained once and shared by every strategy (it is
+the same training). Tables give the mean +- sample SD over the seeds; the verdict
+(:func:`paired_gaps`) a 95 % t-interval of the paired per-seed gaps to the baseline.
 The test set is the same for every seed. Images are checked by content (sha1): no image may be
 in two of train / val / test / pool (:func:`check_disjoint`).
 
