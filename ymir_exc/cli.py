@@ -773,6 +773,24 @@ def cmd_loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_loop_args(args: argparse.Namespace) -> None:
+    """Refuse loop flags that contradict each other.
+
+    Raises:
+        ValueError: ``--seed`` with ``--seeds``; ``--mining-algorithm random-harness`` (the
+            harness baseline is ``--baseline random-harness``).
+    """
+    from ymir_exc.harness.loop import BASELINE
+
+    if args.seeds and args.seed is not None:
+        raise ValueError("--seed and --seeds together: give one seed with --seed, or several with --seeds")
+    if BASELINE in (args.mining_algorithm or []):
+        raise ValueError(
+            f"--mining-algorithm {BASELINE}: that is the harness's random baseline; ask for it with "
+            f"--baseline {BASELINE} (--mining-algorithm random is the executor's own random mining)"
+        )
+
+
 def _loop_meta(
     args: argparse.Namespace, executor_name: str, ds: Any, user_config: Any, out: Path
 ) -> tuple[dict[str, Any], list[Any]]:
@@ -786,13 +804,7 @@ def _loop_meta(
     """
     from ymir_exc.harness.loop import BASELINE, parse_test_split
 
-    if args.seeds and args.seed is not None:
-        raise ValueError("--seed and --seeds together: give one seed with --seed, or several with --seeds")
-    if BASELINE in (args.mining_algorithm or []):
-        raise ValueError(
-            f"--mining-algorithm {BASELINE}: that is the harness's random baseline; ask for it with "
-            f"--baseline {BASELINE} (--mining-algorithm random is the executor's own random mining)"
-        )
+    _check_loop_args(args)
     seeds = _parse_seeds(args.seeds) if args.seeds else ([args.seed] if args.seed is not None else None)
     test_split = parse_test_split(args.test_split) if args.test_split else None
     if args.baseline == "random":
