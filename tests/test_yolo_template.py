@@ -445,11 +445,32 @@ def test_aldd_is_zero_on_uniform_maps_and_grows_with_disagreement(app):
         scoring.aldd_scores(torch.zeros(1, 1, A + 1), hw)
 
 
-def test_random_scores_do_not_depend_on_candidate_order(app):
+def test_random_scores_do_not_depend_on_candidate_order(app, tmp_path):
     _, scoring = app
-    a = scoring.random_scores(["x.jpg", "y.jpg", "z.jpg"], seed=3)
-    b = scoring.random_scores(["z.jpg", "x.jpg"], seed=3)
-    assert a[2] == b[0] and a[0] == b[1] and scoring.random_scores(["x.jpg"], seed=4)[0] != a[0]
+    for name in "xyz":
+        (tmp_path / f"{name}.jpg").write_bytes(name.encode() * 100)
+    x, y, z = (str(tmp_path / f"{n}.jpg") for n in "xyz")
+    a = scoring.random_scores([x, y, z], seed=3)
+    b = scoring.random_scores([z, x], seed=3)
+    assert a[2] == b[0] and a[0] == b[1] and scoring.random_scores([x], seed=4)[0] != a[0]
+
+
+def test_random_scores_follow_the_image_content_not_its_path(app, tmp_path):
+    """The same bytes under another name (another work dir) score the same; the formula is
+    det-demo-tmi's, so the two executors' random mining rank a pool alike."""
+    import hashlib
+
+    _, scoring = app
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "img.jpg").write_bytes(b"pixels" * 50)
+    (tmp_path / "b" / "other-name.jpg").write_bytes(b"pixels" * 50)
+    (tmp_path / "a" / "different.jpg").write_bytes(b"other pixels" * 50)
+    paths = [str(tmp_path / p) for p in ("a/img.jpg", "b/other-name.jpg", "a/different.jpg")]
+    same, moved, other = scoring.random_scores(paths, seed=7)
+    assert same == moved != other
+    digest = hashlib.sha1(b"pixels" * 50).hexdigest()
+    assert same == int(hashlib.sha1(f"7:{digest}".encode()).hexdigest()[:13], 16) / 16**13
 
 
 def test_unreadable_image_is_an_error_or_ranked_last_by_policy(app, trained, tmp_path):

@@ -29,7 +29,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,9 @@ def _run_options(args: argparse.Namespace, executor: Any, runtime: str) -> Any:
     )
 
 
-def _dataset_from_args(args: argparse.Namespace) -> Any:
+def _dataset_from_args(args: argparse.Namespace, across_splits: str = "merge") -> Any:
+    """The dataset of ``--dataset`` and the class options; ``across_splits`` as
+    :func:`ymir_exc.harness.datasets.resolve_duplicates` (``error`` for the loop)."""
     from ymir_exc.harness.datasets import load_dataset
 
     class_names = [c.strip() for c in args.class_names.split(",") if c.strip()] if args.class_names else None
@@ -195,6 +197,7 @@ def _dataset_from_args(args: argparse.Namespace) -> Any:
         args.unknown_classes,
         image_root=getattr(args, "image_root", None),
         duplicates=getattr(args, "duplicates", "error"),
+        across_splits=across_splits,
     )
 
 
@@ -703,21 +706,42 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    """argparse type of a count flag (``--topk``, ``--rounds``, ``--initial``): an integer >=
+    ``minimum``; anything else exits 2 naming the value."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be at least {minimum}")
+        return v
+
+    return parse
+
+
 def cmd_loop(args: argparse.Namespace) -> int:
     import time
     from dataclasses import replace
 
     from ymir_exc.harness.executors import check_mining_algorithm
-    from ymir_exc.harness.loop import BASELINE, LoopPlan, run_loop, split_test, write_json
+    from ymir_exc.harness.loop import BASELINE, MIN_TEST_IMAGES, LoopPlan, run_loop, split_test, write_json
 
     executor, runtime = _resolve(args.executor, args.runtime)
     options = _run_options(args, executor, runtime)
-    ds = _dataset_from_args(args)
+    ds = _dataset_from_args(args, across_splits="error")
     out = Path(args.out or Path("ymir-work") / f"loop-{time.strftime('%Y%m%d%H%M%S')}").resolve()
     meta, done = _loop_meta(args, executor.name, ds, options.user_config, out)
     options = replace(options, user_config=meta["config"])
     check_mining_algorithm(executor, [s for s in meta["strategies"] if s != BASELINE])
     meta["test_images"] = len(split_test(ds, meta["test_split"])[1])
+    if 0 < meta["test_images"] < MIN_TEST_IMAGES:
+        _err(
+            f"warning: --test-split {meta['test_split']:g} holds out {meta['test_images']} image(s): a test mAP50 "
+            f"on fewer than {MIN_TEST_IMAGES} images is mostly noise"
+        )
     _out(f"loop: {executor.name} [{runtime}] on {ds.summary()}")
     _out(
         f"  initial {meta['initial']}, rounds {meta['rounds']}, top-{meta['topk']}, strategies {meta['strategies']}, "
@@ -749,6 +773,24 @@ def cmd_loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_loop_args(args: argparse.Namespace) -> None:
+    """Refuse loop flags that contradict each other.
+
+    Raises:
+        ValueError: ``--seed`` with ``--seeds``; ``--mining-algorithm random-harness`` (the
+            harness baseline is ``--baseline random-harness``).
+    """
+    from ymir_exc.harness.loop import BASELINE
+
+    if args.seeds and args.seed is not None:
+        raise ValueError("--seed and --seeds together: give one seed with --seed, or several with --seeds")
+    if BASELINE in (args.mining_algorithm or []):
+        raise ValueError(
+            f"--mining-algorithm {BASELINE}: that is the harness's random baseline; ask for it with "
+            f"--baseline {BASELINE} (--mining-algorithm random is the executor's own random mining)"
+        )
+
+
 def _loop_meta(
     args: argparse.Namespace, executor_name: str, ds: Any, user_config: Any, out: Path
 ) -> tuple[dict[str, Any], list[Any]]:
@@ -762,7 +804,8 @@ def _loop_meta(
     """
     from ymir_exc.harness.loop import BASELINE, parse_test_split
 
-    seeds = _parse_seeds(args.seeds) if args.seeds else None
+    _check_loop_args(args)
+    seeds = _parse_seeds(args.seeds) if args.seeds else ([args.seed] if args.seed is not None else None)
     test_split = parse_test_split(args.test_split) if args.test_split else None
     if args.baseline == "random":
         _err(
@@ -800,7 +843,7 @@ def _loop_meta(
     meta = dict(wanted)
     meta.update(
         continue_training=args.continue_training,
-        seeds=seeds or [args.seed],
+        seeds=seeds or [0],
         config=dict(user_config),
         val_images=len(ds.val),
     )
@@ -834,13 +877,16 @@ def _resumed_meta(
 
 
 def _loop_doc(meta: dict[str, Any], loop_json: Path, png: Path | None, complete: bool) -> dict[str, Any]:
-    """``--json``'s document of a loop: its meta, where its files are, every round."""
+    """``--json``'s document of a loop: its meta, where its files are, every round, the paired
+    gaps to the baseline."""
+    data = json.loads(loop_json.read_text(encoding="utf-8"))
     return {
         "meta": meta,
         "complete": complete,
         "loop_json": str(loop_json),
         "plot": str(png) if png else None,
-        "rounds": json.loads(loop_json.read_text(encoding="utf-8"))["rounds"],
+        "rounds": data["rounds"],
+        "gaps": data.get("gaps", {}),
     }
 
 
@@ -849,9 +895,10 @@ def _print_loop(args: argparse.Namespace, results: list[Any], out: Path, meta: d
     from ymir_exc.harness.loop import METRICS, metrics_of, table, verdict, write_outputs
 
     paths = write_outputs(results, out, meta)
+    seeds = len({r.seed for r in results})
     for metric in metrics_of(results):
         _out("")
-        _out(f"{METRICS[metric]}:")
+        _out(f"{METRICS[metric]}" + (f" (mean +- sample SD over {seeds} seeds):" if seeds > 1 else ":"))
         _out(table(results, metric))
         for line in verdict(results, metric):
             _out(line)
@@ -1118,9 +1165,15 @@ def _add_loop_parser(sub: Any) -> None:
     lp = sub.add_parser("loop", help="train / mine / label / retrain rounds; mining vs a random baseline")
     lp.add_argument("executor", help="executor folder or image tag")
     _add_dataset_args(lp)
-    lp.add_argument("--initial", type=int, help="labeled training images to start with (required unless --resume)")
-    lp.add_argument("--rounds", type=int, help="mining rounds (trainings = rounds + 1; required unless --resume)")
-    lp.add_argument("--topk", type=int, help="images mined and labeled per round (required unless --resume)")
+    lp.add_argument(
+        "--initial", type=_count(1), help="labeled training images to start with (required unless --resume)"
+    )
+    lp.add_argument(
+        "--rounds", type=_count(1), help="mining rounds, >= 1 (trainings = rounds + 1; required unless --resume)"
+    )
+    lp.add_argument(
+        "--topk", type=_count(1), help="images mined and labeled per round, >= 1 (required unless --resume)"
+    )
     lp.add_argument(
         "--mining-algorithm",
         action="append",
@@ -1136,16 +1189,20 @@ def _add_loop_parser(sub: Any) -> None:
     lp.add_argument(
         "--test-split",
         metavar="N|FRACTION",
-        help="hold out N labeled training images (or a fraction, e.g. 0.2) as a test set, never "
-        "trained on nor used to pick a stage; the loop reports test mAP50",
+        help="hold out N labeled training images (an integer >= 1) or a fraction in (0, 1) of them "
+        "(e.g. 0.2) as a test set, never trained on nor used to pick a stage; the loop reports test mAP50",
     )
     lp.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="the seed of the initial split, the baseline's picks and the training (default 0)",
+        help="the seed of the initial split, the baseline's picks, the training and the executor's "
+        "random mining (default 0; not with --seeds)",
     )
-    lp.add_argument("--seeds", metavar="S,S,...", help="several seeds, e.g. 0,1,2: the plot shows mean and spread")
+    lp.add_argument(
+        "--seeds",
+        metavar="S,S,...",
+        help="several seeds, e.g. 0,1,2: the tables show mean +- sample SD, the verdict a paired t-interval",
+    )
     lp.add_argument("--continue-training", action="store_true", help="train from the previous round's model")
     _add_config_args(lp)
     lp.add_argument("--out", help="output folder, new or empty (default ./ymir-work/loop-<time>)")

@@ -713,13 +713,17 @@ def load_dataset(
     *,
     image_root: str | None = None,
     duplicates: str = "error",
+    across_splits: str = "merge",
 ) -> Dataset:
     """Read ``--dataset``: a bundled sample name (default ``trees``), a YMIR ``in/`` folder, a
     VOC folder, a COCO json or a YOLO data.yaml; then map classes (:func:`remap_classes`) and
-    resolve duplicate images (:func:`resolve_duplicates` with ``duplicates``).
+    resolve duplicate images (:func:`resolve_duplicates` with ``duplicates`` and
+    ``across_splits``).
 
     Args:
         image_root: COCO only: the one folder images may come from.
+        across_splits: ``merge`` (default) or ``error`` (``ymir-exc loop``: the same bytes in train
+            and in val are refused).
 
     Raises:
         FileNotFoundError: the path does not exist or is not a recognised dataset.
@@ -746,15 +750,39 @@ def load_dataset(
         )
     if class_names or aliases or unknown != "stop":
         ds = remap_classes(ds, class_names, aliases, unknown)
-    return resolve_duplicates(ds, duplicates)
+    return resolve_duplicates(ds, duplicates, across_splits)
 
 
 def _label_key(boxes: Sequence[BBox]) -> tuple[Any, ...]:
     return tuple(sorted((b.class_name, b.x, b.y, b.w, b.h) for b in boxes))
 
 
-def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
+def _refuse_cross_split(groups: dict[str, list[Item]], splits_of: dict[str, list[str]]) -> None:
+    """Raise when a group of same-bytes items has copies in both train and val (``splits_of``:
+    each group member's split, ``train`` or ``val``, in the group's order).
+
+    Raises:
+        AnnotationError: naming each such image's files with their split (key ``splits``).
+    """
+    clashes = [
+        " = ".join(f"{i.image_path} ({split})" for i, split in zip(items, splits_of[h], strict=True))
+        for h, items in groups.items()
+        if len(set(splits_of[h])) > 1
+    ]
+    if clashes:
+        raise AnnotationError(
+            f"{len(clashes)} image(s) are in both train and val (same bytes): {first_few(clashes)}; an image "
+            f"may be in one split only (copies inside one split are merged)",
+            key="splits",
+        )
+
+
+def resolve_duplicates(ds: Dataset, policy: str = "error", across_splits: str = "merge") -> Dataset:
     """One item per image content (sha1 of the bytes) across train and val.
+
+    ``across_splits="error"`` refuses the same bytes in train and in val (an experiment must not
+    score on what it trained on) before anything is merged; duplicates inside one split are still
+    merged as below. The default ``merge`` treats them as any duplicates.
 
     Copies with the same label set are merged into one (counted in ``notes``); a copy with
     boxes wins over copies without; copies with different label sets raise, unless ``policy``
@@ -766,20 +794,18 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
     (:class:`KeySet`), and a dataset on disk (:class:`ItemStore`) is resolved into a new one.
 
     Raises:
-        AnnotationError: different label sets under ``policy="error"``, listing the file names.
+        AnnotationError: different label sets under ``policy="error"``, listing the file names;
+            with ``across_splits="error"``, an image in both train and val, naming both files.
         ValueError: an unknown policy.
     """
     if policy not in DUPLICATE_POLICIES:
         raise ValueError(f"duplicates policy must be one of {DUPLICATE_POLICIES}, not {policy!r}")
+    if across_splits not in ("merge", "error"):
+        raise ValueError(f"across_splits must be 'merge' or 'error', not {across_splits!r}")
     train, val, candidate = (_hashed(items) for items in (ds.train, ds.val, ds.candidate))
-    seen, repeated = KeySet(), set()
-    for it in itertools.chain(train, val):
-        if not seen.add(it.sha1 or ""):
-            repeated.add(it.sha1)
-    groups: dict[str, list[Item]] = {}
-    for it in itertools.chain(train, val):
-        if it.sha1 and it.sha1 in repeated:
-            groups.setdefault(it.sha1, []).append(it)
+    groups, splits_of = _duplicate_groups(train, val)
+    if across_splits == "error":
+        _refuse_cross_split(groups, splits_of)
     winners, conflicts, clashes = _merge_groups(groups, policy)
     if clashes:
         raise AnnotationError(
@@ -808,6 +834,24 @@ def resolve_duplicates(ds: Dataset, policy: str = "error") -> Dataset:
         kept_candidates,
         notes,
     )
+
+
+def _duplicate_groups(train: Sequence[Item], val: Sequence[Item]) -> tuple[dict[str, list[Item]], dict[str, list[str]]]:
+    """``(groups, splits_of)``: the items of train and val (sha1 set) whose bytes occur more than
+    once, grouped by sha1 in train-then-val order, and each group member's split (``train`` /
+    ``val``, same order). Digests seen once stay on disk (:class:`KeySet`)."""
+    seen, repeated = KeySet(), set()
+    for it in itertools.chain(train, val):
+        if not seen.add(it.sha1 or ""):
+            repeated.add(it.sha1)
+    groups: dict[str, list[Item]] = {}
+    splits_of: dict[str, list[str]] = {}
+    for split, items in (("train", train), ("val", val)):
+        for it in items:
+            if it.sha1 and it.sha1 in repeated:
+                groups.setdefault(it.sha1, []).append(it)
+                splits_of.setdefault(it.sha1, []).append(split)
+    return groups, splits_of
 
 
 def _hashed(items: Sequence[Item]) -> Sequence[Item]:

@@ -10,9 +10,11 @@ into the training set. ``--baseline random-harness`` runs the same rounds select
 images at random in the harness, from a stream of its own (:func:`baseline_pick`); an
 executor's own ``random`` mining is an algorithm like any other.
 
-Per seed (``--seeds 0,1,2``): the initial split, the baseline's picks and the executor's
-training seed (the training config key ``seed``, when the executor's template declares it) all
-follow the seed; round 0 is trained once and shared by every strategy (it is the same training).
+Per seed (``--seeds 0,1,2``): the initial split, the baseline's picks, the executor's training
+seed and the seed of its own ``random`` mining (:data:`SEED_KEYS`, where the executor's templates
+declare them) all follow the seed; round 0 is trained once and shared by every strategy (it is
+the same training). Tables give the mean +- sample SD over the seeds; the verdict
+(:func:`paired_gaps`) a 95 % t-interval of the paired per-seed gaps to the baseline.
 The test set is the same for every seed. Images are checked by content (sha1): no image may be
 in two of train / val / test / pool (:func:`check_disjoint`).
 
@@ -62,16 +64,55 @@ BASELINE = "random-harness"
 #: ``conf_threshold``): low, so the precision / recall curve behind mAP50 is complete, as
 #: Ultralytics' and the demo's own validation do
 TEST_CONF_THRESHOLD = 0.001
-#: the training config key a loop sets to the seed, when the executor's training template has it
-SEED_KEY = "seed"
+#: fewer test images than this and the loop warns (a mAP50 on a handful of images is mostly noise)
+MIN_TEST_IMAGES = 5
+#: the config keys a loop sets to the seed, per task: the training seed (``seed``) and the seed of
+#: the executor's own ``random`` mining (``random_seed``), each only when the executor's template of
+#: that task declares it (both bundled executors declare both)
+SEED_KEYS = {"training": "seed", "mining": "random_seed"}
+#: two-sided 95 % critical values of Student's t, t_{0.975, df} for df = 1 .. 30 (NIST/SEMATECH
+#: e-Handbook of Statistical Methods, section 1.3.6.7.2, "Critical Values of the Student's t
+#: Distribution"); for df > 30 the df = 30 value is used (at most 4 % wider than the exact one)
+T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 @dataclass
 class RoundResult:
     """One (strategy, seed, round): labeled count, the best stage's mAP50 on val (``mAP``), test
     mAP50 of the best and the last stage (None without a test split), the model and what was
-    selected (full image paths, in the order they were picked). ``shared``: round 0, trained once
-    for the seed and reported under every strategy."""
+    selected (full image paths, in the order they were picked). ``shared``: round 0 (every
+    strategy's row of it), trained once for the seed and reported under every strategy."""
 
     strategy: str
     round: int
@@ -94,18 +135,29 @@ class LoopError(RuntimeError):
 
 
 def parse_test_split(text: str) -> float:
-    """``--test-split``: a count (``12``) or a fraction in (0, 1) (``0.2``) of the labeled
-    training images. Returns the number as given (int-valued float for a count).
+    """``--test-split``: an integer >= 1 is a count of images (``12``, an int); a number written
+    with a point or an exponent is a fraction of the labeled training images and must be in
+    (0, 1) exclusive (``0.2``, a float), so ``1.0`` (one image or all of them?) is refused.
 
     Raises:
-        ValueError: not a positive integer nor a fraction in (0, 1).
+        ValueError: neither an integer >= 1 nor a fraction in (0, 1).
     """
+    hint = "expected a number of images (an integer >= 1, e.g. 12) or a fraction in (0, 1) (e.g. 0.2)"
+    text = text.strip()
+    try:
+        count = int(text)
+    except ValueError:
+        pass
+    else:
+        if count < 1:
+            raise ValueError(f"--test-split {text!r}: {hint}")
+        return count
     try:
         v = float(text)
     except ValueError:
-        raise ValueError(f"--test-split {text!r}: expected a number of images (12) or a fraction (0.2)") from None
-    if not math.isfinite(v) or v <= 0 or (v >= 1 and v != int(v)):
-        raise ValueError(f"--test-split {text!r}: expected a number of images (12) or a fraction in (0, 1)")
+        raise ValueError(f"--test-split {text!r}: {hint}") from None
+    if not (math.isfinite(v) and 0 < v < 1):
+        raise ValueError(f"--test-split {text!r}: {hint}")
     return v
 
 
@@ -207,10 +259,11 @@ def round_dir(out_dir: Path, strategy: str, seed: int, r: int, several_seeds: bo
     return base / "round_0" if r == 0 else base / strategy / f"round_{r}"
 
 
-def training_seed_key(executor: LocalExecutor) -> str | None:
-    """``seed`` when the executor's training template declares it (the loop then sets it to the
-    loop's seed), else None."""
-    return SEED_KEY if SEED_KEY in (executor.templates().get("training") or {}) else None
+def seed_keys(executor: LocalExecutor) -> dict[str, str]:
+    """The :data:`SEED_KEYS` (task -> config key) whose task template in the executor declares
+    the key; the loop sets each of them to the loop's seed."""
+    templates = executor.templates()
+    return {task: key for task, key in SEED_KEYS.items() if key in (templates.get(task) or {})}
 
 
 @dataclass(frozen=True)
@@ -225,7 +278,8 @@ class LoopPlan:
             ``mining_algorithm`` names (``random`` included).
         seeds: the seeds to run (default ``(0,)``); each seed gives the same initial set and the
             same round-0 model to every strategy, and is the training seed (config key ``seed``)
-            when the executor declares one.
+            and the seed of the executor's ``random`` mining (``random_seed``) when the
+            executor declares them (:data:`SEED_KEYS`).
         continue_training: train each round from the previous round's model (default: from
             scratch).
         test_split: held-out test images (count or fraction, :func:`split_test`); None: none.
@@ -273,14 +327,15 @@ def run_loop(
         options = replace(options, model_location=out_dir / "models")
     ds, test = split_test(ds, plan.test_split)
     results: list[RoundResult] = list(done or [])
-    seed_key = training_seed_key(executor)
-    if seed_key is None:
-        log(
-            f"loop: {executor.name} declares no training key {SEED_KEY!r}: every seed trains with the executor's "
-            f"own training randomness"
-        )
-    elif seed_key in options.user_config:
-        log(f"loop: the config's {seed_key}: {options.user_config[seed_key]!r} is replaced by the loop's seed")
+    keys = seed_keys(executor)
+    for task, key in SEED_KEYS.items():
+        if task not in keys:
+            log(
+                f"loop: {executor.name}'s {task} template declares no {key!r}: every seed runs {task} with the "
+                f"executor's own randomness"
+            )
+        elif key in options.user_config:
+            log(f"loop: the config's {key}: {options.user_config[key]!r} is replaced by the loop's seed")
     for s in plan.seeds:
         init, pool0 = split_initial(ds, plan.initial, s)
         if plan.rounds * plan.topk > len(pool0):
@@ -290,8 +345,7 @@ def run_loop(
             )
         check_disjoint({"initial": init, "pool": pool0, "val": ds.val, "test": test})
         cfg = dict(options.user_config)
-        if seed_key is not None:
-            cfg[seed_key] = s
+        cfg.update({key: s for key in keys.values()})
         run = _SeedRun(executor, ds, test, plan, replace(options, user_config=cfg), out_dir, s, log, on_round)
         for strategy in plan.strategies:
             run.strategy(strategy, init, pool0, results)
@@ -321,9 +375,10 @@ class _SeedRun:
         prev_model: str | None = None
         for r in range(rounds + 1):
             prior = finished.get(r)
-            if prior is not None:  # resumed: replay its selection
+            if prior is not None:  # resumed: replay its selection, in the order it was picked
+                by_path = {i.image_path: i for i in pool}
+                labeled += [by_path[p] for p in prior.selected if p in by_path]
                 chosen_paths = set(prior.selected)
-                labeled += [i for i in pool if i.image_path in chosen_paths]
                 pool = [i for i in pool if i.image_path not in chosen_paths]
                 prev_model = prior.model_hash
                 continue
@@ -339,6 +394,7 @@ class _SeedRun:
                 check_disjoint({"train": labeled, "val": self.ds.val, "test": self.test, "pool": pool})
                 model_ref = prev_model if self.plan.continue_training else None
                 res = self.train_and_test(labeled, strategy, r, base, model_ref, tag)
+                res.shared = r == 0  # round 0 is every strategy's: the same training
             prev_model = res.model_hash
             if r < rounds:
                 chosen = self.select(pool, strategy, r, res, base, tag)
@@ -516,8 +572,9 @@ def metrics_of(results: list[RoundResult]) -> list[str]:
 
 
 def table(results: list[RoundResult], metric: str = "mAP") -> str:
-    """round | labeled | ``metric`` per strategy (mean +- population standard deviation over
-    seeds), as text."""
+    """round | labeled | ``metric`` per strategy (mean +- sample standard deviation over the
+    seeds, ``statistics.stdev``, n - 1 in the denominator; the mean alone with one seed), as
+    text."""
     strategies = list(dict.fromkeys(r.strategy for r in results))
     several = len({r.seed for r in results}) > 1
     width = max([16 if several else 10] + [len(s) for s in strategies])
@@ -534,44 +591,109 @@ def table(results: list[RoundResult], metric: str = "mAP") -> str:
                 cells.append(" " * width)
                 continue
             v = series[s][k][1]
-            cell = f"{statistics.fmean(v):.4f}" + (f" +- {statistics.pstdev(v):.4f}" if several else "")
+            cell = f"{statistics.fmean(v):.4f}" + (f" +- {statistics.stdev(v):.4f}" if len(v) > 1 else "")
             cells.append(f"{cell:>{width}}")
         lines.append(f"{k:5d}  {labeled:7d}  " + "  ".join(cells))
     return "\n".join(lines)
 
 
-def verdict(results: list[RoundResult], metric: str = "mAP", baseline: str = BASELINE) -> list[str]:
-    """One line per mining strategy at the last round: its mean gap to ``baseline`` against the
-    spread (the larger of the two population standard deviations over seeds), and whether the
-    gap exceeds it. Empty without the baseline."""
+def t975(df: int) -> float:
+    """The two-sided 95 % critical value of Student's t with ``df`` >= 1 degrees of freedom
+    (:data:`T975`; the df = 30 value beyond 30).
+
+    Raises:
+        ValueError: ``df`` < 1.
+    """
+    if df < 1:
+        raise ValueError(f"Student's t needs at least 1 degree of freedom, got {df}")
+    return T975[min(df, len(T975)) - 1]
+
+
+def paired_gaps(results: list[RoundResult], metric: str = "mAP", baseline: str = BASELINE) -> list[dict[str, Any]]:
+    """Per mining strategy, its gap to ``baseline`` at the last round, paired by seed: each seed's
+    difference (strategy minus baseline at the same seed and round: the same split, the same
+    round-0 model), their mean, sample standard deviation (n - 1) and the 95 % t-interval of the
+    mean (``mean +- t975(n - 1) * sd / sqrt(n)``). ``exceeds``: the interval excludes 0 (the gap
+    exceeds the seed-to-seed noise); None with fewer than 2 paired seeds (no spread to compare
+    against; ``sd`` and ``ci95`` are None then). Empty without the baseline.
+
+    Returns:
+        ``[{"strategy", "baseline", "metric", "round", "seeds", "diffs", "mean", "sd", "ci95",
+        "exceeds"}]``, one per strategy, in the results' order.
+    """
     last = max((r.round for r in results), default=0)
-    vals: dict[str, list[float]] = {}
+    at: dict[str, dict[int, float]] = {}
     for r in results:
-        if r.round == last and getattr(r, metric) is not None:
-            vals.setdefault(r.strategy, []).append(getattr(r, metric))
-    if baseline not in vals:
+        value = getattr(r, metric)
+        if r.round == last and value is not None:
+            at.setdefault(r.strategy, {})[r.seed] = float(value)
+    if baseline not in at:
         return []
-    b = vals[baseline]
-    out = []
-    for s, v in vals.items():
+    b = at[baseline]
+    out: list[dict[str, Any]] = []
+    for s, v in at.items():
         if s == baseline:
             continue
-        gap = statistics.fmean(v) - statistics.fmean(b)
-        spread = max(statistics.pstdev(v), statistics.pstdev(b))
-        word = "exceeds" if abs(gap) > spread else "does not exceed"
+        seeds = sorted(set(v) & set(b))
+        diffs = [v[k] - b[k] for k in seeds]
+        if not diffs:
+            continue
+        mean = statistics.fmean(diffs)
+        sd = ci95 = exceeds = None
+        if len(diffs) > 1:
+            sd = statistics.stdev(diffs)
+            half = t975(len(diffs) - 1) * sd / math.sqrt(len(diffs))
+            ci95 = [mean - half, mean + half]
+            exceeds = ci95[0] > 0 or ci95[1] < 0
         out.append(
-            f"{s} - {baseline} at round {last} ({METRICS[metric]}): {gap:+.4f}, which {word} the spread "
-            f"over {len(v)} seed(s) ({spread:.4f})"
+            dict(
+                strategy=s,
+                baseline=baseline,
+                metric=metric,
+                round=last,
+                seeds=seeds,
+                diffs=diffs,
+                mean=mean,
+                sd=sd,
+                ci95=ci95,
+                exceeds=exceeds,
+            )
         )
     return out
 
 
+def verdict(results: list[RoundResult], metric: str = "mAP", baseline: str = BASELINE) -> list[str]:
+    """One line per mining strategy at the last round (:func:`paired_gaps`): the mean of the
+    paired per-seed differences to ``baseline``, their sample SD and 95 % t-interval, and "the gap
+    exceeds the seed-to-seed noise" iff that interval excludes 0; with one seed, no verdict
+    ("one seed: no spread to compare against"). Empty without the baseline."""
+    out = []
+    for g in paired_gaps(results, metric, baseline):
+        head = f"{g['strategy']} - {baseline} at round {g['round']} ({METRICS[metric]}): "
+        if g["exceeds"] is None:
+            out.append(head + f"{g['mean']:+.4f}; one seed: no spread to compare against")
+            continue
+        lo, hi = g["ci95"]
+        word = "exceeds" if g["exceeds"] else "does not exceed"
+        out.append(
+            head + f"mean paired difference {g['mean']:+.4f} over {len(g['diffs'])} seeds (sample SD "
+            f"{g['sd']:.4f}), 95 % t-interval [{lo:+.4f}, {hi:+.4f}]: the gap {word} the seed-to-seed noise"
+        )
+    return out
+
+
+def gaps_by_metric(results: list[RoundResult]) -> dict[str, list[dict[str, Any]]]:
+    """:func:`paired_gaps` of every figure the results carry (:func:`metrics_of`)."""
+    return {m: paired_gaps(results, m) for m in metrics_of(results)}
+
+
 def write_json(results: list[RoundResult], out_dir: Path, meta: dict[str, Any], complete: bool) -> Path:
-    """``loop.json`` (settings, every round, ``complete``), written atomically."""
+    """``loop.json`` (settings, every round, ``complete``, and ``gaps``: :func:`gaps_by_metric`),
+    written atomically."""
     path = out_dir / "loop.json"
-    atomic_write(
-        path, json.dumps({"meta": meta, "complete": complete, "rounds": [asdict(r) for r in results]}, indent=2)
-    )
+    doc = {"meta": meta, "complete": complete, "rounds": [asdict(r) for r in results]}
+    doc["gaps"] = gaps_by_metric(results)
+    atomic_write(path, json.dumps(doc, indent=2))
     return path
 
 

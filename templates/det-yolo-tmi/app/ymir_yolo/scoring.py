@@ -31,14 +31,22 @@ def binary_entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 def random_scores(paths: Sequence[str], seed: int = 0) -> list[float]:
-    """Uniform pseudo-random scores in [0, 1), reproducible and independent of the candidates' order.
+    """Uniform pseudo-random scores in [0, 1), reproducible, independent of the candidates' order
+    and of where the files lie (the score follows the image's content, not its path)::
 
-    ``score(path) = int(sha1(f"{seed}:{path}")[:13], 16) / 16**13``. A baseline: active learning
-    papers report their gains over random selection.
+        score(image) = int(sha1(f"{seed}:" + sha1(image bytes).hexdigest())[:13], 16) / 16**13
+
+    (52 bits: exact in a float, never 1.0; the same formula as det-demo-tmi's). A baseline:
+    active learning papers report their gains over random selection.
+
+    Raises:
+        OSError: an image cannot be read.
     """
     out = []
     for p in paths:
-        h = hashlib.sha1(f"{seed}:{p}".encode()).hexdigest()
+        with open(p, "rb") as f:
+            digest = hashlib.sha1(f.read()).hexdigest()
+        h = hashlib.sha1(f"{seed}:{digest}".encode("ascii")).hexdigest()
         out.append(int(h[:13], 16) / float(16**13))
     return out
 
