@@ -639,6 +639,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ymir_exc.harness.verify import verify
 
     executor, runtime = _resolve(args.executor, args.runtime)
+    if executor.kind == "local":  # no entry point: one line and exit 2, as run does
+        from ymir_exc.harness.runtime import find_entry_point
+
+        find_entry_point(executor.folder)
     options = _run_options(args, executor, runtime)
     ds = _dataset_from_args(args)
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="ymir-exc-verify-"))
