@@ -255,7 +255,9 @@ def _print_failure(outcome: Any, summary: dict[str, Any]) -> None:
             _err(f"  {asset} -> {src}")
     if prepared.stats and prepared.stats.sources:
         mapping = prepared.work_dir / "assets.tsv"
-        _err(f"every asset's source image: {mapping}")
+        # only for a failure that mentions an asset: a bad hyper-parameter or a timeout has no image to trace
+        if named or "assets/" in tail or (mon is not None and "assets/" in mon.message):
+            _err(f"every asset's source image: {mapping}")
         summary["assets_tsv"] = str(mapping)
     summary["monitor"] = mon.raw if mon else None
 
