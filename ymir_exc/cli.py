@@ -376,6 +376,7 @@ def _write_user_results(outcome: Any, ds: Any, summary: dict[str, Any], save_vis
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ymir_exc.harness.executors import keys_for_other_tasks
     from ymir_exc.harness.pipeline import check_task_config, run_task
 
     tasks = [t for t in TASKS if t in (args.task or ["training"])]
@@ -387,6 +388,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if t not in templates:
             _err(f"warning: {executor.name} has no img-man/{t}-template.yaml")
     options = _run_options(args, executor, runtime)
+    for key, others in keys_for_other_tasks(dict(options.user_config), templates, tasks).items():
+        _err(
+            f"warning: config key {key!r} is not declared by the {' / '.join(tasks)} template "
+            f"(only by {' / '.join(others)}); handed over anyway"
+        )
     check_task_config(executor, tasks, options.user_config)
     ds = _run_dataset(args, tasks)
     store = options.model_store()
@@ -1168,7 +1174,10 @@ def _add_loop_parser(sub: Any) -> None:
 
 def _add_schema_parser(sub: Any) -> None:
     """``ymir-exc schema``'s arguments."""
-    sc = sub.add_parser("schema", help="print the JSON Schema of every file format")
+    sc = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of each file format with a pydantic model (not config.yaml, segmentation)",
+    )
     sc.set_defaults(func=cmd_schema)
 
 

@@ -334,6 +334,25 @@ def check_config_keys(config: dict[str, Any], executor: LocalExecutor, allow_unk
     )
 
 
+def keys_for_other_tasks(
+    config: dict[str, Any], templates: dict[str, dict[str, Any]], tasks: list[str]
+) -> dict[str, list[str]]:
+    """The user's config keys that no template of ``tasks`` declares but another task's does
+    (``max_det`` of the infer template given to a training), each with the tasks that declare
+    it: ``{key: [task, ...]}``. Keys the platform reads are never listed.
+
+    ``templates`` is :meth:`LocalExecutor.templates`' ``{task: template}``.
+    """
+    out: dict[str, list[str]] = {}
+    for key in config:
+        if key in PLATFORM_CONFIG_KEYS or any(key in templates.get(t, {}) for t in tasks):
+            continue
+        others = [t for t, template in templates.items() if key in template]
+        if others:
+            out[key] = others
+    return out
+
+
 def check_mining_algorithm(executor: LocalExecutor, algorithms: list[str]) -> None:
     """Refuse ``mining_algorithm`` values the executor's manifest does not list (no-op when the
     manifest lists none).
