@@ -522,6 +522,8 @@ class _MiningScan:
         self.digests, self.offsets, self.scores = bytearray(), array("q"), array("d")
         self.known_parts: list[np.ndarray] = []
         self.chunk_paths, self.chunk_ids = bytearray(), bytearray()
+        #: digests of the paths of lines whose score is bad: their candidate is named (not also "without a score")
+        self.named_paths, self.named_ids = bytearray(), bytearray()
         self.bad = {k: _Messages() for k in ("columns", "number", "finite", "utf8", "long")}
         self.blank = 0
 
@@ -535,7 +537,21 @@ class _MiningScan:
         if len(self.chunk_paths) >= (1 << 16) * 16:
             self.flush()
 
+    def name_only(self, asset: str) -> None:
+        """A line that names ``asset`` with a bad score: the score is its problem, so its
+        candidate is not reported again as one without a score."""
+        self.named_paths += _digest(asset)
+        self.named_ids += _digest(_asset_id(asset))
+        if len(self.named_paths) >= (1 << 16) * 16:
+            self.flush()
+
     def flush(self) -> None:
+        if self.named_paths:
+            self.cands.match(
+                np.frombuffer(bytes(self.named_paths), dtype="V16"), np.frombuffer(bytes(self.named_ids), dtype="V16")
+            )
+            self.named_paths.clear()
+            self.named_ids.clear()
         if self.chunk_paths:
             self.known_parts.append(
                 self.cands.match(
@@ -582,6 +598,8 @@ def _scan_mining_lines(f: Any, path: str, scan: _MiningScan) -> int:
             asset, score = parse_mining_line(line)
         except MiningLineError as e:
             scan.bad[e.kind].add(f"{path}:{n}: {e}")
+            if e.kind != "columns":  # the path is read; only its score is wrong
+                scan.name_only(line.split("\t")[0])
             continue
         scan.add(asset, score, start)
 
