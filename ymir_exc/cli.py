@@ -698,7 +698,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     _out(f"wrote a new executor in {root}:")
     for p in sorted(q for q in root.rglob("*") if q.is_file()):
         _out(f"  {p.relative_to(root)}")
-    _out(f"next: ymir-exc verify {args.name}   (then edit app/start.py; docker build -t {root.name} {args.name})")
+    _out(
+        f"next: ymir-exc verify {args.name}   (then edit app/start.py; build the image: "
+        f"docker build -t ymir/{root.name} {args.name}, FROM the base built from a clone of ymir-exc: see README.md)"
+    )
     return 0
 
 

@@ -42,7 +42,14 @@ A YMIR executor written by `ymir-exc init` from ymir-exc's examples/minimal-tmi:
     ymir-exc verify $name                                  # every task, checked against the contract
     ymir-exc run $name --task training                     # train on the bundled sample
     ymir-exc run $name --task infer --source photos/ --model latest
-    docker build -t ymir/$name $name                       # the image, FROM the ymir-exc base
+
+The image is built FROM the ymir-exc base image, which comes from `Dockerfile.base` in a clone of
+the ymir-exc repository (the pip package does not ship it); build the base once, then yours:
+
+    git clone <ymir-exc repository URL> ymir-exc
+    docker build -t ymir/ymir-exc-base -f ymir-exc/Dockerfile.base ymir-exc
+    docker build -t ymir/$name $name
+    ymir-exc verify ymir/$name --runtime docker --network-none --user 1000:1000
 
 Replace `detect` and the training loop with your model. What each file must hold is in
 docs/contract.md of ymir-exc; the walk-through is docs/writing-an-executor.md.
