@@ -12,9 +12,10 @@ runs in the repository root. The model store is a scratch folder (``$YMIR_EXC_MO
 in the output, the folder the commands ran in becomes ``~/work`` (``--fresh``) or disappears (paths
 relative to the repository root), the scratch store becomes ``~/.ymir-exc/models`` and ``$HOME``
 becomes ``~``: the page shows the default store a reader gets, who sets no
-``$YMIR_EXC_MODEL_LOCATION`` (also with ``--fresh``). ``ymir-work/`` and ``package.tar.gz``, when the run made them in the repository
-root, are removed at the end. Exit status: 0, or 1 when a block ran with an exit status its page does not state (a
-``(exit status N)`` line after the text block).
+``$YMIR_EXC_MODEL_LOCATION`` (also with ``--fresh``). ``ymir-work/`` and ``package.tar.gz``, when
+the run made them in the repository root, are removed at the end. Exit status: 0, or 1 when a
+block ran with an exit status its page does not state (a ``(exit status N)`` line after the
+text block).
 """
 
 from __future__ import annotations

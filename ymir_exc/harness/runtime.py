@@ -1,8 +1,8 @@
 """Run an executor for a prepared work dir and follow its progress.
 
 Runtime ``local``: an executor folder (``img-man/`` + ``app/start.py``, ``app/start.sh``,
-``start.py`` or ``start.sh``: :data:`ENTRY_POINTS`) run as a child process of this Python, with ``DEFAULT_ENV_FILE_PATH`` /
-``DEFAULT_CONFIG_FILE_PATH`` pointing at ``W/in``. stdout and stderr are appended to
+``start.py`` or ``start.sh``: :data:`ENTRY_POINTS`) run as a child process of this Python, with
+``DEFAULT_ENV_FILE_PATH`` / ``DEFAULT_CONFIG_FILE_PATH`` pointing at ``W/in``. stdout and stderr are appended to
 ``W/out/ymir-executor-out.log`` as the platform does; a progress bar follows
 ``W/out/monitor.txt``. ``--timeout`` and Ctrl-C stop the child (SIGTERM, then SIGKILL after 10 s)
 and write state 4 to monitor.txt if the executor did not.
