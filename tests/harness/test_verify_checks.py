@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO
 
@@ -115,22 +116,17 @@ def failed_checks(tmp_path: Path, executor: Path) -> dict[str, str]:
     return {c.name: c.detail for c in checks if c.failed}
 
 
-def test_verify_fails_a_segmentation_result_from_a_detection_executor(tmp_path):
-    failed = failed_checks(tmp_path, with_object_type(tmp_path, "seg-semantic", 2))
-    assert "object_type 2 (detection) expects mAP" in failed["stage metrics follow object_type"]
-    assert (
-        "expects a detection result, found a segmentation result"
-        in failed["infer-result.json format follows object_type"]
-    )
-
-
-def test_verify_fails_a_detection_result_from_a_segmentation_executor(tmp_path):
-    failed = failed_checks(tmp_path, with_object_type(tmp_path, "upstream-style", 3))
-    assert "object_type 3 (semantic segmentation) expects mIoU" in failed["stage metrics follow object_type"]
-    assert (
-        "expects a segmentation result, found a detection result"
-        in failed["infer-result.json format follows object_type"]
-    )
+@pytest.mark.parametrize(
+    ("fixture", "object_type", "metric", "want", "found"),
+    [
+        ("seg-semantic", 2, "object_type 2 (detection) expects mAP", "detection", "segmentation"),
+        ("upstream-style", 3, "object_type 3 (semantic segmentation) expects mIoU", "segmentation", "detection"),
+    ],
+)
+def test_verify_fails_results_in_the_format_of_another_object_type(tmp_path, fixture, object_type, metric, want, found):
+    failed = failed_checks(tmp_path, with_object_type(tmp_path, fixture, object_type))
+    assert metric in failed["stage metrics follow object_type"]
+    assert f"expects a {want} result, found a {found} result" in failed["infer-result.json format follows object_type"]
 
 
 def test_a_package_records_the_manifest_object_type(tmp_path, capsys):
