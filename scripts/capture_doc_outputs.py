@@ -11,9 +11,11 @@ bash; its output (stdout and stderr together) replaces the text block. A text bl
 runs in the repository root. The model store is a scratch folder (``$YMIR_EXC_MODEL_LOCATION``);
 in the output, the folder the commands ran in becomes ``~/work`` (``--fresh``) or disappears (paths
 relative to the repository root), the scratch store becomes ``~/.ymir-exc/models`` and ``$HOME``
-becomes ``~``. ``ymir-work/`` and ``package.tar.gz``, when the run made them in the repository
-root, are removed at the end. Exit status: 0, or 1 when a block ran with an exit status its page does not state (a
-``(exit status N)`` line after the text block).
+becomes ``~``: the page shows the default store a reader gets, who sets no
+``$YMIR_EXC_MODEL_LOCATION`` (also with ``--fresh``). ``ymir-work/`` and ``package.tar.gz``, when
+the run made them in the repository root, are removed at the end. Exit status: 0, or 1 when a
+block ran with an exit status its page does not state (a ``(exit status N)`` line after the
+text block).
 """
 
 from __future__ import annotations
@@ -61,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         (str(cwd), "~/work" if args.fresh else "."),
         (str(Path.home()), "~"),
     ]
-    if args.fresh:
-        subs[0] = (str(store), "~/work/models")
     status = 0
     made = [p for p in (REPO / "ymir-work", REPO / "package.tar.gz") if not p.exists()]
     out_parts, pos = [], 0

@@ -615,3 +615,17 @@ def test_the_wheel_ships_the_bundled_executors_and_the_init_template(tmp_path):
         assert (
             z.read("ymir_exc/executors/det-demo-tmi/app/start.py") == (repo / "det-demo-tmi/app/start.py").read_bytes()
         )
+
+
+def test_a_key_only_another_task_declares_is_warned_about(tmp_path):
+    ex = tmp_path / "exe"
+    (ex / "img-man").mkdir(parents=True)
+    (ex / "img-man" / "manifest.yaml").write_text("object_type: 2\n")
+    (ex / "img-man" / "training-template.yaml").write_text("epochs: 1\n")
+    (ex / "img-man" / "infer-template.yaml").write_text("max_det: 100\n")
+    (ex / "start.py").write_text("")
+    proc = ymir_exc("run", str(ex), "--task", "training", "--set", "max_det=7", "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "config key 'max_det' is not declared by the training template (only by infer)" in proc.stderr
+    proc = ymir_exc("run", str(ex), "--task", "training", "--set", "epochs=2", "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0 and "not declared" not in proc.stderr

@@ -258,7 +258,9 @@ def _print_failure(outcome: Any, summary: dict[str, Any]) -> None:
             _err(f"  {asset} -> {src}")
     if prepared.stats and prepared.stats.sources:
         mapping = prepared.work_dir / "assets.tsv"
-        _err(f"every asset's source image: {mapping}")
+        # only for a failure that mentions an asset: a bad hyper-parameter or a timeout has no image to trace
+        if named or "assets/" in tail or (mon is not None and "assets/" in mon.message):
+            _err(f"every asset's source image: {mapping}")
         summary["assets_tsv"] = str(mapping)
     summary["monitor"] = mon.raw if mon else None
 
@@ -377,6 +379,7 @@ def _write_user_results(outcome: Any, ds: Any, summary: dict[str, Any], save_vis
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ymir_exc.harness.executors import keys_for_other_tasks
     from ymir_exc.harness.pipeline import check_task_config, run_task
 
     tasks = [t for t in TASKS if t in (args.task or ["training"])]
@@ -388,6 +391,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if t not in templates:
             _err(f"warning: {executor.name} has no img-man/{t}-template.yaml")
     options = _run_options(args, executor, runtime)
+    for key, others in keys_for_other_tasks(dict(options.user_config), templates, tasks).items():
+        _err(
+            f"warning: config key {key!r} is not declared by the {' / '.join(tasks)} template "
+            f"(only by {' / '.join(others)}); handed over anyway"
+        )
     check_task_config(executor, tasks, options.user_config)
     ds = _run_dataset(args, tasks)
     store = options.model_store()
@@ -642,6 +650,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ymir_exc.harness.verify import verify
 
     executor, runtime = _resolve(args.executor, args.runtime)
+    if executor.kind == "local":  # no entry point: one line and exit 2, as run does
+        from ymir_exc.harness.runtime import find_entry_point
+
+        find_entry_point(executor.folder)
     options = _run_options(args, executor, runtime)
     ds = _dataset_from_args(args)
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="ymir-exc-verify-"))
@@ -689,7 +701,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     _out(f"wrote a new executor in {root}:")
     for p in sorted(q for q in root.rglob("*") if q.is_file()):
         _out(f"  {p.relative_to(root)}")
-    _out(f"next: ymir-exc verify {args.name}   (then edit app/start.py; docker build -t {root.name} {args.name})")
+    _out(
+        f"next: ymir-exc verify {args.name}   (then edit app/start.py; build the image: "
+        f"docker build -t ymir/{root.name} {args.name}, FROM the base built from a clone of ymir-exc: see README.md)"
+    )
     return 0
 
 
@@ -1219,7 +1234,10 @@ def _add_loop_parser(sub: Any) -> None:
 
 def _add_schema_parser(sub: Any) -> None:
     """``ymir-exc schema``'s arguments."""
-    sc = sub.add_parser("schema", help="print the JSON Schema of every file format")
+    sc = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of each file format with a pydantic model (not config.yaml, segmentation)",
+    )
     sc.set_defaults(func=cmd_schema)
 
 

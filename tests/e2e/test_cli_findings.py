@@ -298,6 +298,19 @@ def test_a_failure_naming_an_asset_maps_it_back_to_the_users_file(tmp_path):
     assert str(tmp_path / "w" / "assets.tsv") in proc.stderr
 
 
+def test_a_failure_unrelated_to_assets_does_not_point_at_assets_tsv(tmp_path):
+    """A bad hyper-parameter names no image: no "every asset's source image" line (the file is still written)."""
+    ex = tmp_path / "bad-param"
+    (ex / "img-man").mkdir(parents=True)
+    (ex / "img-man" / "manifest.yaml").write_text("object_type: 2\n")
+    (ex / "img-man" / "training-template.yaml").write_text("epochs: 1\n")
+    (ex / "start.py").write_text("import sys\nprint('config.yaml: key epochs: must be >= 1, got 0')\nsys.exit(1)\n")
+    proc = ymir_exc("run", str(ex), "--work-dir", "w", "--model-location", "m", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "key epochs" in proc.stderr and "every asset's source image" not in proc.stderr
+    assert (tmp_path / "w" / "assets.tsv").is_file()
+
+
 # ------------------------------------------------------------------ 5. verify resolves like run
 
 

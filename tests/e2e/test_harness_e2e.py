@@ -126,7 +126,7 @@ def test_verify_fails_for_a_crashing_executor_but_its_crash_check_passes(tmp_pat
     rc = main(["verify", str(REPO / "tests/fixtures/executors/crash"), "--work-dir", str(tmp_path), "--quiet"])
     out = capsys.readouterr().out
     assert rc == 3  # verify failures: the contract is broken
-    assert re.search(r"crash \(bad.*non-zero exit.*PASS", out)
+    assert re.search(r"crash \(invalid config.yaml\).*non-zero exit.*PASS", out)
 
 
 def test_a_crashing_executor_ends_in_state_4_and_exit_1(tmp_path, capsys):

@@ -51,6 +51,17 @@ def test_mining_ranks_stably_and_reports_every_kind_of_problem(tmp_path):
         assert expected in text, (expected, text)
 
 
+def test_a_nan_score_is_one_problem_not_also_a_candidate_without_a_score(tmp_path):
+    env = _env(tmp_path)
+    a, b = _cands(tmp_path, ["aa01", "bb02"])
+    (tmp_path / "out" / "result.tsv").write_text(f"{a}\t0.9\n{b}\tnan\n")
+    rep = collect.check_mining(env)
+    assert rep.problems == [
+        "result.tsv:2: score 'nan' is not finite".replace("result.tsv", str(tmp_path / "out" / "result.tsv"))
+    ]
+    assert rep.missing == 0
+
+
 def test_mining_result_link_is_refused(tmp_path):
     env = _env(tmp_path)
     _cands(tmp_path, ["aa01"])

@@ -57,3 +57,11 @@ def test_public_class_has_an_example_whose_doctests_pass(name):
     for test in doctest.DocTestFinder(recurse=False).find(cls, name, globs=vars(module).copy()):
         runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
+
+
+def test_docs_sdk_table_lists_every_public_name():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "sdk.md").read_text(encoding="utf-8")
+    table = text[text.index("| group | names |") : text.index("`Executor` hands each task")]
+    assert [n for n in ymir_exc.__all__ if f"`{n}`" not in table] == []

@@ -151,3 +151,24 @@ def test_executor_keeps_the_merged_config_for_functions_taking_cfg(ws):
     assert Executor(training=lambda: seen.append("none")).run() == 0
     assert Executor(training=lambda t: seen.append(type(t).__name__)).run() == 0
     assert seen == [("EasyDict", "t-test", ["cat", "dog"]), "Task", "none", "Task"]
+
+
+def test_a_bad_hyper_parameter_read_through_hyperparams_ends_as_a_config_error(ws):
+    """A declared key with a bad value: ConfigFileError -> state 4, return code 300001 (not 160004)."""
+    from pydantic import Field
+
+    from ymir_exc import HyperParams
+    from ymir_exc.executor import Executor
+
+    class TrainParams(HyperParams):
+        epochs: int = Field(10, ge=1, description="passes over the training set")
+
+    ws.write_config(epochs=0)
+
+    def train(task):
+        TrainParams.from_config(task.param)
+
+    assert Executor(training=train).run() != 0
+    line, *rest = ws.monitor_text().splitlines()
+    assert line.split("\t")[3:] == ["4", "300001"]
+    assert any("epochs" in r for r in rest)

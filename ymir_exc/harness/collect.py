@@ -61,7 +61,14 @@ from ymir_exc.formats.results import (
     parse_mining_line,
     primary_metric_key,
 )
-from ymir_exc.harness.models import LEGACY_STAGE_NAME, MAX_STAGE_NAME_BYTES, ModelStore, build_info, stage_entries
+from ymir_exc.harness.models import (
+    LEGACY_STAGE_NAME,
+    MAX_STAGE_NAME_BYTES,
+    OBJECT_TYPE_METRIC,
+    ModelStore,
+    build_info,
+    stage_entries,
+)
 from ymir_exc.harness.runtime import read_text_nofollow
 
 #: result.yaml larger than this is a problem, not something to parse
@@ -251,9 +258,12 @@ def _locate_members(env: EnvConfig, rep: TrainingReport) -> None:
 
 
 def collect_training(
-    env: EnvConfig, executor_config: dict[str, Any], executor: str, store: ModelStore
+    env: EnvConfig, executor_config: dict[str, Any], executor: str, store: ModelStore, object_type: int | None = None
 ) -> TrainingReport:
-    """Check, then pack and store the model package (nothing stored when a problem is found)."""
+    """Check, then pack and store the model package (nothing stored when a problem is found).
+
+    ``object_type`` (the executor manifest's: 2, 3 or 4; another value is left out) is recorded
+    in the package's ``task_context``, where ``ymir-exc models`` reads it."""
     rep = check_training(env)
     if rep.problems:
         return rep
@@ -264,6 +274,8 @@ def collect_training(
         "task_id": env.task_id,
         "protocol_version": env.protocol_version,
     }
+    if object_type in OBJECT_TYPE_METRIC and not isinstance(object_type, bool):
+        ctx["object_type"] = object_type
     if rep.metric_key != "mAP":  # a segmentation model: its own metric too (mIoU / maskAP)
         ctx[rep.metric_key] = rep.mAP
         ctx["primary_metric"] = rep.metric_key
@@ -510,6 +522,8 @@ class _MiningScan:
         self.digests, self.offsets, self.scores = bytearray(), array("q"), array("d")
         self.known_parts: list[np.ndarray] = []
         self.chunk_paths, self.chunk_ids = bytearray(), bytearray()
+        #: digests of the paths of lines whose score is bad: their candidate is named (not also "without a score")
+        self.named_paths, self.named_ids = bytearray(), bytearray()
         self.bad = {k: _Messages() for k in ("columns", "number", "finite", "utf8", "long")}
         self.blank = 0
 
@@ -523,7 +537,21 @@ class _MiningScan:
         if len(self.chunk_paths) >= (1 << 16) * 16:
             self.flush()
 
+    def name_only(self, asset: str) -> None:
+        """A line that names ``asset`` with a bad score: the score is its problem, so its
+        candidate is not reported again as one without a score."""
+        self.named_paths += _digest(asset)
+        self.named_ids += _digest(_asset_id(asset))
+        if len(self.named_paths) >= (1 << 16) * 16:
+            self.flush()
+
     def flush(self) -> None:
+        if self.named_paths:
+            self.cands.match(
+                np.frombuffer(bytes(self.named_paths), dtype="V16"), np.frombuffer(bytes(self.named_ids), dtype="V16")
+            )
+            self.named_paths.clear()
+            self.named_ids.clear()
         if self.chunk_paths:
             self.known_parts.append(
                 self.cands.match(
@@ -570,6 +598,8 @@ def _scan_mining_lines(f: Any, path: str, scan: _MiningScan) -> int:
             asset, score = parse_mining_line(line)
         except MiningLineError as e:
             scan.bad[e.kind].add(f"{path}:{n}: {e}")
+            if e.kind != "columns":  # the path is read; only its score is wrong
+                scan.name_only(line.split("\t")[0])
             continue
         scan.add(asset, score, start)
 
@@ -644,6 +674,9 @@ class InferReport:
     duplicates: int = 0
     #: ``{key: kept boxes}``, only with ``check_infer(..., keep_results=True)`` (memory grows with it)
     results: dict[str, list[dict[str, Any]]] | None = None
+    #: the result's format as read: ``detection`` (a ``detection`` object) or ``segmentation``
+    #: (COCO style); empty when the file could not be read that far
+    format: str = ""
 
 
 #: infer-result.json nested deeper than this is refused before any prefix-building parse (the
@@ -813,12 +846,14 @@ def check_infer(
         why = _json_layout_problem(f, "detection")
         if why == "no 'detection' object at the top level" and _json_has_top_key(f, "annotations"):
             f.seek(0)
+            rep.format = "segmentation"
             return _check_segmentation(
                 rep, f, path, class_names, _Candidates(candidates, env.input.candidate_index_file)
             )
         if why:
             rep.problems.append(f"{path}: {why}")
             return rep
+        rep.format = "detection"
         box_key = "boxes" if env.protocol_tuple >= (1, 0, 0) else "annotations"
         keys = _stream_detection(rep, f, path, box_key, class_names, bad_entries)
     if keys is not None:

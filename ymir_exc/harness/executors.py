@@ -42,7 +42,14 @@ A YMIR executor written by `ymir-exc init` from ymir-exc's examples/minimal-tmi:
     ymir-exc verify $name                                  # every task, checked against the contract
     ymir-exc run $name --task training                     # train on the bundled sample
     ymir-exc run $name --task infer --source photos/ --model latest
-    docker build -t ymir/$name $name                       # the image, FROM the ymir-exc base
+
+The image is built FROM the ymir-exc base image, which comes from `Dockerfile.base` in a clone of
+the ymir-exc repository (the pip package does not ship it); build the base once, then yours:
+
+    git clone <ymir-exc repository URL> ymir-exc
+    docker build -t ymir/ymir-exc-base -f ymir-exc/Dockerfile.base ymir-exc
+    docker build -t ymir/$name $name
+    ymir-exc verify ymir/$name --runtime docker --network-none --user 1000:1000
 
 Replace `detect` and the training loop with your model. What each file must hold is in
 docs/contract.md of ymir-exc; the walk-through is docs/writing-an-executor.md.
@@ -332,6 +339,25 @@ def check_config_keys(config: dict[str, Any], executor: LocalExecutor, allow_unk
         f"among the keys the platform reads; pass --allow-unknown-keys to hand them over anyway",
         key=unknown[0],
     )
+
+
+def keys_for_other_tasks(
+    config: dict[str, Any], templates: dict[str, dict[str, Any]], tasks: list[str]
+) -> dict[str, list[str]]:
+    """The user's config keys that no template of ``tasks`` declares but another task's does
+    (``max_det`` of the infer template given to a training), each with the tasks that declare
+    it: ``{key: [task, ...]}``. Keys the platform reads are never listed.
+
+    ``templates`` is :meth:`LocalExecutor.templates`' ``{task: template}``.
+    """
+    out: dict[str, list[str]] = {}
+    for key in config:
+        if key in PLATFORM_CONFIG_KEYS or any(key in templates.get(t, {}) for t in tasks):
+            continue
+        others = [t for t, template in templates.items() if key in template]
+        if others:
+            out[key] = others
+    return out
 
 
 def check_mining_algorithm(executor: LocalExecutor, algorithms: list[str]) -> None:

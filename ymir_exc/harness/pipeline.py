@@ -216,7 +216,7 @@ def run_task(
     if outcome.run.interrupted:  # Ctrl-C: the executor is stopped and state 4 written; run, verify, loop end
         raise KeyboardInterrupt
     if outcome.run.ok and until == "collect":
-        _collect(outcome, executor.name, store)
+        _collect(outcome, executor.name, store, manifest_object_type(executor) if "training" in order else None)
     return outcome
 
 
@@ -297,14 +297,25 @@ def _execute(executor: LocalExecutor, outcome: TaskOutcome, options: RunOptions)
         )
 
 
-def _collect(outcome: TaskOutcome, executor_name: str, store: ModelStore) -> None:
-    """Check monitor.txt and each task's outputs; store the model package of a training."""
+def manifest_object_type(executor: LocalExecutor) -> int | None:
+    """The ``object_type`` of the executor's manifest, or None when the manifest cannot be read
+    or does not give an integer (``verify`` reports that)."""
+    try:
+        value = executor.manifest().get("object_type")
+    except (RuntimeError, ValueError, OSError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _collect(outcome: TaskOutcome, executor_name: str, store: ModelStore, object_type: int | None = None) -> None:
+    """Check monitor.txt and each task's outputs; store the model package of a training (with the
+    manifest's ``object_type``)."""
     prepared = outcome.prepared
     assert outcome.run is not None
     env = collect.task_env(prepared.env, prepared.work_dir)  # not in/env.yaml: a local executor may change it
     outcome.problems += collect.check_monitor(env, prepared.task_id, outcome.run.exit_code)
     if "training" in prepared.tasks:
-        outcome.training = collect.collect_training(env, prepared.config, executor_name, store)
+        outcome.training = collect.collect_training(env, prepared.config, executor_name, store, object_type)
         outcome.problems += outcome.training.problems
     if "mining" in prepared.tasks:
         outcome.mining = collect.check_mining(env)

@@ -1,8 +1,8 @@
 """Run an executor for a prepared work dir and follow its progress.
 
-Runtime ``local``: an executor folder (``img-man/`` + ``app/start.py``, or ``start.py``, or
-``start.sh``) run as a child process of this Python, with ``DEFAULT_ENV_FILE_PATH`` /
-``DEFAULT_CONFIG_FILE_PATH`` pointing at ``W/in``. stdout and stderr are appended to
+Runtime ``local``: an executor folder (``img-man/`` + ``app/start.py``, ``app/start.sh``,
+``start.py`` or ``start.sh``: :data:`ENTRY_POINTS`) run as a child process of this Python, with
+``DEFAULT_ENV_FILE_PATH`` / ``DEFAULT_CONFIG_FILE_PATH`` pointing at ``W/in``. stdout and stderr are appended to
 ``W/out/ymir-executor-out.log`` as the platform does; a progress bar follows
 ``W/out/monitor.txt``. ``--timeout`` and Ctrl-C stop the child (SIGTERM, then SIGKILL after 10 s)
 and write state 4 to monitor.txt if the executor did not.
@@ -107,6 +107,8 @@ class RunResult:
     interrupted: bool = False
     percents: list[float] = field(default_factory=list)
     monitor_errors: list[str] = field(default_factory=list)
+    #: True when the harness wrote monitor.txt's state 4 (the executor failed without writing it)
+    error_state_by_harness: bool = False
 
     @property
     def ok(self) -> bool:
@@ -125,17 +127,24 @@ class RunResult:
         return "\n".join(lines[-n:])
 
 
+#: where an executor folder's entry point is looked for, first found wins: ``app/`` (the layout
+#: of an image's ``/app``) before the folder root, a Python script before a bash one
+ENTRY_POINTS = ("app/start.py", "app/start.sh", "start.py", "start.sh")
+
+
 def find_entry_point(executor_dir: Path) -> list[str]:
-    """The command that starts an executor folder: ``app/start.py``, ``start.py`` or ``start.sh``.
+    """The command that starts an executor folder: the first of :data:`ENTRY_POINTS` that
+    exists (``app/start.py``, ``app/start.sh``, ``start.py``, ``start.sh``), a ``.py`` run by
+    this Python, a ``.sh`` by ``bash``.
 
     Raises:
-        FileNotFoundError: none of them exists.
+        FileNotFoundError: none of them exists (one line naming the folder and the four paths).
     """
     d = Path(executor_dir)
-    for rel, argv in (("app/start.py", [sys.executable]), ("start.py", [sys.executable]), ("start.sh", ["bash"])):
+    for rel in ENTRY_POINTS:
         if (d / rel).is_file():
-            return argv + [str((d / rel).resolve())]
-    raise FileNotFoundError(f"{d}: no app/start.py, start.py or start.sh to run")
+            return [sys.executable if rel.endswith(".py") else "bash", str((d / rel).resolve())]
+    raise FileNotFoundError(f"{d}: no {', '.join(ENTRY_POINTS[:-1])} or {ENTRY_POINTS[-1]} to run")
 
 
 class _Display:
@@ -286,7 +295,11 @@ def _stop(proc: subprocess.Popen[Any], kill_group: bool = True) -> None:
 
 class _MonitorWatch:
     """Reads monitor.txt while an executor runs: every distinct percent (for the monotonicity
-    check), the parse errors, and the progress display."""
+    check), the parse errors of the final read, and the progress display.
+
+    A read while the executor runs may catch the file mid-write (``printf ... > monitor.txt``
+    truncates, then writes): an empty or unparsable text then is skipped and read again at the
+    next poll. Only the read after the executor exited (``final``) records a parse error."""
 
     def __init__(self, path: Path, label: str, show: bool) -> None:
         self.path = path
@@ -295,19 +308,21 @@ class _MonitorWatch:
         self.errors: list[str] = []
         self.last_raw: str | None = None
 
-    def poll(self) -> None:
-        """Read monitor.txt once; a missing, unreadable or unchanged file is skipped."""
+    def poll(self, final: bool = False) -> None:
+        """Read monitor.txt once; a missing, unreadable or unchanged file is skipped, and so is
+        an unparsable one unless ``final`` (the executor has exited: its parse error is kept)."""
         try:
             text = read_text_nofollow(self.path)
         except (OSError, UnicodeDecodeError):
             return
-        if text == self.last_raw:
+        if text == self.last_raw and not final:
             return
         self.last_raw = text
         try:
             st = parse_monitor(text)
         except ValueError as e:
-            self.errors.append(str(e))
+            if final:
+                self.errors.append(str(e))
             return
         if not self.percents or st.percent != self.percents[-1]:
             self.percents.append(st.percent)
@@ -335,7 +350,7 @@ def _watch_until_exit(
         stop()
         return False, f"stopped by {signame}" if signame else CTRL_C
     finally:
-        watch.poll()
+        watch.poll(final=True)
         watch.display.close()
     return False, None
 
@@ -393,6 +408,7 @@ def follow(
     interrupted = why_interrupted is not None
     seconds = time.monotonic() - t0
     mon = read_monitor(monitor_path)
+    by_harness = False
     if (timed_out or interrupted or code != 0) and (mon is None or mon.state != ExecutorState.ES_ERROR):
         why = (
             f"timed out after {timeout:.0f} s"
@@ -402,6 +418,7 @@ def follow(
             else _exit_description(code) + (" without writing state 4" if mon else " without writing monitor.txt")
         )
         mon = _write_error_state(monitor_path, mon, task_id, why)
+        by_harness = True
     return RunResult(
         code if not (timed_out or interrupted) else (code or 1),
         seconds,
@@ -411,6 +428,7 @@ def follow(
         interrupted,
         watch.percents,
         watch.errors,
+        by_harness,
     )
 
 

@@ -3,12 +3,14 @@ the contract (docs/contract.md#what-an-executor-must-write and #the-image). Also
 reading of img-man.
 
 Scenarios: training, mining, infer, mining + infer (with the model the training produced), and
-a crash case (config.yaml made unreadable on purpose) that must end in state 4 and a non-zero
-exit. Checks per scenario: exit code, monitor.txt format / monotonic progress / final state,
-and the outputs (result.yaml schema, stage files, metrics, best stage, at most 11 stages,
-tensorboard logs (a warning when absent: the platform does not require them), reproducible
-model package; result.tsv one sorted line per candidate; infer-result.json one key per candidate
-with valid boxes).
+a crash case (an invalid config.yaml: broken YAML, written on purpose) that must end in state 4,
+written by the executor itself, and a non-zero exit. Checks per scenario: exit code, monitor.txt
+format (the file after the executor exited; a read mid-write while it runs is retried) /
+monotonic progress / final state, and the outputs (result.yaml schema, stage files, metrics,
+best stage, at most 11 stages, tensorboard logs (a warning when absent: the platform does not
+require them), reproducible model package; result.tsv one sorted line per candidate;
+infer-result.json one key per candidate with valid boxes). With the manifest's object_type, the
+stages' primary metric and the infer-result.json format must be that type's.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from ymir_exc.formats.monitor import MonitorState
 from ymir_exc.harness.collect import TrainingReport, collect_training, task_env
 from ymir_exc.harness.datasets import Dataset
 from ymir_exc.harness.executors import TEMPLATE_FILES, LocalExecutor
-from ymir_exc.harness.models import ModelStore
+from ymir_exc.harness.models import OBJECT_TYPE_METRIC, ModelStore
 from ymir_exc.harness.options import RunOptions
-from ymir_exc.harness.pipeline import TaskOutcome, run_task
+from ymir_exc.harness.pipeline import TaskOutcome, manifest_object_type, run_task
 from ymir_exc.harness.runtime import RunResult
 from ymir_exc.harness.workspace import RESERVED_KEYS, PreparedTask
 
@@ -124,15 +126,23 @@ def check_run(scenario: str, outcome: TaskOutcome, expect_success: bool = True) 
 
 
 def _check_crash(scenario: str, r: RunResult) -> list[Check]:
-    """A run that had to fail: a non-zero exit, monitor.txt in state 4, an error return code."""
+    """A run that had to fail: a non-zero exit, monitor.txt in state 4 written by the executor
+    itself (not the harness's fallback line), an error return code."""
     mon = r.monitor
+    in_state_4 = mon is not None and mon.state == ExecutorState.ES_ERROR
+    if mon is None:
+        detail = "no parsable monitor.txt"
+    elif in_state_4 and r.error_state_by_harness:
+        detail = "state 4 was written by the harness, not the executor: " + (mon.message.splitlines() or [""])[0]
+    else:
+        detail = f"state {mon.state}, return code {mon.return_code}"
     return [
         Check(scenario, "non-zero exit", r.exit_code != 0, f"exit code {r.exit_code}"),
         Check(
             scenario,
             "monitor.txt ends in state 4",
-            mon is not None and mon.state == ExecutorState.ES_ERROR,
-            f"state {mon.state}, return code {mon.return_code}" if mon else "no parsable monitor.txt",
+            in_state_4 and not r.error_state_by_harness,
+            detail,
         ),
         Check(
             scenario,
@@ -159,12 +169,18 @@ def _check_final_monitor(scenario: str, mon: MonitorState, exit_code: int, task_
     ]
 
 
-def check_outputs(scenario: str, outcome: TaskOutcome) -> list[Check]:
+def check_outputs(scenario: str, outcome: TaskOutcome, object_type: int | None = None) -> list[Check]:
     """The output files' checks: result.yaml, tensorboard logs (advisory) and a reproducible
-    model package for a training; result.tsv for mining; infer-result.json for infer."""
+    model package for a training; result.tsv for mining; infer-result.json for infer.
+
+    With the manifest's ``object_type`` (2, 3 or 4), also: every stage carries that type's
+    primary metric (``mAP``, ``mIoU``, ``maskAP``) and infer-result.json is in that type's
+    format (detection for 2, COCO-style segmentation for 3 and 4)."""
     out: list[Check] = []
     if outcome.training is not None:
         out += _check_training(scenario, outcome.training, outcome.prepared)
+        if object_type in OBJECT_TYPE_METRIC and not outcome.training.problems:
+            out.append(_check_stage_metrics(scenario, outcome.training, object_type))
     if outcome.mining is not None:
         m = outcome.mining
         out.append(
@@ -185,7 +201,34 @@ def check_outputs(scenario: str, outcome: TaskOutcome) -> list[Check]:
                 "; ".join(i.problems[:3]) or f"{i.images} images, {i.boxes} boxes",
             )
         )
+        if object_type in OBJECT_TYPE_METRIC and i.format:
+            want = "detection" if object_type == 2 else "segmentation"
+            out.append(
+                Check(
+                    scenario,
+                    "infer-result.json format follows object_type",
+                    i.format == want,
+                    f"object_type {object_type} ({OBJECT_TYPES[object_type]}) expects a {want} result, "
+                    f"found a {i.format} result",
+                )
+            )
     return out
+
+
+def _check_stage_metrics(scenario: str, rep: TrainingReport, object_type: int) -> Check:
+    """Every stage of result.yaml carries the primary metric of the manifest's ``object_type``."""
+    key = OBJECT_TYPE_METRIC[object_type]
+    lacking = {name: sorted(st.evaluation_result()) for name, st in rep.stages.items()}
+    lacking = {name: keys for name, keys in lacking.items() if key not in keys}
+    if lacking:
+        name, keys = next(iter(lacking.items()))
+        detail = (
+            f"object_type {object_type} ({OBJECT_TYPES[object_type]}) expects {key}; "
+            f"{len(lacking)} stage(s) lack it, e.g. {name!r} reports {', '.join(keys) or 'no metric'}"
+        )
+    else:
+        detail = f"{key} in {len(rep.stages)} stage(s)"
+    return Check(scenario, "stage metrics follow object_type", not lacking, detail)
 
 
 def _check_training(scenario: str, rep: TrainingReport, prepared: PreparedTask) -> list[Check]:
@@ -250,6 +293,7 @@ def verify(
     if options.model_location is None:
         options = replace(options, model_location=root / "models")
     checks = check_img_man(executor)
+    object_type = manifest_object_type(executor)
 
     def scenario(name: str, tasks: list[str], model: str | None = None) -> TaskOutcome | None:
         try:
@@ -258,7 +302,7 @@ def verify(
             checks.append(Check(name, "task prepared", False, f"{type(e).__name__}: {e}"))
             return None
         checks.extend(check_run(name, outcome))
-        checks.extend(check_outputs(name, outcome))
+        checks.extend(check_outputs(name, outcome, object_type))
         return outcome
 
     trained = scenario("training", ["training"])
@@ -275,8 +319,9 @@ def verify(
 
 
 def _crash_scenario(executor: LocalExecutor, ds: Dataset, options: RunOptions, work: Path) -> list[Check]:
-    """A training whose config.yaml is made unreadable just before the run: it must fail cleanly."""
-    name = "crash (bad config.yaml)"
+    """A training whose config.yaml is replaced by an invalid one (broken YAML) just before the
+    run: it must fail cleanly, writing state 4 itself."""
+    name = "crash (invalid config.yaml)"
 
     def break_config(prepared: PreparedTask) -> None:
         prepared.config_file.write_text("class_names: [unclosed\n", encoding="utf-8")
