@@ -135,6 +135,8 @@ class Context:
     upstream_python: str | None
     upstream_note: str
     only: list[str] | None = None
+    #: scale group: also the streamed prepare rows at 1,000,000 images (--scale-prepare-1m)
+    prepare_1m: bool = False
     verbose: bool = False
     #: the YOLO rows' device: "cpu" or a GPU index ("0"); ours gets it as ``ymir-exc run --gpu-id``
     device: str = "cpu"
@@ -845,7 +847,8 @@ def _plain_boxes(d: str) -> str:
 SCALE_WORKER = BENCH / "scale_worker.py"
 #: candidates per size of the scale group (smoke: tiny)
 SCALE_SIZES = {"full": [10_000, 100_000, 1_000_000], "smoke": [200, 2_000]}
-#: prepare sizes (tiny JPEGs, generated once under the cache); 1M only with --scale-prepare-1m
+#: prepare sizes (tiny JPEGs, generated once under the cache); with --scale-prepare-1m also the
+#: streamed prepare rows (read from a folder, on disk) at 1,000,000 images (about 4 GB of disk)
 SCALE_PREPARE = {"full": [10_000, 100_000], "smoke": [60]}
 #: the memory bound of the writers and collect: 200 MB plus 40 bytes per item
 SCALE_RSS_BASE, SCALE_RSS_PER_ITEM = 200 * 10**6, 40
@@ -968,6 +971,9 @@ def scale_group(ctx: Context) -> list[Row]:
         rows.append(row)
         shutil.rmtree(root, ignore_errors=True)
         rows.extend(_scale_prepare_streamed(ctx, n, src))
+    if ctx.prepare_1m and not ctx.smoke:  # the in-memory listing row would need ~1 GB: streamed rows only
+        src, _ = image_tree(ctx, 1_000_000)
+        rows.extend(_scale_prepare_streamed(ctx, 1_000_000, src))
     try:
         rows.extend(_yolo_ranks_rows(ctx))
     except BenchError as e:  # the rows above stay measured
@@ -1145,6 +1151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--cache", default=str(BENCH / ".cache"), help="upstream venv + generated inputs")
     ap.add_argument("--tmp", default=None, help="where each run's work dir goes (default: the system tmp)")
+    ap.add_argument(
+        "--scale-prepare-1m",
+        action="store_true",
+        help="scale group: also prepare 1,000,000 tiny JPEGs read from a folder (~4 GB disk, ~30 min)",
+    )
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown (for the README)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON to this file")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every run")
@@ -1183,6 +1194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         upstream_python=up_python,
         upstream_note=up_note,
         only=args.only,
+        prepare_1m=args.scale_prepare_1m,
         verbose=args.verbose,
         device=args.device,
         cleanup=[tmp_root],
