@@ -48,8 +48,8 @@ How config values are read (the platform's config.yaml often holds numbers as st
 Keep the img-man templates equal to the model: :meth:`HyperParams.template_problems` lists every
 template key the model does not declare, every default that differs and every field without a
 description (a test per executor asserts the list is empty). A template may set only some of the
-model's fields: one model can serve several tasks, each template holding the keys its task reads; :meth:`HyperParams.render_template`
-writes a template from the model.
+model's fields: one model can serve several tasks, each template holding the keys its task reads.
+:meth:`HyperParams.render_template` writes a template from the model.
 """
 
 from __future__ import annotations
