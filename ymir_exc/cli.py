@@ -175,6 +175,7 @@ def _run_options(args: argparse.Namespace, executor: Any, runtime: str) -> Any:
         user_config=_checked_config(args, executor),
         quiet=args.quiet,
         assets=getattr(args, "assets", "auto"),
+        allow_unknown_keys=getattr(args, "allow_unknown_keys", False),
     )
 
 
