@@ -175,6 +175,7 @@ def _run_options(args: argparse.Namespace, executor: Any, runtime: str) -> Any:
         user_config=_checked_config(args, executor),
         quiet=args.quiet,
         assets=getattr(args, "assets", "auto"),
+        allow_unknown_keys=getattr(args, "allow_unknown_keys", False),
     )
 
 
@@ -1237,6 +1238,15 @@ def _add_schema_parser(sub: Any) -> None:
     sc = sub.add_parser(
         "schema",
         help="print the JSON Schema of each file format with a pydantic model (not config.yaml, segmentation)",
+        description=(
+            "Print, as one JSON object, the JSON Schema of: env.yaml, result.yaml, result.yaml (legacy, "
+            "protocol < 1.0.0), result.tsv line, infer-result.json (detection), infer-result.json box, "
+            "monitor.txt, ymir-info.yaml. The schemas hold each field's simple rules (types, ranges, "
+            "patterns); the cross-field rules (best_stage_name names the best stage, a model_stages key "
+            "equals its stage_name, -1 only for a metric that is not the stage's primary one, a class "
+            "name is one of config.yaml's class_names) are checked by the pydantic models only. "
+            "config.yaml and the COCO segmentation result have no schema: see docs/contract.md."
+        ),
     )
     sc.set_defaults(func=cmd_schema)
 

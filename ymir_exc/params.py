@@ -47,8 +47,9 @@ How config values are read (the platform's config.yaml often holds numbers as st
 
 Keep the img-man templates equal to the model: :meth:`HyperParams.template_problems` lists every
 template key the model does not declare, every default that differs and every field without a
-description (a test per executor asserts the list is empty); :meth:`HyperParams.render_template`
-writes a template from the model.
+description (a test per executor asserts the list is empty). A template may set only some of the
+model's fields: one model can serve several tasks, each template holding the keys its task reads.
+:meth:`HyperParams.render_template` writes a template from the model.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class HyperParams(BaseModel):
     """Base of an executor's hyper-parameters: subclass it with one field per config.yaml key.
 
     Fields are declared with ``pydantic.Field(default, ge=..., le=..., description=...)`` or a
-    ``Literal[...]`` of choices; every field needs a default (a template sets every key). Values
+    ``Literal[...]`` of choices; every field needs a default (a template sets every key): a
+    subclass with a field without one raises ``TypeError`` when it is defined. Values
     are read as the module docstring says; unknown keys are ignored. Instances are plain pydantic
     models (``p.epochs``, ``p.model_dump()``).
 
@@ -95,6 +97,21 @@ class HyperParams(BaseModel):
     """
 
     model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a subclass with a field that has no default, when the class is defined.
+
+        Raises:
+            TypeError: names the class and the fields without a default.
+        """
+        super().__pydantic_init_subclass__(**kwargs)
+        required = [name for name, field in cls.model_fields.items() if field.is_required()]
+        if required:
+            raise TypeError(
+                f"{cls.__name__}: every hyper-parameter needs a default (a template sets every key); "
+                f"no default: {', '.join(required)}"
+            )
 
     @model_validator(mode="before")
     @classmethod
@@ -142,7 +159,9 @@ class HyperParams(BaseModel):
             return ConfigFileError(str(first["ctx"]["error"]), path=source, key=key)
         if key is None or key not in cls.model_fields:
             return ConfigFileError(first["msg"], path=source, key=key)
-        return ConfigFileError(f"must be {cls.expects(key)}, got {config.get(key)!r}", path=source, key=key)
+        if key not in config:
+            return ConfigFileError(f"missing: must be {cls.expects(key)}", path=source, key=key)
+        return ConfigFileError(f"must be {cls.expects(key)}, got {config[key]!r}", path=source, key=key)
 
     @classmethod
     def expects(cls, key: str) -> str:
@@ -158,11 +177,16 @@ class HyperParams(BaseModel):
     def template_problems(cls, template: Mapping[str, Any] | str | os.PathLike[str]) -> list[str]:
         """Differences between an img-man template and the model; empty when they agree.
 
+        The template's keys may be a subset of the model's fields: one model can serve several
+        tasks, each template setting only the keys its task reads (a field the template lacks is
+        not a problem).
+
         Args:
-            template: the template's mapping, or the path of its YAML file.
+            template: the template's mapping, or the path of its YAML file (``str`` or
+                ``os.PathLike``); anything else (a list, a number) is reported as a problem.
 
         Returns:
-            one line per problem: the template is not a mapping of keys, a key is not a field, a
+            one line per problem: the template is empty, the template is not a mapping of keys, a key is not a field, a
             template value does not validate or differs from the field's default (compared after
             reading, so ``cache: false`` equals a default ``"false"``), a field the template sets
             has no description.
@@ -171,9 +195,11 @@ class HyperParams(BaseModel):
             OSError: the file cannot be read.
             yaml.YAMLError: it is not YAML.
         """
-        if not isinstance(template, Mapping):
+        if isinstance(template, (str, os.PathLike)):
             with open(template, encoding="utf-8") as f:
                 template = yaml.safe_load(f)
+            if template is None:
+                return [f"empty template: {os.fspath(f.name)}"]
         if not isinstance(template, Mapping):
             return [f"the template is not a mapping of keys: {template!r}"]
         problems = []

@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -23,6 +24,23 @@ def test_run_trains_det_demo_tmi_on_the_bundled_sample_and_stores_a_model(tmp_pa
     assert rep is not None and len(rep.model_hash) == 40 and 0.0 <= rep.mAP <= 1.0
     assert (tmp_path / "models" / rep.model_hash).is_file()  # stored where the options say
     assert outcome.prepared.config["epochs"] == 2 and outcome.prepared.env["protocol_version"] == PROTOCOL_VERSION
+    # every asset the executor saw maps back to the user's image with the same bytes
+    assets = sorted((outcome.prepared.in_dir / "assets").rglob("*.*"))
+    assert assets
+    for asset in assets[:5]:
+        source = outcome.source_of(f"/in/assets/{asset.parent.name}/{asset.name}")
+        assert source is not None and Path(source).read_bytes() == asset.read_bytes()
+    assert outcome.source_of("/in/assets/nope.jpg") is None
+
+
+def test_run_hands_unknown_keys_over_when_the_options_allow_it(tmp_path):
+    options = RunOptions(quiet=True, model_location=tmp_path / "models", user_config={"epochs": 1, "epoch": 2})
+    with pytest.raises(ValueError, match=r"--allow-unknown-keys / RunOptions\(allow_unknown_keys=True\)"):
+        run("det-demo-tmi", "training", "trees", options, work_dir=tmp_path / "w")
+    allowed = dataclasses.replace(options, allow_unknown_keys=True)
+    outcome = run("det-demo-tmi", "training", "trees", allowed, work_dir=tmp_path / "w")
+    assert outcome.ok, outcome.problems
+    assert outcome.prepared.config["epoch"] == 2
 
 
 def test_run_refuses_an_unknown_task_and_an_unknown_config_key_before_anything_runs(tmp_path):

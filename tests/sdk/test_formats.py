@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -43,9 +45,72 @@ def test_schema_command_and_the_checks_use_the_same_classes(capsys):
     # (the writer: every box that is not plain str / float / int goes through infer_box_problem, see below)
     assert collect.infer_box_problem is predictions.infer_box_problem is infer_box_problem
     assert files["infer-result.json box"] is InferAnnotation
+    assert files["infer-result.json (detection)"] is formats.InferResult
     assert collect.parse_monitor is runtime.parse_monitor is formats.parse_monitor
     assert sdk_monitor.format_monitor_line is runtime.format_monitor_line is format_monitor_line
     assert files["monitor.txt"] is MonitorState is runtime.MonitorState
+
+
+def test_the_docs_list_exactly_what_the_schema_command_prints(capsys):
+    assert main(["schema"]) == 0
+    printed = set(json.loads(capsys.readouterr().out))
+    root = Path(__file__).resolve().parents[2]
+    harness = (root / "docs" / "harness.md").read_text()
+    section = harness.split("## ymir-exc schema", 1)[1].split("```", 1)[0]
+    readme = (root / "README.md").read_text()
+    readme = readme.split("`ymir-exc schema` prints", 1)[1].split("### ", 1)[0]
+    for text in (section, readme):
+        assert set(re.findall(r"`([^`]+)`", text.split(":", 1)[1].split(". ", 1)[0])) == printed
+
+
+def test_the_schema_holds_the_models_simple_rules():
+    # jsonschema is not a dependency: the rules are asserted on the schema dict, and the model
+    # is checked to refuse each value the schema refuses
+    schema = formats.TrainingResult.model_json_schema()
+    stage = schema["$defs"]["ModelStage"]
+    good = {
+        "best_stage_name": "a_b",
+        "mAP": 0.5,
+        "model_stages": {"a_b": {"stage_name": "a_b", "files": ["m.pt"], "timestamp": 1, "mAP": 0.5, "mAR": -1}},
+    }
+    formats.TrainingResult.model_validate(good)
+    # stage mAP 1.5: out of the schema's range, and refused by the model
+    assert {"type": "number", "minimum": 0, "maximum": 1} in stage["properties"]["mAP"]["anyOf"]
+    assert {"const": -1} in stage["properties"]["mAP"]["anyOf"]  # -1: when mAP is not the primary metric
+    # extra metrics: a fraction or -1; counts: integers >= 0
+    assert stage["additionalProperties"]["anyOf"] == [{"type": "number", "minimum": 0, "maximum": 1}, {"const": -1}]
+    assert list(stage["patternProperties"].values()) == [{"type": "integer", "minimum": 0}]
+    # stage names: identifiers
+    ident = re.compile(stage["properties"]["stage_name"]["pattern"])
+    assert ident.match("a_b") and not ident.match("a-b") and not ident.match("1a")
+    assert schema["properties"]["model_stages"]["propertyNames"]["pattern"] == ident.pattern
+    assert schema["properties"]["best_stage_name"]["pattern"] == ident.pattern
+    assert schema["properties"]["model_stages"]["maxProperties"] == formats.MAX_MODEL_STAGES
+    files = re.compile(stage["properties"]["files"]["items"]["pattern"])
+    assert files.match("m.pt") and files.match("a/..b") and not files.match("/m.pt") and not files.match("a/../m")
+    # top-level mAP: a number in [0, 1]
+    assert schema["properties"]["mAP"] == {"type": "number", "minimum": 0, "maximum": 1}
+    for path, bad in (
+        (["model_stages", "a_b", "mAP"], 1.5),
+        (["model_stages", "a_b", "mAR"], 2),
+        (["mAP"], "high"),
+    ):
+        doc = json.loads(json.dumps(good))
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = bad
+        with pytest.raises(ValidationError):
+            formats.TrainingResult.model_validate(doc)
+    renamed = {"stage_name": "a-b", "files": ["m.pt"], "timestamp": 1, "mAP": 0.5}
+    with pytest.raises(ValidationError):
+        formats.TrainingResult.model_validate({"best_stage_name": "a-b", "model_stages": {"a-b": renamed}})
+    # the whole infer-result.json (detection) document
+    infer = formats.InferResult.model_json_schema()
+    assert infer["required"] == ["detection"]
+    assert infer["$defs"]["InferImageResult"]["required"] == ["boxes"]
+    with pytest.raises(ValidationError):
+        formats.InferResult.model_validate({"detection": {"a.jpg": {"boxes": [{"class_name": "x"}]}}})
 
 
 def test_every_name_formats_exported_before_still_imports():
@@ -125,6 +190,7 @@ def test_writers_write_what_the_models_accept(ws):
     for b in boxes:
         InferAnnotation.model_validate(b)
         assert infer_box_problem(b, ["cat"]) is None
+    assert formats.InferResult.model_validate(data).detection["2.jpg"].boxes[0].box.x == 1
     rw.write_mining_result([("/in/a/1.jpg", 0.25), ("/in/a/2.jpg", 1e-7)])
     for line in (ws.out_dir / "result.tsv").read_text().splitlines():
         path, score = parse_mining_line(line)

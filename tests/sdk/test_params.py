@@ -116,6 +116,25 @@ def test_template_problems_name_unknown_keys_other_defaults_bad_values_and_undoc
     assert Params.template_problems({"epochs": 10.0}) == []  # read as the model reads config.yaml
     (tmp_path / "list.yaml").write_text("- 1\n")
     assert Params.template_problems(tmp_path / "list.yaml") == ["the template is not a mapping of keys: [1]"]
+    assert Params.template_problems([1]) == ["the template is not a mapping of keys: [1]"]
+    (tmp_path / "empty.yaml").write_text("# only a comment\n")
+    assert Params.template_problems(tmp_path / "empty.yaml") == [f"empty template: {tmp_path / 'empty.yaml'}"]
+    # a template may set a subset of the fields (one model, several tasks)
+    assert Params.template_problems({"epochs": 10}) == []
+
+
+def test_a_field_without_a_default_fails_when_the_class_is_defined():
+    with pytest.raises(TypeError, match=r"every hyper-parameter needs a default.*no default: epochs, lr"):
+
+        class NoDefault(HyperParams):
+            epochs: int = Field(ge=1, description="passes")
+            lr: float
+            half: bool = False
+
+    class WithFactory(HyperParams):
+        sizes: list = Field(default_factory=list, description="sizes")
+
+    assert WithFactory.from_config({}).sizes == []
 
 
 def test_a_rendered_template_loads_as_the_defaults_and_passes_the_check(tmp_path):

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
         STAGE_RESERVED_KEYS,
         InferAnnotation,
         InferBox,
+        InferImageResult,
+        InferResult,
         LegacyTrainingResult,
         MiningLine,
         ModelStage,
@@ -65,6 +67,8 @@ __all__ = [
     "STAGE_RESERVED_KEYS",
     "InferAnnotation",
     "InferBox",
+    "InferImageResult",
+    "InferResult",
     "LegacyTrainingResult",
     "MiningLine",
     "ModelPackageInfo",
@@ -96,12 +100,19 @@ def file_models() -> dict[str, type[BaseModel]]:
     against (env.yaml's model is :class:`ymir_exc.env.EnvConfig`)."""
     from ymir_exc.formats.monitor import MonitorState
     from ymir_exc.formats.package import ModelPackageInfo
-    from ymir_exc.formats.results import InferAnnotation, LegacyTrainingResult, MiningLine, TrainingResult
+    from ymir_exc.formats.results import (
+        InferAnnotation,
+        InferResult,
+        LegacyTrainingResult,
+        MiningLine,
+        TrainingResult,
+    )
 
     return {
         "result.yaml": TrainingResult,
         "result.yaml (legacy, protocol < 1.0.0)": LegacyTrainingResult,
         "result.tsv line": MiningLine,
+        "infer-result.json (detection)": InferResult,
         "infer-result.json box": InferAnnotation,
         "monitor.txt": MonitorState,
         "ymir-info.yaml": ModelPackageInfo,

@@ -93,6 +93,27 @@ def primary_metric_key(keys: Iterable[str]) -> str | None:
     return None
 
 
+#: JSON Schema of a stage name (``str.isidentifier()``; the schema's pattern covers ASCII names only)
+_IDENTIFIER_SCHEMA: dict[str, Any] = {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}
+#: JSON Schema of a metric: a fraction in [0, 1], or -1 (allowed by the model only when the metric
+#: is not the stage's primary one, a cross-field rule the schema cannot state)
+_METRIC_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"const": ABSENT_METRIC}]}
+#: JSON Schema of a count (tp, fp, fn, ...): an integer >= 0
+_COUNT_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 0}
+
+
+def _stage_schema(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` of :class:`ModelStage`: extra keys are metrics or counts."""
+    schema["patternProperties"] = {"^(" + "|".join(sorted(COUNT_KEYS)) + ")$": _COUNT_SCHEMA}
+    schema["additionalProperties"] = _METRIC_SCHEMA
+
+
+def _optional_metric_schema(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` of ``ModelStage.mAP``: a metric or null."""
+    schema.pop("anyOf", None)
+    schema["anyOf"] = [*_METRIC_SCHEMA["anyOf"], {"type": "null"}]
+
+
 class ModelStage(BaseModel):
     """One entry of ``model_stages`` in result.yaml.
 
@@ -101,12 +122,16 @@ class ModelStage(BaseModel):
     any metric but the primary one).
     """
 
-    model_config = ConfigDict(extra="allow", defer_build=True)
+    model_config = ConfigDict(extra="allow", defer_build=True, json_schema_extra=_stage_schema)
 
-    stage_name: str
-    files: list[str] = Field(min_length=1)
+    stage_name: str = Field(json_schema_extra=_IDENTIFIER_SCHEMA, description="a Python identifier")
+    files: list[str] = Field(
+        min_length=1,
+        json_schema_extra={"items": {"type": "string", "pattern": r"^(?!/)(?!(.*/)?\.\.(/|$)).+$"}},
+        description="paths relative to the models dir",
+    )
     timestamp: int
-    mAP: float | None = None
+    mAP: float | None = Field(default=None, json_schema_extra=_optional_metric_schema)
 
     @field_validator("stage_name")
     @classmethod
@@ -138,13 +163,23 @@ class ModelStage(BaseModel):
         return {k: v for k, v in data.items() if v is not None}
 
 
+def _result_schema(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` of :class:`TrainingResult`: a top-level primary metric, when
+    given, is a fraction in [0, 1] (the model also holds it equal to the best stage's)."""
+    for key in PRIMARY_METRIC_KEYS:
+        schema["properties"][key] = {"type": "number", "minimum": 0, "maximum": 1}
+
+
 class TrainingResult(BaseModel):
     """``/out/models/result.yaml`` for protocol >= 1.0.0."""
 
-    model_config = ConfigDict(extra="allow", defer_build=True)
+    model_config = ConfigDict(extra="allow", defer_build=True, json_schema_extra=_result_schema)
 
-    best_stage_name: str
-    model_stages: dict[str, ModelStage] = Field(min_length=1)
+    best_stage_name: str = Field(json_schema_extra=_IDENTIFIER_SCHEMA, description="the name of a model stage")
+    model_stages: dict[str, ModelStage] = Field(
+        min_length=1,
+        json_schema_extra={"maxProperties": MAX_MODEL_STAGES, "propertyNames": _IDENTIFIER_SCHEMA},
+    )
     attachments: dict[str, list[str]] | None = None
     evaluate_config: dict[str, Any] | None = None
 
@@ -277,6 +312,27 @@ class InferAnnotation(BaseModel):
     class_name: str
     score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
     box: InferBox
+
+
+class InferImageResult(BaseModel):
+    """One image's entry of a detection infer-result.json: ``{"boxes": [box, ...]}`` (an empty
+    list for an image with nothing found). Below protocol 1.0.0 the list is named ``annotations``
+    instead of ``boxes`` (not described by this model)."""
+
+    model_config = ConfigDict(strict=True, defer_build=True)
+
+    boxes: list[InferAnnotation]
+
+
+class InferResult(BaseModel):
+    """A whole detection infer-result.json: ``{"detection": {<image basename>: {"boxes": [...]}}}``,
+    one entry per candidate image. The class names are checked against config.yaml's
+    ``class_names`` by the harness, not by this model; the segmentation result (COCO style) has
+    no model: :func:`check_coco_result` checks it."""
+
+    model_config = ConfigDict(strict=True, defer_build=True)
+
+    detection: dict[str, InferImageResult]
 
 
 def infer_box_problem(b: Any, class_names: Collection[str] | None) -> str | None:

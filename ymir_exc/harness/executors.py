@@ -320,7 +320,7 @@ def check_config_keys(config: dict[str, Any], executor: LocalExecutor, allow_unk
 
     Raises:
         ConfigFileError: naming the unknown keys, with the closest known key for each and the
-            way through (``--allow-unknown-keys``).
+            way through (``--allow-unknown-keys`` / ``RunOptions(allow_unknown_keys=True)``).
     """
     if allow_unknown or not config:
         return
@@ -336,7 +336,8 @@ def check_config_keys(config: dict[str, Any], executor: LocalExecutor, allow_unk
         hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     raise ConfigFileError(
         f"unknown config key(s) {', '.join(hints)}: not in {executor.name}'s img-man templates nor "
-        f"among the keys the platform reads; pass --allow-unknown-keys to hand them over anyway",
+        f"among the keys the platform reads; pass --allow-unknown-keys / "
+        f"RunOptions(allow_unknown_keys=True) to hand them over anyway",
         key=unknown[0],
     )
 

@@ -52,6 +52,9 @@ class RunOptions:
             per 10 %).
         assets: how images get into ``in/assets``: ``auto`` (default: a reflink where the file
             system can, else a hard link), ``link``, ``copy`` or ``reflink``.
+        allow_unknown_keys: hand ``user_config`` keys that neither the executor's img-man
+            templates nor the platform know over anyway (default False: such a key, e.g. a
+            typo, is a ``ConfigFileError``); ``--allow-unknown-keys`` on the command line.
 
     Raises:
         ValueError: ``assets`` is not one of :data:`ASSETS_MODES`, or ``timeout`` is not a
@@ -68,6 +71,7 @@ class RunOptions:
     user_config: Mapping[str, Any] = field(default_factory=dict)
     quiet: bool = False
     assets: str = "auto"
+    allow_unknown_keys: bool = False
 
     def __post_init__(self) -> None:
         if self.assets not in ASSETS_MODES:

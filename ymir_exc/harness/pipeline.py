@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +52,17 @@ class TaskOutcome:
     def ok(self) -> bool:
         """The executor succeeded and every output follows the contract."""
         return self.run is not None and self.run.ok and not self.problems
+
+    def source_of(self, asset_path: str | Path) -> str | None:
+        """The user's image an asset was made from: ``asset_path`` is a path (or file name) of
+        an asset as the executor saw it (``/in/assets/ab/<sha1>.jpg``, a ``mining.ranked`` path,
+        an ``infer.results`` key); images with identical bytes share one asset, and the first
+        of them is returned. None: not an asset of this task.
+
+        Example: ``[(outcome.source_of(p), score) for p, score in outcome.mining.ranked]``.
+        """
+        sources = self.prepared.stats.sources if self.prepared.stats else {}
+        return sources.get(os.path.basename(str(asset_path)))
 
 
 def run(
@@ -101,7 +113,7 @@ def run(
     order = [t for t in TASKS if t in names]
     exe, runtime = resolve_executor(str(executor), options.runtime)
     options = replace(options, runtime=runtime)
-    check_config_keys(dict(options.user_config), exe)
+    check_config_keys(dict(options.user_config), exe, allow_unknown=options.allow_unknown_keys)
     check_task_config(exe, order, options.user_config)
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(None if dataset is None else str(dataset))
     ds, _note = task_dataset(ds, order)
