@@ -164,17 +164,21 @@ def read_mining_part(part: str) -> Iterator[tuple[float, int, str]]:
     """The ``(score, index, path)`` rows of a part file, in file order.
 
     Raises:
-        ResultError: a line that is not ``<score>\\t<index>\\t<path>`` (names file and line).
+        ResultError: a line that is not ``<score>\\t<index>\\t<path>``, or whose score is not
+            finite (NaN, inf) (names file and line).
     """
     with open(part, encoding="utf-8", newline="\n") as f:
         for n, line in enumerate(f, 1):
             try:
                 s, i, p = line[:-1].split("\t", 2)
-                yield float(s), int(i), p
+                score, index = float(s), int(i)
             except ValueError:
                 raise ResultError(
                     f"not a mining part line (<score>\\t<index>\\t<path>): {line[:80]!r}", path=part, line=n
                 ) from None
+            if not -math.inf < score < math.inf:
+                raise ResultError(f"score is not finite: {s!r}", path=part, line=n)
+            yield score, index, p
 
 
 def write_mining_part(part: str, rows: Iterable[tuple[int, str, float]]) -> int:
@@ -190,9 +194,15 @@ def write_mining_part(part: str, rows: Iterable[tuple[int, str, float]]) -> int:
         How many rows were written.
 
     Raises:
-        ResultError: a bad path or score (as :func:`~ymir_exc.result_writer.write_mining_result`).
+        ResultError: a bad path or score (as :func:`~ymir_exc.result_writer.write_mining_result`),
+            an index given twice.
     """
     items = [(-_check_pair(p, s, f"mining_result[{i}]"), int(i), p) for i, p, s in rows]
+    indexes: set[int] = set()
+    for _, i, p in items:
+        if i in indexes:
+            raise ResultError(f"index {i} is given twice (the second: {p!r})", path=part, key=f"mining_result[{i}]")
+        indexes.add(i)
     return _write_sorted(part, items)
 
 

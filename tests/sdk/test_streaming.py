@@ -185,3 +185,21 @@ def test_merge_refuses_unsorted_or_malformed_parts_and_a_wrong_count(ws):
     with pytest.raises(ResultError, match="expected 2"):
         merge_mining_parts([str(p)], expected=2)
     assert not (ws.out_dir / "result.tsv").exists()
+
+
+def test_merge_refuses_a_non_finite_score_naming_the_part_and_line(ws):
+    p = ws.root / "p"
+    for bad in ("nan", "inf", "-inf"):
+        p.write_text(f"0.9\t0\t/a\n{bad}\t3\t/d.jpg\n")
+        with pytest.raises(ResultError, match="not finite") as e:
+            merge_mining_parts([str(p)])
+        assert e.value.path == str(p) and e.value.line == 2
+    assert not (ws.out_dir / "result.tsv").exists()
+
+
+def test_write_mining_part_refuses_an_index_given_twice(ws):
+    p = ws.root / "p"
+    with pytest.raises(ResultError, match="index 1 is given twice") as e:
+        write_mining_part(str(p), [(1, "/b.jpg", 0.1), (1, "/c.jpg", 0.2)])
+    assert "/c.jpg" in str(e.value)
+    assert not p.exists()
