@@ -606,7 +606,7 @@ def write_infer_result(infer_result: Any, algorithm: str = "detection") -> None:
     if algorithm == "segmentation":
         _write_segmentation(infer_result, env_config)
         return
-    enc = _DetectionEncoder(env_config)
+    enc = _DetectionEncoder(env_config.protocol_tuple, _class_names_or_none())
     parts = list(map(enc.entry, infer_result.keys(), infer_result.values()))
     text = enc.head(algorithm) + ",".join(parts) + "}}"
     enc.warn_degenerate("write_infer_result")
@@ -620,13 +620,15 @@ class _DetectionEncoder:
 
     The text is built here, one string per box (same bytes as json.dumps of the nested dicts
     with separators (",", ":")): a million boxes would otherwise be three million dicts.
+    ``protocol`` is env.yaml's protocol version as a tuple (``(1, 0, 0)``: ``"boxes"``, older:
+    ``"annotations"``); ``class_names`` (None: any name) is what class names are checked against.
     Duplicate basenames are caught as entries are made: ``origin`` maps each basename to its
     path, or (``digests_only``) a set holds a 16-byte BLAKE2b digest per basename.
     """
 
-    def __init__(self, env_config: env.EnvConfig, digests_only: bool = False) -> None:
-        self.box_key = "boxes" if env_config.protocol_tuple >= (1, 0, 0) else "annotations"
-        self.class_names = _class_names_or_none()
+    def __init__(self, protocol: tuple[int, ...], class_names: list[str] | None, digests_only: bool = False) -> None:
+        self.box_key = "boxes" if protocol >= (1, 0, 0) else "annotations"
+        self.class_names = class_names
         self.known = set(self.class_names) if self.class_names else None
         self.encode_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
         self.origin: dict[str, str] = {}

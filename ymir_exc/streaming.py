@@ -62,25 +62,48 @@ class InferResultWriter:
             COCO document: use :func:`~ymir_exc.result_writer.write_infer_result`).
         path: target file; default env.yaml's ``infer_result_file``.
         buffer_bytes: text kept before each write to the temp file (default 1 MiB).
+        protocol_version: the result format's protocol (``"1.0.0"``: boxes under ``"boxes"``;
+            ``"0.x"``: under ``"annotations"``); default env.yaml's ``protocol_version``.
+        class_names: the class names boxes may carry; default config.yaml's ``class_names``
+            when it can be read and sets them (else any name is accepted).
+
+    env.yaml is read only when ``path`` or ``protocol_version`` is not given.
 
     Raises:
         NotSupportedError: another ``algorithm``.
+        EnvFileError: env.yaml is missing or bad while ``path`` or ``protocol_version`` is not
+            given.
+        ValueError: a ``protocol_version`` that is not ``MAJOR.MINOR.PATCH`` of a supported major.
         ResultError: from :meth:`add` (the target is untouched: nothing is replaced).
         OSError: the output folder cannot be written (names the target).
     """
 
-    def __init__(self, algorithm: str = "detection", path: str | None = None, buffer_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        algorithm: str = "detection",
+        path: str | None = None,
+        buffer_bytes: int = 1 << 20,
+        *,
+        protocol_version: str | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
         if algorithm != "detection":
             raise NotSupportedError(
                 f"InferResultWriter writes detection results, not {algorithm!r}: write "
                 "segmentation results with write_infer_result",
                 key="algorithm",
             )
-        from ymir_exc.result_writer import _DetectionEncoder
+        from ymir_exc.result_writer import _class_names_or_none, _DetectionEncoder
 
-        env_config = env.current_env()
-        self.path = path or env_config.output.infer_result_file
-        self._enc = _DetectionEncoder(env_config, digests_only=True)
+        if path and protocol_version is not None:
+            protocol = env.parse_protocol_version(protocol_version)
+        else:
+            env_config = env.current_env()
+            path = path or env_config.output.infer_result_file
+            protocol = env_config.protocol_tuple
+        self.path = path
+        names = list(class_names) if class_names is not None else _class_names_or_none()
+        self._enc = _DetectionEncoder(protocol, names or None, digests_only=True)
         self._algorithm = algorithm
         self._limit = max(1, int(buffer_bytes))
         self._buf: list[str] = []

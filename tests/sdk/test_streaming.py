@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ymir_exc import result_writer as rw
-from ymir_exc.errors import NotSupportedError, ResultError
+from ymir_exc.errors import EnvFileError, NotSupportedError, ResultError
 from ymir_exc.streaming import (
     InferResultWriter,
     MiningResultWriter,
@@ -203,3 +203,25 @@ def test_write_mining_part_refuses_an_index_given_twice(ws):
         write_mining_part(str(p), [(1, "/b.jpg", 0.1), (1, "/c.jpg", 0.2)])
     assert "/c.jpg" in str(e.value)
     assert not p.exists()
+
+
+def test_infer_writer_with_a_path_and_protocol_needs_no_env_yaml(ws, tmp_path):
+    result = {"/in/x.jpg": [rw.Annotation(class_name="dog", score=0.25, box=rw.Box(x=1, y=2, w=3, h=4))]}
+    rw.write_infer_result(result)
+    one_shot = _bytes(ws, "infer-result.json")
+    ws.env_file.unlink()
+    target = tmp_path / "out.json"
+    with InferResultWriter(path=str(target), protocol_version="1.0.0", class_names=["cat", "dog"]) as w:
+        w.add("/in/x.jpg", result["/in/x.jpg"])
+    assert target.read_bytes() == one_shot
+    with pytest.raises(ResultError, match="not in class_names"):
+        with InferResultWriter(path=str(target), protocol_version="1.0.0", class_names=["cat"]) as w:
+            w.add("/in/x.jpg", result["/in/x.jpg"])
+    assert target.read_bytes() == one_shot
+    with InferResultWriter(path=str(target), protocol_version="0.1.0") as w:
+        w.add("/in/x.jpg", result["/in/x.jpg"])
+    assert b'"annotations"' in target.read_bytes()
+    with pytest.raises(EnvFileError, match="env.yaml not found"):
+        InferResultWriter(path=str(target))
+    with pytest.raises(ValueError, match="protocol_version"):
+        InferResultWriter(path=str(target), protocol_version="9")
