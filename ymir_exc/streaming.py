@@ -30,7 +30,6 @@ docs/contract.md.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import math
 import numbers
@@ -41,14 +40,11 @@ from contextlib import ExitStack
 from typing import Any
 
 from ymir_exc import env
+from ymir_exc._digests import SeenNames
 from ymir_exc._io import atomic_file
 from ymir_exc.errors import NotSupportedError, ResultError
 
 __all__ = ["InferResultWriter", "MiningResultWriter", "write_mining_part", "merge_mining_parts", "read_mining_part"]
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 # ------------------------------------------------------------------ inference
@@ -152,6 +148,7 @@ class InferResultWriter:
         assert self._stack is not None
         try:
             if exc_type is None:
+                self._enc.finish()
                 self._buf.append("}}")
                 self._flush()
                 self._enc.warn_degenerate("InferResultWriter")
@@ -255,7 +252,7 @@ def merge_mining_parts(parts: Sequence[str], path: str | None = None, expected: 
             other than ``expected``. The target is untouched then.
     """
     target = path or env.current_env().output.mining_result_file
-    seen: set[bytes] = set()
+    seen = SeenNames()
     n = 0
     last: tuple[float, int] | None = None
     streams = [((-s, i, p) for s, i, p in read_mining_part(part)) for part in parts]
@@ -267,19 +264,25 @@ def merge_mining_parts(parts: Sequence[str], path: str | None = None, expected: 
                     "part files are not sorted by score descending, index ascending", path=", ".join(parts)
                 )
             last = (ns, i)
-            d = _digest(p)
-            if d in seen:
-                raise ResultError(f"asset path {p!r} appears more than once", key="mining_result")
-            seen.add(d)
+            repeated = seen.add(p, p)
+            if repeated is not None:
+                _repeated_path(repeated)
             buf.append(f"{p}\t{-ns!r}\n")
             n += 1
             if len(buf) >= 4096:
                 write("".join(buf))
                 buf.clear()
+        repeated = seen.finish()
+        if repeated is not None:
+            _repeated_path(repeated)
         if expected is not None and n != expected:
             raise ResultError(f"the mining parts hold {n} row(s), expected {expected}", key="mining_result")
         write("".join(buf))
     return n
+
+
+def _repeated_path(path: str) -> None:
+    raise ResultError(f"asset path {path!r} appears more than once", key="mining_result")
 
 
 class MiningResultWriter:

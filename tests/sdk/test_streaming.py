@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ymir_exc import result_writer as rw
+from ymir_exc._digests import SeenNames
 from ymir_exc.errors import EnvFileError, NotSupportedError, ResultError
 from ymir_exc.streaming import (
     InferResultWriter,
@@ -225,3 +226,37 @@ def test_infer_writer_with_a_path_and_protocol_needs_no_env_yaml(ws, tmp_path):
         InferResultWriter(path=str(target))
     with pytest.raises(ValueError, match="protocol_version"):
         InferResultWriter(path=str(target), protocol_version="9")
+
+
+def test_seen_names_finds_repeats_within_and_across_batches():
+    seen = SeenNames(batch=3)
+    assert [seen.add(n, n.upper()) for n in ("a", "b", "c", "d")] == [None] * 4
+    assert seen.add("d", "D2") == "D2"  # within the pending batch
+    assert len(seen) == 4
+    seen = SeenNames(batch=3)
+    for n in ("a", "b", "c", "d"):
+        seen.add(n, n)
+    assert seen.add("x", "x") is None
+    assert seen.add("b", "b again") == "b again"  # fills the batch: merged against a, b, c
+    seen = SeenNames(batch=3)
+    for n in ("a", "b", "c", "d"):
+        seen.add(n, n)
+    assert seen.add("a", "a again") is None and seen.finish() == "a again"
+    names = [f"n{i}" for i in range(5000)]  # digests of many kinds (some end with a zero byte)
+    seen = SeenNames(batch=97)
+    assert all(seen.add(n, n) is None for n in names) and seen.finish() is None and len(seen) == 5000
+    assert [seen.add(n, n) for n in names[:96]] == [None] * 96 and seen.add(names[96], "last") == "n0"
+
+
+def test_streaming_writers_catch_repeats_from_earlier_batches(ws, monkeypatch):
+    monkeypatch.setattr(SeenNames.__init__, "__defaults__", (4,))
+    with pytest.raises(ResultError, match=r"basename 'a\.jpg' \(the second: '/y/a\.jpg'\)"):
+        with InferResultWriter() as w:
+            for p in ["/x/a.jpg", "/x/b.jpg", "/x/c.jpg", "/x/d.jpg", "/x/e.jpg", "/y/a.jpg"]:
+                w.add(p, [])
+    assert not (ws.out_dir / "infer-result.json").exists()
+    pairs = [(f"/p{i}", i / 10) for i in range(9)] + [("/p1", 0.05)]
+    with pytest.raises(ResultError, match="'/p1' appears more than once"):
+        with MiningResultWriter(run_items=3) as w:
+            w.add_all(pairs)
+    assert sorted(os.listdir(ws.out_dir)) == ["models"]
