@@ -20,7 +20,6 @@ What differs from upstream, and why, is listed in docs/differences-from-upstream
 from __future__ import annotations
 
 import decimal
-import hashlib
 import json
 import logging
 import math
@@ -35,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ymir_exc import _fast, env
+from ymir_exc._digests import SeenNames
 from ymir_exc._io import atomic_copy, atomic_file, atomic_write, locked
 from ymir_exc.errors import NotSupportedError, ResultError
 from ymir_exc.formats.results import (
@@ -606,7 +606,7 @@ def write_infer_result(infer_result: Any, algorithm: str = "detection") -> None:
     if algorithm == "segmentation":
         _write_segmentation(infer_result, env_config)
         return
-    enc = _DetectionEncoder(env_config)
+    enc = _DetectionEncoder(env_config.protocol_tuple, _class_names_or_none())
     parts = list(map(enc.entry, infer_result.keys(), infer_result.values()))
     text = enc.head(algorithm) + ",".join(parts) + "}}"
     enc.warn_degenerate("write_infer_result")
@@ -620,17 +620,21 @@ class _DetectionEncoder:
 
     The text is built here, one string per box (same bytes as json.dumps of the nested dicts
     with separators (",", ":")): a million boxes would otherwise be three million dicts.
+    ``protocol`` is env.yaml's protocol version as a tuple (``(1, 0, 0)``: ``"boxes"``, older:
+    ``"annotations"``); ``class_names`` (None: any name) is what class names are checked against.
     Duplicate basenames are caught as entries are made: ``origin`` maps each basename to its
-    path, or (``digests_only``) a set holds a 16-byte BLAKE2b digest per basename.
+    path, or (``digests_only``) a :class:`~ymir_exc._digests.SeenNames` keeps a digest per
+    basename (a basename repeated from long before is then reported by a later ``entry()`` or
+    by ``finish()``).
     """
 
-    def __init__(self, env_config: env.EnvConfig, digests_only: bool = False) -> None:
-        self.box_key = "boxes" if env_config.protocol_tuple >= (1, 0, 0) else "annotations"
-        self.class_names = _class_names_or_none()
+    def __init__(self, protocol: tuple[int, ...], class_names: list[str] | None, digests_only: bool = False) -> None:
+        self.box_key = "boxes" if protocol >= (1, 0, 0) else "annotations"
+        self.class_names = class_names
         self.known = set(self.class_names) if self.class_names else None
         self.encode_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
         self.origin: dict[str, str] = {}
-        self.digests: set[bytes] | None = set() if digests_only else None
+        self.digests: SeenNames | None = SeenNames() if digests_only else None
         self.entry_head = "{" + self.encode_str(self.box_key) + ":["
         self._degenerate = [0]
         self.box_json = _fast.box_json_fn(self.encode_str, self._degenerate)
@@ -644,6 +648,17 @@ class _DetectionEncoder:
         if type(algorithm) is str:
             return "{" + self.encode_str(algorithm) + ":{"
         return _fast.json_text({algorithm: {}})[:-3] + "{"  # json.dumps turns a non-str key into a string its own way
+
+    def finish(self) -> None:
+        """The last duplicate check (``digests_only``: basenames still pending in the store).
+
+        Raises:
+            ResultError: a basename given twice.
+        """
+        if self.digests is not None:
+            repeated = self.digests.finish()
+            if repeated is not None:
+                _repeated_basename(repeated)
 
     def warn_degenerate(self, who: str) -> None:
         if self.degenerate:
@@ -667,12 +682,9 @@ class _DetectionEncoder:
                 )
             self.origin[key] = str(asset_path)
         else:
-            d = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-            if d in self.digests:
-                raise ResultError(
-                    f"two results share the basename {key!r} (the second: {asset_path!r})", key="infer_result"
-                )
-            self.digests.add(d)
+            repeated = self.digests.add(key, str(asset_path))
+            if repeated is not None:
+                _repeated_basename(repeated)
         if type(given) in (list, tuple) and set(map(type, given)) <= {Annotation}:
             anns = given
         else:
@@ -694,6 +706,11 @@ class _DetectionEncoder:
                     f"class_name {names[i]!r} not in class_names {self.class_names}", key=f"{key}[{i}].class_name"
                 )
         return f"{self.encode_str(key)}:{self.entry_head}{boxes}]}}"
+
+
+def _repeated_basename(asset_path: str) -> None:
+    key = os.path.basename(asset_path)
+    raise ResultError(f"two results share the basename {key!r} (the second: {asset_path!r})", key="infer_result")
 
 
 def _write_segmentation(infer_result: Any, env_config: env.EnvConfig) -> None:

@@ -24,13 +24,15 @@ errors, same warning for dropped degenerate boxes) and replace the target atomic
 
 Memory: the infer writer keeps a write buffer (``buffer_bytes``) and a 16-byte digest per image
 (duplicate basenames); the mining writer keeps ``run_items`` pairs, spilling each sorted run to a
-temp file beside result.tsv, plus a 16-byte digest per path (duplicate paths). Formats:
-docs/contract.md.
+temp file beside result.tsv, plus a 16-byte digest per path (duplicate paths). The digests live
+in a sorted numpy array (:class:`ymir_exc._digests.SeenNames`): measured peak, about 37 bytes
+per image or path at 2M and 35 at 4M (41 MiB of numpy and Python aside). A name repeated from
+long before is reported by a later ``add`` or when the ``with`` block ends (the target is
+untouched either way). Formats: docs/contract.md.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import math
 import numbers
@@ -41,14 +43,11 @@ from contextlib import ExitStack
 from typing import Any
 
 from ymir_exc import env
+from ymir_exc._digests import SeenNames
 from ymir_exc._io import atomic_file
 from ymir_exc.errors import NotSupportedError, ResultError
 
 __all__ = ["InferResultWriter", "MiningResultWriter", "write_mining_part", "merge_mining_parts", "read_mining_part"]
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 # ------------------------------------------------------------------ inference
@@ -62,25 +61,48 @@ class InferResultWriter:
             COCO document: use :func:`~ymir_exc.result_writer.write_infer_result`).
         path: target file; default env.yaml's ``infer_result_file``.
         buffer_bytes: text kept before each write to the temp file (default 1 MiB).
+        protocol_version: the result format's protocol (``"1.0.0"``: boxes under ``"boxes"``;
+            ``"0.x"``: under ``"annotations"``); default env.yaml's ``protocol_version``.
+        class_names: the class names boxes may carry; default config.yaml's ``class_names``
+            when it can be read and sets them (else any name is accepted).
+
+    env.yaml is read only when ``path`` or ``protocol_version`` is not given.
 
     Raises:
         NotSupportedError: another ``algorithm``.
+        EnvFileError: env.yaml is missing or bad while ``path`` or ``protocol_version`` is not
+            given.
+        ValueError: a ``protocol_version`` that is not ``MAJOR.MINOR.PATCH`` of a supported major.
         ResultError: from :meth:`add` (the target is untouched: nothing is replaced).
         OSError: the output folder cannot be written (names the target).
     """
 
-    def __init__(self, algorithm: str = "detection", path: str | None = None, buffer_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        algorithm: str = "detection",
+        path: str | None = None,
+        buffer_bytes: int = 1 << 20,
+        *,
+        protocol_version: str | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
         if algorithm != "detection":
             raise NotSupportedError(
                 f"InferResultWriter writes detection results, not {algorithm!r}: write "
                 "segmentation results with write_infer_result",
                 key="algorithm",
             )
-        from ymir_exc.result_writer import _DetectionEncoder
+        from ymir_exc.result_writer import _class_names_or_none, _DetectionEncoder
 
-        env_config = env.current_env()
-        self.path = path or env_config.output.infer_result_file
-        self._enc = _DetectionEncoder(env_config, digests_only=True)
+        if path and protocol_version is not None:
+            protocol = env.parse_protocol_version(protocol_version)
+        else:
+            env_config = env.current_env()
+            path = path or env_config.output.infer_result_file
+            protocol = env_config.protocol_tuple
+        self.path = path
+        names = list(class_names) if class_names is not None else _class_names_or_none()
+        self._enc = _DetectionEncoder(protocol, names or None, digests_only=True)
         self._algorithm = algorithm
         self._limit = max(1, int(buffer_bytes))
         self._buf: list[str] = []
@@ -129,6 +151,7 @@ class InferResultWriter:
         assert self._stack is not None
         try:
             if exc_type is None:
+                self._enc.finish()
                 self._buf.append("}}")
                 self._flush()
                 self._enc.warn_degenerate("InferResultWriter")
@@ -164,17 +187,21 @@ def read_mining_part(part: str) -> Iterator[tuple[float, int, str]]:
     """The ``(score, index, path)`` rows of a part file, in file order.
 
     Raises:
-        ResultError: a line that is not ``<score>\\t<index>\\t<path>`` (names file and line).
+        ResultError: a line that is not ``<score>\\t<index>\\t<path>``, or whose score is not
+            finite (NaN, inf) (names file and line).
     """
     with open(part, encoding="utf-8", newline="\n") as f:
         for n, line in enumerate(f, 1):
             try:
                 s, i, p = line[:-1].split("\t", 2)
-                yield float(s), int(i), p
+                score, index = float(s), int(i)
             except ValueError:
                 raise ResultError(
                     f"not a mining part line (<score>\\t<index>\\t<path>): {line[:80]!r}", path=part, line=n
                 ) from None
+            if not -math.inf < score < math.inf:
+                raise ResultError(f"score is not finite: {s!r}", path=part, line=n)
+            yield score, index, p
 
 
 def write_mining_part(part: str, rows: Iterable[tuple[int, str, float]]) -> int:
@@ -190,9 +217,15 @@ def write_mining_part(part: str, rows: Iterable[tuple[int, str, float]]) -> int:
         How many rows were written.
 
     Raises:
-        ResultError: a bad path or score (as :func:`~ymir_exc.result_writer.write_mining_result`).
+        ResultError: a bad path or score (as :func:`~ymir_exc.result_writer.write_mining_result`),
+            an index given twice.
     """
     items = [(-_check_pair(p, s, f"mining_result[{i}]"), int(i), p) for i, p, s in rows]
+    indexes: set[int] = set()
+    for _, i, p in items:
+        if i in indexes:
+            raise ResultError(f"index {i} is given twice (the second: {p!r})", path=part, key=f"mining_result[{i}]")
+        indexes.add(i)
     return _write_sorted(part, items)
 
 
@@ -207,7 +240,8 @@ def _write_sorted(part: str, items: list[tuple[float, int, str]]) -> int:
 
 def merge_mining_parts(parts: Sequence[str], path: str | None = None, expected: int | None = None) -> int:
     """Merge sorted part files (:func:`write_mining_part`) into result.tsv, k-way
-    (``heapq.merge``): memory is one line per part plus a 16-byte digest per path.
+    (``heapq.merge``): memory is one line per part plus a 16-byte digest per path (about
+    37 bytes per path in all: :class:`ymir_exc._digests.SeenNames`).
 
     Args:
         parts: the part files.
@@ -222,7 +256,7 @@ def merge_mining_parts(parts: Sequence[str], path: str | None = None, expected: 
             other than ``expected``. The target is untouched then.
     """
     target = path or env.current_env().output.mining_result_file
-    seen: set[bytes] = set()
+    seen = SeenNames()
     n = 0
     last: tuple[float, int] | None = None
     streams = [((-s, i, p) for s, i, p in read_mining_part(part)) for part in parts]
@@ -234,19 +268,25 @@ def merge_mining_parts(parts: Sequence[str], path: str | None = None, expected: 
                     "part files are not sorted by score descending, index ascending", path=", ".join(parts)
                 )
             last = (ns, i)
-            d = _digest(p)
-            if d in seen:
-                raise ResultError(f"asset path {p!r} appears more than once", key="mining_result")
-            seen.add(d)
+            repeated = seen.add(p, p)
+            if repeated is not None:
+                _repeated_path(repeated)
             buf.append(f"{p}\t{-ns!r}\n")
             n += 1
             if len(buf) >= 4096:
                 write("".join(buf))
                 buf.clear()
+        repeated = seen.finish()
+        if repeated is not None:
+            _repeated_path(repeated)
         if expected is not None and n != expected:
             raise ResultError(f"the mining parts hold {n} row(s), expected {expected}", key="mining_result")
         write("".join(buf))
     return n
+
+
+def _repeated_path(path: str) -> None:
+    raise ResultError(f"asset path {path!r} appears more than once", key="mining_result")
 
 
 class MiningResultWriter:

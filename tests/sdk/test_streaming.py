@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ymir_exc import result_writer as rw
-from ymir_exc.errors import NotSupportedError, ResultError
+from ymir_exc._digests import SeenNames
+from ymir_exc.errors import EnvFileError, NotSupportedError, ResultError
 from ymir_exc.streaming import (
     InferResultWriter,
     MiningResultWriter,
@@ -185,3 +186,77 @@ def test_merge_refuses_unsorted_or_malformed_parts_and_a_wrong_count(ws):
     with pytest.raises(ResultError, match="expected 2"):
         merge_mining_parts([str(p)], expected=2)
     assert not (ws.out_dir / "result.tsv").exists()
+
+
+def test_merge_refuses_a_non_finite_score_naming_the_part_and_line(ws):
+    p = ws.root / "p"
+    for bad in ("nan", "inf", "-inf"):
+        p.write_text(f"0.9\t0\t/a\n{bad}\t3\t/d.jpg\n")
+        with pytest.raises(ResultError, match="not finite") as e:
+            merge_mining_parts([str(p)])
+        assert e.value.path == str(p) and e.value.line == 2
+    assert not (ws.out_dir / "result.tsv").exists()
+
+
+def test_write_mining_part_refuses_an_index_given_twice(ws):
+    p = ws.root / "p"
+    with pytest.raises(ResultError, match="index 1 is given twice") as e:
+        write_mining_part(str(p), [(1, "/b.jpg", 0.1), (1, "/c.jpg", 0.2)])
+    assert "/c.jpg" in str(e.value)
+    assert not p.exists()
+
+
+def test_infer_writer_with_a_path_and_protocol_needs_no_env_yaml(ws, tmp_path):
+    result = {"/in/x.jpg": [rw.Annotation(class_name="dog", score=0.25, box=rw.Box(x=1, y=2, w=3, h=4))]}
+    rw.write_infer_result(result)
+    one_shot = _bytes(ws, "infer-result.json")
+    ws.env_file.unlink()
+    target = tmp_path / "out.json"
+    with InferResultWriter(path=str(target), protocol_version="1.0.0", class_names=["cat", "dog"]) as w:
+        w.add("/in/x.jpg", result["/in/x.jpg"])
+    assert target.read_bytes() == one_shot
+    with pytest.raises(ResultError, match="not in class_names"):
+        with InferResultWriter(path=str(target), protocol_version="1.0.0", class_names=["cat"]) as w:
+            w.add("/in/x.jpg", result["/in/x.jpg"])
+    assert target.read_bytes() == one_shot
+    with InferResultWriter(path=str(target), protocol_version="0.1.0") as w:
+        w.add("/in/x.jpg", result["/in/x.jpg"])
+    assert b'"annotations"' in target.read_bytes()
+    with pytest.raises(EnvFileError, match="env.yaml not found"):
+        InferResultWriter(path=str(target))
+    with pytest.raises(ValueError, match="protocol_version"):
+        InferResultWriter(path=str(target), protocol_version="9")
+
+
+def test_seen_names_finds_repeats_within_and_across_batches():
+    seen = SeenNames(batch=3)
+    assert [seen.add(n, n.upper()) for n in ("a", "b", "c", "d")] == [None] * 4
+    assert seen.add("d", "D2") == "D2"  # within the pending batch
+    assert len(seen) == 4
+    seen = SeenNames(batch=3)
+    for n in ("a", "b", "c", "d"):
+        seen.add(n, n)
+    assert seen.add("x", "x") is None
+    assert seen.add("b", "b again") == "b again"  # fills the batch: merged against a, b, c
+    seen = SeenNames(batch=3)
+    for n in ("a", "b", "c", "d"):
+        seen.add(n, n)
+    assert seen.add("a", "a again") is None and seen.finish() == "a again"
+    names = [f"n{i}" for i in range(5000)]  # digests of many kinds (some end with a zero byte)
+    seen = SeenNames(batch=97)
+    assert all(seen.add(n, n) is None for n in names) and seen.finish() is None and len(seen) == 5000
+    assert [seen.add(n, n) for n in names[:96]] == [None] * 96 and seen.add(names[96], "last") == "n0"
+
+
+def test_streaming_writers_catch_repeats_from_earlier_batches(ws, monkeypatch):
+    monkeypatch.setattr(SeenNames.__init__, "__defaults__", (4,))
+    with pytest.raises(ResultError, match=r"basename 'a\.jpg' \(the second: '/y/a\.jpg'\)"):
+        with InferResultWriter() as w:
+            for p in ["/x/a.jpg", "/x/b.jpg", "/x/c.jpg", "/x/d.jpg", "/x/e.jpg", "/y/a.jpg"]:
+                w.add(p, [])
+    assert not (ws.out_dir / "infer-result.json").exists()
+    pairs = [(f"/p{i}", i / 10) for i in range(9)] + [("/p1", 0.05)]
+    with pytest.raises(ResultError, match="'/p1' appears more than once"):
+        with MiningResultWriter(run_items=3) as w:
+            w.add_all(pairs)
+    assert sorted(os.listdir(ws.out_dir)) == ["models"]
