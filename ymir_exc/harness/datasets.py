@@ -23,10 +23,13 @@ from __future__ import annotations
 import codecs
 import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 from ymir_exc.dataset_reader import (
     BBox,
@@ -757,6 +760,12 @@ def _label_key(boxes: Sequence[BBox]) -> tuple[Any, ...]:
     return tuple(sorted((b.class_name, b.x, b.y, b.w, b.h) for b in boxes))
 
 
+def split_clashes(where: Mapping[str, Sequence[tuple[str, str]]]) -> list[str]:
+    """``"a.jpg (train) = b.jpg (val)"`` for each image content found in more than one split:
+    ``where`` maps a sha1 to the ``(split, image path)`` pairs that hold it."""
+    return [" = ".join(f"{p} ({n})" for n, p in v) for v in where.values() if len({n for n, _ in v}) > 1]
+
+
 def _refuse_cross_split(groups: dict[str, list[Item]], splits_of: dict[str, list[str]]) -> None:
     """Raise when a group of same-bytes items has copies in both train and val (``splits_of``:
     each group member's split, ``train`` or ``val``, in the group's order).
@@ -764,11 +773,12 @@ def _refuse_cross_split(groups: dict[str, list[Item]], splits_of: dict[str, list
     Raises:
         AnnotationError: naming each such image's files with their split (key ``splits``).
     """
-    clashes = [
-        " = ".join(f"{i.image_path} ({split})" for i, split in zip(items, splits_of[h], strict=True))
-        for h, items in groups.items()
-        if len(set(splits_of[h])) > 1
-    ]
+    clashes = split_clashes(
+        {
+            h: [(split, i.image_path) for i, split in zip(items, splits_of[h], strict=True)]
+            for h, items in groups.items()
+        }
+    )
     if clashes:
         raise AnnotationError(
             f"{len(clashes)} image(s) are in both train and val (same bytes): {first_few(clashes)}; an image "
@@ -854,21 +864,29 @@ def _duplicate_groups(train: Sequence[Item], val: Sequence[Item]) -> tuple[dict[
     return groups, splits_of
 
 
+def item_digests(pool: ThreadPoolExecutor, chunk: Sequence[Item]) -> dict[str, str]:
+    """``{image path: hex sha1}`` for the items of ``chunk`` (``Item.sha1`` where known; the
+    rest hashed on ``pool``: reads and hashing release the GIL)."""
+    from ymir_exc.harness.files import _in_chunks, sha1_file
+
+    known = {item.image_path: item.sha1 for item in chunk if item.sha1}
+    todo = list(dict.fromkeys(item.image_path for item in chunk if item.image_path not in known))
+    return dict(known, **dict(zip(todo, _in_chunks(pool, sha1_file, todo), strict=True)))
+
+
 def _hashed(items: Sequence[Item]) -> Sequence[Item]:
     """``items`` with ``Item.sha1`` set: a list's items are updated in place; an
     :class:`ItemStore` is copied into a new one (hashing a chunk at a time, in parallel)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ymir_exc.harness.files import _in_chunks, _io_workers, sha1_file
+    from ymir_exc.harness.files import _io_workers
 
     def chunks() -> Iterator[list[Item]]:
         it = iter(items)
         while chunk := list(itertools.islice(it, 4096)):
-            todo = list(dict.fromkeys(i.image_path for i in chunk if i.sha1 is None))
-            digests = dict(zip(todo, _in_chunks(pool, sha1_file, todo), strict=True))
+            digests = item_digests(pool, chunk)
             for i in chunk:
-                if i.sha1 is None:
-                    i.sha1 = digests[i.image_path]
+                i.sha1 = digests[i.image_path]
             yield chunk
 
     with ThreadPoolExecutor(max_workers=_io_workers(min(len(items), 4096))) as pool:  # hashing releases the GIL

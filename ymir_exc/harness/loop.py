@@ -41,7 +41,7 @@ from typing import Any
 from ymir_exc._io import atomic_write
 from ymir_exc.errors import AnnotationError
 from ymir_exc.harness.collect import TrainingReport
-from ymir_exc.harness.datasets import Dataset, Item
+from ymir_exc.harness.datasets import Dataset, Item, first_few, split_clashes
 from ymir_exc.harness.executors import LocalExecutor
 from ymir_exc.harness.options import RunOptions
 from ymir_exc.harness.pipeline import TaskOutcome, run_task
@@ -229,12 +229,10 @@ def check_disjoint(splits: dict[str, Sequence[Item]]) -> None:
             if it.sha1 is None:
                 it.sha1 = sha1_file(it.image_path)
             where.setdefault(it.sha1, []).append((name, it.image_path))
-    clashes = [" = ".join(f"{p} ({n})" for n, p in v) for v in where.values() if len({n for n, _ in v}) > 1]
+    clashes = split_clashes(where)
     if clashes:
         raise AnnotationError(
-            f"{len(clashes)} image(s) are in more than one of {' / '.join(splits)} (same bytes): "
-            + "; ".join(clashes[:10])
-            + (" ..." if len(clashes) > 10 else ""),
+            f"{len(clashes)} image(s) are in more than one of {' / '.join(splits)} (same bytes): " + first_few(clashes),
             key="splits",
         )
 

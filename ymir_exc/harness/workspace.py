@@ -31,7 +31,7 @@ from ymir_exc.formats.annotations import ark_text as ark_text  # re-exported: im
 from ymir_exc.formats.annotations import voc_xml as voc_xml
 from ymir_exc.formats.env import DEFAULT_PROTOCOL_VERSION, TASKS, EnvConfig
 from ymir_exc.harness.asset_index import AssetIndex
-from ymir_exc.harness.datasets import Dataset, Item, load_sample
+from ymir_exc.harness.datasets import Dataset, Item, item_digests, load_sample
 from ymir_exc.harness.files import ASSET_MODES as ASSET_MODES
 from ymir_exc.harness.files import _in_chunks, _io_workers, _write_new
 from ymir_exc.harness.files import image_size as image_size
@@ -167,7 +167,7 @@ def write_in_dir(
                 items = ds.split(split)
                 for start in range(0, len(items), CHUNK):
                     chunk = items[start : start + CHUNK]
-                    plan = _plan_chunk(split, chunk, _chunk_digests(pool, chunk), target, index, stats, coco)
+                    plan = _plan_chunk(split, chunk, item_digests(pool, chunk), target, index, stats, coco)
                     _place_chunk(pool, plan, target, index, stats, made)
                     out.write("".join(plan.lines))
             stats.index_files[split] = str(path)
@@ -179,14 +179,6 @@ def write_in_dir(
 
 #: the one annotation file of ``seg-coco:raw``, below ``in/``
 COCO_REL = "annotations/coco-annotations.json"
-
-
-def _chunk_digests(pool: ThreadPoolExecutor, chunk: Sequence[Item]) -> dict[str, str]:
-    """``{image path: hex sha1}`` for the items of ``chunk`` (``Item.sha1`` where known; the
-    rest hashed in parallel: reads and hashing release the GIL)."""
-    known = {item.image_path: item.sha1 for item in chunk if item.sha1}
-    todo = list(dict.fromkeys(item.image_path for item in chunk if item.image_path not in known))
-    return dict(known, **dict(zip(todo, _in_chunks(pool, sha1_file, todo), strict=True)))
 
 
 def _plan_chunk(
